@@ -1,0 +1,69 @@
+"""Shared defaults for every rankdeficit experiment.
+
+Each experiment config calls `get_config()` and overrides what differs (paper Table 4).
+Every field can be overridden from the command line, e.g.
+`--config.temperature=100 --config.model.width=512`; unknown fields are rejected because the
+returned ConfigDict is locked.
+"""
+import ml_collections
+from ml_collections import config_dict
+
+
+def get_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+
+  # --- Data (rankdeficit/input_pipeline.py) ---
+  c.dataset = 'cifar10'  # cifar10 | cifar100 | svhn_cropped | imagenet2012 | imagenet100 | mnist | cifar10_jpeg | tiny_imagenet32 | digits
+  c.ood_dataset = 'svhn_cropped'  # OOD set for probes and OOD detection ('' = none)
+  c.data_dir = config_dict.placeholder(str)  # tfds data_dir; None -> $TFDS_DATA_DIR or ~/tensorflow_datasets
+  c.train_subset = 0  # use only the first N training examples (0 = the whole split)
+  c.augment = 'cifar'  # cifar | imagenet | vit | none
+  c.image_size = 32  # network input resolution (images are resized when it differs)
+  c.num_workers = 0  # grain worker processes per host (0 = in-process)
+  c.batch_size = 128  # global batch, split over all devices of all hosts
+  c.eval_batch_size = 500  # global; the last batch is padded and masked
+
+  # --- Model (rankdeficit/models) ---
+  c.model = ml_collections.ConfigDict()
+  c.model.name = 'resnet18'  # mlp | vgg19 | vgg19_bn | resnet18 | resnet20 | resnet34 | resnet50 | vit_b16 | vit_ti16 | vit_tiny
+  c.model.num_classes = config_dict.placeholder(int)  # None -> the dataset's number of classes
+  c.model.width = 2048  # MLP hidden width
+  c.model.depth = 8  # MLP hidden layers
+  c.model.stem = 'cifar'  # ResNet stem: cifar (3x3, no max-pool) | imagenet (7x7 + max-pool)
+  c.model.init = 'kaiming'  # kaiming | pytorch | normal (paper App. E)
+  c.model.init_sigma = 0.01  # std of the 'normal' init
+  c.model.layer_norm = False  # LayerNorm after every hidden layer (MLP)
+  c.model.dtype = 'float32'  # compute dtype: float32 | bfloat16
+  c.model.pretrained_path = ''  # local .npz of pretrained weights (ViT); never downloaded
+
+  # --- Loss ---
+  c.loss = 'ce'  # ce: cross-entropy of softmax(logits / T) | mse: MSE(softmax(logits / T), one-hot)
+  c.temperature = 1.0
+  c.temperature_schedule = 'constant'  # constant | linear | cosine | step
+  c.final_temperature = config_dict.placeholder(float)  # target of non-constant schedules
+  c.temperature_milestones = ()  # epochs of the 'step' schedule
+
+  # --- Optimiser (rankdeficit/optim.py) ---
+  c.optimizer = 'sgd'  # sgd | adam
+  c.learning_rate = 0.1
+  c.momentum = 0.9
+  c.nesterov = False
+  c.weight_decay = 1e-4  # coupled, added to the gradient as in torch.optim.SGD
+  c.num_epochs = 164
+  c.lr_milestones = (82, 123)  # epochs
+  c.lr_gamma = 0.1
+  c.warmup_epochs = 0
+
+  # --- Loop, logging, checkpoints (rankdeficit/train.py) ---
+  c.num_train_steps = -1  # -1 -> num_epochs * steps_per_epoch
+  c.log_every_steps = 100
+  c.eval_every_steps = -1  # -1 -> once per epoch
+  c.checkpoint_every_steps = 1000
+  c.keep_checkpoints = 3
+  c.metrics_every_steps = 1000  # collapse metrics on a fixed batch (0 = off)
+  c.metrics_batch_size = 512
+  c.max_feature_dims = 10000  # random subset of feature coordinates for per-layer ranks
+  c.distributed = False  # call jax.distributed.initialize() (multi-host)
+  c.matmul_precision = 'default'  # jax_default_matmul_precision for training
+  return c
