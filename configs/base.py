@@ -15,7 +15,8 @@ def get_config() -> ml_collections.ConfigDict:
 
   # --- Data (rankdeficit/input_pipeline.py) ---
   c.dataset = 'cifar10'  # cifar10 | cifar100 | svhn_cropped | imagenet2012 | imagenet100 | mnist | cifar10_jpeg | tiny_imagenet32 | digits
-  c.ood_dataset = 'svhn_cropped'  # OOD set for probes and OOD detection ('' = none)
+  c.ood_dataset = 'svhn_cropped'  # OOD set of the OOD linear probes ('' = none)
+  c.ood_detection_dataset = ''  # OOD set for NECO detection ('' = same as ood_dataset)
   c.data_dir = config_dict.placeholder(str)  # tfds data_dir; None -> $TFDS_DATA_DIR or ~/tensorflow_datasets
   c.train_subset = 0  # use only the first N training examples (0 = the whole split)
   c.augment = 'cifar'  # cifar | imagenet | vit | none

@@ -1,0 +1,1 @@
+"""Experiment configs (ml_collections). Each file's `get_config()` returns a locked-ready ConfigDict."""

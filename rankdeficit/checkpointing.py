@@ -1,0 +1,118 @@
+"""Orbax checkpoints of the whole training state plus the grain input-iterator state.
+
+A checkpoint is a directory `workdir/checkpoints/<step>/` with two items: `state` (the
+`TrainState` pytree: step, params, batch statistics, optimizer state, RNG) and `data_iter`
+(the grain iterator position, one file per process). Orbax writes into a temporary
+directory and renames it when complete, so a run killed at any moment leaves the previous
+checkpoints intact; `latest_step` only ever sees finished ones.
+"""
+import json
+import os
+from typing import Any
+
+import grain
+import jax
+import ml_collections
+import orbax.checkpoint as ocp
+from absl import logging
+
+CHECKPOINT_DIR = 'checkpoints'
+CONFIG_FILE = 'config.json'
+
+
+class Checkpointer:
+  """Saves and restores (`TrainState`, data iterator) pairs, keeping the last `keep`."""
+
+  def __init__(self, workdir: str, keep: int = 3):
+    self._manager = ocp.CheckpointManager(
+        os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR),
+        item_names=('state', 'data_iter'),
+        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+
+  @property
+  def latest_step(self) -> int | None:
+    return self._manager.latest_step()
+
+  def save(self, step: int, state: Any, data_iter) -> None:
+    args = {'state': ocp.args.StandardSave(state)}
+    if data_iter is not None:
+      args['data_iter'] = grain.checkpoint.CheckpointSave(data_iter)
+    self._manager.save(step, args=ocp.args.Composite(**args))
+
+  def restore(self, state: Any, data_iter) -> Any:
+    """Restores the latest checkpoint into `state`'s structure/sharding and `data_iter`.
+
+    Returns `state` unchanged when there is no checkpoint yet.
+    """
+    step = self.latest_step
+    if step is None:
+      return state
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+    args = {'state': ocp.args.StandardRestore(abstract)}
+    if data_iter is not None:
+      args['data_iter'] = grain.checkpoint.CheckpointRestore(data_iter)
+    restored = self._manager.restore(step, args=ocp.args.Composite(**args))
+    logging.info('Resumed from checkpoint at step %d.', step)
+    return restored['state']
+
+  def wait_until_finished(self) -> None:
+    self._manager.wait_until_finished()
+
+  def close(self) -> None:
+    self._manager.close()
+
+
+def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """Writes the resolved config as JSON (process 0 only)."""
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, CONFIG_FILE), 'w') as f:
+      f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+
+
+def load_config(workdir: str) -> ml_collections.ConfigDict:
+  """Reads a run's resolved config back into a locked ConfigDict based on `configs/base.py`."""
+  from configs import base  # pylint: disable=import-outside-toplevel
+  config = base.get_config()
+  with open(os.path.join(workdir, CONFIG_FILE)) as f:
+    saved = json.load(f)
+  with config.unlocked():
+    _update(config, saved)
+  config.lock()
+  return config
+
+
+def _update(config: ml_collections.ConfigDict, values: dict) -> None:
+  for key, value in values.items():
+    if isinstance(value, dict) and isinstance(config.get(key), ml_collections.ConfigDict):
+      _update(config[key], value)
+    elif key in config and isinstance(config[key], tuple) and isinstance(value, list):
+      config[key] = tuple(value)
+    else:
+      config[key] = value
+
+
+def load_run(workdir: str, step: int | None = None):
+  """Loads a (finished or in-progress) run for analysis.
+
+  Returns:
+    (config, model, variables, step): the resolved config, the Flax module, the
+    `{'params', 'batch_stats'}` variables of checkpoint `step` (default: latest) as numpy
+    arrays, and that step.
+  """
+  from rankdeficit import models, input_pipeline  # pylint: disable=import-outside-toplevel
+  config = load_config(workdir)
+  manager = ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR),
+                                  item_names=('state', 'data_iter'))
+  step = manager.latest_step() if step is None else step
+  if step is None:
+    raise FileNotFoundError(f'No checkpoint in {workdir}/{CHECKPOINT_DIR}.')
+  restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+  manager.close()
+  state = restored['state']
+  num_classes = config.model.num_classes or input_pipeline.dataset_info(
+      config.dataset, config.data_dir).num_classes
+  model = models.create_model(config.model, num_classes)
+  variables = {'params': state['params']}
+  if state.get('batch_stats'):
+    variables['batch_stats'] = state['batch_stats']
+  return config, model, variables, step

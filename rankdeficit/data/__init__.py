@@ -1,0 +1,11 @@
+"""Data helpers behind `rankdeficit.input_pipeline`.
+
+- `datasets`: dataset registry (names, classes, normalisation), tfds/in-memory sources,
+  ImageNet-100 class list (`imagenet100_classes.txt`, CMC), OOD pairs.
+- `augment`: per-example grain transforms (CIFAR crop+flip, RandomResizedCrop, ColorJitter).
+- `local_import`: writes local files (../shared/data, image folders, zips, .npz) as
+  array_record tfds datasets; CLI: `python -m tools.import_data`.
+"""
+from rankdeficit.data.datasets import DATASET_NAMES, DatasetNotFoundError, ood_pair
+
+__all__ = ['DATASET_NAMES', 'DatasetNotFoundError', 'ood_pair']

@@ -1,0 +1,228 @@
+"""Dataset registry and random-access sources (tfds array_record, or in memory for `digits`).
+
+Every dataset is read as a random-access source of {'image': uint8 HWC, 'label': int}
+records: `tfds.data_source(...)` (array_record files in a tfds data_dir) for all but
+`digits`, which is built in memory from scikit-learn's bundled copy of the UCI digits.
+
+Normalisation constants (per-channel mean/std in [0, 1] units, of the training split):
+- cifar10, cifar10_jpeg: the standard CIFAR-10 values (the JPEG copy's std is ~0.002 lower);
+- cifar100, svhn_cropped, imagenet2012/imagenet100: the standard values of each;
+- mnist: 0.1307 / 0.3081 on all three (replicated) channels;
+- tiny_imagenet32: measured on the 20,000-image 32x32 train file in ../shared/data;
+- digits: measured on the digits train split at 8x8 (values 0..16 scaled to 0..255).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+CIFAR10_STATS = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
+IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+VIT_STATS = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+
+
+class DatasetNotFoundError(Exception):
+  """The dataset's files are not in the data_dir; the message names the fixing command."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+  num_classes: int
+  image_shape: tuple  # native (H, W, C); None entries for variable-size images
+  mean: tuple
+  std: tuple
+  kind: str  # 'download' (tfds downloads it) | 'manual' (imagenet) | 'offline' | 'memory'
+  tfds_name: str | None = None
+  splits: tuple = (('train', 'train'), ('test', 'test'))  # our split -> tfds split
+
+  @property
+  def variable_size(self) -> bool:
+    return self.image_shape[0] is None
+
+
+_IMAGENET_SPLITS = (('train', 'train'), ('test', 'validation'), ('validation', 'validation'))
+SPECS: dict[str, Spec] = {
+    'cifar10': Spec(10, (32, 32, 3), *CIFAR10_STATS, 'download', 'cifar10'),
+    'cifar100': Spec(100, (32, 32, 3), (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762),
+                     'download', 'cifar100'),
+    'svhn_cropped': Spec(10, (32, 32, 3), (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970),
+                         'download', 'svhn_cropped'),
+    'imagenet2012': Spec(1000, (None, None, 3), *IMAGENET_STATS, 'manual', 'imagenet2012',
+                         _IMAGENET_SPLITS),
+    'imagenet100': Spec(100, (None, None, 3), *IMAGENET_STATS, 'manual', 'imagenet2012',
+                        _IMAGENET_SPLITS),
+    'mnist': Spec(10, (28, 28, 1), (0.1307,) * 3, (0.3081,) * 3, 'offline', 'mnist'),
+    'cifar10_jpeg': Spec(10, (32, 32, 3), *CIFAR10_STATS, 'offline', 'cifar10_jpeg'),
+    'tiny_imagenet32': Spec(200, (32, 32, 3), (0.4819, 0.4496, 0.3991),
+                            (0.2618, 0.2535, 0.2679), 'offline', 'tiny_imagenet32'),
+    'digits': Spec(10, (8, 8, 1), (0.3048,) * 3, (0.3755,) * 3, 'memory'),
+}
+DATASET_NAMES = tuple(SPECS)
+
+# Default OOD partner of each training set (SPEC section 2/4).
+_FAR_OOD = {'cifar10': 'svhn_cropped', 'cifar100': 'svhn_cropped', 'svhn_cropped': 'cifar10',
+            'imagenet2012': 'cifar100', 'imagenet100': 'cifar100', 'cifar10_jpeg': 'mnist',
+            'tiny_imagenet32': 'mnist', 'mnist': 'cifar10_jpeg', 'digits': 'mnist'}
+_NEAR_OOD = {'cifar10': 'cifar100', 'cifar100': 'cifar10', 'cifar10_jpeg': 'tiny_imagenet32',
+             'tiny_imagenet32': 'cifar10_jpeg', 'imagenet2012': 'cifar100',
+             'imagenet100': 'cifar100', 'svhn_cropped': 'mnist', 'mnist': 'digits',
+             'digits': 'mnist'}
+
+
+def get_spec(name: str) -> Spec:
+  if name not in SPECS:
+    raise ValueError(f'Unknown dataset {name!r}; valid names: {", ".join(DATASET_NAMES)}.')
+  return SPECS[name]
+
+
+def ood_pair(dataset: str, kind: str = 'far') -> str:
+  """Default OOD dataset for `dataset`: 'far' (digits-like / SVHN) or 'near' (CIFAR-100,
+  Tiny-ImageNet). CIFAR -> svhn_cropped (far), cifar10 <-> cifar100 (near), ImageNet ->
+  cifar100 (resized); offline: cifar10_jpeg -> mnist (far), cifar10_jpeg <-> tiny_imagenet32."""
+  get_spec(dataset)
+  table = {'far': _FAR_OOD, 'near': _NEAR_OOD}.get(kind)
+  if table is None:
+    raise ValueError(f"ood_pair kind must be 'far' or 'near', got {kind!r}.")
+  return table[dataset]
+
+
+def resolve_data_dir(data_dir: str | None) -> str:
+  return os.path.expanduser(data_dir or os.environ.get('TFDS_DATA_DIR')
+                            or '~/tensorflow_datasets')
+
+
+def fix_command(name: str, data_dir: str | None) -> str:
+  spec, d = get_spec(name), resolve_data_dir(data_dir)
+  if spec.kind == 'offline':
+    return (f'python -m tools.import_data {name} --data_dir={d} '
+            f'[--source=/path/to/shared/data]  (imports the local files of ../shared/data)')
+  if spec.kind == 'manual':
+    return (f'put ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar (image-net.org) in '
+            f'MANUAL_DIR, then: python -m tools.import_data imagenet2012 --data_dir={d} '
+            f'--manual_dir=MANUAL_DIR' + (
+                '  (imagenet100 is read from imagenet2012 with the CMC class list)'
+                if name == 'imagenet100' else ''))
+  return (f'on a machine with internet: python -m tools.import_data {name} --data_dir={d} '
+          f'--download  (tfds download_and_prepare, file_format=array_record), then copy '
+          f'{d}/{spec.tfds_name} into the data_dir here. Offline, train on cifar10_jpeg '
+          f'(python -m tools.import_data cifar10_jpeg --data_dir={d}) with mnist as OOD set.')
+
+
+class DigitsSource:
+  """scikit-learn's 1,797 UCI 8x8 digits in memory. Deterministic split: test = the
+  examples whose index i (sklearn order) has i % 5 == 4 (359), train = the rest (1,438).
+  Pixels 0..16 are scaled to uint8 0..255; the pipeline resizes them to image_size."""
+
+  def __init__(self, split: str):
+    from sklearn.datasets import load_digits  # pylint: disable=import-outside-toplevel
+    digits = load_digits()
+    keep = (np.arange(len(digits.target)) % 5 == 4) == (split == 'test')
+    self._images = np.rint(digits.images[keep] * (255.0 / 16.0)).astype(np.uint8)[..., None]
+    self._labels = digits.target[keep].astype(np.int64)
+
+  def __len__(self) -> int:
+    return len(self._labels)
+
+  def __getitem__(self, index: int) -> dict[str, Any]:
+    return {'image': self._images[index], 'label': self._labels[index]}
+
+
+class IndexedSource:
+  """A view of `base` restricted to `indices`, optionally remapping labels (picklable)."""
+
+  def __init__(self, base, indices, label_map: dict[int, int] | None = None):
+    self._base = base
+    self._indices = np.asarray(indices, np.int64)
+    self._label_map = label_map
+
+  def __len__(self) -> int:
+    return len(self._indices)
+
+  def __getitem__(self, index: int) -> dict[str, Any]:
+    record = self._base[int(self._indices[index])]
+    if self._label_map is not None:
+      record = dict(record, label=self._label_map[int(record['label'])])
+    return record
+
+
+def _tfds_source(name: str, tfds_split: str, data_dir: str | None, decoders=None):
+  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+  spec = get_spec(name)
+  try:
+    return tfds.data_source(spec.tfds_name, split=tfds_split, data_dir=data_dir,
+                            download=False, decoders=decoders)
+  except (tfds.core.registered.DatasetNotFoundError, NotImplementedError, AssertionError,
+          FileNotFoundError, ValueError) as e:
+    raise DatasetNotFoundError(
+        f'Dataset {name!r} (split {tfds_split!r}) is not available as an array_record tfds '
+        f'dataset in data_dir {resolve_data_dir(data_dir)!r}. Fix: '
+        f'{fix_command(name, data_dir)}\n(tfds said: {str(e).splitlines()[0][:300]})') from e
+
+
+def tfds_data_source(name: str, split: str, data_dir: str | None):
+  """Plain `tfds.data_source` of any (e.g. generically imported) dataset, never downloading."""
+  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+  return tfds.data_source(name, split=split, data_dir=data_dir, download=False)
+
+
+def imagenet100_wnids() -> list[str]:
+  path = Path(__file__).with_name('imagenet100_classes.txt')
+  lines = [l.strip() for l in path.read_text().splitlines()]
+  return sorted(l for l in lines if l and not l.startswith('#'))
+
+
+_IMAGENET100_CACHE: dict[tuple, np.ndarray] = {}
+
+
+def imagenet100_indices(tfds_split: str, data_dir: str | None, base) -> tuple[np.ndarray, dict]:
+  """Indices of the imagenet2012 records in the CMC 100 classes + label map to 0..99.
+
+  The labels are scanned once (images not decoded) and cached in memory and, when possible,
+  in `<data_dir>/imagenet100_index/<split>.npy` (`tools/import_data imagenet100` does it)."""
+  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+  builder = tfds.builder('imagenet2012', data_dir=data_dir)
+  info = builder.info
+  tfds_labels = [info.features['label'].str2int(w) for w in imagenet100_wnids()]
+  label_map = {t: i for i, t in enumerate(tfds_labels)}
+  key = (resolve_data_dir(data_dir), tfds_split, len(base))
+  if key not in _IMAGENET100_CACHE:
+    cache = Path(key[0]) / 'imagenet100_index' / f'{tfds_split}_{len(base)}.npy'
+    if cache.exists():
+      _IMAGENET100_CACHE[key] = np.load(cache)
+    else:
+      src = _tfds_source('imagenet100', tfds_split, data_dir,
+                         decoders={'image': tfds.decode.SkipDecoding()})
+      wanted = np.zeros(1000, bool)
+      wanted[tfds_labels] = True
+      keep = []
+      for start in range(0, len(src), 4096):
+        idx = list(range(start, min(len(src), start + 4096)))
+        labels = np.array([int(src[i]['label']) for i in idx])
+        keep.append(np.asarray(idx)[wanted[labels]])
+      _IMAGENET100_CACHE[key] = np.concatenate(keep) if keep else np.zeros(0, np.int64)
+      try:  # only next to real imagenet2012 files (never for tfds mocks)
+        if Path(builder.data_dir).is_dir():
+          cache.parent.mkdir(parents=True, exist_ok=True)
+          np.save(cache, _IMAGENET100_CACHE[key])
+      except OSError:
+        pass
+  return _IMAGENET100_CACHE[key], label_map
+
+
+def open_source(name: str, split: str, data_dir: str | None):
+  """Random-access source of {'image', 'label'} records of `name`/`split` ('train'/'test')."""
+  spec = get_spec(name)
+  splits = dict(spec.splits)
+  if split not in splits:
+    raise ValueError(f'Unknown split {split!r} for {name}; valid: {", ".join(splits)}.')
+  if spec.kind == 'memory':
+    return DigitsSource(splits[split])
+  base = _tfds_source(name, splits[split], data_dir)
+  if name == 'imagenet100':
+    indices, label_map = imagenet100_indices(splits[split], data_dir, base)
+    return IndexedSource(base, indices, label_map)
+  return base

@@ -1,0 +1,69 @@
+"""Pure, jittable metrics of representation collapse (paper Sections 2-4, App. I).
+
+``from rankdeficit import metrics``; every public function of the submodules is
+re-exported here:
+
+* ``spectral``: singular values, numerical/effective/stable rank, logits norm,
+  post-softmax rank, representation rank on a fixed random subset of coordinates.
+* ``alignment``: weight/input singular-vector alignment, conv patches, gradient rank.
+* ``collapse``: streaming class statistics, NC1-NC4, OrthoDev.
+* ``ood``: NECO, AUROC, AUPR-In/Out, FPR@95 (NECO and OpenOOD conventions).
+"""
+
+from rankdeficit.metrics import alignment, collapse, ood, spectral
+from rankdeficit.metrics.alignment import (
+    conv_patches,
+    gradient_rank,
+    kernel_as_matrix,
+    layer_input_matrix,
+    max_alignment,
+    mean_max_alignment,
+    singular_vector_alignment,
+    subsample_rows,
+    top_right_singular_vectors,
+)
+from rankdeficit.metrics.collapse import (
+    ClassStats,
+    NccStats,
+    centred_class_means,
+    class_stats_from_features,
+    class_stats_init,
+    class_stats_update,
+    global_mean,
+    nc1,
+    nc2,
+    nc3,
+    nc4,
+    ncc_init,
+    ncc_update,
+    neural_collapse,
+    neural_collapse_from_features,
+    orthodev,
+    within_class_covariance,
+)
+from rankdeficit.metrics.ood import (
+    NecoParams,
+    aupr_in,
+    aupr_out,
+    auroc,
+    fpr_at_95_tpr,
+    neco_fit,
+    neco_score,
+    ood_metrics,
+)
+from rankdeficit.metrics.spectral import (
+    INVALID_RANK,
+    effective_rank,
+    feature_subset_indices,
+    flatten_features,
+    logits_norm,
+    mean_per_sample_norm,
+    numerical_rank,
+    rank_tolerance,
+    representation_matrix,
+    representation_rank,
+    singular_values,
+    softmax_rank,
+    stable_rank,
+    top_k_singular_values,
+)

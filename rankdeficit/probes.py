@@ -1,0 +1,415 @@
+"""Per-layer linear probes, effective depth (kappa) and OOD generalization loss (rho).
+
+Paper A.5 / Table 5: one linear classifier (weights + bias) per layer on frozen features,
+Adam, lr 1e-3, weight decay 1e-3, 50 epochs, mini-batch 4096, at most 10,000 feature
+coordinates per layer (a fixed random subset of the flattened representation).
+
+Choices where the paper is silent (all overridable through `ProbeConfig`):
+
+* Weight decay is *coupled* L2 (`weight_decay * param` added to the gradient before the Adam
+  moments), exactly like `torch.optim.Adam(..., weight_decay=1e-3)`, which the authors'
+  PyTorch code uses; it applies to the bias too, as torch does for a plain
+  `probe.parameters()` param group. `decoupled_weight_decay=True` switches to AdamW.
+* Adam betas (0.9, 0.999), eps 1e-8 (torch == optax defaults).
+* Probes are zero-initialised (logistic regression is convex, so the init barely matters,
+  and zero init makes zero-padded coordinates provably inert, see below).
+* Features are standardised per coordinate with the mean/std of the probe's *training* split
+  (the same affine map is applied to the test split; constant coordinates get scale 1).
+  The paper does not say; we standardise because the representation norms of the runs we
+  compare differ by orders of magnitude (that is the point of the paper), and Adam with a
+  fixed lr is not invariant to a global feature scale through its eps and the weight decay.
+  `standardize=False` gives raw features.
+* The last mini-batch of an epoch is the remainder (torch `DataLoader(drop_last=False)`); the
+  loss is the mean over the real examples of each batch.
+* One shuffle per epoch from `jax.random.fold_in(key, epoch)`; every layer of a group sees the
+  same minibatch order, so training layer l inside a group equals training it alone with the
+  same key (tested).
+
+Speed: all layers of a group are trained by one jitted program: each layer's features are
+zero-padded to the group's widest layer and the training (`lax.scan` over epochs and steps)
+is `vmap`-ped over layers. With zero init, a zero-padded coordinate has zero gradient, zero
+(coupled or decoupled) decay and hence a zero Adam update: its weight stays exactly 0, so
+padding does not change the result. Memory: a group holds `layers x n x width` float32 on
+the device (10 layers x 10,000 examples x 10,000 coordinates = 4 GB); layers are sorted by
+width and packed greedily into groups of at most `ProbeConfig.max_group_bytes` (default
+1 GiB), so a ResNet on 50,000 training images trains one or a few layers per program.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import time
+from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from rankdeficit.metrics import spectral
+
+
+# --------------------------------------------------------------------------------------
+# kappa / rho
+
+
+def _as_accuracy_vector(acc: Sequence[float] | Mapping[str, float] | np.ndarray) -> np.ndarray:
+  if isinstance(acc, Mapping):
+    acc = list(acc.values())  # insertion order == forward order
+  a = np.asarray(acc, dtype=np.float64).reshape(-1)
+  if a.size == 0:
+    raise ValueError('need the probe accuracy of at least one layer')
+  if not np.all(np.isfinite(a)):
+    raise ValueError(f'probe accuracies must be finite, got {a}')
+  if np.any(a < 0):
+    raise ValueError(f'probe accuracies must be >= 0, got {a}')
+  return a
+
+
+def effective_depth(acc_per_layer: Sequence[float] | Mapping[str, float] | np.ndarray,
+                    threshold: float = 0.99) -> float:
+  """Effective depth kappa (paper Sec. 2): first layer reaching `threshold` x last accuracy.
+
+  kappa = i* / L with i* the 1-based index (forward order) of the first layer whose probe
+  accuracy is >= `threshold` * (probe accuracy of the last layer), L the number of layers.
+  Ties count as reaching (>=, with a 1e-12 slack against rounding of `threshold * last`).
+  Edge cases: if the first layer already reaches it, kappa = 1/L (the minimum); the last layer
+  always reaches it, so kappa <= 1. A mapping is read in insertion order.
+
+  Raises:
+    ValueError: no layers, non-finite or negative accuracies, or a last-layer accuracy of 0
+      (then every layer "reaches 99% of it" and kappa is meaningless).
+  """
+  a = _as_accuracy_vector(acc_per_layer)
+  if not 0 < threshold <= 1:
+    raise ValueError(f'threshold must be in (0, 1], got {threshold}')
+  last = a[-1]
+  if last <= 0:
+    raise ValueError('effective depth is undefined when the last layer\'s probe accuracy is 0')
+  reached = a >= threshold * last - 1e-12
+  first = int(np.argmax(reached))  # reached[-1] is True, so argmax finds the first True
+  return (first + 1) / a.size
+
+
+def ood_generalization_loss(ood_acc_per_layer: Sequence[float] | Mapping[str, float] | np.ndarray
+                            ) -> float:
+  """OOD generalization loss rho = (max_l acc_l - acc_last) / max_l acc_l, in [0, 1].
+
+  0 when the last layer is (one of) the best. Raises ValueError when every accuracy is 0
+  (rho undefined), or on empty / non-finite / negative input.
+  """
+  a = _as_accuracy_vector(ood_acc_per_layer)
+  best = a.max()
+  if best <= 0:
+    raise ValueError('OOD generalization loss is undefined when every probe accuracy is 0')
+  return float((best - a[-1]) / best)
+
+
+# --------------------------------------------------------------------------------------
+# Probe training
+
+
+@dataclasses.dataclass(frozen=True)
+class ProbeConfig:
+  learning_rate: float = 1e-3
+  weight_decay: float = 1e-3
+  decoupled_weight_decay: bool = False  # False: torch.optim.Adam (coupled L2); True: AdamW
+  num_epochs: int = 50
+  batch_size: int = 4096
+  standardize: bool = True
+  max_group_bytes: int = 1 << 30  # device memory bound of one vmapped group's features
+  eval_batch_size: int = 8192
+
+
+class Probe(NamedTuple):
+  """A trained linear probe: logits = ((x - mean) * scale) @ w + b (leading layer axis if stacked)."""
+  w: Any  # [D, C]
+  b: Any  # [C]
+  mean: Any  # [D]
+  scale: Any  # [D]
+
+
+def _make_optimizer(cfg: ProbeConfig) -> optax.GradientTransformation:
+  if cfg.decoupled_weight_decay:
+    return optax.adamw(cfg.learning_rate, weight_decay=cfg.weight_decay)
+  # torch.optim.Adam(weight_decay=wd): g <- g + wd * p, then Adam.
+  return optax.chain(optax.add_decayed_weights(cfg.weight_decay), optax.adam(cfg.learning_rate))
+
+
+def _standardizer(x: jax.Array, standardize: bool):
+  d = x.shape[-1]
+  if not standardize:
+    return jnp.zeros((d,), jnp.float32), jnp.ones((d,), jnp.float32)
+  mean = jnp.mean(x, axis=0)
+  var = jnp.mean(jnp.square(x - mean), axis=0)
+  std = jnp.sqrt(var)
+  scale = jnp.where(std > 1e-12, 1.0 / jnp.where(std > 1e-12, std, 1.0), 1.0)
+  return mean, scale
+
+
+def _train_single(x: jax.Array, y: jax.Array, key: jax.Array, *, num_classes: int,
+                  cfg: ProbeConfig) -> Probe:
+  """Trains one probe on x [n, D] (float32), y [n] int. Pure; jit/vmap-able over x."""
+  n, d = x.shape
+  bs = min(cfg.batch_size, n)
+  steps = math.ceil(n / bs)
+  pad = steps * bs - n
+  mean, scale = _standardizer(x, cfg.standardize)
+  tx = _make_optimizer(cfg)
+  params = {'w': jnp.zeros((d, num_classes), jnp.float32),
+            'b': jnp.zeros((num_classes,), jnp.float32)}
+  opt_state = tx.init(params)
+
+  def loss_fn(params, xb, yb, mb):
+    logits = ((xb - mean) * scale) @ params['w'] + params['b']
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, yb)
+    return jnp.sum(ce * mb) / jnp.maximum(jnp.sum(mb), 1.0)
+
+  def epoch(carry, epoch_idx):
+    params, opt_state = carry
+    perm = jax.random.permutation(jax.random.fold_in(key, epoch_idx), n)
+    perm = jnp.concatenate([perm, jnp.zeros((pad,), perm.dtype)]).reshape(steps, bs)
+    valid = (jnp.arange(steps * bs) < n).astype(jnp.float32).reshape(steps, bs)
+
+    def step(carry, inp):
+      params, opt_state = carry
+      idx, mb = inp
+      grads = jax.grad(loss_fn)(params, x[idx], y[idx], mb)
+      updates, opt_state = tx.update(grads, opt_state, params)
+      return (optax.apply_updates(params, updates), opt_state), None
+
+    carry, _ = jax.lax.scan(step, (params, opt_state), (perm, valid))
+    return carry, None
+
+  (params, _), _ = jax.lax.scan(epoch, (params, opt_state), jnp.arange(cfg.num_epochs))
+  return Probe(params['w'], params['b'], mean, scale)
+
+
+@functools.partial(jax.jit, static_argnames=('num_classes', 'cfg'))
+def _train_single_jit(x, y, key, *, num_classes, cfg):
+  return _train_single(x, y, key, num_classes=num_classes, cfg=cfg)
+
+
+@functools.partial(jax.jit, static_argnames=('num_classes', 'cfg'))
+def _train_group_jit(xs, y, key, *, num_classes, cfg):
+  fn = functools.partial(_train_single, num_classes=num_classes, cfg=cfg)
+  return jax.vmap(fn, in_axes=(0, None, None))(xs, y, key)
+
+
+def _jit_cfg(cfg: ProbeConfig) -> ProbeConfig:
+  """The config with host-only fields reset, so they do not trigger recompilation."""
+  return dataclasses.replace(cfg, max_group_bytes=0, eval_batch_size=0)
+
+
+def _check_labels(y, num_classes: int) -> np.ndarray:
+  y = np.asarray(y).astype(np.int32).reshape(-1)
+  if y.size and (y.min() < 0 or y.max() >= num_classes):
+    raise ValueError(f'labels must be in [0, {num_classes}), got [{y.min()}, {y.max()}]')
+  return y
+
+
+def train_probe(x: np.ndarray, y: np.ndarray, num_classes: int, *, key: jax.Array,
+                config: ProbeConfig = ProbeConfig()) -> Probe:
+  """Trains one linear probe on features x [n, ...] (flattened) with labels y [n]."""
+  x = np.asarray(x, np.float32).reshape(len(x), -1)
+  y = _check_labels(y, num_classes)
+  return jax.device_get(_train_single_jit(jnp.asarray(x), jnp.asarray(y), key,
+                                          num_classes=num_classes, cfg=_jit_cfg(config)))
+
+
+def _plan_groups(widths: Sequence[int], n: int, max_bytes: int) -> list[list[int]]:
+  """Sorts layers by width and packs them greedily into groups within the byte budget."""
+  order = sorted(range(len(widths)), key=lambda i: (widths[i], i))
+  groups, cur = [], []
+  for i in order:
+    cand = cur + [i]
+    if cur and len(cand) * n * max(widths[j] for j in cand) * 4 > max_bytes:
+      groups.append(cur)
+      cand = [i]
+    cur = cand
+  if cur:
+    groups.append(cur)
+  return groups
+
+
+def train_probes(xs: Sequence[np.ndarray], y: np.ndarray, num_classes: int, *, key: jax.Array,
+                 config: ProbeConfig = ProbeConfig()) -> list[Probe]:
+  """Trains one probe per feature matrix (same examples and labels), vmapped in groups.
+
+  Returns host (numpy) probes in the order of `xs`, each with its layer's own width.
+  """
+  xs = [np.asarray(x, np.float32).reshape(len(x), -1) for x in xs]
+  y = _check_labels(y, num_classes)
+  n = len(y)
+  if any(len(x) != n for x in xs):
+    raise ValueError('every layer needs one feature row per label')
+  widths = [x.shape[1] for x in xs]
+  out: list[Probe | None] = [None] * len(xs)
+  y_dev = jnp.asarray(y)
+  for group in _plan_groups(widths, n, config.max_group_bytes):
+    dmax = max(widths[i] for i in group)
+    stacked = np.zeros((len(group), n, dmax), np.float32)
+    for k, i in enumerate(group):
+      stacked[k, :, :widths[i]] = xs[i]
+    res = jax.device_get(_train_group_jit(jnp.asarray(stacked), y_dev, key,
+                                          num_classes=num_classes, cfg=_jit_cfg(config)))
+    del stacked
+    for k, i in enumerate(group):
+      d = widths[i]
+      out[i] = Probe(res.w[k, :d], res.b[k], res.mean[k, :d], res.scale[k, :d])
+  return out  # type: ignore[return-value]
+
+
+@jax.jit
+def _predict(probe: Probe, x):
+  return jnp.argmax(((x - probe.mean) * probe.scale) @ probe.w + probe.b, axis=-1)
+
+
+def probe_predictions(probe: Probe, x: np.ndarray, *, batch_size: int = 8192) -> np.ndarray:
+  x = np.asarray(x, np.float32).reshape(len(x), -1)
+  preds = [np.asarray(_predict(probe, jnp.asarray(x[i:i + batch_size])))
+           for i in range(0, len(x), batch_size)]
+  return np.concatenate(preds) if preds else np.zeros((0,), np.int32)
+
+
+def probe_accuracy(probe: Probe, x: np.ndarray, y: np.ndarray, *, batch_size: int = 8192) -> float:
+  y = np.asarray(y).reshape(-1)
+  if len(y) == 0:
+    raise ValueError('empty evaluation set')
+  return float(np.mean(probe_predictions(probe, x, batch_size=batch_size) == y))
+
+
+def fit_layer_probes(train_features: Mapping[str, np.ndarray], train_labels: np.ndarray,
+                     test_features: Mapping[str, np.ndarray], test_labels: np.ndarray,
+                     num_classes: int, *, key: jax.Array,
+                     config: ProbeConfig = ProbeConfig()) -> dict[str, float]:
+  """Trains a probe per layer on the train split and returns {layer: test accuracy}."""
+  layers = list(train_features)
+  if set(layers) != set(test_features):
+    raise ValueError(f'train/test layers differ: {layers} vs {list(test_features)}')
+  probes = train_probes([train_features[l] for l in layers], train_labels, num_classes,
+                        key=key, config=config)
+  return {l: probe_accuracy(p, test_features[l], test_labels, batch_size=config.eval_batch_size)
+          for l, p in zip(layers, probes)}
+
+
+# --------------------------------------------------------------------------------------
+# Feature extraction
+
+
+class Features(NamedTuple):
+  """Representations of one eval pass (padding rows dropped), on the host.
+
+  reps: {layer: float32 [n, k]} the fixed coordinate subset (k <= max_dims) of each layer's
+    flattened representation, forward order; logits: float32 [n, C]; labels: int32 [n];
+    coords: {layer: int array [k]} indices of the kept coordinates in the flattened layer
+    (identical for every dataset extracted with the same key and model).
+  """
+  reps: dict[str, np.ndarray]
+  logits: np.ndarray
+  labels: np.ndarray
+  coords: dict[str, np.ndarray]
+
+
+def select_coordinates(dim: int, max_dims: int | None, key: jax.Array) -> np.ndarray:
+  """Sorted indices of a fixed random subset of min(dim, max_dims) coordinates (all if fewer).
+
+  Host wrapper of `metrics.spectral.feature_subset_indices` (same key -> same subset as the
+  train-time rank monitor); `max_dims` None or <= 0 keeps every coordinate.
+  """
+  if max_dims is None or max_dims <= 0 or dim <= max_dims:
+    return np.arange(dim, dtype=np.int32)
+  return np.asarray(spectral.feature_subset_indices(dim, max_dims, key)).astype(np.int32)
+
+
+def layer_coordinates(model, variables, image_shape: Sequence[int], *, max_dims: int | None,
+                      key: jax.Array, layers: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+  """The coordinate subset of every (selected) layer; layer i uses fold_in(key, i)."""
+  shapes = jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables,
+                          jax.ShapeDtypeStruct((1, *image_shape), jnp.float32))
+  rep_shapes = shapes[1]
+  names = list(rep_shapes)
+  if layers is not None:
+    missing = [l for l in layers if l not in rep_shapes]
+    if missing:
+      raise KeyError(f'unknown layers {missing}; the model has {names}')
+  coords = {}
+  for i, name in enumerate(names):
+    if layers is not None and name not in layers:
+      continue
+    dim = int(np.prod(rep_shapes[name].shape[1:]))
+    coords[name] = select_coordinates(dim, max_dims, jax.random.fold_in(key, i))
+  return coords
+
+
+def extract_features(model, variables, batches: Iterable[Mapping[str, np.ndarray]], *,
+                     layers: Sequence[str] | None = None, max_dims: int | None = 10_000,
+                     key: jax.Array | None = None,
+                     coords: Mapping[str, np.ndarray] | None = None,
+                     max_examples: int | None = None) -> Features:
+  """Streams an eval iterator through the model and keeps a coordinate subset of each layer.
+
+  One jitted apply per batch (train=False) that flattens every representation and gathers
+  the fixed coordinate subset *on the device*, so only `batch x max_dims` values per layer
+  ever leave it (a ResNet-50 on ImageNet never materialises all activations on the host).
+  Rows whose `mask` is False (padding of the last eval batch) are dropped.
+
+  Args:
+    model, variables: a `rankdeficit.models` module and its variables.
+    batches: iterable of {"image", "label", optional "mask"} numpy batches.
+    layers: names of the layers to keep (default all, forward order).
+    max_dims: at most this many coordinates per layer (paper: 10,000; None = all).
+    key: selects the coordinate subsets (default PRNGKey(0)); ignored when `coords` is given.
+    coords: explicit {layer: indices} to reuse the subsets of another extraction.
+    max_examples: stop after this many real examples.
+  """
+  key = jax.random.PRNGKey(0) if key is None else key
+  it = iter(batches)
+  reps_out: dict[str, list[np.ndarray]] = {}
+  logits_out, labels_out = [], []
+  apply_fn = None
+  count = 0
+  for batch in it:
+    images = np.asarray(batch['image'], np.float32)
+    if coords is None:
+      coords = layer_coordinates(model, variables, images.shape[1:], max_dims=max_dims, key=key,
+                                 layers=layers)
+    if apply_fn is None:
+      coords = {k: np.asarray(v, np.int32) for k, v in coords.items()}
+      dev_coords = {k: jnp.asarray(v) for k, v in coords.items()}
+      reps_out = {k: [] for k in coords}
+
+      @jax.jit
+      def apply_fn(variables, images, dev_coords):
+        logits, reps = model.apply(variables, images, train=False)
+        sel = {k: jnp.take(reps[k].reshape(reps[k].shape[0], -1), c, axis=1).astype(jnp.float32)
+               for k, c in dev_coords.items()}
+        return logits.astype(jnp.float32), sel
+
+    mask = np.asarray(batch.get('mask', np.ones(len(images), bool)), bool)
+    logits, sel = jax.device_get(apply_fn(variables, jnp.asarray(images), dev_coords))
+    keep = np.flatnonzero(mask)
+    if max_examples is not None:
+      keep = keep[:max(0, max_examples - count)]
+    count += len(keep)
+    logits_out.append(np.asarray(logits)[keep])
+    labels_out.append(np.asarray(batch['label']).astype(np.int32)[keep])
+    for k in reps_out:
+      reps_out[k].append(np.asarray(sel[k])[keep])
+    if max_examples is not None and count >= max_examples:
+      break
+  if apply_fn is None:
+    raise ValueError('the batch iterator was empty')
+  return Features(
+      reps={k: np.concatenate(v) for k, v in reps_out.items()},
+      logits=np.concatenate(logits_out),
+      labels=np.concatenate(labels_out),
+      coords=dict(coords))
+
+
+def timed(fn: Callable, *args, **kwargs):
+  """(result, seconds) of fn(*args, **kwargs), blocking on jax results."""
+  t0 = time.perf_counter()
+  out = jax.block_until_ready(fn(*args, **kwargs))
+  return out, time.perf_counter() - t0

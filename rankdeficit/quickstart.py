@@ -1,0 +1,118 @@
+"""Quickstart: the same small model at T=1 and T=100, side by side, offline, in minutes.
+
+  python -m rankdeficit.quickstart                # digits (bundled with scikit-learn)
+  python -m rankdeficit.quickstart --dataset=cifar10_jpeg --data_dir=data/tfds
+
+With `--dataset=auto` (the default) it uses CIFAR-10 when a prepared copy is found in the
+tfds data_dir (`cifar10`, or `cifar10_jpeg` from `python -m tools.import_data`), and
+otherwise the 1,797 UCI handwritten digits that ship inside scikit-learn, so it runs on a
+fresh machine with no data and no network. It prints accuracy, the logits norm at
+initialisation and at the end, the solution rank (rank of the logits over the whole test
+set), the post-softmax rank and the numerical rank of every layer's representation.
+"""
+import os
+
+import jax
+import numpy as np
+from absl import app, flags, logging
+
+from configs import quickstart as quickstart_config
+from rankdeficit import input_pipeline, models, train
+from rankdeficit.metrics import spectral
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string('dataset', 'auto', 'auto | digits | cifar10 | cifar10_jpeg')
+flags.DEFINE_string('data_dir', os.environ.get('TFDS_DATA_DIR', 'data/tfds'),
+                    'tfds data_dir searched for CIFAR-10.')
+flags.DEFINE_string('workdir', 'runs/quickstart', 'Runs go to <workdir>/T<temperature>.')
+flags.DEFINE_list('temperatures', ['1', '100'], 'Temperatures to compare.')
+flags.DEFINE_integer('epochs', None, 'Override the number of epochs.')
+
+
+def pick_dataset(requested: str, data_dir: str) -> str:
+  """`auto`: the first of cifar10, cifar10_jpeg that is prepared in data_dir, else digits."""
+  if requested != 'auto':
+    return requested
+  for name in ('cifar10', 'cifar10_jpeg'):
+    try:
+      input_pipeline.dataset_info(name, data_dir)
+      return name
+    except input_pipeline.DatasetNotFoundError:
+      continue
+  return 'digits'
+
+
+def quickstart_config_for(dataset: str, data_dir: str, temperature: float, epochs=None):
+  c = quickstart_config.get_config()
+  c.temperature = temperature
+  if dataset != 'digits':
+    # 32x32 colour images: more data, fewer epochs, same small MLP.
+    c.dataset, c.data_dir, c.image_size = dataset, data_dir, 32
+    c.train_subset, c.num_epochs, c.batch_size = 5000, 8, 128
+    c.eval_batch_size = c.metrics_batch_size = 500
+  if epochs:
+    c.num_epochs = epochs
+  return c
+
+
+def representation_ranks(config, state, model) -> dict[str, int]:
+  """Numerical rank of each layer's representation over the whole test split."""
+  variables = {'params': state.params}
+  if state.batch_stats:
+    variables['batch_stats'] = state.batch_stats
+  apply = jax.jit(lambda v, x: model.apply(v, x, train=False))
+  reps: dict[str, list] = {}
+  for batch in input_pipeline.create_eval_iterator(config, config.dataset, 'test',
+                                                   batch_size=config.eval_batch_size):
+    logits, layer_reps = jax.device_get(apply(variables, batch['image']))
+    keep = np.asarray(batch['mask'], bool)
+    for name, rep in {**layer_reps, 'logits': logits}.items():
+      reps.setdefault(name, []).append(np.asarray(rep).reshape(len(keep), -1)[keep])
+  return {name: int(spectral.numerical_rank(np.concatenate(r))) for name, r in reps.items()}
+
+
+def main(argv):
+  del argv
+  dataset = pick_dataset(FLAGS.dataset, FLAGS.data_dir)
+  temperatures = [float(t) for t in FLAGS.temperatures]
+  rows = {}
+  for t in temperatures:
+    config = quickstart_config_for(dataset, FLAGS.data_dir, t, FLAGS.epochs)
+    workdir = os.path.join(FLAGS.workdir, f'{dataset}_T{t:g}')
+    print(f'training {config.model.name} on {dataset} at T={t:g} -> {workdir}', flush=True)
+    state, results = train.train_and_evaluate(config, workdir, devices=jax.devices()[:1])
+    model = models.create_model(config.model, input_pipeline.dataset_info(
+        config.dataset, config.data_dir).num_classes)
+    rows[t] = {**results, **{f'rank/{k}': v for k, v in
+                             representation_ranks(config, state, model).items()}}
+  print_table(dataset, rows)
+
+
+def print_table(dataset: str, rows: dict) -> None:
+  temps = list(rows)
+  first = rows[temps[0]]
+  keys = ['eval/accuracy', 'eval/loss', 'init/logits_norm', 'eval/logits_norm',
+          'eval/solution_rank', 'eval/post_softmax_rank']
+  keys = [k for k in keys if k in first] + [k for k in first if k.startswith('rank/')]
+  print(f'\n{dataset}: same model, same data, different softmax temperature\n')
+  header = f'| {"metric":<26} |' + ''.join(f' {"T=" + format(t, "g"):>10} |' for t in temps)
+  print(header)
+  print('|' + '-' * 28 + '|' + '------------|' * len(temps))
+  for k in keys:
+    cells = ''.join(f' {_fmt(rows[t].get(k)):>10} |' for t in temps)
+    print(f'| {k:<26} |{cells}')
+  print('\nrank/<layer>: numerical rank of that layer\'s representation on the test set '
+        '(PyTorch matrix_rank tolerance).')
+
+
+def _fmt(v) -> str:
+  if v is None:
+    return '-'
+  if isinstance(v, float) and not float(v).is_integer():
+    return f'{v:.4g}'
+  return str(int(v))
+
+
+if __name__ == '__main__':
+  logging.set_verbosity(logging.WARNING)
+  app.run(main)

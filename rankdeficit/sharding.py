@@ -1,0 +1,51 @@
+"""Data parallelism over a `jax.sharding.Mesh` with a single `data` axis.
+
+Parameters and optimizer state are replicated; the batch is split along its leading axis.
+The same code runs on one CPU, eight GPUs or a multi-host TPU pod: under `jax.jit` XLA
+inserts the gradient all-reduce, and BatchNorm's batch statistics (a mean over the sharded
+axis) are global automatically.
+"""
+from typing import Sequence
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+DATA_AXIS = 'data'
+
+
+def create_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
+  """A 1-D mesh over `devices` (default: every device of every process)."""
+  devices = jax.devices() if devices is None else list(devices)
+  return Mesh(np.asarray(devices), (DATA_AXIS,))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def data_sharded(mesh: Mesh) -> NamedSharding:
+  """Leading (batch) axis split over the `data` axis, other axes whole."""
+  return NamedSharding(mesh, P(DATA_AXIS))
+
+
+def shard_batch(batch: dict, mesh: Mesh) -> dict:
+  """Turns host-local numpy batches into global arrays sharded on the `data` axis.
+
+  Each process passes its own slice; the global batch is their concatenation in process
+  order (`jax.make_array_from_process_local_data`), so no host ever holds the whole batch.
+  """
+  sharding = data_sharded(mesh)
+  return jax.tree.map(
+      lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), batch)
+
+
+def check_divisible(batch_size: int, mesh: Mesh, what: str = 'batch_size') -> None:
+  """Raises a clear error when a global batch cannot be split evenly over the mesh."""
+  n = mesh.devices.size
+  if batch_size % n:
+    raise ValueError(f'{what}={batch_size} is not divisible by the number of devices ({n}); '
+                     f'use a multiple of {n}.')
+  if batch_size % jax.process_count():
+    raise ValueError(f'{what}={batch_size} is not divisible by the number of processes '
+                     f'({jax.process_count()}).')

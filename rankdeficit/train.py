@@ -1,0 +1,167 @@
+"""The training loop: one jitted data-parallel train step, exact evaluation, checkpoints.
+
+`train_and_evaluate(config, workdir)` is the whole job. State lives in one pytree
+(`TrainState`), replicated over a `Mesh` with a `data` axis; batches are sharded on that
+axis. The step is compiled once (shapes and shardings never change) and donates the old
+state's buffers. Metrics stay on device and are fetched only at log steps, so there is no
+host sync per step.
+"""
+import functools
+import json
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+from clu import metric_writers, periodic_actions
+
+from rankdeficit import checkpointing, input_pipeline, losses, models, optim, sharding
+from rankdeficit import steps
+from rankdeficit import validation
+from rankdeficit.metrics import spectral
+
+
+def evaluate(jitted_eval_step, state: steps.TrainState, config, mesh,
+             temperature: float) -> dict[str, float]:
+  """Scores every example of the test split exactly once (padded batches are masked).
+
+  Also computes the solution rank SR (numerical rank of the pre-softmax logits over the
+  whole eval set) and the post-softmax rank at the current temperature.
+  """
+  totals, all_logits = {}, []
+  for batch in input_pipeline.create_eval_iterator(
+      config, config.dataset, 'test', batch_size=config.eval_batch_size):
+    sums, logits, mask = jitted_eval_step(state, sharding.shard_batch(batch, mesh))
+    for k, v in sums.items():
+      totals[k] = totals.get(k, 0.0) + v
+    logits, mask = jax.device_get((logits, mask))
+    all_logits.append(np.asarray(logits)[np.asarray(mask, bool)])
+  totals = jax.device_get(totals)
+  count = float(totals.pop('count'))
+  results = {f'eval/{k}': float(v) / count for k, v in totals.items()}
+  logits = np.concatenate(all_logits)
+  results['eval/solution_rank'] = int(spectral.numerical_rank(logits))
+  results['eval/post_softmax_rank'] = int(spectral.softmax_rank(logits, temperature))
+  results['eval/num_examples'] = int(count)
+  return results
+
+
+def initial_logits_norm(jitted_eval_step, state: steps.TrainState, config, mesh) -> float:
+  """Mean per-sample logits L2 norm on the first eval batch."""
+  batch = next(iter(input_pipeline.create_eval_iterator(
+      config, config.dataset, 'test', batch_size=config.eval_batch_size)))
+  sums, _, _ = jitted_eval_step(state, sharding.shard_batch(batch, mesh))
+  sums = jax.device_get(sums)
+  return float(sums['logits_norm'] / sums['count'])
+
+
+def _all_finite(tree) -> jax.Array:
+  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
+            if jnp.issubdtype(x.dtype, jnp.inexact)]
+  return jnp.all(jnp.stack(leaves))
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+                       devices=None) -> tuple[steps.TrainState, dict[str, float]]:
+  """Trains `config` in `workdir`, resuming from its latest checkpoint if there is one.
+
+  Args:
+    config: a config from `configs/` (see configs/base.py for every field).
+    workdir: run directory: config.json, TensorBoard events, checkpoints.
+    devices: devices of the data-parallel mesh (default: all).
+  Returns:
+    The final `TrainState` and the last logged train/eval metrics.
+  """
+  mesh = sharding.create_mesh(devices)
+  info = validation.validate_config(config, workdir, num_devices=mesh.devices.size)
+  num_classes = config.model.num_classes or info.num_classes
+  model = models.create_model(config.model, num_classes)
+  steps_per_epoch = input_pipeline.steps_per_epoch(config)
+  total_steps = (config.num_train_steps if config.num_train_steps > 0
+                 else int(config.num_epochs * steps_per_epoch))
+  eval_every = config.eval_every_steps if config.eval_every_steps > 0 else steps_per_epoch
+  tx = optim.create_optimizer(config, steps_per_epoch)
+  loss_fn = losses.get_loss_fn(config.loss)
+  temperature_fn = losses.temperature_schedule(
+      config.temperature_schedule, config.temperature, config.final_temperature, total_steps,
+      [m * steps_per_epoch for m in config.temperature_milestones])
+
+  repl = sharding.replicated(mesh)
+  image_shape = (config.image_size, config.image_size, 3)
+  state = jax.jit(functools.partial(steps.create_train_state, model=model, tx=tx,
+                                    image_shape=image_shape),
+                  out_shardings=repl)(jax.random.PRNGKey(config.seed))
+  train_iter = input_pipeline.create_train_iterator(config, seed=config.seed)
+  checkpointer = checkpointing.Checkpointer(workdir, keep=config.keep_checkpoints)
+  state = checkpointer.restore(state, train_iter)
+  start_step = int(jax.device_get(state.step))
+  checkpointing.save_config(config, workdir)
+
+  writer = metric_writers.create_default_writer(
+      workdir, just_logging=jax.process_index() > 0)
+  if start_step == 0:
+    writer.write_hparams({k: v for k, v in config.to_dict().items()
+                          if isinstance(v, (int, float, str, bool))})
+
+  p_train_step = jax.jit(
+      functools.partial(steps.train_step, model=model, tx=tx, loss_fn=loss_fn,
+                        temperature_fn=temperature_fn),
+      in_shardings=(repl, sharding.data_sharded(mesh)), out_shardings=(repl, repl),
+      donate_argnums=0)
+  p_eval_step = jax.jit(
+      functools.partial(steps.eval_step, model=model, loss_fn=loss_fn,
+                        temperature_fn=temperature_fn),
+      in_shardings=(repl, sharding.data_sharded(mesh)), out_shardings=(repl, repl, repl))
+  p_all_finite = jax.jit(_all_finite)
+
+  hooks = [periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer)]
+  logging.info('Training %s on %s (T=%g) for %d steps (%d per epoch) on %d devices.',
+               config.model.name, config.dataset, config.temperature, total_steps,
+               steps_per_epoch, mesh.devices.size)
+
+  results: dict[str, float] = {}
+  if start_step == 0:
+    # The initial logits norm decides the regime (paper App. E): always record it.
+    results['init/logits_norm'] = initial_logits_norm(p_eval_step, state, config, mesh)
+    writer.write_scalars(0, {'init/logits_norm': results['init/logits_norm']})
+    logging.info('Initial logits norm (mean per-sample L2): %.4g',
+                 results['init/logits_norm'])
+  train_metrics = []
+  for step in range(start_step, total_steps):
+    with jax.profiler.StepTraceAnnotation('train', step_num=step):
+      batch = sharding.shard_batch(next(train_iter), mesh)
+      state, metrics = p_train_step(state, batch)
+    train_metrics.append(metrics)
+    done = step + 1
+    for hook in hooks:
+      hook(done)
+    if done % config.log_every_steps == 0 or done == total_steps:
+      summary = {f'train/{k}': float(np.mean(v)) for k, v in
+                 jax.tree.map(lambda *x: np.stack(x), *jax.device_get(train_metrics)).items()}
+      train_metrics = []
+      if not np.isfinite(summary['train/loss']):
+        raise FloatingPointError(
+            f'Non-finite training loss at step {done}; the last good checkpoint '
+            f'(step {checkpointer.latest_step}) is kept in {workdir}.')
+      writer.write_scalars(done, summary)
+      results.update(summary)
+    if done % eval_every == 0 or done == total_steps:
+      eval_results = evaluate(p_eval_step, state, config, mesh,
+                              float(temperature_fn(done)))
+      writer.write_scalars(done, {k: v for k, v in eval_results.items()})
+      logging.info('step %d: %s', done, json.dumps(eval_results))
+      results.update(eval_results)
+    if done % config.checkpoint_every_steps == 0 or done == total_steps:
+      if not bool(p_all_finite(state.params)):
+        raise FloatingPointError(
+            f'Non-finite parameters at step {done}; not saving. The last good checkpoint '
+            f'(step {checkpointer.latest_step}) is kept in {workdir}.')
+      checkpointer.save(done, state, train_iter)
+  checkpointer.wait_until_finished()
+  checkpointer.close()
+  writer.flush()
+  return state, results

@@ -1,0 +1,99 @@
+"""End-to-end test of rankdeficit.analyze on a tiny real-data run (CIFAR-10 JPEG -> MNIST)."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from rankdeficit import analyze
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope='module')
+def tiny_run(local_data_dir, tmp_path_factory):
+  from configs import mlp_c10_cpu  # pylint: disable=import-outside-toplevel
+  from rankdeficit import train  # pylint: disable=import-outside-toplevel
+  config = mlp_c10_cpu.get_config()
+  config.data_dir = local_data_dir
+  config.model.width = 32
+  config.model.depth = 3
+  config.train_subset = 0
+  config.num_train_steps = 10
+  config.batch_size = 100
+  config.eval_every_steps = 10
+  config.metrics_every_steps = 0
+  workdir = str(tmp_path_factory.mktemp('run'))
+  train.train_and_evaluate(config, workdir)
+  return workdir
+
+
+def test_analyze_run_end_to_end(tiny_run):
+  a = analyze.analyze_run(tiny_run, max_examples=400, probe_epochs=3, probe_batch_size=256)
+  layers = ['dense_0', 'dense_1', 'dense_2']
+  assert a['layers'] == layers
+  assert a['num_examples'] == {'id_train': 400, 'id_test': 400, 'ood_train': 400, 'ood_test': 400}
+  for key in ('id_probe_accuracy', 'ood_probe_accuracy', 'representation_rank',
+              'orthodev_per_layer'):
+    assert list(a[key]) == layers
+  assert all(0 <= v <= 1 for v in a['id_probe_accuracy'].values())
+  assert a['kappa'] in (1 / 3, 2 / 3, 1.0)
+  assert 0 <= a['rho'] <= 1
+  assert 1 <= a['solution_rank'] <= a['solution_rank_bound'] == 10
+  assert 1 <= a['post_softmax_rank'] <= 10
+  assert a['logits_norm_frobenius'] > 0 and a['logits_norm_mean'] > 0
+  assert all(1 <= r <= 32 for r in a['representation_rank'].values())
+  assert {'nc1', 'nc3', 'nc4'} <= set(a['neural_collapse'])
+  det = a['ood_detection']
+  assert det['method'] == 'neco' and 0 <= det['auroc'] <= 1 and 0 <= det['fpr95_neco'] <= 1
+  assert 'ID positive' in det['fpr95_neco_convention']
+  assert a['timings_s']['total'] > 0
+  out = os.path.join(tiny_run, 'analysis')
+  for name in ('analysis.json', 'analysis.md', 'probe_accuracy.png', 'representation_rank.png'):
+    assert os.path.getsize(os.path.join(out, name)) > 0
+  with open(os.path.join(out, 'analysis.json')) as f:
+    saved = json.load(f)
+  assert saved['solution_rank'] == a['solution_rank']
+  assert np.isclose(saved['kappa'], a['kappa'])
+  assert '| dense_2 |' in open(os.path.join(out, 'analysis.md')).read()
+
+
+def test_analyze_cli_without_ood(tiny_run):
+  cmd = [sys.executable, '-m', 'rankdeficit.analyze', f'--workdir={tiny_run}', '--ood_dataset=',
+         '--max_examples=200', '--probe_epochs=1']
+  proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert 'SR (solution rank)' in proc.stdout
+  with open(os.path.join(tiny_run, 'analysis', 'analysis.json')) as f:
+    a = json.load(f)
+  assert a['rho'] is None and 'ood_detection' not in a and a['ood_dataset'] == ''
+
+
+def test_reproduce_table1_aggregation(tmp_path):
+  from experiments import reproduce_table1 as rt  # pylint: disable=import-outside-toplevel
+  recs = []
+  for temp, kappas in ((1.0, (0.75, 0.875)), (100.0, (0.375, 0.5))):
+    for seed, k in enumerate(kappas):
+      recs.append({'experiment': 'mlp_c10', 'label': 'MLP', 'paper': 'CIFAR-10 / MLP',
+                   'temperature': temp, 'seed': seed, 'kappa': k, 'rho': 0.5,
+                   'solution_rank': 9 + seed, 'num_classes': 10, 'solution_rank_bound': 10,
+                   'neco_auroc': None})
+  rows = rt.aggregate(recs)
+  assert [r['temperature'] for r in rows] == [1.0, 100.0]
+  assert rows[0]['kappa_mean'] == pytest.approx(0.8125)
+  assert rows[0]['kappa_std'] == pytest.approx(np.std([0.75, 0.875], ddof=1))
+  assert rows[1]['solution_rank_mean'] == pytest.approx(9.5)
+  assert rows[0]['neco_auroc_mean'] is None
+  rt.write_tables(rows, str(tmp_path), 'test')
+  md = (tmp_path / 'table1.md').read_text()
+  assert '75% / 67% / 9' in md and '38% / 78% / 9' in md and '81% ± 9' in md
+  csv_text = (tmp_path / 'table1.csv').read_text().splitlines()
+  assert len(csv_text) == 3 and 'paper_kappa' in csv_text[0]
+  # every preset names existing configs and valid override keys
+  for preset in rt.PRESETS.values():
+    for exp in preset['experiments']:
+      for temp in exp.temperatures:
+        config = rt.make_config(exp, temp, 0, None)
+        assert config.temperature == temp

@@ -1,0 +1,201 @@
+"""The training system end to end on real images: learning, sharding, resume, errors."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from configs import base
+from rankdeficit import checkpointing, input_pipeline, models, optim, steps, train, validation
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def tiny_config(data_dir, **overrides):
+  """A small MLP on the real CIFAR-10 JPEG subset of the `local_data_dir` fixture."""
+  c = base.get_config()
+  c.dataset, c.ood_dataset, c.data_dir = 'cifar10_jpeg', 'mnist', data_dir
+  c.model.name, c.model.width, c.model.depth, c.model.init = 'mlp', 64, 3, 'kaiming'
+  c.augment = 'none'
+  c.train_subset = 512
+  c.batch_size = c.eval_batch_size = c.metrics_batch_size = 64
+  c.learning_rate, c.momentum, c.weight_decay, c.lr_milestones = 0.05, 0.9, 1e-4, ()
+  c.num_train_steps = 16
+  c.log_every_steps = 4
+  c.eval_every_steps = 1000
+  c.checkpoint_every_steps = 1000
+  c.metrics_every_steps = 0
+  for key, value in overrides.items():
+    target = c
+    *path, leaf = key.split('.')
+    for p in path:
+      target = target[p]
+    target[leaf] = value
+  return c
+
+
+def _params(state):
+  return jax.tree.map(np.asarray, jax.device_get(state.params))
+
+
+def test_short_run_on_real_cifar10_reduces_the_loss(local_data_dir, tmp_path):
+  config = tiny_config(local_data_dir, num_train_steps=48, log_every_steps=8)
+  losses = []
+  orig = train.metric_writers.create_default_writer
+
+  class Recorder:
+    def __init__(self, writer):
+      self._writer = writer
+
+    def write_scalars(self, step, scalars):
+      if 'train/loss' in scalars:
+        losses.append(scalars['train/loss'])
+      self._writer.write_scalars(step, scalars)
+
+    def __getattr__(self, name):
+      return getattr(self._writer, name)
+
+  train.metric_writers.create_default_writer = lambda *a, **k: Recorder(orig(*a, **k))
+  try:
+    _, results = train.train_and_evaluate(config, str(tmp_path), devices=jax.devices()[:1])
+  finally:
+    train.metric_writers.create_default_writer = orig
+  assert len(losses) == 6
+  assert losses[-1] < 0.9 * losses[0], losses
+  assert results['eval/num_examples'] == 500  # the whole test subset, exactly once
+  assert results['eval/accuracy'] > 0.15
+  assert 0 < results['init/logits_norm']
+  assert (tmp_path / 'config.json').exists()
+  assert any(f.startswith('events.out.tfevents') for f in os.listdir(tmp_path))
+
+
+def test_eight_devices_match_one_device(local_data_dir, tmp_path):
+  if jax.device_count() < 8:
+    pytest.skip('needs XLA_FLAGS=--xla_force_host_platform_device_count=8')
+  # ResNet-20 has BatchNorm: agreement needs global (cross-device) batch statistics; with
+  # per-device statistics (8 examples each) the updates would differ by tens of percent.
+  config = tiny_config(local_data_dir, **{'model.name': 'resnet20'}, num_train_steps=3,
+                       log_every_steps=1, augment='cifar', learning_rate=0.01)
+  one, _ = train.train_and_evaluate(config, str(tmp_path / 'one'), devices=jax.devices()[:1])
+  eight, _ = train.train_and_evaluate(config, str(tmp_path / 'eight'))
+  model = models.create_model(config.model, 10)
+  init = steps.create_train_state(jax.random.PRNGKey(config.seed), model,
+                                  optim.create_optimizer(config, 8), (32, 32, 3))
+  def update(state):
+    return np.concatenate([np.ravel(np.asarray(a) - np.asarray(b)) for a, b in zip(
+        jax.tree.leaves(jax.device_get(state.params)), jax.tree.leaves(init.params))])
+  u1, u8 = update(one), update(eight)
+  # Summation order differs across devices, so compare whole updates, not single values.
+  assert np.linalg.norm(u1 - u8) < 1e-2 * np.linalg.norm(u1)
+  stats1 = np.concatenate([np.ravel(x) for x in jax.tree.leaves(jax.device_get(one.batch_stats))])
+  stats8 = np.concatenate([np.ravel(x) for x in jax.tree.leaves(jax.device_get(eight.batch_stats))])
+  np.testing.assert_allclose(stats1, stats8, rtol=1e-3, atol=1e-4)
+
+
+def test_no_recompiles_after_the_first_step(local_data_dir, tmp_path):
+  compiles = []
+  jax.monitoring.register_event_duration_secs_listener(
+      lambda event, _, **kw: compiles.append(event)
+      if event == '/jax/core/compile/backend_compile_duration' else None)
+
+  def count(steps, workdir):
+    jax.clear_caches()
+    compiles.clear()
+    train.train_and_evaluate(tiny_config(local_data_dir, num_train_steps=steps,
+                                         log_every_steps=1), str(workdir),
+                             devices=jax.devices()[:1])
+    return len(compiles)
+
+  assert count(12, tmp_path / 'long') == count(2, tmp_path / 'short')
+
+
+def _run_main(workdir, data_dir, steps, extra=()):
+  cmd = [sys.executable, '-m', 'rankdeficit.main', f'--config={REPO}/configs/base.py',
+         f'--workdir={workdir}', '--config.dataset=cifar10_jpeg', f'--config.data_dir={data_dir}',
+         '--config.model.name=mlp', '--config.model.width=64', '--config.model.depth=3',
+         '--config.augment=cifar', '--config.train_subset=512', '--config.batch_size=64',
+         '--config.eval_batch_size=100', '--config.metrics_batch_size=64',
+         '--config.lr_milestones=()', f'--config.num_train_steps={steps}',
+         '--config.checkpoint_every_steps=2', '--config.eval_every_steps=1000',
+         '--config.log_every_steps=2', '--config.metrics_every_steps=0', *extra]
+  env = {**os.environ, 'XLA_FLAGS': '--xla_force_host_platform_device_count=1'}
+  return cmd, env
+
+
+def test_resume_after_sigkill_is_bitwise_identical(local_data_dir, tmp_path):
+  steps = 40
+  cmd, env = _run_main(tmp_path / 'killed', local_data_dir, steps)
+  proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL)
+  ckpt_dir = tmp_path / 'killed' / 'checkpoints'
+  deadline = time.time() + 120
+  while time.time() < deadline:
+    done = [int(p.name) for p in ckpt_dir.glob('*') if p.name.isdigit()] if ckpt_dir.exists() else []
+    if done and max(done) >= 6:
+      break
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  killed_at = max(int(p.name) for p in ckpt_dir.glob('*') if p.name.isdigit())
+  assert killed_at < steps, 'the run finished before it could be killed'
+  subprocess.run(cmd, env=env, cwd=REPO, check=True, capture_output=True)
+  cmd, env = _run_main(tmp_path / 'straight', local_data_dir, steps)
+  subprocess.run(cmd, env=env, cwd=REPO, check=True, capture_output=True)
+  _, _, resumed, step_a = checkpointing.load_run(str(tmp_path / 'killed'))
+  _, _, straight, step_b = checkpointing.load_run(str(tmp_path / 'straight'))
+  assert step_a == step_b == steps
+  for a, b in zip(jax.tree.leaves(resumed), jax.tree.leaves(straight)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_nan_keeps_the_last_good_checkpoint(local_data_dir, tmp_path):
+  config = tiny_config(local_data_dir, num_train_steps=4, checkpoint_every_steps=2)
+  train.train_and_evaluate(config, str(tmp_path), devices=jax.devices()[:1])
+  exploding = tiny_config(local_data_dir, num_train_steps=12, checkpoint_every_steps=2,
+                          log_every_steps=2, learning_rate=1e30)
+  with pytest.raises(FloatingPointError, match='last good checkpoint'):
+    train.train_and_evaluate(exploding, str(tmp_path), devices=jax.devices()[:1])
+  _, _, variables, step = checkpointing.load_run(str(tmp_path))
+  assert step >= 4
+  assert all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree.leaves(variables))
+
+
+@pytest.mark.parametrize('overrides, message', [
+    ({'model.name': 'resnet99'}, 'Unknown model'),
+    ({'dataset': 'cifar11'}, 'Unknown dataset'),
+    ({'temperature': 0.0}, 'temperature must be > 0'),
+    ({'temperature': -1.0}, 'temperature must be > 0'),
+    ({'batch_size': 12}, 'multiple of the number of devices'),
+    ({'loss': 'hinge'}, 'Unknown loss'),
+])
+def test_bad_configs_raise_clear_errors(local_data_dir, overrides, message):
+  with pytest.raises(ValueError, match=message):
+    validation.validate_config(tiny_config(local_data_dir, **overrides), num_devices=8)
+
+
+def test_missing_dataset_names_the_fix(tmp_path):
+  config = tiny_config(str(tmp_path / 'empty'))
+  with pytest.raises(input_pipeline.DatasetNotFoundError, match='import_data'):
+    validation.validate_config(config, num_devices=1)
+
+
+def test_unwritable_workdir(local_data_dir, tmp_path):
+  blocker = tmp_path / 'a_file'
+  blocker.write_text('x')
+  with pytest.raises(PermissionError, match='not writable'):
+    validation.validate_config(tiny_config(local_data_dir), str(blocker / 'run'),
+                               num_devices=1)
+
+
+def test_cli_reports_config_errors_without_a_traceback(tmp_path):
+  cmd = [sys.executable, '-m', 'rankdeficit.main', f'--config={REPO}/configs/quickstart.py',
+         f'--workdir={tmp_path}', '--config.temperature=0']
+  out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+  assert out.returncode != 0
+  assert 'error: config.temperature must be > 0' in out.stderr
+  assert 'Traceback' not in out.stderr

@@ -1,0 +1,104 @@
+r"""Puts a dataset into a tfds data_dir (array_record) so the input pipeline can read it.
+
+Offline (no network; reads ../shared/data or --source):
+  python -m tools.import_data cifar10_jpeg --data_dir=DIR       # 50,000 + 10,000 JPEG CIFAR-10
+  python -m tools.import_data tiny_imagenet32 --data_dir=DIR    # 20,000 + 10,000, 200 classes
+  python -m tools.import_data mnist --data_dir=DIR              # exact MNIST as tfds 'mnist'
+  python -m tools.import_data all --data_dir=DIR                # the three above
+  options: --source=/path/to/shared/data  --limit_train=N --limit_test=N  --overwrite
+
+Generic (your own files; any new name; .npz with arrays `image` uint8 [N,H,W,C] and `label`,
+or an image folder / zip of one with class subfolders):
+  python -m tools.import_data my_set --data_dir=DIR --train=train.npz --test=test_dir_or.zip
+
+Connected machine (tfds downloads and prepares as array_record):
+  python -m tools.import_data cifar10 --data_dir=DIR --download     # also cifar100, svhn_cropped
+  python -m tools.import_data imagenet2012 --data_dir=DIR --manual_dir=DIR_WITH_ILSVRC_TARS
+  python -m tools.import_data imagenet100 --data_dir=DIR   # index of the CMC classes (needs
+                                                           # imagenet2012 prepared first)
+`digits` needs no import (scikit-learn's copy, in memory).
+"""
+import argparse
+import sys
+import time
+
+
+def _download(name: str, data_dir: str, manual_dir: str | None) -> None:
+  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+  try:
+    import importlib_resources  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+  except ImportError:  # tfds 4.9.10 looks up this optional backport; the stdlib one works
+    import importlib.resources  # pylint: disable=import-outside-toplevel
+    sys.modules['importlib_resources'] = importlib.resources
+  config = tfds.download.DownloadConfig(manual_dir=manual_dir) if manual_dir else None
+  tfds.builder(name, data_dir=data_dir).download_and_prepare(
+      download_config=config, file_format='array_record')
+
+
+def main(argv=None) -> int:
+  from rankdeficit.data import datasets, local_import  # pylint: disable=import-outside-toplevel
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument('name', help='cifar10_jpeg | tiny_imagenet32 | mnist | all | '
+                      'cifar10 | cifar100 | svhn_cropped | imagenet2012 | imagenet100 | '
+                      'a new name for --train/--test files')
+  parser.add_argument('--data_dir', required=True, help='tfds data_dir to write into')
+  parser.add_argument('--source', default=None,
+                      help='folder with the shared data files (default ../shared/data or '
+                      '$RANKDEFICIT_SHARED_DATA)')
+  parser.add_argument('--limit_train', type=int, default=0,
+                      help='keep N train examples, evenly spaced (0 = all)')
+  parser.add_argument('--limit_test', type=int, default=0)
+  parser.add_argument('--overwrite', action='store_true')
+  parser.add_argument('--train', default=None, help='generic: .npz, image folder or zip')
+  parser.add_argument('--test', default=None, help='generic: .npz, image folder or zip')
+  parser.add_argument('--num_classes', type=int, default=None, help='generic .npz: label range')
+  parser.add_argument('--download', action='store_true',
+                      help='tfds download_and_prepare (connected machine)')
+  parser.add_argument('--manual_dir', default=None, help='imagenet2012: folder of the tars')
+  args = parser.parse_args(argv)
+
+  start = time.time()
+  names = local_import.OFFLINE_NAMES if args.name == 'all' else (args.name,)
+  try:
+    for name in names:
+      if args.train or args.test:
+        inputs = {s: p for s, p in (('train', args.train), ('test', args.test)) if p}
+        path = local_import.import_generic(
+            name, args.data_dir, inputs, num_classes=args.num_classes,
+            limits={'train': args.limit_train, 'test': args.limit_test},
+            overwrite=args.overwrite)
+      elif name in local_import.IMPORTERS and not args.download:
+        path = local_import.IMPORTERS[name](args.data_dir, source=args.source,
+                                            limit_train=args.limit_train,
+                                            limit_test=args.limit_test,
+                                            overwrite=args.overwrite)
+      elif name == 'imagenet100':
+        for split in ('train', 'validation'):
+          base = datasets._tfds_source('imagenet100', split, args.data_dir)  # pylint: disable=protected-access
+          indices, _ = datasets.imagenet100_indices(split, args.data_dir, base)
+          print(f'imagenet100 {split}: {len(indices)} examples')
+        path = f'{args.data_dir}/imagenet100_index'
+      elif name in datasets.SPECS and (args.download or
+                                       datasets.SPECS[name].kind in ('download', 'manual')):
+        _download(name, args.data_dir, args.manual_dir)
+        path = f'{args.data_dir}/{name}'
+      else:
+        parser.error(f'{name!r}: not an importable name; pass --train/--test files for a '
+                     f'new dataset.')
+      from rankdeficit import input_pipeline  # pylint: disable=import-outside-toplevel
+      summary = ''
+      if name in datasets.SPECS:
+        info = input_pipeline.dataset_info(name, args.data_dir)
+        summary = f' ({info.num_train} train / {info.num_test} test, {info.num_classes} classes)'
+      print(f'{name}: written to {path}{summary}')
+  except (local_import.DataImportError, FileNotFoundError,
+          datasets.DatasetNotFoundError) as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 1
+  print(f'done in {time.time() - start:.1f}s')
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
