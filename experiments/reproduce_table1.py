@@ -14,7 +14,7 @@ next to the paper's numbers (SPEC section 5). Every run's analysis is also appen
 Presets:
 * `smoke`: tiny models / steps, 1 seed; for tests (about a minute on 2 CPU cores).
 * `cpu`: the reduced reproduction on real offline data (import it first:
-  `python -m tools.import_data cifar10_jpeg mnist tiny_imagenet32 --data_dir=data/tfds`):
+  `python -m tools.import_data all --data_dir=data/tfds`):
   - MLP 8 x 512 on CIFAR-10 (JPEG copy, 10,000 training images), OOD probes on MNIST,
     T = 1 vs 100 (Table 1 row "CIFAR-10 / MLP");
   - the many-class SR experiment: MLP 4 x 512 (width > 200 classes, so SR is not capped

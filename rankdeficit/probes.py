@@ -39,8 +39,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import time
-from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
+from typing import Any, Iterable, Mapping, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -365,6 +364,7 @@ def extract_features(model, variables, batches: Iterable[Mapping[str, np.ndarray
     max_examples: stop after this many real examples.
   """
   key = jax.random.PRNGKey(0) if key is None else key
+  variables = jax.device_put(variables)  # once, not per batch (load_run returns numpy)
   it = iter(batches)
   reps_out: dict[str, list[np.ndarray]] = {}
   logits_out, labels_out = [], []
@@ -407,9 +407,3 @@ def extract_features(model, variables, batches: Iterable[Mapping[str, np.ndarray
       labels=np.concatenate(labels_out),
       coords=dict(coords))
 
-
-def timed(fn: Callable, *args, **kwargs):
-  """(result, seconds) of fn(*args, **kwargs), blocking on jax results."""
-  t0 = time.perf_counter()
-  out = jax.block_until_ready(fn(*args, **kwargs))
-  return out, time.perf_counter() - t0

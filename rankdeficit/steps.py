@@ -34,7 +34,8 @@ def create_train_state(rng: jax.Array, model, tx: optax.GradientTransformation,
                     opt_state=tx.init(params), rng=state_rng)
 
 
-def _variables(state: TrainState) -> dict:
+def model_variables(state: TrainState) -> dict:
+  """The `{params, batch_stats}` dict that `model.apply` takes."""
   variables = {'params': state.params}
   if state.batch_stats:
     variables['batch_stats'] = state.batch_stats
@@ -47,7 +48,7 @@ def train_step(state: TrainState, batch: dict, *, model, tx, loss_fn: losses.Los
   temperature = temperature_fn(state.step)
 
   def compute_loss(params):
-    variables = _variables(state.replace(params=params))
+    variables = model_variables(state.replace(params=params))
     if state.batch_stats:
       (logits, _), updates = model.apply(variables, batch['image'], train=True,
                                          mutable=['batch_stats'])
@@ -78,7 +79,7 @@ def train_step(state: TrainState, batch: dict, *, model, tx, loss_fn: losses.Los
 def eval_step(state: TrainState, batch: dict, *, model, loss_fn: losses.LossFn,
               temperature_fn: Callable) -> tuple[dict, jax.Array, jax.Array]:
   """Masked sums over one padded eval batch, plus its logits and mask (for the rank)."""
-  logits, _ = model.apply(_variables(state), batch['image'], train=False)
+  logits, _ = model.apply(model_variables(state), batch['image'], train=False)
   mask = batch['mask'].astype(jnp.float32)
   per_example = loss_fn(logits, batch['label'], temperature_fn(state.step))
   sums = {

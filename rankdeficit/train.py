@@ -8,8 +8,6 @@ host sync per step.
 """
 import functools
 import json
-import os
-import time
 
 import jax
 import jax.numpy as jnp
@@ -20,7 +18,7 @@ from absl import logging
 from clu import metric_writers, periodic_actions
 
 from rankdeficit import checkpointing, input_pipeline, losses, models, optim, sharding
-from rankdeficit import steps
+from rankdeficit import monitor, steps
 from rankdeficit import validation
 from rankdeficit.metrics import spectral
 
@@ -59,6 +57,28 @@ def initial_logits_norm(jitted_eval_step, state: steps.TrainState, config, mesh)
   return float(sums['logits_norm'] / sums['count'])
 
 
+def _collapse_monitor(config, model, loss_fn, mesh):
+  """Returns `watch(step, state, temperature, writer)` writing the collapse metrics of a
+  fixed eval batch (see rankdeficit/monitor.py), or None when metrics_every_steps <= 0."""
+  if config.metrics_every_steps <= 0:
+    return None
+  metrics_fn = monitor.make_collapse_metrics_fn(
+      model, lambda logits, labels, t: jnp.mean(loss_fn(logits, labels, t)),
+      max_dims=config.max_feature_dims)
+  batch = next(iter(input_pipeline.create_eval_iterator(
+      config, config.dataset, 'test', batch_size=config.metrics_batch_size,
+      num_examples=config.metrics_batch_size)))
+  batch = sharding.shard_batch(batch, mesh)
+  key = jax.random.PRNGKey(config.seed + 1)  # fixed: the same feature subset every time
+
+  def watch(step, state, temperature, writer):
+    metrics = metrics_fn(steps.model_variables(state), batch['image'], batch['label'],
+                         temperature, key)
+    monitor.write_collapse_metrics(writer, step, metrics)
+
+  return watch
+
+
 def _all_finite(tree) -> jax.Array:
   leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
             if jnp.issubdtype(x.dtype, jnp.inexact)]
@@ -95,6 +115,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   state = jax.jit(functools.partial(steps.create_train_state, model=model, tx=tx,
                                     image_shape=image_shape),
                   out_shardings=repl)(jax.random.PRNGKey(config.seed))
+  if config.model.pretrained_path:
+    # Fine-tuning: start from local pretrained weights (a new head if the classes differ).
+    params = models.vit.load_pretrained(jax.device_get(state.params),
+                                        config.model.pretrained_path)
+    params = jax.device_put(params, repl)
+    state = state.replace(params=params, opt_state=jax.jit(tx.init, out_shardings=repl)(params))
   train_iter = input_pipeline.create_train_iterator(config, seed=config.seed)
   checkpointer = checkpointing.Checkpointer(workdir, keep=config.keep_checkpoints)
   state = checkpointer.restore(state, train_iter)
@@ -117,6 +143,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                         temperature_fn=temperature_fn),
       in_shardings=(repl, sharding.data_sharded(mesh)), out_shardings=(repl, repl, repl))
   p_all_finite = jax.jit(_all_finite)
+  watch = _collapse_monitor(config, model, loss_fn, mesh)
 
   hooks = [periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer)]
   logging.info('Training %s on %s (T=%g) for %d steps (%d per epoch) on %d devices.',
@@ -130,6 +157,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     writer.write_scalars(0, {'init/logits_norm': results['init/logits_norm']})
     logging.info('Initial logits norm (mean per-sample L2): %.4g',
                  results['init/logits_norm'])
+  if start_step == 0 and watch:
+    watch(0, state, temperature_fn(0), writer)
   train_metrics = []
   for step in range(start_step, total_steps):
     with jax.profiler.StepTraceAnnotation('train', step_num=step):
@@ -155,6 +184,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       writer.write_scalars(done, {k: v for k, v in eval_results.items()})
       logging.info('step %d: %s', done, json.dumps(eval_results))
       results.update(eval_results)
+    if watch and (done % config.metrics_every_steps == 0 or done == total_steps):
+      watch(done, state, temperature_fn(done), writer)
     if done % config.checkpoint_every_steps == 0 or done == total_steps:
       if not bool(p_all_finite(state.params)):
         raise FloatingPointError(

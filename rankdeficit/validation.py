@@ -52,6 +52,14 @@ def validate_config(config: ml_collections.ConfigDict, workdir: str | None = Non
       raise ValueError(
           f'config.{field}={size} must be a positive multiple of the number of devices '
           f'({n}) and of processes ({jax.process_count()}); try {max(n, size // n * n)}.')
+  path = config.model.pretrained_path
+  if path and not config.model.name.startswith('vit'):
+    raise ValueError(f'config.model.pretrained_path is only supported for ViT models, not '
+                     f'{config.model.name!r}.')
+  if path and not os.path.isfile(path):
+    raise ValueError(f'config.model.pretrained_path={path!r} does not exist: give a local '
+                     f'.npz of ViT weights (public big_vision/ViT naming); nothing is '
+                     f'downloaded.')
   if workdir is not None:
     _check_writable(workdir)
   info = input_pipeline.dataset_info(config.dataset, config.data_dir)

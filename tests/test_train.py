@@ -199,3 +199,23 @@ def test_cli_reports_config_errors_without_a_traceback(tmp_path):
   assert out.returncode != 0
   assert 'error: config.temperature must be > 0' in out.stderr
   assert 'Traceback' not in out.stderr
+
+
+def test_vit_fine_tuning_starts_from_the_local_pretrained_file(local_data_dir, tmp_path):
+  config = tiny_config(local_data_dir, **{'model.name': 'vit_tiny'}, num_train_steps=1,
+                       learning_rate=1e-9, momentum=0.0, weight_decay=0.0)
+  # A "pretrained" checkpoint with 1000 classes: its head must be replaced, the rest kept.
+  donor = models.create_model(config.model, 1000)
+  donor_params = donor.init(jax.random.PRNGKey(7), np.zeros((1, 32, 32, 3), np.float32),
+                            train=False)['params']
+  path = tmp_path / 'vit.npz'
+  np.savez(path, **models.vit.to_public(donor_params, num_heads=4))
+  config.model.pretrained_path = str(path)
+  state, _ = train.train_and_evaluate(config, str(tmp_path / 'run'), devices=jax.devices()[:1])
+  got = jax.device_get(state.params)
+  np.testing.assert_allclose(got['embedding']['kernel'], donor_params['embedding']['kernel'],
+                             atol=1e-6)
+  assert got['head']['kernel'].shape[-1] == 10
+  config.model.pretrained_path = str(tmp_path / 'missing.npz')
+  with pytest.raises(ValueError, match='does not exist'):
+    validation.validate_config(config, num_devices=1)
