@@ -211,7 +211,7 @@ def _pm(row, key, pct):
   if pct:
     return f'{100 * m:.0f}% ± {100 * s:.0f}' if row['seeds'] > 1 else f'{100 * m:.0f}%'
   if abs(m) >= 100 or float(m).is_integer():
-    return f'{m:.1f} ± {s:.1f}' if row['seeds'] > 1 else f'{m:g}'
+    return f'{m:.1f} ± {s:.1f}' if row['seeds'] > 1 else f'{m:.4g}'
   return f'{m:.3g} ± {s:.2g}' if row['seeds'] > 1 else f'{m:.3g}'
 
 

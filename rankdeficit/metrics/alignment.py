@@ -21,7 +21,8 @@ Conventions (stated once, used everywhere):
 
   rows indexed by W's right singular vectors, columns by A's, both unit vectors, so each
   entry is an absolute cosine in ``[0, 1]`` (singular vectors are defined up to sign).
-  ``A`` is not centred. The paper reports ``max_ij C[i, j]`` averaged over layers.
+  ``A`` is not centred. The top-k vectors come from ``eigh`` of the smaller Gram matrix
+  (see ``top_right_singular_vectors``). The paper reports ``max_ij C[i, j]`` averaged over layers.
 """
 
 from __future__ import annotations
@@ -122,15 +123,36 @@ def subsample_rows(a: jax.Array, max_rows: int | None, key: jax.Array | None) ->
 @functools.partial(jax.jit, static_argnames=('k',))
 def top_right_singular_vectors(x: jax.Array, k: int) -> jax.Array:
     """Top-``k`` right singular vectors of ``x [m, n]`` as the ROWS of a ``[k, n]`` array
-    (zero rows if ``min(m, n) < k``). Thin SVD of ``x`` itself, float32, precision HIGHEST."""
+    (zero rows for singular values that are 0 or beyond ``min(m, n)``).
+
+    Computed from ``eigh`` of the SMALLER Gram matrix in float32 at precision HIGHEST:
+    ``x^T x = V S^2 V^T`` when ``n <= m``; otherwise ``x x^T = U S^2 U^T`` and
+    ``v_i = x^T u_i / ||x^T u_i||``. For the TOP of the spectrum this is as accurate as an
+    SVD (eigenvector error ~ eps sigma_1 / (sigma_i - sigma_{i+1}) either way) and ~10x
+    faster on CPU than jax's SVD with vectors of a wide matrix. (Ranks never use a Gram
+    matrix: that is about the SMALL singular values, see ``spectral``.)
+    """
     x = spectral._as_float(x)
+    m, n = x.shape[-2], x.shape[-1]
+    hi = jax.lax.Precision.HIGHEST
     with jax.default_matmul_precision("highest"):
-        _, _, vt = jnp.linalg.svd(x, full_matrices=False)
-    have = vt.shape[-2]
+        if n <= m:
+            evals, evecs = jnp.linalg.eigh(jnp.matmul(jnp.swapaxes(x, -1, -2), x, precision=hi))
+            v = jnp.swapaxes(jnp.flip(evecs, -1), -1, -2)  # rows, descending
+            evals = jnp.flip(evals, -1)
+        else:
+            evals, evecs = jnp.linalg.eigh(jnp.matmul(x, jnp.swapaxes(x, -1, -2), precision=hi))
+            u = jnp.flip(evecs, -1)
+            evals = jnp.flip(evals, -1)
+            v = jnp.swapaxes(jnp.matmul(jnp.swapaxes(x, -1, -2), u, precision=hi), -1, -2)
+            v = v / jnp.maximum(jnp.linalg.norm(v, axis=-1, keepdims=True), 1e-30)
+    tol = evals[..., :1] * min(m, n) * jnp.finfo(x.dtype).eps
+    v = jnp.where((evals > tol)[..., None], v, 0.0)
+    have = v.shape[-2]
     if have >= k:
-        return vt[..., :k, :]
-    pad = [(0, 0)] * (vt.ndim - 2) + [(0, k - have), (0, 0)]
-    return jnp.pad(vt, pad)
+        return v[..., :k, :]
+    pad = [(0, 0)] * (v.ndim - 2) + [(0, k - have), (0, 0)]
+    return jnp.pad(v, pad)
 
 
 @functools.partial(jax.jit, static_argnames=('k',))

@@ -9,6 +9,8 @@ Numerics (the paper's conventions, Section 2 / App. A):
 * Singular values are computed from the matrix ITSELF with an SVD, never from a
   Gram/covariance matrix: on ``X^T X`` the relative test ``sigma_i / sigma_1 > tol``
   becomes ``sigma_i / sigma_1 > sqrt(tol)``, i.e. ~29x stricter at n = 10,000.
+* Strongly rectangular matrices are first reduced by a Householder QR (``x = QR``,
+  ``sigma(x) = sigma(R)``; still the matrix itself, not a Gram matrix).
 * The SVD runs in float32 (float64 stays float64 when ``jax_enable_x64`` is on);
   bf16/f16/integer inputs are cast up first. Any matmul the SVD lowers to (GPU/TPU)
   runs at ``precision=HIGHEST``.
@@ -81,8 +83,20 @@ def singular_values(x: jax.Array) -> jax.Array:
     finite = _all_finite(x)
     safe = jnp.where(finite[..., None, None], x, jnp.zeros_like(x))
     with jax.default_matmul_precision("highest"):
-        s = jnp.linalg.svd(safe, compute_uv=False)
+        s = jnp.linalg.svd(_square_core(safe), compute_uv=False)
     return jnp.where(finite[..., None], s, jnp.nan)
+
+
+def _square_core(x: jax.Array) -> jax.Array:
+    """``R`` (``min(m,n)`` square) from a Householder QR of ``x`` (or ``x^T``) when ``x`` is
+    at least 2x rectangular: ``x = Q R`` with orthonormal ``Q``, so ``sigma(x) = sigma(R)``
+    (backward stable, no Gram matrix); about 2x faster than an SVD of the wide/tall
+    matrix on CPU. Square-ish matrices are returned unchanged."""
+    m, n = x.shape[-2], x.shape[-1]
+    if max(m, n) < 2 * min(m, n):
+        return x
+    tall = x if m >= n else jnp.swapaxes(x, -1, -2)
+    return jnp.linalg.qr(tall, mode="r")
 
 
 def rank_tolerance(
