@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
@@ -26,7 +27,7 @@ def tiny_run(local_data_dir, tmp_path_factory):
   config.eval_every_steps = 10
   config.metrics_every_steps = 0
   workdir = str(tmp_path_factory.mktemp('run'))
-  train.train_and_evaluate(config, workdir)
+  train.train_and_evaluate(config, workdir, devices=jax.devices()[:1])
   return workdir
 
 

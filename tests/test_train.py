@@ -1,4 +1,5 @@
 """The training system end to end on real images: learning, sharding, resume, errors."""
+import functools
 import os
 import signal
 import subprocess
@@ -11,7 +12,8 @@ import numpy as np
 import pytest
 
 from configs import base
-from rankdeficit import checkpointing, input_pipeline, models, optim, steps, train, validation
+from rankdeficit import checkpointing, input_pipeline, losses, models, optim, sharding, steps
+from rankdeficit import train, validation
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -44,8 +46,9 @@ def _params(state):
 
 
 def test_short_run_on_real_cifar10_reduces_the_loss(local_data_dir, tmp_path):
-  config = tiny_config(local_data_dir, num_train_steps=48, log_every_steps=8)
-  losses = []
+  config = tiny_config(local_data_dir, num_train_steps=48, log_every_steps=8,
+                       metrics_every_steps=24)
+  losses, monitored = [], {}
   orig = train.metric_writers.create_default_writer
 
   class Recorder:
@@ -55,6 +58,8 @@ def test_short_run_on_real_cifar10_reduces_the_loss(local_data_dir, tmp_path):
     def write_scalars(self, step, scalars):
       if 'train/loss' in scalars:
         losses.append(scalars['train/loss'])
+      if 'monitor/rank/pre_softmax' in scalars:
+        monitored[step] = scalars
       self._writer.write_scalars(step, scalars)
 
     def __getattr__(self, name):
@@ -71,30 +76,66 @@ def test_short_run_on_real_cifar10_reduces_the_loss(local_data_dir, tmp_path):
   assert results['eval/accuracy'] > 0.15
   assert 0 < results['init/logits_norm']
   assert (tmp_path / 'config.json').exists()
+  # The collapse monitor ran at init, every 24 steps and at the end, on every layer.
+  assert sorted(monitored) == [0, 24, 48]
+  for name in ('dense_0', 'dense_1', 'dense_2'):
+    assert 1 <= monitored[48][f'monitor/rank/rep/{name}'] <= 64
+  assert 1 <= monitored[48]['monitor/rank/pre_softmax'] <= 10
+  assert 0 <= monitored[48]['monitor/alignment_max_mean'] <= 1 + 1e-5
   assert any(f.startswith('events.out.tfevents') for f in os.listdir(tmp_path))
 
 
-def test_eight_devices_match_one_device(local_data_dir, tmp_path):
+def _sharded_steps(config, batches, devices):
+  """Runs the train loop's jitted step (same shardings as train.py) over a mesh of `devices`."""
+  mesh = sharding.create_mesh(devices)
+  model = models.create_model(config.model, 10)
+  tx = optim.create_optimizer(config, 8)
+  repl = sharding.replicated(mesh)
+  state = jax.jit(functools.partial(steps.create_train_state, model=model, tx=tx,
+                                    image_shape=(32, 32, 3)), out_shardings=repl)(
+                                        jax.random.PRNGKey(0))
+  init = jax.device_get(state.params)
+  step = jax.jit(functools.partial(steps.train_step, model=model, tx=tx,
+                                   loss_fn=losses.cross_entropy, temperature_fn=lambda _: 1.0),
+                 in_shardings=(repl, sharding.data_sharded(mesh)), out_shardings=(repl, repl),
+                 donate_argnums=0)
+  for batch in batches:
+    state, _ = step(state, sharding.shard_batch(batch, mesh))
+  assert state.params['stem_conv']['kernel'].sharding.is_fully_replicated
+  return init, jax.device_get(state)
+
+
+def test_eight_devices_match_one_device(local_data_dir):
   if jax.device_count() < 8:
     pytest.skip('needs XLA_FLAGS=--xla_force_host_platform_device_count=8')
   # ResNet-20 has BatchNorm: agreement needs global (cross-device) batch statistics; with
-  # per-device statistics (8 examples each) the updates would differ by tens of percent.
-  config = tiny_config(local_data_dir, **{'model.name': 'resnet20'}, num_train_steps=3,
-                       log_every_steps=1, augment='cifar', learning_rate=0.01)
-  one, _ = train.train_and_evaluate(config, str(tmp_path / 'one'), devices=jax.devices()[:1])
-  eight, _ = train.train_and_evaluate(config, str(tmp_path / 'eight'))
-  model = models.create_model(config.model, 10)
-  init = steps.create_train_state(jax.random.PRNGKey(config.seed), model,
-                                  optim.create_optimizer(config, 8), (32, 32, 3))
+  # per-device statistics (8 examples each) the update would differ by tens of percent.
+  config = tiny_config(local_data_dir, **{'model.name': 'resnet20'}, batch_size=64,
+                       augment='cifar', learning_rate=0.01)
+  batches = [next(input_pipeline.create_train_iterator(config, seed=0))]
+  init, one = _sharded_steps(config, batches, jax.devices()[:1])
+  _, eight = _sharded_steps(config, batches, jax.devices()[:8])
+
   def update(state):
     return np.concatenate([np.ravel(np.asarray(a) - np.asarray(b)) for a, b in zip(
-        jax.tree.leaves(jax.device_get(state.params)), jax.tree.leaves(init.params))])
+        jax.tree.leaves(state.params), jax.tree.leaves(init))])
   u1, u8 = update(one), update(eight)
   # Summation order differs across devices, so compare whole updates, not single values.
-  assert np.linalg.norm(u1 - u8) < 1e-2 * np.linalg.norm(u1)
-  stats1 = np.concatenate([np.ravel(x) for x in jax.tree.leaves(jax.device_get(one.batch_stats))])
-  stats8 = np.concatenate([np.ravel(x) for x in jax.tree.leaves(jax.device_get(eight.batch_stats))])
-  np.testing.assert_allclose(stats1, stats8, rtol=1e-3, atol=1e-4)
+  assert np.linalg.norm(u1 - u8) < 1e-3 * np.linalg.norm(u1)
+  stats = [np.concatenate([np.ravel(x) for x in jax.tree.leaves(s.batch_stats)])
+           for s in (one, eight)]
+  np.testing.assert_allclose(stats[0], stats[1], rtol=1e-3, atol=1e-4)
+
+
+def test_train_loop_runs_on_eight_devices(local_data_dir, tmp_path):
+  if jax.device_count() < 8:
+    pytest.skip('needs XLA_FLAGS=--xla_force_host_platform_device_count=8')
+  config = tiny_config(local_data_dir, num_train_steps=4, checkpoint_every_steps=2,
+                       eval_batch_size=96)
+  state, results = train.train_and_evaluate(config, str(tmp_path))
+  assert results['eval/num_examples'] == 500  # 500 = 5 full batches + 20 padded, masked
+  assert state.params['dense_0']['kernel'].sharding.mesh.devices.size == 8
+  assert checkpointing.Checkpointer(str(tmp_path)).latest_step == 4
 
 
 def test_no_recompiles_after_the_first_step(local_data_dir, tmp_path):
@@ -128,8 +169,8 @@ def _run_main(workdir, data_dir, steps, extra=()):
 
 
 def test_resume_after_sigkill_is_bitwise_identical(local_data_dir, tmp_path):
-  steps = 40
-  cmd, env = _run_main(tmp_path / 'killed', local_data_dir, steps)
+  num_steps = 24
+  cmd, env = _run_main(tmp_path / 'killed', local_data_dir, num_steps)
   proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.DEVNULL,
                           stderr=subprocess.DEVNULL)
   ckpt_dir = tmp_path / 'killed' / 'checkpoints'
@@ -142,13 +183,13 @@ def test_resume_after_sigkill_is_bitwise_identical(local_data_dir, tmp_path):
   proc.send_signal(signal.SIGKILL)
   proc.wait()
   killed_at = max(int(p.name) for p in ckpt_dir.glob('*') if p.name.isdigit())
-  assert killed_at < steps, 'the run finished before it could be killed'
+  assert killed_at < num_steps, 'the run finished before it could be killed'
   subprocess.run(cmd, env=env, cwd=REPO, check=True, capture_output=True)
-  cmd, env = _run_main(tmp_path / 'straight', local_data_dir, steps)
+  cmd, env = _run_main(tmp_path / 'straight', local_data_dir, num_steps)
   subprocess.run(cmd, env=env, cwd=REPO, check=True, capture_output=True)
   _, _, resumed, step_a = checkpointing.load_run(str(tmp_path / 'killed'))
   _, _, straight, step_b = checkpointing.load_run(str(tmp_path / 'straight'))
-  assert step_a == step_b == steps
+  assert step_a == step_b == num_steps
   for a, b in zip(jax.tree.leaves(resumed), jax.tree.leaves(straight)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 

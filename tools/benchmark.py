@@ -10,8 +10,8 @@ and prints both figures and their ratio. The model names follow torch_ref.py ('v
 is VGG-19 with BatchNorm, our 'vgg19_bn'). `--repeats=R` times R blocks of `--steps` steps
 and reports medians (JAX and PyTorch alternate per block), which matters on a shared CPU.
 
-The project's XLA CPU defaults (rankdeficit/platform.py, `CPU_XLA_FLAGS`) are applied first,
-unless XLA_FLAGS already sets them. To compare XLA flag sets, give `--flags` a ';'-separated
+No XLA CPU flag is set by the project: none measurably and safely helped (below). To compare
+XLA flag sets, give `--flags` a ';'-separated
 list of NAME=FLAGS entries; each runs in its own process (XLA reads XLA_FLAGS once) and the
 table gains a column per set, plus each set's loss after the first three steps (to check
 that a set leaves the numerics unchanged):
@@ -20,24 +20,34 @@ that a set leaves the numerics unchanged):
 'default=;ynn_off=--xla_cpu_experimental_ynn_fusion_type=;onednn=--xla_cpu_use_onednn=true'
 
 What was tried (jax/jaxlib 0.10.2, 2-core AVX-512 AMD EPYC shared with other jobs at load
-~6-9, batch 128, fp32; ms/step, medians; PyTorch 2.13 CPU eager with oneDNN/MKL, 2 threads):
+6-11, batch 128, fp32, train step; PyTorch 2.13 CPU eager, oneDNN/MKL, 2 OpenMP threads).
+Timings on this shared machine swing by +-30-50% between repeats, so flag sets were also
+A/B-tested inside one process (compile(compiler_options=...), steps alternated).
 
-  * Baseline, no flags. JAX is already faster than torch_ref on this machine for every model
-    (figures in the table below). This jaxlib's XLA CPU hands most convolutions, the dots and
-    BatchNorm reductions to YNNPACK by default (`__ynn_fusion` in the compiled HLO: 45 of
-    resnet20's 62 convs; the rest, 16-channel and strided-backward convs, run on Eigen).
+  | model    | jax baseline ms | jax now ms | torch ms     | jax/torch speed, now |
+  | mlp      | 720-1140        | same       | 2250-4600    | ~2.9x                |
+  | resnet20 | 2730-3230       | same       | 7330-8280    | ~2.3x                |
+  | resnet18 | 13960-16700     | same       | 26000        | ~1.6x                |
+  | vgg19    | 30700-60000     | 10400-11000| 12100-19100  | ~1.1x (back to back) |
+
+  * This jaxlib's XLA CPU already hands most convs, the dots and BatchNorm reductions to
+    YNNPACK (`__ynn_fusion` in the compiled HLO; 45 of resnet20's 62 convs).
   * --xla_cpu_use_onednn=true, --xla_cpu_experimental_onednn_custom_call=true,
     --xla_cpu_use_xnnpack=true, --xla_cpu_experimental_xnn_graph_fusion_mode=
-    XNN_GRAPH_FUSION_MODE_GREEDY: the compiled HLO is identical to the default's (no
-    oneDNN/XNNPACK op appears), so they are no-ops in this build; their timings differed from
-    the default only within the machine's noise (+-30% between repeats under load).
-  * --xla_cpu_experimental_ynn_fusion_type= (YNNPACK off: everything on Eigen/LLVM) and
-    =individual_convolution,individual_dot,dot,eltwise,reduce (elementwise fusions too):
-    different programs, see the table; neither beat the default beyond noise.
-  * --xla_cpu_enable_fast_math=true and --dtype=bfloat16: change numerics, so never defaults.
-  * Model/step code: BatchNorm (flax, one-pass mean/mean-of-squares) and the step's metrics
-    (optax.global_norm etc.) are elementwise/reduction work fused by XLA, a few percent of a
-    conv net's step; nothing there to win that measurement could resolve.
+    XNN_GRAPH_FUSION_MODE_GREEDY: compiled HLO identical to the default's: no-ops here.
+  * --xla_cpu_experimental_ynn_fusion_type: '' (YNNPACK off) and 'individual_dot,dot,reduce'
+    (convs on Eigen) vs default, A/B in one process, median ms: resnet20 default 1751,
+    convs-on-Eigen 2110, off 1938; mlp default 1756, 1316, 1958 (2 rounds, noise-level).
+    Adding eltwise fusions: no gain. None is a default.
+  * bfloat16 compute (--dtype): slower on this CPU (mlp 1785 vs ~900 ms) and changes
+    numerics; --xla_cpu_enable_fast_math changes numerics: neither is a default.
+  * The real gap was VGG-19's last stage: XLA CPU runs a 3x3 conv on a 2x2 map at ~0.3
+    GFLOP/s (7.9 s forward for one 512->512 layer, vs 0.33 s on a 4x4 map). vgg.py now
+    passes rankdeficit/models/small_conv.py's im2col+dot conv to nn.Conv for maps of <= 4
+    pixels: that layer 7.9 s -> 61 ms forward, 225 ms forward+backward; the vgg19 step
+    30-60 s -> 10.4-11.0 s; loss after 3 steps 2.2634675 -> 2.2634645 (summation order).
+  * Step metrics (optax.global_norm etc.) and flax BatchNorm are fused elementwise/reduction
+    work, far below what this machine's noise can resolve; left as they are.
 """
 import argparse
 import functools
@@ -49,11 +59,7 @@ import subprocess
 import sys
 import time
 
-from rankdeficit import platform
-
-platform.configure_cpu_defaults()  # before anything initialises JAX's backend
-
-import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -107,11 +113,12 @@ def time_torch_step(torch_ref: str, name: str, batch: int, num_steps: int) -> fl
   """Seconds per step reported by torch_ref.py, or None if it cannot run here."""
   out = subprocess.run([sys.executable, torch_ref, name, str(batch), str(num_steps)],
                        capture_output=True, text=True, check=False)
-  match = re.search(r'ms/step=([\d.]+)', out.stdout)
+  # img/s is printed from the unrounded step time; ms/step is rounded to 0.1 ms.
+  match = re.search(r'img/s=([\d.]+)', out.stdout)
   if not match:
     print(f'  torch_ref failed for {name}: {out.stderr.strip()[-300:]}', file=sys.stderr)
     return None
-  return float(match.group(1)) / 1e3
+  return batch / float(match.group(1))
 
 
 def _parse_flag_sets(spec: str) -> dict[str, str]:

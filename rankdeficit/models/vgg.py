@@ -18,6 +18,7 @@ from typing import Any
 import jax.numpy as jnp
 from flax import linen as nn
 
+from rankdeficit.models import small_conv
 from rankdeficit.models.initializers import Init
 
 # Channels per conv; 'M' is a 2x2 max-pool. Standard VGG "E" configuration (19 layers).
@@ -52,7 +53,9 @@ class VGG(nn.Module):
       if v == 'M':
         x = nn.max_pool(x, (2, 2), strides=(2, 2))
         continue
+      # small_conv: XLA CPU is pathologically slow on the 2x2 maps of the last stage.
       x = nn.Conv(v, (3, 3), padding=((1, 1), (1, 1)), dtype=self.dtype, name=f'conv_{i}',
+                  conv_general_dilated=small_conv.conv_general_dilated,
                   **self.init_scheme.conv(9 * x.shape[-1]))(x)
       if self.batch_norm:
         # PyTorch BatchNorm2d defaults: momentum 0.1 (= flax 0.9), eps 1e-5.
