@@ -258,14 +258,21 @@ def analyze_run(workdir: str, *, ood_dataset: str | None = None, data_dir: str |
       out['orthodev'] = per_layer[penult]
       out['orthodev_per_layer'] = per_layer
 
+    # NECO may use another OOD set than the probes (paper: SVHN probes, CIFAR-10 detection).
+    detection = config.ood_detection_dataset or ood
+    det_test = ood_test
+    if detection != ood:
+      with timer('extract_detection_test'):
+        det_test = _extract(dataset=detection, split='test', coords=coords, **n_test, **ex)
     with timer('neco'):
       dim = int(min(neco_dim or num_classes, len(coords[penult])))
       params = metrics.neco_fit(jnp.asarray(id_train.reps[penult]), dim)
       s_id = metrics.neco_score(params, jnp.asarray(id_test.reps[penult]))
-      s_ood = metrics.neco_score(params, jnp.asarray(ood_test.reps[penult]))
+      s_ood = metrics.neco_score(params, jnp.asarray(det_test.reps[penult]))
       det = {k: _f(v) for k, v in metrics.ood_metrics(s_id, s_ood, fpr_convention='neco').items()}
       det['fpr95_openood'] = _f(metrics.fpr_at_95_tpr(s_id, s_ood, convention='openood'))
-      det.update(method='neco', neco_dim=dim, id_split='test', ood_split='test',
+      det.update(method='neco', neco_dim=dim, ood_dataset=detection, id_split='test',
+                 ood_split='test',
                  fit_split='id_train',
                  fpr95_neco_convention='ID positive: fraction of OOD accepted when 95% of ID '
                                        'is kept (ViM/NECO code, paper Table 2)',

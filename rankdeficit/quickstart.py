@@ -55,8 +55,8 @@ def quickstart_config_for(dataset: str, data_dir: str, temperature: float, epoch
   return c
 
 
-def representation_ranks(config, state, model) -> dict[str, int]:
-  """Numerical rank of each layer's representation over the whole test split."""
+def representation_ranks(config, state, model) -> dict[str, float]:
+  """Numerical rank and effective rank of each layer's representation over the test split."""
   variables = {'params': state.params}
   if state.batch_stats:
     variables['batch_stats'] = state.batch_stats
@@ -68,7 +68,12 @@ def representation_ranks(config, state, model) -> dict[str, int]:
     keep = np.asarray(batch['mask'], bool)
     for name, rep in {**layer_reps, 'logits': logits}.items():
       reps.setdefault(name, []).append(np.asarray(rep).reshape(len(keep), -1)[keep])
-  return {name: int(spectral.numerical_rank(np.concatenate(r))) for name, r in reps.items()}
+  ranks = {}
+  for name, r in reps.items():
+    matrix = np.concatenate(r)
+    ranks[f'rank/{name}'] = int(spectral.numerical_rank(matrix))
+    ranks[f'erank/{name}'] = float(spectral.effective_rank(matrix))
+  return ranks
 
 
 def main(argv):
@@ -83,8 +88,7 @@ def main(argv):
     state, results = train.train_and_evaluate(config, workdir, devices=jax.devices()[:1])
     model = models.create_model(config.model, input_pipeline.dataset_info(
         config.dataset, config.data_dir).num_classes)
-    rows[t] = {**results, **{f'rank/{k}': v for k, v in
-                             representation_ranks(config, state, model).items()}}
+    rows[t] = {**results, **representation_ranks(config, state, model)}
   print_table(dataset, rows)
 
 
@@ -93,7 +97,8 @@ def print_table(dataset: str, rows: dict) -> None:
   first = rows[temps[0]]
   keys = ['eval/accuracy', 'eval/loss', 'init/logits_norm', 'eval/logits_norm',
           'eval/solution_rank', 'eval/post_softmax_rank']
-  keys = [k for k in keys if k in first] + [k for k in first if k.startswith('rank/')]
+  keys = [k for k in keys if k in first] + [k for k in first if k.startswith('rank/')] + [
+      k for k in first if k.startswith('erank/')]
   print(f'\n{dataset}: same model, same data, different softmax temperature\n')
   header = f'| {"metric":<26} |' + ''.join(f' {"T=" + format(t, "g"):>10} |' for t in temps)
   print(header)
@@ -102,7 +107,8 @@ def print_table(dataset: str, rows: dict) -> None:
     cells = ''.join(f' {_fmt(rows[t].get(k)):>10} |' for t in temps)
     print(f'| {k:<26} |{cells}')
   print('\nrank/<layer>: numerical rank of that layer\'s representation on the test set '
-        '(PyTorch matrix_rank tolerance).')
+        '(PyTorch matrix_rank tolerance); erank/<layer>: its effective rank (entropy of the '
+        'normalised singular values).')
 
 
 def _fmt(v) -> str:

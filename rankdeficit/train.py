@@ -192,6 +192,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
             f'Non-finite parameters at step {done}; not saving. The last good checkpoint '
             f'(step {checkpointer.latest_step}) is kept in {workdir}.')
       checkpointer.save(done, state, train_iter)
+  if start_step >= total_steps:
+    # Re-running a finished run: report its final metrics instead of nothing.
+    results.update(evaluate(p_eval_step, state, config, mesh,
+                            float(temperature_fn(total_steps))))
   checkpointer.wait_until_finished()
   checkpointer.close()
   writer.flush()

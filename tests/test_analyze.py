@@ -26,6 +26,7 @@ def tiny_run(local_data_dir, tmp_path_factory):
   config.batch_size = 100
   config.eval_every_steps = 10
   config.metrics_every_steps = 0
+  config.ood_detection_dataset = 'tiny_imagenet32'  # near-OOD detection, MNIST probes
   workdir = str(tmp_path_factory.mktemp('run'))
   train.train_and_evaluate(config, workdir, devices=jax.devices()[:1])
   return workdir
@@ -48,6 +49,7 @@ def test_analyze_run_end_to_end(tiny_run):
   assert all(1 <= r <= 32 for r in a['representation_rank'].values())
   assert {'nc1', 'nc3', 'nc4'} <= set(a['neural_collapse'])
   det = a['ood_detection']
+  assert det['ood_dataset'] == 'tiny_imagenet32'
   assert det['method'] == 'neco' and 0 <= det['auroc'] <= 1 and 0 <= det['fpr95_neco'] <= 1
   assert 'ID positive' in det['fpr95_neco_convention']
   assert a['timings_s']['total'] > 0
