@@ -4,16 +4,7 @@ from configs import base
 
 def get_config():
   c = base.get_config()
-  c.model.name = 'mlp'
-  c.model.width = 2048
-  c.model.depth = 8
-  c.model.init = 'pytorch'
-  c.dataset = 'cifar10'
-  c.ood_dataset = 'svhn_cropped'
-  c.learning_rate = 0.05
-  c.momentum = 0.0
-  c.weight_decay = 0.0
-  c.num_epochs = 100
-  c.lr_milestones = ()
-  c.batch_size = 128
+  base.mlp_recipe(c)
+  c.model.width, c.model.depth = 2048, 8
+  c.dataset, c.ood_dataset = 'cifar10', 'svhn_cropped'
   return c

@@ -6,25 +6,12 @@ from configs import base
 
 def get_config():
   c = base.get_config()
-  c.model.name = 'mlp'
-  c.model.width = 256
-  c.model.depth = 4
+  base.mlp_recipe(c)
   # Kaiming init starts at a logits norm of ~3; under the PyTorch default init (~0.13) the
   # T=100 run stays stuck near chance for this short budget.
-  c.model.init = 'kaiming'
-  c.dataset = 'digits'
-  c.ood_dataset = ''
-  c.augment = 'none'
-  c.image_size = 16
-  c.learning_rate = 0.05
-  c.momentum = 0.9
-  c.weight_decay = 0.0
-  c.num_epochs = 30
-  c.lr_milestones = ()
-  c.batch_size = 64
-  c.eval_batch_size = 120
-  c.metrics_batch_size = 120
-  c.log_every_steps = 100
-  c.checkpoint_every_steps = 1000
-  c.metrics_every_steps = 0
+  c.model.init, c.model.width, c.model.depth = 'kaiming', 256, 4
+  c.dataset, c.ood_dataset, c.augment, c.image_size = 'digits', '', 'none', 16
+  c.momentum, c.num_epochs = 0.9, 30
+  c.batch_size, c.eval_batch_size, c.metrics_batch_size = 64, 120, 120
+  c.log_every_steps, c.checkpoint_every_steps, c.metrics_every_steps = 100, 1000, 0
   return c

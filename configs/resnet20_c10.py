@@ -4,16 +4,7 @@ from configs import base
 
 def get_config():
   c = base.get_config()
+  base.cifar_resnet_recipe(c)
   c.model.name = 'resnet20'
-  c.dataset = 'cifar10'
-  c.ood_dataset = 'svhn_cropped'
-  c.learning_rate = 0.1
-  c.momentum = 0.9
-  c.weight_decay = 1e-4
-  c.num_epochs = 164
-  c.lr_milestones = (82, 123)
-  c.lr_gamma = 0.1
-  c.batch_size = 128
-  c.model.stem = 'cifar'
-  c.model.init = 'kaiming'
+  c.dataset, c.ood_dataset = 'cifar10', 'svhn_cropped'
   return c

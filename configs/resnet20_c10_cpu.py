@@ -1,26 +1,11 @@
-"""CPU-sized ResNet-20 on real offline CIFAR-10 (JPEG copy), OOD probes on MNIST."""
+"""CPU-sized ResNet-20 on real offline CIFAR-10 (JPEG copy, 10k images), OOD probes on MNIST."""
 from configs import base
 
 
 def get_config():
   c = base.get_config()
+  base.cpu_run(base.cifar_resnet_recipe(c))
   c.model.name = 'resnet20'
-  c.dataset = 'cifar10_jpeg'
-  c.ood_dataset = 'mnist'
-  c.data_dir = 'data/tfds'
-  c.train_subset = 10000
-  c.learning_rate = 0.1
-  c.momentum = 0.9
-  c.weight_decay = 1e-4
-  c.num_epochs = 164
-  c.lr_milestones = (82, 123)
-  c.lr_gamma = 0.1
-  c.batch_size = 128
-  c.model.stem = 'cifar'
-  c.model.init = 'kaiming'
-  c.num_epochs = 10
-  c.lr_milestones = (5, 8)
-  c.log_every_steps = 50
-  c.checkpoint_every_steps = 500
-  c.metrics_every_steps = 500
+  c.dataset, c.ood_dataset = 'cifar10_jpeg', 'mnist'
+  c.train_subset, c.num_epochs, c.lr_milestones = 10000, 10, (5, 8)
   return c

@@ -1,18 +1,9 @@
-"""VGG-19 (with BatchNorm) on CIFAR-100, paper Table 3/4."""
+"""VGG-19 (with BatchNorm) on CIFAR-100, paper Tables 3/4; NECO detection against CIFAR-10."""
 from configs import base
 
 
 def get_config():
   c = base.get_config()
-  c.model.name = 'vgg19_bn'
-  c.model.init = 'pytorch'
-  c.learning_rate = 0.1
-  c.momentum = 0.9
-  c.weight_decay = 1e-4
-  c.num_epochs = 160
-  c.lr_milestones = (80, 120)
-  c.batch_size = 128
-  c.dataset = 'cifar100'
-  c.ood_dataset = 'svhn_cropped'
-  c.ood_detection_dataset = 'cifar10'
+  base.vgg_recipe(c)
+  c.dataset, c.ood_dataset, c.ood_detection_dataset = 'cifar100', 'svhn_cropped', 'cifar10'
   return c
