@@ -62,8 +62,15 @@ def get_config() -> ml_collections.ConfigDict:
   c.eval_every_steps = -1  # -1 -> once per epoch
   c.checkpoint_every_steps = 1000
   c.keep_checkpoints = 3
-  c.metrics_every_steps = 1000  # collapse metrics on a fixed batch (0 = off)
+  # Collapse monitor (rankdeficit/monitor.py) on a fixed batch every K steps (0 = off).
+  # Overhead = t_monitor / (K * t_step + t_monitor); pick K >= 19 * t_monitor / t_step for
+  # < 5% (measure both: python -m tools.benchmark_metrics --fraction configs/<cfg>.py).
+  # CPU (2 cores, measured): 8x512 MLP t_monitor/t_step ~45 -> K >= ~860; ResNet-20 ~10-12
+  # -> K >= ~240. On GPU/TPU steps are ~50x faster but SVD/eigh much less so: expect
+  # t_monitor/t_step in the hundreds-thousands, i.e. K of a few epochs (set per config).
+  c.metrics_every_steps = 1000
   c.metrics_batch_size = 512
+  c.metrics_input_ranks = False  # also rank/input/<layer> (mostly = previous rep's rank)
   c.max_feature_dims = 10000  # random subset of feature coordinates for per-layer ranks
   c.distributed = False  # call jax.distributed.initialize() (multi-host)
   c.matmul_precision = 'default'  # jax_default_matmul_precision for training
@@ -106,6 +113,7 @@ def imagenet_resnet_recipe(c: ml_collections.ConfigDict) -> ml_collections.Confi
   c.num_workers = 8
   c.ood_dataset = 'cifar100'
   c.log_every_steps, c.checkpoint_every_steps = 500, 2500
+  c.metrics_every_steps = 5000  # ~4 ImageNet-1k epochs: SVD cost does not shrink with fast steps
   return c
 
 
@@ -125,4 +133,5 @@ def cpu_run(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.data_dir = 'data/tfds'
   c.eval_batch_size = 500
   c.log_every_steps, c.checkpoint_every_steps = 50, 500
+  c.metrics_every_steps = 2000  # measured: ~45 train steps per monitor call for the 8x512 MLP
   return c

@@ -21,7 +21,11 @@ What is measured (keys of the returned flat dict; ``<path>`` is the module path 
                                                     ``max_dims`` fixed random coordinates)
   sv/logits [top_k]
   rank/grad/<path>                                  rank of dL/dW (eval-mode forward)
-  rank/input/<path>                                 rank of that layer's input (flattened)
+  rank/input/<path>                                 rank of that layer's input (flattened,
+                                                    ``max_dims`` coordinates); only with
+                                                    ``input_ranks=True`` (off by default:
+                                                    most inputs ARE the previous layer's
+                                                    representation, whose rank is reported)
   alignment/<path> [top_k, top_k], alignment_max/<path>
   alignment_max_mean                                mean over layers of the max alignment
 
@@ -31,6 +35,14 @@ Alignment is skipped for grouped convs and non SAME/VALID/explicit padding; conv
 become patches (``metrics.conv_patches``) taken from the first images of the batch
 (at most ``16 * max_alignment_rows`` patch rows), then ``max_alignment_rows`` fixed
 random rows are kept. ``DenseGeneral`` (attention projections) is not captured.
+
+Cost: every distinct matrix gets ONE singular-value decomposition (rank and top-k come
+from the same singular values); with ``input_ranks=True`` a layer input that is the very
+same array as a representation (or as another layer's input, e.g. a ResNet block's conv1
+and its projection shortcut) reuses that spectrum instead of a second SVD (its coordinate
+subset is then the representation's). On CPU one call costs seconds (an 8x512 MLP at batch
+512: ~25 SVD/eigh of 512x512 matrices), so run it every few hundred steps at most; see
+``configs/base.py`` (``metrics_every_steps``) and ``tools/benchmark_metrics.py --fraction``.
 """
 
 from __future__ import annotations
@@ -118,9 +130,11 @@ def collapse_metrics(
     max_dims: int = 10_000,
     top_k: int = 15,
     max_alignment_rows: int = 4096,
+    input_ranks: bool = False,
 ) -> dict[str, jax.Array]:
     """All train-time collapse metrics on one batch (see module docstring). Jittable with
-    ``model``, ``loss_fn``, ``max_dims``, ``top_k``, ``max_alignment_rows`` static."""
+    ``model``, ``loss_fn``, ``max_dims``, ``top_k``, ``max_alignment_rows``, ``input_ranks``
+    static."""
     params = variables["params"]
     rest = {k: v for k, v in variables.items() if k != "params"}
 
@@ -135,10 +149,18 @@ def collapse_metrics(
 
     # Modules are Python objects: trace once to learn them, then differentiate.
     modules_box = {}
+    # layer path -> ("rep", name) / ("input", earlier path) when its input is that very array
+    alias_box: dict[str, tuple[str, str]] = {}
 
     def loss_for_grad(p):
         loss, (logits, reps, inputs, modules) = loss_with_capture(p)
         modules_box.update(modules)
+        seen = {id(r): ("rep", name) for name, r in reps.items()}
+        for path, x in inputs.items():
+            if id(x) in seen:
+                alias_box[path] = seen[id(x)]
+            else:
+                seen[id(x)] = ("input", path)
         return loss, (logits, reps, inputs)
 
     with jax.default_matmul_precision("highest"):
@@ -162,9 +184,16 @@ def collapse_metrics(
         kernel = _get_path(params, path)["kernel"]
         grad = _get_path(grads, path)["kernel"]
         out[f"rank/grad/{path}"] = alignment_lib.gradient_rank(grad)
-        out[f"rank/input/{path}"] = spectral.representation_rank(
-            layer_input, max_dims=max_dims, key=jax.random.fold_in(input_key, i)
-        )
+        if input_ranks:
+            kind, src = alias_box.get(path, ("", ""))
+            if kind == "rep":
+                out[f"rank/input/{path}"] = out[f"rank/rep/{src}"]
+            elif kind == "input":
+                out[f"rank/input/{path}"] = out[f"rank/input/{src}"]
+            else:
+                out[f"rank/input/{path}"] = spectral.representation_rank(
+                    layer_input, max_dims=max_dims, key=jax.random.fold_in(input_key, i)
+                )
         a = _alignment_input(module, layer_input, max_alignment_rows, jax.random.fold_in(row_key, i))
         if a is None:
             continue
@@ -184,6 +213,7 @@ def make_collapse_metrics_fn(
     max_dims: int = 10_000,
     top_k: int = 15,
     max_alignment_rows: int = 4096,
+    input_ranks: bool = False,
 ):
     """``jit``-compiled ``fn(variables, images, labels, temperature, key) -> dict``.
 
@@ -202,6 +232,7 @@ def make_collapse_metrics_fn(
             max_dims=max_dims,
             top_k=top_k,
             max_alignment_rows=max_alignment_rows,
+            input_ranks=input_ranks,
         )
 
     return fn

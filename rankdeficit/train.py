@@ -64,7 +64,7 @@ def _collapse_monitor(config, model, loss_fn, mesh):
     return None
   metrics_fn = monitor.make_collapse_metrics_fn(
       model, lambda logits, labels, t: jnp.mean(loss_fn(logits, labels, t)),
-      max_dims=config.max_feature_dims)
+      max_dims=config.max_feature_dims, input_ranks=config.metrics_input_ranks)
   batch = next(iter(input_pipeline.create_eval_iterator(
       config, config.dataset, 'test', batch_size=config.metrics_batch_size,
       num_examples=config.metrics_batch_size)))

@@ -107,12 +107,60 @@ def test_collapse_metrics_with_clu_writer(tmp_path):
     y = jnp.arange(20) % 3
     variables = model.init(jax.random.PRNGKey(1), x)
     out = jax.jit(
-        monitor.collapse_metrics, static_argnames=("model", "loss_fn", "max_dims", "top_k", "max_alignment_rows")
-    )(model, variables, x, y, temperature=1.0, loss_fn=ce_loss, key=jax.random.PRNGKey(0), top_k=3)
+        monitor.collapse_metrics,
+        static_argnames=("model", "loss_fn", "max_dims", "top_k", "max_alignment_rows", "input_ranks"),
+    )(model, variables, x, y, temperature=1.0, loss_fn=ce_loss, key=jax.random.PRNGKey(0), top_k=3, input_ranks=True)
     assert {"rank/grad/Dense_0", "rank/grad/Dense_1", "rank/grad/Dense_2"} <= set(out)
     # input of the first Dense is the flattened 16-d image: rank <= 16
     assert int(out["rank/input/Dense_0"]) == int(metrics.numerical_rank(x.reshape(20, -1)))
+    # the other inputs ARE the representations: their spectrum is reused, same value
+    _, reps = model.apply(variables, x)
+    assert int(out["rank/input/Dense_1"]) == int(out["rank/rep/layer0"]) == int(metrics.numerical_rank(reps["layer0"]))
+    assert int(out["rank/input/Dense_2"]) == int(out["rank/rep/layer1"]) == int(metrics.numerical_rank(reps["layer1"]))
     writer = metric_writers.create_default_writer(str(tmp_path), asynchronous=False)
     monitor.write_collapse_metrics(writer, 1, out)
     writer.flush()
     assert any(tmp_path.iterdir())
+
+
+class TinyResBlock(nn.Module):
+    """conv1 and a projection shortcut read the same array (the stem representation)."""
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        x = nn.relu(nn.Conv(4, (3, 3), name="stem")(x))
+        reps = {"stem": x}
+        y = nn.relu(nn.Conv(6, (3, 3), name="conv1")(x))
+        y = nn.Conv(6, (3, 3), name="conv2")(y)
+        x = nn.relu(y + nn.Conv(6, (1, 1), name="shortcut")(x))
+        reps["block"] = x
+        x = jnp.mean(x, axis=(1, 2))
+        reps["pool"] = x
+        return nn.Dense(3, name="head")(x), reps
+
+
+def test_input_ranks_off_by_default_and_deduplicated():
+    model = TinyResBlock()
+    x = jax.random.normal(jax.random.PRNGKey(0), (10, 6, 6, 2))
+    y = jnp.arange(10) % 3
+    variables = model.init(jax.random.PRNGKey(1), x)
+    key = jax.random.PRNGKey(2)
+    default = monitor.make_collapse_metrics_fn(model, ce_loss, max_dims=1000, top_k=3)(variables, x, y, 1.0, key)
+    assert not [k for k in default if k.startswith("rank/input/")]
+    out = monitor.make_collapse_metrics_fn(model, ce_loss, max_dims=1000, top_k=3, input_ranks=True)(
+        variables, x, y, 1.0, key
+    )
+    for k, v in default.items():  # the option only adds keys
+        np.testing.assert_allclose(np.asarray(out[k]), np.asarray(v), rtol=1e-5, atol=1e-6)
+    _, reps = model.apply(variables, x)
+    ref = lambda a: int(metrics.numerical_rank(np.asarray(a).reshape(a.shape[0], -1)))
+    assert int(out["rank/input/stem"]) == ref(x)
+    assert int(out["rank/input/conv1"]) == int(out["rank/input/shortcut"]) == ref(reps["stem"])
+    assert int(out["rank/input/head"]) == ref(reps["pool"])
+    h = jax.nn.relu(
+        jax.lax.conv_general_dilated(
+            reps["stem"], variables["params"]["conv1"]["kernel"], (1, 1), "SAME",
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        ) + variables["params"]["conv1"]["bias"]
+    )
+    assert int(out["rank/input/conv2"]) == ref(h)
