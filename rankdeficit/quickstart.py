@@ -13,11 +13,10 @@ set), the post-softmax rank and the numerical rank of every layer's representati
 import os
 
 import jax
-import numpy as np
 from absl import app, flags, logging
 
 from configs import quickstart as quickstart_config
-from rankdeficit import input_pipeline, models, train
+from rankdeficit import input_pipeline, models, probes, steps, train
 from rankdeficit.metrics import spectral
 
 FLAGS = flags.FLAGS
@@ -57,20 +56,13 @@ def quickstart_config_for(dataset: str, data_dir: str, temperature: float, epoch
 
 def representation_ranks(config, state, model) -> dict[str, float]:
   """Numerical rank and effective rank of each layer's representation over the test split."""
-  variables = {'params': state.params}
-  if state.batch_stats:
-    variables['batch_stats'] = state.batch_stats
-  apply = jax.jit(lambda v, x: model.apply(v, x, train=False))
-  reps: dict[str, list] = {}
-  for batch in input_pipeline.create_eval_iterator(config, config.dataset, 'test',
-                                                   batch_size=config.eval_batch_size):
-    logits, layer_reps = jax.device_get(apply(variables, batch['image']))
-    keep = np.asarray(batch['mask'], bool)
-    for name, rep in {**layer_reps, 'logits': logits}.items():
-      reps.setdefault(name, []).append(np.asarray(rep).reshape(len(keep), -1)[keep])
+  features = probes.extract_features(
+      model, steps.model_variables(state),
+      input_pipeline.create_eval_iterator(config, config.dataset, 'test',
+                                          batch_size=config.eval_batch_size),
+      max_dims=config.max_feature_dims)
   ranks = {}
-  for name, r in reps.items():
-    matrix = np.concatenate(r)
+  for name, matrix in {**features.reps, 'logits': features.logits}.items():
     ranks[f'rank/{name}'] = int(spectral.numerical_rank(matrix))
     ranks[f'erank/{name}'] = float(spectral.effective_rank(matrix))
   return ranks
