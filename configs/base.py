@@ -22,6 +22,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.augment = 'cifar'  # cifar | imagenet | vit | none
   c.image_size = 32  # network input resolution (images are resized when it differs)
   c.num_workers = 0  # grain worker processes per host (0 = in-process)
+  c.in_memory = True  # decode fixed-size datasets (all but ImageNet) once into host memory
   c.batch_size = 128  # global batch, split over all devices of all hosts
   c.eval_batch_size = 500  # global; the last batch is padded and masked
 
@@ -30,7 +31,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.name = 'resnet18'  # mlp | vgg19 | vgg19_bn | resnet18 | resnet20 | resnet34 | resnet50 | vit_b16 | vit_ti16 | vit_tiny
   c.model.num_classes = config_dict.placeholder(int)  # None -> the dataset's number of classes
   c.model.width = 2048  # MLP hidden width
-  c.model.depth = 8  # MLP hidden layers
+  c.model.depth = 8  # MLP hidden Dense+ReLU layers; the net has depth + 1 Dense layers (configs/mlp_c10.py)
   c.model.stem = 'cifar'  # ResNet stem: cifar (3x3, no max-pool) | imagenet (7x7 + max-pool)
   c.model.init = 'kaiming'  # kaiming | pytorch | normal (paper App. E)
   c.model.init_sigma = 0.01  # std of the 'normal' init

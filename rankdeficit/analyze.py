@@ -9,14 +9,18 @@ layer, the same subset for every dataset) on four splits -- ID train/test
 (`config.dataset`) and OOD train/test (`config.ood_dataset`, preprocessed exactly like the
 ID data: same normalisation and `image_size`) -- and computes:
 
-* per-layer linear probes (paper A.5; `rankdeficit.probes`): ID probes trained on ID train,
-  scored on ID test; OOD probes trained on OOD train, scored on OOD test;
-  effective depth kappa (ID) and OOD generalization loss rho (OOD);
+* per-layer linear probes (paper A.5; `rankdeficit.probes`) on every hidden post-activation
+  layer and on the final layer before (`logits`) and after (`softmax`, at the run's final T)
+  the softmax: ID probes trained on ID train, scored on ID test; OOD probes trained on OOD
+  train, scored on OOD test; effective depth kappa (ID) and OOD generalization loss rho
+  (OOD) under the conventions of `rankdeficit.probe_layers` (`kappa`/`rho` = the default,
+  `paper`; `kappa_by_convention`/`rho_by_convention` = all three);
 * solution rank SR = numerical rank of the pre-softmax logits over the whole ID test split,
   the post-softmax rank at the run's (final) temperature, and the logits norm (Frobenius and
   mean per-sample L2); the bound on SR from the penultimate width (paper: "bounded by the
   size of the classifier");
-* per-layer representation rank (ID test, the coordinate subset), and effective rank;
+* per-layer representation rank (ID test, the coordinate subset), and effective rank, for
+  every probed layer (`logits` and `softmax` included);
 * Neural Collapse NC1-NC4 on ID *train* penultimate features (Papyan et al. use the training
   set), OrthoDev (Eq. 4) between ID test class means and the OOD test global mean, also per
   layer (Figure 22);
@@ -48,7 +52,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from rankdeficit import metrics
+from rankdeficit import probe_layers
 from rankdeficit import probes
+from rankdeficit.analysis_report import to_markdown, write_plots  # noqa: F401 (public)
 
 ANALYSIS_DIR = 'analysis'
 
@@ -98,6 +104,172 @@ def _extract(config, model, variables, dataset: str, split: str, *, batch_size: 
                                  coords=coords)
 
 
+def _with_final_layers(features: probes.Features, temperature: float) -> probes.Features:
+  """Adds the final layer pre- and post-softmax (`logits`, `softmax`) as probed layers."""
+  final = probe_layers.final_layer_features(features.logits, temperature)
+  coords = dict(features.coords)
+  for name in final:
+    coords[name] = np.arange(features.logits.shape[1], dtype=np.int32)
+  return features._replace(reps={**features.reps, **final}, coords=coords)
+
+
+def extract_splits(config, model, variables, *, temperature: float, batch_size: int,
+                   max_examples: int | None, max_train_examples: int | None, key,
+                   max_dims: int, timer) -> dict[str, probes.Features]:
+  """Step 1: features of ID test/train and, with an OOD set, OOD test/train and the NECO
+  detection set (`det_test`, the OOD test split unless `ood_detection_dataset` differs).
+
+  Every split uses the coordinate subsets drawn on ID test, and carries the final layer
+  pre- and post-softmax as the layers `logits` and `softmax`.
+  """
+  ex = dict(config=config, model=model, variables=variables, batch_size=batch_size,
+            key=key, max_dims=max_dims)
+  n_train = max_train_examples or max_examples
+  splits = {}
+  with timer('extract_id_test'):
+    splits['id_test'] = _extract(dataset=config.dataset, split='test', coords=None,
+                                 max_examples=max_examples, **ex)
+  coords = splits['id_test'].coords
+  with timer('extract_id_train'):
+    splits['id_train'] = _extract(dataset=config.dataset, split='train', coords=coords,
+                                  max_examples=n_train, **ex)
+  ood = config.ood_dataset or ''
+  if ood:
+    with timer('extract_ood_test'):
+      splits['ood_test'] = _extract(dataset=ood, split='test', coords=coords,
+                                    max_examples=max_examples, **ex)
+    with timer('extract_ood_train'):
+      splits['ood_train'] = _extract(dataset=ood, split='train', coords=coords,
+                                     max_examples=n_train, **ex)
+    detection = config.ood_detection_dataset or ood
+    splits['det_test'] = splits['ood_test']
+    if detection != ood:
+      with timer('extract_detection_test'):
+        splits['det_test'] = _extract(dataset=detection, split='test', coords=coords,
+                                      max_examples=max_examples, **ex)
+  return {k: _with_final_layers(v, temperature) for k, v in splits.items()}
+
+
+def logit_metrics(id_test: probes.Features, *, temperature: float, num_classes: int,
+                  penultimate_width: int, has_bias: bool) -> dict[str, Any]:
+  """Step 2a: test accuracy, SR, post-softmax rank, logits norm and the bound on SR."""
+  logits = jnp.asarray(id_test.logits)
+  n = len(id_test.labels)
+  return {
+      'test_accuracy': float(np.mean(np.argmax(id_test.logits, -1) == id_test.labels)),
+      'solution_rank': int(metrics.numerical_rank(logits)),
+      'post_softmax_rank': int(metrics.softmax_rank(logits, temperature)),
+      'post_softmax_rank_T1': int(metrics.softmax_rank(logits, 1.0)),
+      'logits_norm_frobenius': _f(metrics.logits_norm(logits)),
+      'logits_norm_mean': _f(metrics.mean_per_sample_norm(logits)),
+      'penultimate_width': penultimate_width,
+      # rank(H W + 1 b^T) <= width (+1 with a bias); also <= classes and <= examples.
+      'solution_rank_bound': int(min(penultimate_width + int(has_bias), num_classes, n)),
+      'solution_rank_bounded_by_classifier': bool(
+          penultimate_width + int(has_bias) < num_classes),
+  }
+
+
+def representation_ranks(id_test: probes.Features) -> dict[str, dict[str, float]]:
+  """Step 2b: numerical and effective rank of every probed layer on ID test."""
+  reps = id_test.reps
+  return {
+      'representation_rank': {
+          l: int(metrics.numerical_rank(jnp.asarray(x))) for l, x in reps.items()},
+      'representation_effective_rank': {
+          l: _f(metrics.effective_rank(jnp.asarray(x))) for l, x in reps.items()},
+  }
+
+
+def probe_metrics(splits: dict[str, probes.Features], hidden: list[str], *, num_classes: int,
+                  ood_num_classes: int | None, key, config: probes.ProbeConfig, timer
+                  ) -> dict[str, Any]:
+  """Step 3: per-layer ID/OOD probe accuracies (forward order, `logits` and `softmax` last)
+  and kappa / rho under every convention of `rankdeficit.probe_layers`."""
+  def fit(train, test, classes, fold):
+    return probes.fit_layer_probes(train.reps, train.labels, test.reps, test.labels, classes,
+                                   key=jax.random.fold_in(key, fold), config=config)
+
+  out: dict[str, Any] = {'probe_convention': probe_layers.DEFAULT_CONVENTION}
+  with timer('id_probes'):
+    out['id_probe_accuracy'] = fit(splits['id_train'], splits['id_test'], num_classes, 0)
+  out['kappa_by_convention'] = probe_layers.kappa_by_convention(out['id_probe_accuracy'],
+                                                                hidden)
+  out['kappa'] = out['kappa_by_convention'][probe_layers.DEFAULT_CONVENTION]
+  out['rho'] = out['rho_by_convention'] = None
+  if 'ood_train' in splits:
+    with timer('ood_probes'):
+      ood_acc = fit(splits['ood_train'], splits['ood_test'], ood_num_classes, 1)
+    out['ood_probe_accuracy'] = ood_acc
+    out['rho_by_convention'] = probe_layers.rho_by_convention(ood_acc, hidden)
+    out['rho'] = out['rho_by_convention'][probe_layers.DEFAULT_CONVENTION]
+    out['ood_best_layer'] = max(ood_acc, key=ood_acc.get)
+  return out
+
+
+def collapse_metrics(splits: dict[str, probes.Features], hidden: list[str], *,
+                     num_classes: int, head, full_dims: dict[str, int]) -> dict[str, Any]:
+  """Step 4: Neural Collapse NC1-NC4 on ID train penultimate features, and OrthoDev (ID test
+  class means vs the OOD test global mean) per hidden layer."""
+  id_train, penult = splits['id_train'], hidden[-1]
+  coords = id_train.coords[penult]
+  classifier = None if head is None else jnp.asarray(head[0][coords].T)  # [C, kept coords]
+  nc = metrics.neural_collapse_from_features(
+      jnp.asarray(id_train.reps[penult]), jnp.asarray(id_train.labels), num_classes,
+      logits=jnp.asarray(id_train.logits), classifier=classifier)
+  nc = {k: _f(v) for k, v in nc.items()}
+  nc['split'] = 'id_train'
+  present = int(len(np.unique(id_train.labels)))
+  if present < num_classes:  # NC assumes every class is present
+    nc['note_classes'] = f'only {present}/{num_classes} classes present'
+  if len(coords) < full_dims[penult]:
+    nc['note'] = f'on a random subset of {len(coords)} of {full_dims[penult]} coordinates'
+  out: dict[str, Any] = {'neural_collapse': nc}
+  if 'ood_test' in splits:
+    id_test, ood_test = splits['id_test'], splits['ood_test']
+    per_layer = {}
+    for l in hidden:
+      stats = metrics.class_stats_from_features(
+          jnp.asarray(id_test.reps[l]), jnp.asarray(id_test.labels), num_classes)
+      per_layer[l] = _f(metrics.orthodev(stats.means,
+                                         jnp.mean(jnp.asarray(ood_test.reps[l]), axis=0)))
+    out['orthodev'] = per_layer[penult]
+    out['orthodev_per_layer'] = per_layer
+  return out
+
+
+def ood_detection(splits: dict[str, probes.Features], penult: str, *, num_classes: int,
+                  neco_dim: int | None, detection_dataset: str) -> dict[str, Any]:
+  """Step 5: NECO (PCA fitted on ID train penultimate features), ID test vs detection set."""
+  id_train = splits['id_train'].reps[penult]
+  dim = int(min(neco_dim or num_classes, id_train.shape[1]))
+  params = metrics.neco_fit(jnp.asarray(id_train), dim)
+  s_id = metrics.neco_score(params, jnp.asarray(splits['id_test'].reps[penult]))
+  s_ood = metrics.neco_score(params, jnp.asarray(splits['det_test'].reps[penult]))
+  det = {k: _f(v) for k, v in metrics.ood_metrics(s_id, s_ood, fpr_convention='neco').items()}
+  det['fpr95_openood'] = _f(metrics.fpr_at_95_tpr(s_id, s_ood, convention='openood'))
+  det.update(method='neco', neco_dim=dim, ood_dataset=detection_dataset, id_split='test',
+             ood_split='test', fit_split='id_train',
+             fpr95_neco_convention='ID positive: fraction of OOD accepted when 95% of ID '
+                                   'is kept (ViM/NECO code, paper Table 2)',
+             fpr95_openood_convention='OOD positive (OpenOOD)')
+  return det
+
+
+def write_analysis(out: dict[str, Any], workdir: str, *, plots: bool, timer) -> None:
+  """Step 6: analysis.json, analysis.md and (optionally) the PNG plots in workdir/analysis."""
+  outdir = os.path.join(workdir, ANALYSIS_DIR)
+  os.makedirs(outdir, exist_ok=True)
+  if plots:
+    with timer('plots'):
+      write_plots(out, outdir)
+    out['timings_s']['plots'] = timer.timings['plots']
+  with open(os.path.join(outdir, 'analysis.json'), 'w') as f:
+    json.dump(out, f, indent=2)
+  with open(os.path.join(outdir, 'analysis.md'), 'w') as f:
+    f.write(to_markdown(out))
+
+
 def analyze_run(workdir: str, *, ood_dataset: str | None = None, data_dir: str | None = None,
                 max_examples: int | None = None, max_train_examples: int | None = None,
                 probe_epochs: int = 50,
@@ -108,6 +280,9 @@ def analyze_run(workdir: str, *, ood_dataset: str | None = None, data_dir: str |
                 layer_ranks: bool = True, plots: bool = True, write: bool = True
                 ) -> dict[str, Any]:
   """Analyses the run in `workdir` and (if `write`) writes `workdir/analysis/`.
+
+  The steps, in order: `extract_splits` -> `logit_metrics` + `representation_ranks` ->
+  `probe_metrics` -> `collapse_metrics` -> `ood_detection` -> `write_analysis`.
 
   Args:
     workdir: run directory (config.json + checkpoints/).
@@ -138,269 +313,75 @@ def analyze_run(workdir: str, *, ood_dataset: str | None = None, data_dir: str |
     if ood_dataset is not None:
       config.ood_dataset = ood_dataset
   ood = config.ood_dataset or ''
-  batch_size = int(batch_size or config.eval_batch_size)
-  id_info = input_pipeline.dataset_info(config.dataset, config.data_dir)
-  num_classes = int(config.model.num_classes or id_info.num_classes)
+  num_classes = int(config.model.num_classes or input_pipeline.dataset_info(
+      config.dataset, config.data_dir).num_classes)
   temperature = _run_temperature(config)
-  key = jax.random.PRNGKey(seed)
-  coord_key, probe_key = jax.random.split(key)
-  pcfg = probes.ProbeConfig(learning_rate=probe_lr, weight_decay=probe_weight_decay,
-                            num_epochs=probe_epochs, batch_size=probe_batch_size,
-                            standardize=standardize)
-  ex = dict(config=config, model=model, variables=variables, batch_size=batch_size,
-            key=coord_key, max_dims=max_dims)
-  n_test = dict(max_examples=max_examples)
-  n_train = dict(max_examples=max_train_examples or max_examples)
-
-  with timer('extract_id_test'):
-    id_test = _extract(dataset=config.dataset, split='test', coords=None, **n_test, **ex)
-  coords = id_test.coords
-  with timer('extract_id_train'):
-    id_train = _extract(dataset=config.dataset, split='train', coords=coords, **n_train, **ex)
-  layers = list(coords)
-  penult = layers[-1]
+  coord_key, probe_key = jax.random.split(jax.random.PRNGKey(seed))
+  splits = extract_splits(config, model, variables, temperature=temperature,
+                          batch_size=int(batch_size or config.eval_batch_size),
+                          max_examples=max_examples, max_train_examples=max_train_examples,
+                          key=coord_key, max_dims=max_dims, timer=timer)
+  id_test = splits['id_test']
+  layers = list(id_test.reps)
+  hidden = [l for l in layers if l not in probe_layers.FINAL_LAYERS]
+  full_dims = _full_dims(config, model, variables, hidden)
+  full_dims.update({l: num_classes for l in probe_layers.FINAL_LAYERS})
   head = _head(variables)
-  full_dims = {}
-  rep_shapes = jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables,
-                              jax.ShapeDtypeStruct((1, *config_image_shape(config)),
-                                                   jnp.float32))[1]
-  for l in layers:
-    full_dims[l] = int(np.prod(rep_shapes[l].shape[1:]))
 
   out: dict[str, Any] = {
       'workdir': os.path.abspath(workdir), 'step': int(ckpt_step),
       'model': config.model.name, 'dataset': config.dataset, 'ood_dataset': ood,
       'temperature': temperature, 'num_classes': num_classes, 'seed': seed,
-      'layers': layers,
-      'feature_dims': {l: [int(len(coords[l])), full_dims[l]] for l in layers},
-      'num_examples': {'id_train': int(len(id_train.labels)), 'id_test': int(len(id_test.labels))},
+      'layers': layers, 'hidden_layers': hidden,
+      'feature_dims': {l: [int(len(id_test.coords[l])), full_dims[l]] for l in layers},
+      'num_examples': {k: int(len(v.labels)) for k, v in splits.items() if k != 'det_test'},
       'probe_config': {'optimizer': 'adam (torch.optim.Adam semantics)',
                        'learning_rate': probe_lr, 'weight_decay': probe_weight_decay,
                        'weight_decay_mode': 'coupled L2', 'epochs': probe_epochs,
                        'batch_size': probe_batch_size, 'standardize': standardize,
                        'max_dims': max_dims},
+      'probe_conventions': probe_layers.DESCRIPTIONS,
   }
-
-  # ---- logits: accuracy, SR, post-softmax rank, logits norm
   with timer('logits_metrics'):
-    logits = jnp.asarray(id_test.logits)
-    out['test_accuracy'] = float(np.mean(np.argmax(id_test.logits, -1) == id_test.labels))
-    out['solution_rank'] = int(metrics.numerical_rank(logits))
-    out['post_softmax_rank'] = int(metrics.softmax_rank(logits, temperature))
-    out['post_softmax_rank_T1'] = int(metrics.softmax_rank(logits, 1.0))
-    out['logits_norm_frobenius'] = _f(metrics.logits_norm(logits))
-    out['logits_norm_mean'] = _f(metrics.mean_per_sample_norm(logits))
-    width = full_dims[penult]
-    has_bias = head is not None
-    out['penultimate_width'] = width
-    # rank(H W + 1 b^T) <= width (+1 with a bias); also <= classes and <= examples.
-    out['solution_rank_bound'] = int(min(width + int(has_bias), num_classes, len(id_test.labels)))
-    out['solution_rank_bounded_by_classifier'] = bool(width + int(has_bias) < num_classes)
-
-  # ---- per-layer representation ranks
+    out.update(logit_metrics(id_test, temperature=temperature, num_classes=num_classes,
+                             penultimate_width=full_dims[hidden[-1]],
+                             has_bias=head is not None))
   if layer_ranks:
     with timer('representation_ranks'):
-      out['representation_rank'] = {
-          l: int(metrics.numerical_rank(jnp.asarray(id_test.reps[l]))) for l in layers}
-      out['representation_effective_rank'] = {
-          l: _f(metrics.effective_rank(jnp.asarray(id_test.reps[l]))) for l in layers}
-
-  # ---- ID probes
-  with timer('id_probes'):
-    id_acc = probes.fit_layer_probes(id_train.reps, id_train.labels, id_test.reps,
-                                     id_test.labels, num_classes,
-                                     key=jax.random.fold_in(probe_key, 0), config=pcfg)
-  out['id_probe_accuracy'] = id_acc
-  out['kappa'] = _safe(probes.effective_depth, id_acc)
-
-  # ---- Neural collapse (ID train, penultimate features)
-  with timer('neural_collapse'):
-    h = jnp.asarray(id_train.reps[penult])
-    classifier = None
-    if head is not None:
-      classifier = jnp.asarray(head[0][coords[penult]].T)  # [C, d] on the kept coordinates
-    nc = metrics.neural_collapse_from_features(
-        h, jnp.asarray(id_train.labels), num_classes, logits=jnp.asarray(id_train.logits),
-        classifier=classifier)
-    out['neural_collapse'] = {k: _f(v) for k, v in nc.items()}
-    out['neural_collapse']['split'] = 'id_train'
-    present = int(len(np.unique(id_train.labels)))
-    if present < num_classes:  # NC assumes every class is present
-      out['neural_collapse']['note_classes'] = f'only {present}/{num_classes} classes present'
-    if len(coords[penult]) < full_dims[penult]:
-      out['neural_collapse']['note'] = (
-          f'on a random subset of {len(coords[penult])} of {full_dims[penult]} coordinates')
-  del h
-
+      out.update(representation_ranks(id_test))
+  pcfg = probes.ProbeConfig(learning_rate=probe_lr, weight_decay=probe_weight_decay,
+                            num_epochs=probe_epochs, batch_size=probe_batch_size,
+                            standardize=standardize)
+  ood_classes = input_pipeline.dataset_info(ood, config.data_dir).num_classes if ood else None
+  out.update(probe_metrics(splits, hidden, num_classes=num_classes,
+                           ood_num_classes=ood_classes, key=probe_key, config=pcfg,
+                           timer=timer))
+  with timer('collapse'):
+    out.update(collapse_metrics(splits, hidden, num_classes=num_classes, head=head,
+                                full_dims=full_dims))
   if ood:
-    ood_info = input_pipeline.dataset_info(ood, config.data_dir)
-    with timer('extract_ood_test'):
-      ood_test = _extract(dataset=ood, split='test', coords=coords, **n_test, **ex)
-    with timer('extract_ood_train'):
-      ood_train = _extract(dataset=ood, split='train', coords=coords, **n_train, **ex)
-    out['num_examples'].update(ood_train=int(len(ood_train.labels)),
-                               ood_test=int(len(ood_test.labels)))
-    with timer('ood_probes'):
-      ood_acc = probes.fit_layer_probes(ood_train.reps, ood_train.labels, ood_test.reps,
-                                        ood_test.labels, int(ood_info.num_classes),
-                                        key=jax.random.fold_in(probe_key, 1), config=pcfg)
-    out['ood_probe_accuracy'] = ood_acc
-    out['rho'] = _safe(probes.ood_generalization_loss, ood_acc)
-    out['ood_best_layer'] = max(ood_acc, key=ood_acc.get)
-
-    with timer('orthodev'):
-      per_layer = {}
-      for l in layers:
-        stats = metrics.class_stats_from_features(
-            jnp.asarray(id_test.reps[l]), jnp.asarray(id_test.labels), num_classes)
-        per_layer[l] = _f(metrics.orthodev(stats.means,
-                                           jnp.mean(jnp.asarray(ood_test.reps[l]), axis=0)))
-      out['orthodev'] = per_layer[penult]
-      out['orthodev_per_layer'] = per_layer
-
-    # NECO may use another OOD set than the probes (paper: SVHN probes, CIFAR-10 detection).
-    detection = config.ood_detection_dataset or ood
-    det_test = ood_test
-    if detection != ood:
-      with timer('extract_detection_test'):
-        det_test = _extract(dataset=detection, split='test', coords=coords, **n_test, **ex)
     with timer('neco'):
-      dim = int(min(neco_dim or num_classes, len(coords[penult])))
-      params = metrics.neco_fit(jnp.asarray(id_train.reps[penult]), dim)
-      s_id = metrics.neco_score(params, jnp.asarray(id_test.reps[penult]))
-      s_ood = metrics.neco_score(params, jnp.asarray(det_test.reps[penult]))
-      det = {k: _f(v) for k, v in metrics.ood_metrics(s_id, s_ood, fpr_convention='neco').items()}
-      det['fpr95_openood'] = _f(metrics.fpr_at_95_tpr(s_id, s_ood, convention='openood'))
-      det.update(method='neco', neco_dim=dim, ood_dataset=detection, id_split='test',
-                 ood_split='test',
-                 fit_split='id_train',
-                 fpr95_neco_convention='ID positive: fraction of OOD accepted when 95% of ID '
-                                       'is kept (ViM/NECO code, paper Table 2)',
-                 fpr95_openood_convention='OOD positive (OpenOOD)')
-      out['ood_detection'] = det
-  else:
-    out['rho'] = None
-
+      out['ood_detection'] = ood_detection(
+          splits, hidden[-1], num_classes=num_classes, neco_dim=neco_dim,
+          detection_dataset=config.ood_detection_dataset or ood)
   out['timings_s'] = timer.timings
   out['timings_s']['total'] = round(time.perf_counter() - t_start, 3)
   if write:
-    outdir = os.path.join(workdir, ANALYSIS_DIR)
-    os.makedirs(outdir, exist_ok=True)
-    if plots:
-      with timer('plots'):
-        write_plots(out, outdir)
-      out['timings_s']['plots'] = timer.timings['plots']
-    with open(os.path.join(outdir, 'analysis.json'), 'w') as f:
-      json.dump(out, f, indent=2)
-    with open(os.path.join(outdir, 'analysis.md'), 'w') as f:
-      f.write(to_markdown(out))
+    write_analysis(out, workdir, plots=plots, timer=timer)
   return out
+
+
+def _full_dims(config, model, variables, layers) -> dict[str, int]:
+  """Flattened width of each hidden representation (before the coordinate subset)."""
+  rep_shapes = jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables,
+                              jax.ShapeDtypeStruct((1, *config_image_shape(config)),
+                                                   jnp.float32))[1]
+  return {l: int(np.prod(rep_shapes[l].shape[1:])) for l in layers}
 
 
 def config_image_shape(config) -> tuple[int, int, int]:
   from rankdeficit import input_pipeline  # pylint: disable=import-outside-toplevel
   return tuple(input_pipeline.input_shape(config))
-
-
-def _safe(fn, acc):
-  try:
-    return fn(acc)
-  except ValueError as e:  # all-zero accuracies: undefined, reported as null
-    logging.warning('%s undefined: %s', fn.__name__, e)
-    return None
-
-
-def _fmt(x, pct=False, digits=4):
-  if x is None:
-    return 'n/a'
-  if pct:
-    return f'{100 * x:.1f}%'
-  if isinstance(x, (int, np.integer)):
-    return str(int(x))
-  return f'{x:.{digits}g}'
-
-
-def to_markdown(a: dict) -> str:
-  """Markdown report of an `analyze_run` result."""
-  lines = [f"# Analysis of `{a['workdir']}` (step {a['step']})", '',
-           f"{a['model']} on {a['dataset']} (T = {a['temperature']:g}), "
-           f"OOD: {a['ood_dataset'] or 'none'}; examples: "
-           + ', '.join(f'{k} {v}' for k, v in a['num_examples'].items()), '',
-           '| metric | value |', '|---|---|']
-  det = a.get('ood_detection', {})
-  nc = a.get('neural_collapse', {})
-  rows = [
-      ('test accuracy', _fmt(a.get('test_accuracy'), pct=True)),
-      ('kappa (effective depth)', _fmt(a.get('kappa'), pct=True)),
-      ('rho (OOD generalization loss)', _fmt(a.get('rho'), pct=True)),
-      ('SR (solution rank)', f"{_fmt(a.get('solution_rank'))} (bound {a.get('solution_rank_bound')}"
-       + (', bounded by the classifier width' if a.get('solution_rank_bounded_by_classifier') else '')
-       + ')'),
-      (f"post-softmax rank (T = {a['temperature']:g})", _fmt(a.get('post_softmax_rank'))),
-  ]
-  if a['temperature'] != 1:
-    rows.append(('post-softmax rank (T = 1)', _fmt(a.get('post_softmax_rank_T1'))))
-  rows += [
-      ('logits norm (Frobenius)', _fmt(a.get('logits_norm_frobenius'))),
-      ('logits norm (mean per sample)', _fmt(a.get('logits_norm_mean'))),
-      ('OrthoDev (penultimate)', _fmt(a.get('orthodev'))),
-  ]
-  for k in ('nc1', 'nc2_equinorm', 'nc2_equiangularity', 'nc2_max_angle', 'nc2_etf_distance',
-            'nc3', 'nc4'):
-    if k in nc:
-      rows.append((k.upper().replace('_', ' ', 1), _fmt(nc[k])))
-  if det:
-    rows += [(f"NECO AUROC (d={det['neco_dim']})", _fmt(det.get('auroc'), pct=True)),
-             ('NECO FPR@95 (NECO conv., ID positive)', _fmt(det.get('fpr95_neco'), pct=True)),
-             ('NECO FPR@95 (OpenOOD conv., OOD positive)', _fmt(det.get('fpr95_openood'), pct=True)),
-             ('NECO AUPR-In', _fmt(det.get('aupr_in'), pct=True)),
-             ('NECO AUPR-Out', _fmt(det.get('aupr_out'), pct=True))]
-  lines += [f'| {k} | {v} |' for k, v in rows]
-  lines += ['', '| layer | coords (kept/total) | ID probe acc | OOD probe acc | rank | eff. rank | OrthoDev |',
-            '|---|---|---|---|---|---|---|']
-  for l in a['layers']:
-    kept, total = a['feature_dims'][l]
-    lines.append('| ' + ' | '.join([
-        l, f'{kept}/{total}',
-        _fmt(a.get('id_probe_accuracy', {}).get(l), pct=True),
-        _fmt(a.get('ood_probe_accuracy', {}).get(l), pct=True),
-        _fmt(a.get('representation_rank', {}).get(l)),
-        _fmt(a.get('representation_effective_rank', {}).get(l)),
-        _fmt(a.get('orthodev_per_layer', {}).get(l))]) + ' |')
-  lines += ['', 'Timings (s): ' + ', '.join(f'{k} {v:.1f}' for k, v in a['timings_s'].items()), '']
-  return '\n'.join(lines)
-
-
-def write_plots(a: dict, outdir: str) -> None:
-  """probe_accuracy.png (Figure 1 style) and representation_rank.png."""
-  import matplotlib  # pylint: disable=import-outside-toplevel
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
-  layers = a['layers']
-  x = np.arange(1, len(layers) + 1)
-  title = f"{a['model']} {a['dataset']} T={a['temperature']:g}"
-  fig, ax = plt.subplots(figsize=(6, 3.5))
-  ax.plot(x, [a['id_probe_accuracy'][l] for l in layers], 'o-', label=f"ID ({a['dataset']})")
-  if a.get('ood_probe_accuracy'):
-    ax.plot(x, [a['ood_probe_accuracy'][l] for l in layers], 's-',
-            label=f"OOD ({a['ood_dataset']})")
-  if a.get('kappa') is not None:
-    ax.axvline(a['kappa'] * len(layers), color='gray', ls=':', label=f"kappa={a['kappa']:.0%}")
-  ax.set_xticks(x)
-  ax.set_xlabel('layer'); ax.set_ylabel('linear probe accuracy'); ax.set_ylim(0, 1)
-  ax.set_title(title); ax.legend(); ax.grid(alpha=.3)
-  fig.tight_layout(); fig.savefig(os.path.join(outdir, 'probe_accuracy.png'), dpi=120)
-  plt.close(fig)
-  if a.get('representation_rank'):
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot(x, [a['representation_rank'][l] for l in layers], 'o-', label='numerical rank')
-    ax.plot(x, [a['feature_dims'][l][0] for l in layers], '--', color='gray',
-            label='coordinates kept')
-    ax.set_xticks(x)
-    ax.set_xlabel('layer'); ax.set_ylabel('rank (ID test)'); ax.set_yscale('log')
-    ax.set_title(title + f"  SR={a['solution_rank']}"); ax.legend(); ax.grid(alpha=.3)
-    fig.tight_layout(); fig.savefig(os.path.join(outdir, 'representation_rank.png'), dpi=120)
-    plt.close(fig)
 
 
 def _define_flags():

@@ -16,6 +16,9 @@ Datasets (see rankdeficit/data/datasets.py for normalisation constants):
 - offline, imported from ../shared/data by `python -m tools.import_data NAME --data_dir=DIR`:
   cifar10_jpeg, tiny_imagenet32 ('test' = its val set), mnist (written as tfds' own 'mnist').
 - digits: scikit-learn's UCI 8x8 digits, in memory (no data_dir needed).
+With config.in_memory (default) every dataset but ImageNet is decoded once per process into
+a uint8 array (rankdeficit/data/memory.py): same records, same iterator state, no per-read
+decoding.
 All images come out as 3-channel float32 of config.image_size, normalised with the training
 set's (config.dataset's) statistics, or mean=std=0.5 with augment='vit'.
 
@@ -71,7 +74,8 @@ def _preprocess(config, dataset: str) -> augment_lib.Preprocess:
 
 
 def _train_source(config):
-  source = datasets.open_source(config.dataset, 'train', config.data_dir)
+  source = datasets.open_source(config.dataset, 'train', config.data_dir,
+                                in_memory=config.in_memory)
   if config.train_subset and config.train_subset < len(source):
     source = datasets.IndexedSource(source, np.arange(config.train_subset))
   return source
@@ -124,11 +128,14 @@ def _train_iterator(config, *, seed: int, process_index: int, process_count: int
                      f'fewer than one batch of {local_batch}.')
   operations = [augment_lib.TrainTransform(config.augment, _preprocess(config, config.dataset)),
                 grain.transforms.Batch(local_batch, drop_remainder=True)]
+  if config.in_memory and datasets.holds_in_memory(config.dataset):
+    # Reads are array views: reader threads would only add futures polling (profiled).
+    read_options = grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)
+  else:
+    read_options = grain.ReadOptions(num_threads=4, prefetch_buffer_size=256)
   loader = grain.DataLoader(
       data_source=source, sampler=sampler, operations=operations,
-      worker_count=int(config.num_workers),
-      worker_buffer_size=2,
-      read_options=grain.ReadOptions(num_threads=4, prefetch_buffer_size=256))
+      worker_count=int(config.num_workers), worker_buffer_size=2, read_options=read_options)
   return iter(loader)
 
 
@@ -186,7 +193,8 @@ def create_eval_iterator(config, dataset: str, split: str, *, batch_size: int,
 
 def _eval_iterator(config, dataset, split, *, batch_size, num_examples, shuffle_seed,
                    process_index, process_count):
-  source = datasets.open_source(dataset, split, config.data_dir)
+  source = datasets.open_source(dataset, split, config.data_dir,
+                                in_memory=config.in_memory)
   local_batch = _local_batch_size(batch_size, process_count)
   indices = eval_indices(len(source), num_examples=num_examples, shuffle_seed=shuffle_seed)
   local, length = host_shard(indices, local_batch, process_index, process_count)

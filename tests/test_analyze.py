@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from rankdeficit import analyze
+from rankdeficit import probes
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -34,15 +35,31 @@ def tiny_run(local_data_dir, tmp_path_factory):
 
 def test_analyze_run_end_to_end(tiny_run):
   a = analyze.analyze_run(tiny_run, max_examples=400, probe_epochs=3, probe_batch_size=256)
-  layers = ['dense_0', 'dense_1', 'dense_2']
-  assert a['layers'] == layers
+  hidden = ['dense_0', 'dense_1', 'dense_2']
+  layers = hidden + ['logits', 'softmax']  # the final layer pre- and post-softmax (A.5)
+  assert a['hidden_layers'] == hidden and a['layers'] == layers
   assert a['num_examples'] == {'id_train': 400, 'id_test': 400, 'ood_train': 400, 'ood_test': 400}
   for key in ('id_probe_accuracy', 'ood_probe_accuracy', 'representation_rank',
-              'orthodev_per_layer'):
+              'representation_effective_rank'):
     assert list(a[key]) == layers
+  assert list(a['orthodev_per_layer']) == hidden
   assert all(0 <= v <= 1 for v in a['id_probe_accuracy'].values())
-  assert a['kappa'] in (1 / 3, 2 / 3, 1.0)
-  assert 0 <= a['rho'] <= 1
+  assert a['feature_dims']['logits'] == a['feature_dims']['softmax'] == [10, 10]
+  # kappa / rho under the three conventions, recomputed from the per-layer accuracies.
+  assert a['probe_convention'] == 'paper'
+  assert set(a['kappa_by_convention']) == set(a['rho_by_convention']) == {
+      'paper', 'post_softmax', 'hidden'}
+  id_acc, ood_acc = a['id_probe_accuracy'], a['ood_probe_accuracy']
+  for conv, last in (('paper', 'logits'), ('post_softmax', 'softmax'), ('hidden', None)):
+    names = hidden + ([last] if last else [])
+    assert a['kappa_by_convention'][conv] == probes.effective_depth([id_acc[l] for l in names])
+    assert a['rho_by_convention'][conv] == pytest.approx(
+        probes.ood_generalization_loss([ood_acc[l] for l in names]))
+  assert a['kappa'] == a['kappa_by_convention']['paper'] in (0.25, 0.5, 0.75, 1.0)
+  assert a['rho'] == a['rho_by_convention']['paper'] and 0 <= a['rho'] <= 1
+  # The rank of the post-softmax layer is the post-softmax rank on the same examples.
+  assert a['representation_rank']['softmax'] == a['post_softmax_rank']
+  assert a['representation_rank']['logits'] == a['solution_rank']
   assert 1 <= a['solution_rank'] <= a['solution_rank_bound'] == 10
   assert 1 <= a['post_softmax_rank'] <= 10
   assert a['logits_norm_frobenius'] > 0 and a['logits_norm_mean'] > 0
@@ -60,7 +77,8 @@ def test_analyze_run_end_to_end(tiny_run):
     saved = json.load(f)
   assert saved['solution_rank'] == a['solution_rank']
   assert np.isclose(saved['kappa'], a['kappa'])
-  assert '| dense_2 |' in open(os.path.join(out, 'analysis.md')).read()
+  md = open(os.path.join(out, 'analysis.md')).read()
+  assert '| dense_2 |' in md and '| softmax |' in md and 'post_softmax convention' in md
 
 
 def test_analyze_cli_without_ood(tiny_run):
@@ -81,6 +99,7 @@ def test_reproduce_table1_aggregation(tmp_path):
     for seed, k in enumerate(kappas):
       recs.append({'experiment': 'mlp_c10', 'label': 'MLP', 'paper': 'CIFAR-10 / MLP',
                    'temperature': temp, 'seed': seed, 'kappa': k, 'rho': 0.5,
+                   'kappa_paper': k, 'kappa_hidden': 1.0, 'rho_paper': 0.5,
                    'solution_rank': 9 + seed, 'num_classes': 10, 'solution_rank_bound': 10,
                    'neco_auroc': None})
   rows = rt.aggregate(recs)
@@ -92,6 +111,8 @@ def test_reproduce_table1_aggregation(tmp_path):
   rt.write_tables(rows, str(tmp_path), 'test')
   md = (tmp_path / 'table1.md').read_text()
   assert '75% / 67% / 9' in md and '38% / 78% / 9' in md and '81% ± 9' in md
+  assert 'kappa (paper conv.)' in md and 'kappa (hidden)' in md and 'rho (post_softmax)' in md
+  assert rows[0]['kappa_hidden_mean'] == 1.0 and rows[0]['rho_post_softmax_n'] == 0
   csv_text = (tmp_path / 'table1.csv').read_text().splitlines()
   assert len(csv_text) == 3 and 'paper_kappa' in csv_text[0]
   # every preset names existing configs and valid override keys

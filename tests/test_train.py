@@ -121,7 +121,10 @@ def test_eight_devices_match_one_device(local_data_dir):
         jax.tree.leaves(state.params), jax.tree.leaves(init))])
   u1, u8 = update(one), update(eight)
   # Summation order differs across devices, so compare whole updates, not single values.
-  assert np.linalg.norm(u1 - u8) < 1e-3 * np.linalg.norm(u1)
+  # On an AVX-512/AMX CPU the relative difference measured 1.4e-3 (XLA picks other conv
+  # kernels for a per-device batch of 8 than of 64); per-device BatchNorm statistics would
+  # give tens of percent, so 5e-3 still tells the two apart.
+  assert np.linalg.norm(u1 - u8) < 5e-3 * np.linalg.norm(u1)
   stats = [np.concatenate([np.ravel(x) for x in jax.tree.leaves(s.batch_stats)])
            for s in (one, eight)]
   np.testing.assert_allclose(stats[0], stats[1], rtol=1e-3, atol=1e-4)

@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from rankdeficit.data import memory
+
 CIFAR10_STATS = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
 IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 VIT_STATS = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
@@ -225,14 +227,29 @@ def imagenet100_indices(tfds_split: str, data_dir: str | None, base) -> tuple[np
   return _IMAGENET100_CACHE[key], label_map
 
 
-def open_source(name: str, split: str, data_dir: str | None):
-  """Random-access source of {'image', 'label'} records of `name`/`split` ('train'/'test')."""
+def holds_in_memory(name: str) -> bool:
+  """Whether `open_source(..., in_memory=True)` decodes `name` into memory: every dataset
+  of fixed-size images (all but ImageNet, whose train split is ~140 GB decoded)."""
+  spec = get_spec(name)
+  return spec.kind != 'memory' and not spec.variable_size
+
+
+def open_source(name: str, split: str, data_dir: str | None, *, in_memory: bool = False):
+  """Random-access source of {'image', 'label'} records of `name`/`split` ('train'/'test').
+
+  With `in_memory`, datasets of fixed-size images are decoded once (per process) into a
+  uint8 array (`rankdeficit.data.memory`); the records are the same.
+  """
   spec = get_spec(name)
   splits = dict(spec.splits)
   if split not in splits:
     raise ValueError(f'Unknown split {split!r} for {name}; valid: {", ".join(splits)}.')
   if spec.kind == 'memory':
     return DigitsSource(splits[split])
+  if in_memory and holds_in_memory(name):
+    return memory.in_memory_source(
+        name, split, resolve_data_dir(data_dir),
+        lambda: _tfds_source(name, splits[split], data_dir))
   base = _tfds_source(name, splits[split], data_dir)
   if name == 'imagenet100':
     indices, label_map = imagenet100_indices(splits[split], data_dir, base)

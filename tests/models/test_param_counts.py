@@ -82,6 +82,26 @@ def test_mlp_count_by_formula(width, depth, layer_norm):
     assert total == 35_688_458
 
 
+@pytest.mark.parametrize('reading,depth,expected', [('layers8', 7, 31_492_106),
+                                                     ('hidden8', 8, 35_688_458)])
+def test_paper_mlp_depth_readings(reading, depth, expected):
+  # configs/mlp_c10.py: "8 layers" = 7 hidden ReLU layers + classifier (default), or 8 + 1.
+  from configs import mlp_c10  # pylint: disable=import-outside-toplevel
+  c = mlp_c10.get_config(reading)
+  assert c.model.depth == depth
+  assert num_params('mlp', 10, 32, width=c.model.width, depth=c.model.depth) == expected
+  x = jnp.zeros((2, 32, 32, 3))
+  model = models.create_model(c.model, 10)
+  _, reps = jax.eval_shape(lambda: model.init_with_output(jax.random.key(0), x))[0]
+  assert len(reps) == depth  # + the final layer = depth + 1 probed layers
+
+
+def test_unknown_mlp_reading_is_rejected():
+  from configs import mlp_c10  # pylint: disable=import-outside-toplevel
+  with pytest.raises(ValueError, match='hidden8'):
+    mlp_c10.get_config('nine')
+
+
 def test_batch_stats_only_in_bn_models():
   assert 'batch_stats' in abstract_variables('resnet20', 10, 32)
   assert 'batch_stats' in abstract_variables('vgg19_bn', 10, 32)
