@@ -36,6 +36,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.init = 'kaiming'  # kaiming | pytorch | normal (paper App. E)
   c.model.init_sigma = 0.01  # std of the 'normal' init
   c.model.layer_norm = False  # LayerNorm after every hidden layer (MLP)
+  c.model.attention_temperature = 1.0  # ViT: softmax(q k^T / (tau sqrt(d))) in every attention layer
   c.model.dtype = 'float32'  # compute dtype: float32 | bfloat16
   c.model.pretrained_path = ''  # local .npz of pretrained weights (ViT); never downloaded
 

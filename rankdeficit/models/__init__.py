@@ -60,6 +60,11 @@ def create_model(model_config: ml_collections.ConfigDict, num_classes: int) -> n
   dtype = DTYPES[model_config.dtype]
   # (Modules call the field `init_scheme`: a field named `init` would shadow Module.init.)
   init = Init(model_config.init, float(model_config.init_sigma))
+  tau = float(model_config.get('attention_temperature', 1.0))
+  if not tau > 0:
+    raise ValueError(f'model.attention_temperature must be > 0, got {tau}.')
+  if tau != 1.0 and name not in vit.VIT_SPECS:
+    raise ValueError(f'model.attention_temperature applies to ViTs only, not {name!r}.')
   if model_config.get('layer_norm', False) and name != 'mlp':
     raise ValueError(f'layer_norm=True is only implemented for the MLP, not {name!r}.')
 
@@ -74,4 +79,5 @@ def create_model(model_config: ml_collections.ConfigDict, num_classes: int) -> n
     return resnet.resnet(name, num_classes, stem=model_config.stem, init=init, dtype=dtype)
   patch, width, depth, heads, mlp_dim = vit.VIT_SPECS[name]
   return vit.ViT(num_classes=num_classes, patch_size=patch, width=width, depth=depth,
-                 num_heads=heads, mlp_dim=mlp_dim, init_scheme=init, dtype=dtype)
+                 num_heads=heads, mlp_dim=mlp_dim, init_scheme=init, dtype=dtype,
+                 attention_temperature=tau)

@@ -55,10 +55,18 @@ class MlpBlock(nn.Module):
 
 
 class MultiHeadDotProductAttention(nn.Module):
-  """Self-attention with plain nn.Dense projections (see the module docstring)."""
+  """Self-attention with plain nn.Dense projections (see the module docstring).
+
+  The attention is softmax(q k^T / (attention_temperature * sqrt(head_dim))) v: the same
+  temperature-scaled softmax the paper studies at the output, with its own temperature
+  (1 = the standard transformer). The softmax input, [N, heads, queries, keys], is sown as
+  `intermediates/attention_logits` (free unless applied with mutable=['intermediates']; see
+  `attention_logits`).
+  """
   num_heads: int
   init_scheme: Init
   dtype: Any = jnp.float32
+  attention_temperature: float = 1.0
 
   @nn.compact
   def __call__(self, x):
@@ -67,7 +75,11 @@ class MultiHeadDotProductAttention(nn.Module):
     dense = lambda name: nn.Dense(d, dtype=self.dtype, name=name, **self.init_scheme.dense(d))
     q, k, v = (dense(name)(x).reshape(n, t, self.num_heads, head_dim)
                for name in ('query', 'key', 'value'))
-    y = nn.dot_product_attention(q, k, v, dtype=self.dtype)
+    scale = 1.0 / (self.attention_temperature * np.sqrt(head_dim))
+    logits = jnp.einsum('nqhd,nkhd->nhqk', q * jnp.asarray(scale, q.dtype), k)
+    self.sow('intermediates', 'attention_logits', logits)
+    probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(self.dtype)
+    y = jnp.einsum('nhqk,nkhd->nqhd', probs, v)
     return dense('out')(y.reshape(n, t, d))
 
 
@@ -76,11 +88,13 @@ class EncoderBlock(nn.Module):
   mlp_dim: int
   init_scheme: Init
   dtype: Any = jnp.float32
+  attention_temperature: float = 1.0
 
   @nn.compact
   def __call__(self, x):
     y = nn.LayerNorm(dtype=self.dtype, name='LayerNorm_0')(x)
     x = x + MultiHeadDotProductAttention(self.num_heads, self.init_scheme, self.dtype,
+                                         self.attention_temperature,
                                          name='MultiHeadDotProductAttention_1')(y)
     y = nn.LayerNorm(dtype=self.dtype, name='LayerNorm_2')(x)
     return x + MlpBlock(self.mlp_dim, self.init_scheme, self.dtype, name='MlpBlock_3')(y)
@@ -99,6 +113,7 @@ class Transformer(nn.Module):
   mlp_dim: int
   init_scheme: Init
   dtype: Any = jnp.float32
+  attention_temperature: float = 1.0
 
   @nn.compact
   def __call__(self, x):
@@ -107,7 +122,7 @@ class Transformer(nn.Module):
     reps['embed'] = x
     for i in range(self.depth):
       x = EncoderBlock(self.num_heads, self.mlp_dim, self.init_scheme, self.dtype,
-                       name=f'encoderblock_{i}')(x)
+                       self.attention_temperature, name=f'encoderblock_{i}')(x)
       reps[f'block_{i}'] = x
     return nn.LayerNorm(dtype=self.dtype, name='encoder_norm')(x), reps
 
@@ -122,6 +137,7 @@ class ViT(nn.Module):
       convention). The head is not zero-initialised as in big_vision: zero logits would put
       every run in the degenerate zero-logits-norm regime this project studies.
     dtype: computation dtype (parameters stay float32; logits are returned float32).
+    attention_temperature: tau in softmax(q k^T / (tau sqrt(d))) of every attention layer.
   """
   num_classes: int
   patch_size: int = 16
@@ -131,6 +147,7 @@ class ViT(nn.Module):
   mlp_dim: int = 3072
   init_scheme: Init = Init('xavier')
   dtype: Any = jnp.float32
+  attention_temperature: float = 1.0
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -145,12 +162,24 @@ class ViT(nn.Module):
     x = jnp.concatenate([jnp.broadcast_to(cls.astype(x.dtype), (n, 1, d)), x], axis=1)
     # An OrderedDict keeps forward order through jit (a plain dict comes back key-sorted).
     x, reps = Transformer(self.depth, self.num_heads, self.mlp_dim, self.init_scheme,
-                          self.dtype, name='Transformer')(x)
+                          self.dtype, self.attention_temperature, name='Transformer')(x)
     x = x[:, 0]
     reps['pre_logits'] = x
     logits = nn.Dense(self.num_classes, dtype=self.dtype, name='head',
                       **self.init_scheme.dense(d))(x)
     return logits.astype(jnp.float32), reps
+
+
+def attention_logits(model: ViT, variables, images) -> dict[str, jax.Array]:
+  """{'block_i': softmax input [N, heads, tokens, tokens]} of every attention layer, forward
+  order, float32 (jittable; `images` as for `model.apply`)."""
+  _, state = model.apply(variables, images, train=False, mutable=['intermediates'])
+  blocks = state['intermediates']['Transformer']
+  out = collections.OrderedDict()
+  for i in range(model.depth):
+    sown = blocks[f'encoderblock_{i}']['MultiHeadDotProductAttention_1']['attention_logits']
+    out[f'block_{i}'] = sown[0].astype(jnp.float32)
+  return out
 
 
 # --------------------------------------------------------------------------------------
