@@ -256,6 +256,26 @@ def ood_detection(splits: dict[str, probes.Features], penult: str, *, num_classe
   return det
 
 
+def attention_metrics(config, model, variables, *, num_examples: int = 256
+                      ) -> dict[str, dict[str, Any]]:
+  """Step 5b (ViTs): per attention layer, rank / effective rank / entropy / logits norm of
+  the attention maps on the first `num_examples` ID test images (`metrics.attention`):
+  the mean over heads, and the per-head values."""
+  from rankdeficit import input_pipeline  # pylint: disable=import-outside-toplevel
+  from rankdeficit.metrics import attention  # pylint: disable=import-outside-toplevel
+  from rankdeficit.models import vit  # pylint: disable=import-outside-toplevel
+  batch = next(iter(input_pipeline.create_eval_iterator(
+      config, config.dataset, 'test', batch_size=num_examples, num_examples=num_examples)))
+  images = jnp.asarray(batch['image'][np.asarray(batch['mask'], bool)])
+  logits = jax.jit(lambda v, x: vit.attention_logits(model, v, x))(variables, images)
+  out = {}
+  for layer, z in logits.items():
+    stats = jax.device_get(attention.attention_statistics(z))
+    out[layer] = {k: float(np.mean(v)) for k, v in stats.items()}
+    out[layer]['per_head'] = {k: [float(x) for x in v] for k, v in stats.items()}
+  return out
+
+
 def write_analysis(out: dict[str, Any], workdir: str, *, plots: bool, timer) -> None:
   """Step 6: analysis.json, analysis.md and (optionally) the PNG plots in workdir/analysis."""
   outdir = os.path.join(workdir, ANALYSIS_DIR)
@@ -364,6 +384,9 @@ def analyze_run(workdir: str, *, ood_dataset: str | None = None, data_dir: str |
       out['ood_detection'] = ood_detection(
           splits, hidden[-1], num_classes=num_classes, neco_dim=neco_dim,
           detection_dataset=config.ood_detection_dataset or ood)
+  if config.model.name.startswith('vit'):
+    with timer('attention'):
+      out['attention'] = attention_metrics(config, model, variables)
   out['timings_s'] = timer.timings
   out['timings_s']['total'] = round(time.perf_counter() - t_start, 3)
   if write:

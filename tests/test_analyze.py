@@ -121,3 +121,19 @@ def test_reproduce_table1_aggregation(tmp_path):
       for temp in exp.temperatures:
         config = rt.make_config(exp, temp, 0, None)
         assert config.temperature == temp
+
+
+def test_attention_step_reports_every_attention_layer(local_data_dir):
+  from configs import mlp_c10_cpu  # pylint: disable=import-outside-toplevel
+  from rankdeficit import models  # pylint: disable=import-outside-toplevel
+  config = mlp_c10_cpu.get_config()
+  config.data_dir, config.model.name, config.model.attention_temperature = (
+      local_data_dir, 'vit_tiny', 0.5)
+  model = models.create_model(config.model, 10)
+  variables = model.init(jax.random.key(0), np.zeros((1, 32, 32, 3), np.float32))
+  att = analyze.attention_metrics(config, model, variables, num_examples=16)
+  assert list(att) == [f'block_{i}' for i in range(4)]
+  for stats in att.values():
+    assert 1 <= stats['rank'] <= 65  # 8x8 patches + class token
+    assert 0 <= stats['entropy'] <= np.log(65) + 1e-6
+    assert stats['logits_norm'] > 0 and len(stats['per_head']['rank']) == 4
