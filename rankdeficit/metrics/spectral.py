@@ -55,48 +55,48 @@ INVALID_RANK = -1
 
 
 def compute_dtype(dtype) -> jnp.dtype:
-    """float32 for anything narrower (bf16, f16, ints, bool); float64 stays float64."""
-    dtype = jnp.dtype(dtype)
-    if dtype == jnp.float64:
-        return jnp.dtype(jnp.float64)
-    return jnp.dtype(jnp.float32)
+  """float32 for anything narrower (bf16, f16, ints, bool); float64 stays float64."""
+  dtype = jnp.dtype(dtype)
+  if dtype == jnp.float64:
+    return jnp.dtype(jnp.float64)
+  return jnp.dtype(jnp.float32)
 
 
 def _as_float(x: jax.Array) -> jax.Array:
-    x = jnp.asarray(x)
-    return x.astype(compute_dtype(x.dtype))
+  x = jnp.asarray(x)
+  return x.astype(compute_dtype(x.dtype))
 
 
 def _all_finite(x: jax.Array) -> jax.Array:
-    """``[...]`` bool: whether every entry of each ``[m, n]`` matrix is finite."""
-    return jnp.all(jnp.isfinite(x), axis=(-2, -1))
+  """``[...]`` bool: whether every entry of each ``[m, n]`` matrix is finite."""
+  return jnp.all(jnp.isfinite(x), axis=(-2, -1))
 
 
 @jax.jit
 def singular_values(x: jax.Array) -> jax.Array:
-    """Singular values of ``x [..., m, n]`` in descending order, ``[..., min(m, n)]``.
+  """Singular values of ``x [..., m, n]`` in descending order, ``[..., min(m, n)]``.
 
-    SVD of the matrix itself (``compute_uv=False``), float32, matmul precision HIGHEST.
-    Non-finite input gives NaN singular values.
-    """
-    x = _as_float(x)
-    finite = _all_finite(x)
-    safe = jnp.where(finite[..., None, None], x, jnp.zeros_like(x))
-    with jax.default_matmul_precision("highest"):
-        s = jnp.linalg.svd(_square_core(safe), compute_uv=False)
-    return jnp.where(finite[..., None], s, jnp.nan)
+  SVD of the matrix itself (``compute_uv=False``), float32, matmul precision HIGHEST.
+  Non-finite input gives NaN singular values.
+  """
+  x = _as_float(x)
+  finite = _all_finite(x)
+  safe = jnp.where(finite[..., None, None], x, jnp.zeros_like(x))
+  with jax.default_matmul_precision("highest"):
+    s = jnp.linalg.svd(_square_core(safe), compute_uv=False)
+  return jnp.where(finite[..., None], s, jnp.nan)
 
 
 def _square_core(x: jax.Array) -> jax.Array:
-    """``R`` (``min(m,n)`` square) from a Householder QR of ``x`` (or ``x^T``) when ``x`` is
-    at least 2x rectangular: ``x = Q R`` with orthonormal ``Q``, so ``sigma(x) = sigma(R)``
-    (backward stable, no Gram matrix); about 2x faster than an SVD of the wide/tall
-    matrix on CPU. Square-ish matrices are returned unchanged."""
-    m, n = x.shape[-2], x.shape[-1]
-    if max(m, n) < 2 * min(m, n):
-        return x
-    tall = x if m >= n else jnp.swapaxes(x, -1, -2)
-    return jnp.linalg.qr(tall, mode="r")
+  """``R`` (``min(m,n)`` square) from a Householder QR of ``x`` (or ``x^T``) when ``x`` is
+  at least 2x rectangular: ``x = Q R`` with orthonormal ``Q``, so ``sigma(x) = sigma(R)``
+  (backward stable, no Gram matrix); about 2x faster than an SVD of the wide/tall
+  matrix on CPU. Square-ish matrices are returned unchanged."""
+  m, n = x.shape[-2], x.shape[-1]
+  if max(m, n) < 2 * min(m, n):
+    return x
+  tall = x if m >= n else jnp.swapaxes(x, -1, -2)
+  return jnp.linalg.qr(tall, mode="r")
 
 
 def rank_tolerance(
@@ -107,19 +107,19 @@ def rank_tolerance(
     rtol: float | None = None,
     dtype=jnp.float32,
 ) -> jax.Array:
-    """Threshold ``tol`` of the numerical rank from singular values ``sigma [..., k]``.
+  """Threshold ``tol`` of the numerical rank from singular values ``sigma [..., k]``.
 
-    ``shape`` is ``(m, n)`` of the matrix (``max(m, n)`` enters the default rule; it may
-    be traced, e.g. the number of unmasked rows). See the module docstring.
-    """
-    sigma_max = sigma[..., 0] if sigma.shape[-1] > 0 else jnp.zeros(sigma.shape[:-1])
-    if atol is None and rtol is None:
-        eps = jnp.finfo(compute_dtype(dtype)).eps
-        big = jnp.maximum(jnp.asarray(shape[0]), jnp.asarray(shape[1])).astype(sigma.dtype)
-        return sigma_max * big * eps
-    a = 0.0 if atol is None else atol
-    r = 0.0 if rtol is None else rtol
-    return jnp.maximum(jnp.asarray(a, sigma.dtype), r * sigma_max)
+  ``shape`` is ``(m, n)`` of the matrix (``max(m, n)`` enters the default rule; it may
+  be traced, e.g. the number of unmasked rows). See the module docstring.
+  """
+  sigma_max = sigma[..., 0] if sigma.shape[-1] > 0 else jnp.zeros(sigma.shape[:-1])
+  if atol is None and rtol is None:
+    eps = jnp.finfo(compute_dtype(dtype)).eps
+    big = jnp.maximum(jnp.asarray(shape[0]), jnp.asarray(shape[1])).astype(sigma.dtype)
+    return sigma_max * big * eps
+  a = 0.0 if atol is None else atol
+  r = 0.0 if rtol is None else rtol
+  return jnp.maximum(jnp.asarray(a, sigma.dtype), r * sigma_max)
 
 
 @functools.partial(jax.jit, static_argnames=('atol', 'rtol'))
@@ -130,86 +130,86 @@ def numerical_rank(
     rtol: float | None = None,
     row_mask: jax.Array | None = None,
 ) -> jax.Array:
-    """Numerical rank ``#{sigma_i(x) > tol}`` of ``x [..., m, n]`` as int32 ``[...]``.
+  """Numerical rank ``#{sigma_i(x) > tol}`` of ``x [..., m, n]`` as int32 ``[...]``.
 
-    Args:
-      x: matrix or batch of matrices (any float dtype; cast to float32).
-      atol: absolute threshold.
-      rtol: threshold relative to ``sigma_1``. ``tol = max(atol, rtol * sigma_1)``.
-        With neither, ``tol = sigma_1 * max(m, n) * eps(float32)`` (PyTorch default).
-      row_mask: optional ``[..., m]`` bool; masked-out rows are zeroed (they carry no
-        rank) and ``m`` in the default rule becomes the number of valid rows, so the
-        result equals the rank of the matrix with those rows removed (padded eval
-        batches).
+  Args:
+    x: matrix or batch of matrices (any float dtype; cast to float32).
+    atol: absolute threshold.
+    rtol: threshold relative to ``sigma_1``. ``tol = max(atol, rtol * sigma_1)``.
+      With neither, ``tol = sigma_1 * max(m, n) * eps(float32)`` (PyTorch default).
+    row_mask: optional ``[..., m]`` bool; masked-out rows are zeroed (they carry no
+      rank) and ``m`` in the default rule becomes the number of valid rows, so the
+      result equals the rank of the matrix with those rows removed (padded eval
+      batches).
 
-    Returns:
-      int32 rank; ``-1`` when ``x`` holds NaN or Inf.
-    """
-    x = _as_float(x)
-    m, n = x.shape[-2], x.shape[-1]
-    rows = m
-    if row_mask is not None:
-        x = jnp.where(row_mask[..., :, None], x, jnp.zeros_like(x))
-        rows = jnp.sum(row_mask.astype(jnp.int32), axis=-1)
-    s = singular_values(x)
-    tol = rank_tolerance(s, (rows, n), atol=atol, rtol=rtol, dtype=x.dtype)
-    rank = jnp.sum(s > tol[..., None], axis=-1).astype(jnp.int32)
-    return jnp.where(_all_finite(x), rank, INVALID_RANK)
+  Returns:
+    int32 rank; ``-1`` when ``x`` holds NaN or Inf.
+  """
+  x = _as_float(x)
+  m, n = x.shape[-2], x.shape[-1]
+  rows = m
+  if row_mask is not None:
+    x = jnp.where(row_mask[..., :, None], x, jnp.zeros_like(x))
+    rows = jnp.sum(row_mask.astype(jnp.int32), axis=-1)
+  s = singular_values(x)
+  tol = rank_tolerance(s, (rows, n), atol=atol, rtol=rtol, dtype=x.dtype)
+  rank = jnp.sum(s > tol[..., None], axis=-1).astype(jnp.int32)
+  return jnp.where(_all_finite(x), rank, INVALID_RANK)
 
 
 @jax.jit
 def effective_rank(x: jax.Array) -> jax.Array:
-    """Roy & Vetterli (2007) effective rank ``exp(H(p))``, ``p_i = sigma_i / sum_j sigma_j``.
+  """Roy & Vetterli (2007) effective rank ``exp(H(p))``, ``p_i = sigma_i / sum_j sigma_j``.
 
-    ``H(p) = -sum_i p_i log p_i`` (with ``0 log 0 = 0``). Lies in ``[1, min(m, n)]`` for a
-    non-zero matrix; 0 for the zero matrix; NaN for non-finite input.
-    """
-    s = singular_values(x)
-    total = jnp.sum(s, axis=-1, keepdims=True)
-    p = s / jnp.where(total > 0, total, 1.0)
-    plogp = jnp.where(p > 0, p * jnp.log(jnp.where(p > 0, p, 1.0)), 0.0)
-    erank = jnp.exp(-jnp.sum(plogp, axis=-1))
-    return jnp.where(total[..., 0] > 0, erank, jnp.where(jnp.isnan(total[..., 0]), jnp.nan, 0.0))
+  ``H(p) = -sum_i p_i log p_i`` (with ``0 log 0 = 0``). Lies in ``[1, min(m, n)]`` for a
+  non-zero matrix; 0 for the zero matrix; NaN for non-finite input.
+  """
+  s = singular_values(x)
+  total = jnp.sum(s, axis=-1, keepdims=True)
+  p = s / jnp.where(total > 0, total, 1.0)
+  plogp = jnp.where(p > 0, p * jnp.log(jnp.where(p > 0, p, 1.0)), 0.0)
+  erank = jnp.exp(-jnp.sum(plogp, axis=-1))
+  return jnp.where(total[..., 0] > 0, erank, jnp.where(jnp.isnan(total[..., 0]), jnp.nan, 0.0))
 
 
 @jax.jit
 def stable_rank(x: jax.Array) -> jax.Array:
-    """Stable rank ``||X||_F^2 / sigma_1(X)^2 = sum_i sigma_i^2 / sigma_1^2`` (0 for X = 0)."""
-    s = singular_values(x)
-    top = s[..., 0] ** 2
-    ratio = jnp.sum(s**2, axis=-1) / jnp.where(top > 0, top, 1.0)
-    return jnp.where(top > 0, ratio, jnp.where(jnp.isnan(top), jnp.nan, 0.0))
+  """Stable rank ``||X||_F^2 / sigma_1(X)^2 = sum_i sigma_i^2 / sigma_1^2`` (0 for X = 0)."""
+  s = singular_values(x)
+  top = s[..., 0] ** 2
+  ratio = jnp.sum(s**2, axis=-1) / jnp.where(top > 0, top, 1.0)
+  return jnp.where(top > 0, ratio, jnp.where(jnp.isnan(top), jnp.nan, 0.0))
 
 
 @functools.partial(jax.jit, static_argnames=('k',))
 def top_k_singular_values(x: jax.Array, k: int) -> jax.Array:
-    """The ``k`` largest singular values ``[..., k]`` (zero-padded if ``min(m, n) < k``)."""
-    s = singular_values(x)
-    have = s.shape[-1]
-    if have >= k:
-        return s[..., :k]
-    pad = [(0, 0)] * (s.ndim - 1) + [(0, k - have)]
-    return jnp.pad(s, pad)
+  """The ``k`` largest singular values ``[..., k]`` (zero-padded if ``min(m, n) < k``)."""
+  s = singular_values(x)
+  have = s.shape[-1]
+  if have >= k:
+    return s[..., :k]
+  pad = [(0, 0)] * (s.ndim - 1) + [(0, k - have)]
+  return jnp.pad(s, pad)
 
 
 @jax.jit
 def logits_norm(logits: jax.Array, mask: jax.Array | None = None) -> jax.Array:
-    """Frobenius norm ``||M||_F`` of the logits matrix ``M [n, c]`` (masked rows dropped)."""
-    m = _as_float(logits)
-    if mask is not None:
-        m = jnp.where(mask[..., None], m, 0.0)
-    return jnp.sqrt(jnp.sum(m * m, axis=(-2, -1)))
+  """Frobenius norm ``||M||_F`` of the logits matrix ``M [n, c]`` (masked rows dropped)."""
+  m = _as_float(logits)
+  if mask is not None:
+    m = jnp.where(mask[..., None], m, 0.0)
+  return jnp.sqrt(jnp.sum(m * m, axis=(-2, -1)))
 
 
 @jax.jit
 def mean_per_sample_norm(logits: jax.Array, mask: jax.Array | None = None) -> jax.Array:
-    """Mean per-sample L2 norm ``(1/n) sum_i ||M_i||_2`` (independent of n)."""
-    m = _as_float(logits)
-    norms = jnp.linalg.norm(m, axis=-1)
-    if mask is None:
-        return jnp.mean(norms, axis=-1)
-    w = mask.astype(norms.dtype)
-    return jnp.sum(norms * w, axis=-1) / jnp.maximum(jnp.sum(w, axis=-1), 1.0)
+  """Mean per-sample L2 norm ``(1/n) sum_i ||M_i||_2`` (independent of n)."""
+  m = _as_float(logits)
+  norms = jnp.linalg.norm(m, axis=-1)
+  if mask is None:
+    return jnp.mean(norms, axis=-1)
+  w = mask.astype(norms.dtype)
+  return jnp.sum(norms * w, axis=-1) / jnp.maximum(jnp.sum(w, axis=-1), 1.0)
 
 
 @functools.partial(jax.jit, static_argnames=('atol', 'rtol'))
@@ -221,46 +221,46 @@ def softmax_rank(
     rtol: float | None = None,
     row_mask: jax.Array | None = None,
 ) -> jax.Array:
-    """Post-softmax rank ``rank(softmax(M / T))`` (row-wise softmax over classes).
+  """Post-softmax rank ``rank(softmax(M / T))`` (row-wise softmax over classes).
 
-    Masked rows are removed (a padded row would otherwise become a uniform
-    probability row and could add one to the rank).
-    """
-    probs = jax.nn.softmax(_as_float(logits) / temperature, axis=-1)
-    return numerical_rank(probs, atol=atol, rtol=rtol, row_mask=row_mask)
+  Masked rows are removed (a padded row would otherwise become a uniform
+  probability row and could add one to the rank).
+  """
+  probs = jax.nn.softmax(_as_float(logits) / temperature, axis=-1)
+  return numerical_rank(probs, atol=atol, rtol=rtol, row_mask=row_mask)
 
 
 def flatten_features(reps: jax.Array) -> jax.Array:
-    """``[n, ...] -> [n, d]``: flatten conv maps ``[n, h, w, c]`` / tokens ``[n, t, c]``."""
-    return jnp.reshape(reps, (reps.shape[0], -1))
+  """``[n, ...] -> [n, d]``: flatten conv maps ``[n, h, w, c]`` / tokens ``[n, t, c]``."""
+  return jnp.reshape(reps, (reps.shape[0], -1))
 
 
 def feature_subset_indices(num_features: int, max_dims: int, key: jax.Array) -> jax.Array:
-    """Fixed random subset of ``min(num_features, max_dims)`` feature coordinates.
+  """Fixed random subset of ``min(num_features, max_dims)`` feature coordinates.
 
-    Sorted indices drawn without replacement with ``jax.random.choice(key, ...)``; the
-    same ``key`` always selects the same coordinates (keep it fixed across a run so
-    the rank curve is comparable step to step). All coordinates when
-    ``num_features <= max_dims``.
-    """
-    if num_features <= max_dims:
-        return jnp.arange(num_features)
-    idx = jax.random.choice(key, num_features, (max_dims,), replace=False)
-    return jnp.sort(idx)
+  Sorted indices drawn without replacement with ``jax.random.choice(key, ...)``; the
+  same ``key`` always selects the same coordinates (keep it fixed across a run so
+  the rank curve is comparable step to step). All coordinates when
+  ``num_features <= max_dims``.
+  """
+  if num_features <= max_dims:
+    return jnp.arange(num_features)
+  idx = jax.random.choice(key, num_features, (max_dims,), replace=False)
+  return jnp.sort(idx)
 
 
 def representation_matrix(
     reps: jax.Array, *, max_dims: int = 10_000, key: jax.Array | None = None
 ) -> jax.Array:
-    """``[n, d']`` matrix of a layer's representation: flattened, at most ``max_dims``
-    coordinates (a fixed random subset chosen by ``feature_subset_indices``)."""
-    a = flatten_features(reps)
-    d = a.shape[1]
-    if d <= max_dims:
-        return a
-    if key is None:
-        key = jax.random.PRNGKey(0)
-    return jnp.take(a, feature_subset_indices(d, max_dims, key), axis=1)
+  """``[n, d']`` matrix of a layer's representation: flattened, at most ``max_dims``
+  coordinates (a fixed random subset chosen by ``feature_subset_indices``)."""
+  a = flatten_features(reps)
+  d = a.shape[1]
+  if d <= max_dims:
+    return a
+  if key is None:
+    key = jax.random.PRNGKey(0)
+  return jnp.take(a, feature_subset_indices(d, max_dims, key), axis=1)
 
 
 @functools.partial(jax.jit, static_argnames=('max_dims', 'atol', 'rtol'))
@@ -273,10 +273,10 @@ def representation_rank(
     rtol: float | None = None,
     row_mask: jax.Array | None = None,
 ) -> jax.Array:
-    """Numerical rank of a layer representation ``[n, ...]`` (see ``representation_matrix``).
+  """Numerical rank of a layer representation ``[n, ...]`` (see ``representation_matrix``).
 
-    ``key`` defaults to ``PRNGKey(0)`` (only used when the layer has more than
-    ``max_dims`` coordinates).
-    """
-    a = representation_matrix(reps, max_dims=max_dims, key=key)
-    return numerical_rank(a, atol=atol, rtol=rtol, row_mask=row_mask)
+  ``key`` defaults to ``PRNGKey(0)`` (only used when the layer has more than
+  ``max_dims`` coordinates).
+  """
+  a = representation_matrix(reps, max_dims=max_dims, key=key)
+  return numerical_rank(a, atol=atol, rtol=rtol, row_mask=row_mask)
