@@ -1,7 +1,8 @@
 """OOD detection: the NECO score and the threshold-free / FPR@95 metrics.
 
 NECO (Ben Ammar et al., ICLR 2024). Fit on ID *training* penultimate features ``h``:
-``z = (h - mean) / std`` (sklearn ``StandardScaler``: population std, zero std -> 1), then
+``z = (h - mean) / std`` (sklearn ``StandardScaler``: population std; a constant
+coordinate, up to rounding, gets std 1), then
 PCA of ``z``: ``V_d`` = top-``d`` principal directions (eigenvectors of the covariance of
 ``z``, ``[D, d]``). Score::
 
@@ -88,8 +89,11 @@ def _neco_fit(train_feats: jax.Array, dim: int) -> NecoParams:
   unit = numerics.max_abs_scale(h)[0, 0]
   h = h / unit
   mean = jnp.mean(h, axis=0)
-  std = jnp.std(h, axis=0)
-  scale = jnp.where(std > 0, std, 1.0 / unit)  # zero std -> 1 in the original units
+  var = jnp.var(h, axis=0)
+  # sklearn's _is_constant_feature: a constant column's float32 variance is rounding.
+  n, eps = h.shape[0], jnp.finfo(h.dtype).eps
+  constant = var <= n * eps * var + (n * mean * eps) ** 2
+  scale = jnp.where(constant, 1.0 / unit, jnp.sqrt(var))  # constant -> 1 in original units
   z = (h - mean) / scale
   z = z - jnp.mean(z, axis=0)
   cov = jnp.matmul(z.T, z, precision=_HI) / z.shape[0]
