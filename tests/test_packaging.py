@@ -10,7 +10,8 @@ installs it NON-editable into fresh venvs:
 * train: the wheel plus this environment's packages on the path (no editable finder), run
   from a directory with its own `configs` package: `load_run` must still work.
 
-Skipped, with the reason, only when pip or venv is unavailable.
+Skipped, with the reason, only when pip, venv or setuptools is unavailable (the `[test]`
+extra installs setuptools and wheel).
 """
 
 import importlib.metadata
