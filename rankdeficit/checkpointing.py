@@ -70,25 +70,44 @@ def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
-  """Reads a run's resolved config back into a locked ConfigDict based on `configs/base.py`."""
-  from configs import base  # pylint: disable=import-outside-toplevel
-  config = base.get_config()
+  """Reads a run's resolved config back from its config.json alone, locked.
+
+  config.json holds every field of the resolved config, so nothing else is read (in
+  particular not the repository's `configs` package, which is not installed and may be
+  shadowed by a user's own). JSON lists become tuples, as the configs write them.
+  """
   with open(os.path.join(workdir, CONFIG_FILE)) as f:
     saved = json.load(f)
-  with config.unlocked():
-    _update(config, saved)
+  config = ml_collections.ConfigDict(_lists_to_tuples(saved))
   config.lock()
   return config
 
 
-def _update(config: ml_collections.ConfigDict, values: dict) -> None:
-  for key, value in values.items():
-    if isinstance(value, dict) and isinstance(config.get(key), ml_collections.ConfigDict):
-      _update(config[key], value)
-    elif key in config and isinstance(config[key], tuple) and isinstance(value, list):
-      config[key] = tuple(value)
+def _lists_to_tuples(value: Any) -> Any:
+  if isinstance(value, dict):
+    return {key: _lists_to_tuples(item) for key, item in value.items()}
+  if isinstance(value, list):
+    return tuple(_lists_to_tuples(item) for item in value)
+  return value
+
+
+def flat_hparams(config: ml_collections.ConfigDict | dict, prefix: str = '') -> dict:
+  """The whole config as TensorBoard hparams: ``{'model.width': 512, ...}``.
+
+  Nested fields get dotted keys; tuples/lists and None become strings (the HParams
+  plugin takes only str, bool, int and float), so runs that differ anywhere, e.g. in
+  ``model.*``, are told apart.
+  """
+  items = config.items() if isinstance(config, dict) else config.to_dict().items()
+  flat = {}
+  for key, value in items:
+    if isinstance(value, (dict, ml_collections.ConfigDict)):
+      flat.update(flat_hparams(value, f'{prefix}{key}.'))
+    elif isinstance(value, (bool, int, float, str)):
+      flat[f'{prefix}{key}'] = value
     else:
-      config[key] = value
+      flat[f'{prefix}{key}'] = str(value)
+  return flat
 
 
 def load_run(workdir: str, step: int | None = None):

@@ -10,12 +10,14 @@ fresh machine with no data and no network. It prints accuracy, the logits norm a
 initialisation and at the end, the solution rank (rank of the logits over the whole test
 set), the post-softmax rank and the numerical rank of every layer's representation.
 """
+import importlib.util
 import os
+import pathlib
+import sys
 
 import jax
 from absl import app, flags, logging
 
-from configs import quickstart as quickstart_config
 from rankdeficit import input_pipeline, models, probes, steps, train
 from rankdeficit.metrics import spectral
 
@@ -41,8 +43,26 @@ def pick_dataset(requested: str, data_dir: str) -> str:
   return 'digits'
 
 
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _checkout_config(name: str):
+  """`configs/<name>.py` of the repository checkout, loaded by path as main.py's
+  `--config` does (the installed package holds no `configs`)."""
+  path = REPO_ROOT / 'configs' / f'{name}.py'
+  if not path.exists():
+    raise FileNotFoundError(f'{path} not found: run the quickstart from a checkout of '
+                            'the repository (configs/ is not installed with the package).')
+  if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))  # the config file imports `configs.base`
+  spec = importlib.util.spec_from_file_location(f'_rankdeficit_config_{name}', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
 def quickstart_config_for(dataset: str, data_dir: str, temperature: float, epochs=None):
-  c = quickstart_config.get_config()
+  c = _checkout_config('quickstart')
   c.temperature = temperature
   if dataset != 'digits':
     # 32x32 colour images: more data, fewer epochs, same small MLP.

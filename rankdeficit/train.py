@@ -129,8 +129,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   writer = metric_writers.create_default_writer(
       workdir, just_logging=jax.process_index() > 0)
   if start_step == 0:
-    writer.write_hparams({k: v for k, v in config.to_dict().items()
-                          if isinstance(v, (int, float, str, bool))})
+    writer.write_hparams(checkpointing.flat_hparams(config))
 
   p_train_step = jax.jit(
       functools.partial(steps.train_step, model=model, tx=tx, loss_fn=loss_fn,

@@ -8,9 +8,16 @@ re-exported here:
 * ``alignment``: weight/input singular-vector alignment, conv patches, gradient rank.
 * ``collapse``: streaming class statistics, NC1-NC4, OrthoDev.
 * ``ood``: NECO, AUROC, AUPR-In/Out, FPR@95 (NECO and OpenOOD conventions).
+* ``placement``: sharded / multi-process inputs (``replicated``, ``global_batch``,
+  ``gather_from_processes``).
+
+The package needs only jax and numpy (``pip install rankdeficit``). Every metric
+accepts arrays sharded over Explicit or Auto meshes, eagerly and under ``jit``; invalid
+input gives an error (eagerly) or NaN / rank -1 (under ``jit``), never a plausible
+number. Formulas, conventions and costs: docs/metrics.md.
 """
 
-from rankdeficit.metrics import alignment, collapse, ood, spectral
+from rankdeficit.metrics import alignment, collapse, ood, placement, spectral
 from rankdeficit.metrics.alignment import (
     conv_patches,
     gradient_rank,
@@ -51,6 +58,7 @@ from rankdeficit.metrics.ood import (
     neco_score,
     ood_metrics,
 )
+from rankdeficit.metrics.placement import gather_from_processes, global_batch, replicated
 from rankdeficit.metrics.spectral import (
     INVALID_RANK,
     effective_rank,

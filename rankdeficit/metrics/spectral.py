@@ -18,10 +18,18 @@ Numerics (the paper's conventions, Section 2 / App. A):
 
       rank(X) = #{ i : sigma_i(X) > tol },
       tol     = max(atol, rtol * sigma_1)                      if atol or rtol given
-      tol     = sigma_1 * max(m, n) * eps(dtype)               otherwise
+      tol     = sigma_1 * max(m, n) * eps(input dtype)         otherwise
 
   (an unset ``atol`` counts as 0; an unset ``rtol`` counts as 0 when ``atol`` is
-  given, as in PyTorch). ``jnp.linalg.matrix_rank(x, rtol=...)`` treats its tolerance
+  given, as in PyTorch). ``eps`` is that of the input's dtype BEFORE the cast up
+  (bf16: 2^-7, f16: 2^-10, float32: 2^-23; integers: float32's), as in PyTorch, so
+  the rounding noise of a low-precision matrix is not counted as rank. ``atol`` and
+  ``rtol`` are traced (new values do not recompile); a negative or NaN tolerance
+  raises ``ValueError`` eagerly and gives rank ``-1`` under ``jit``.
+* Scale: ranks, effective and stable rank are computed on ``x / max|x|`` (they are
+  scale-invariant), so |x| ~ 1e30 does not overflow.
+* Sharding: inputs sharded over an Explicit mesh are replicated first
+  (``placement.replicated``; memory cost in that module). ``jnp.linalg.matrix_rank(x, rtol=...)`` treats its tolerance
   as absolute (jax 0.10.2), so the threshold is built here from the singular values.
 * Non-finite input: ``numerical_rank`` returns ``-1`` (an impossible rank) and the
   float-valued metrics return NaN -- never a plausible number.
@@ -33,6 +41,8 @@ import functools
 
 import jax
 import jax.numpy as jnp
+
+from rankdeficit.metrics import checks, numerics, placement
 
 __all__ = [
     "compute_dtype",
@@ -52,231 +62,270 @@ __all__ = [
 ]
 
 INVALID_RANK = -1
+compute_dtype = numerics.compute_dtype
 
 
-def compute_dtype(dtype) -> jnp.dtype:
-    """float32 for anything narrower (bf16, f16, ints, bool); float64 stays float64."""
-    dtype = jnp.dtype(dtype)
-    if dtype == jnp.float64:
-        return jnp.dtype(jnp.float64)
-    return jnp.dtype(jnp.float32)
+def _unit_singular_values(x: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Singular values of ``x / max|x|`` and that scale ``[...]`` (NaN if not finite).
 
-
-def _as_float(x: jax.Array) -> jax.Array:
-    x = jnp.asarray(x)
-    return x.astype(compute_dtype(x.dtype))
-
-
-def _all_finite(x: jax.Array) -> jax.Array:
-    """``[...]`` bool: whether every entry of each ``[m, n]`` matrix is finite."""
-    return jnp.all(jnp.isfinite(x), axis=(-2, -1))
+  Scale-invariant metrics use these directly: for |x| ~ 1e30 the squares inside the
+  SVD would overflow float32.
+  """
+  x = numerics.as_float(x)
+  finite = numerics.all_finite(x)
+  scale = numerics.max_abs_scale(x)
+  safe = jnp.where(finite[..., None, None], x / scale, jnp.zeros_like(x))
+  with jax.default_matmul_precision("highest"):
+    s = jnp.linalg.svd(_square_core(safe), compute_uv=False)
+  return jnp.where(finite[..., None], s, jnp.nan), scale[..., 0, 0]
 
 
 @jax.jit
+@placement.replicate_inputs
 def singular_values(x: jax.Array) -> jax.Array:
-    """Singular values of ``x [..., m, n]`` in descending order, ``[..., min(m, n)]``.
+  """Singular values of ``x [..., m, n]`` in descending order, ``[..., min(m, n)]``.
 
-    SVD of the matrix itself (``compute_uv=False``), float32, matmul precision HIGHEST.
-    Non-finite input gives NaN singular values.
-    """
-    x = _as_float(x)
-    finite = _all_finite(x)
-    safe = jnp.where(finite[..., None, None], x, jnp.zeros_like(x))
-    with jax.default_matmul_precision("highest"):
-        s = jnp.linalg.svd(_square_core(safe), compute_uv=False)
-    return jnp.where(finite[..., None], s, jnp.nan)
+  SVD of the matrix itself (``compute_uv=False``), float32, matmul precision HIGHEST,
+  computed on ``x / max|x|`` and scaled back. Non-finite input gives NaN.
+  """
+  s, scale = _unit_singular_values(x)
+  return s * scale[..., None]
 
 
 def _square_core(x: jax.Array) -> jax.Array:
-    """``R`` (``min(m,n)`` square) from a Householder QR of ``x`` (or ``x^T``) when ``x`` is
-    at least 2x rectangular: ``x = Q R`` with orthonormal ``Q``, so ``sigma(x) = sigma(R)``
-    (backward stable, no Gram matrix); about 2x faster than an SVD of the wide/tall
-    matrix on CPU. Square-ish matrices are returned unchanged."""
-    m, n = x.shape[-2], x.shape[-1]
-    if max(m, n) < 2 * min(m, n):
-        return x
-    tall = x if m >= n else jnp.swapaxes(x, -1, -2)
-    return jnp.linalg.qr(tall, mode="r")
+  """``R`` (``min(m,n)`` square) from a Householder QR of ``x`` (or ``x^T``) when ``x`` is
+  at least 2x rectangular: ``x = Q R`` with orthonormal ``Q``, so ``sigma(x) = sigma(R)``
+  (backward stable, no Gram matrix); about 2x faster than an SVD of the wide/tall
+  matrix on CPU. Square-ish matrices are returned unchanged."""
+  m, n = x.shape[-2], x.shape[-1]
+  if max(m, n) < 2 * min(m, n):
+    return x
+  tall = x if m >= n else jnp.swapaxes(x, -1, -2)
+  return jnp.linalg.qr(tall, mode="r")
 
 
 def rank_tolerance(
     sigma: jax.Array,
     shape: tuple[int, int] | jax.Array,
     *,
-    atol: float | None = None,
-    rtol: float | None = None,
+    atol: float | jax.Array | None = None,
+    rtol: float | jax.Array | None = None,
     dtype=jnp.float32,
 ) -> jax.Array:
-    """Threshold ``tol`` of the numerical rank from singular values ``sigma [..., k]``.
+  """Threshold ``tol`` of the numerical rank from singular values ``sigma [..., k]``.
 
-    ``shape`` is ``(m, n)`` of the matrix (``max(m, n)`` enters the default rule; it may
-    be traced, e.g. the number of unmasked rows). See the module docstring.
-    """
-    sigma_max = sigma[..., 0] if sigma.shape[-1] > 0 else jnp.zeros(sigma.shape[:-1])
-    if atol is None and rtol is None:
-        eps = jnp.finfo(compute_dtype(dtype)).eps
-        big = jnp.maximum(jnp.asarray(shape[0]), jnp.asarray(shape[1])).astype(sigma.dtype)
-        return sigma_max * big * eps
-    a = 0.0 if atol is None else atol
-    r = 0.0 if rtol is None else rtol
-    return jnp.maximum(jnp.asarray(a, sigma.dtype), r * sigma_max)
+  ``shape`` is ``(m, n)`` of the matrix (``max(m, n)`` enters the default rule; it may
+  be traced, e.g. the number of unmasked rows). ``dtype`` is the dtype of the matrix
+  BEFORE any cast up: its eps enters the default rule. See the module docstring.
+  """
+  sigma = jnp.asarray(sigma)
+  sigma_max = sigma[..., 0] if sigma.shape[-1] > 0 else jnp.zeros(sigma.shape[:-1])
+  if atol is None and rtol is None:
+    eps = numerics.tolerance_eps(dtype)
+    big = jnp.maximum(jnp.asarray(shape[0]), jnp.asarray(shape[1])).astype(sigma.dtype)
+    return sigma_max * big * eps
+  a = 0.0 if atol is None else atol
+  r = 0.0 if rtol is None else rtol
+  return jnp.maximum(jnp.asarray(a, sigma.dtype), r * sigma_max)
 
 
-@functools.partial(jax.jit, static_argnames=('atol', 'rtol'))
 def numerical_rank(
     x: jax.Array,
     *,
-    atol: float | None = None,
-    rtol: float | None = None,
+    atol: float | jax.Array | None = None,
+    rtol: float | jax.Array | None = None,
     row_mask: jax.Array | None = None,
 ) -> jax.Array:
-    """Numerical rank ``#{sigma_i(x) > tol}`` of ``x [..., m, n]`` as int32 ``[...]``.
+  """Numerical rank ``#{sigma_i(x) > tol}`` of ``x [..., m, n]`` as int32 ``[...]``.
 
-    Args:
-      x: matrix or batch of matrices (any float dtype; cast to float32).
-      atol: absolute threshold.
-      rtol: threshold relative to ``sigma_1``. ``tol = max(atol, rtol * sigma_1)``.
-        With neither, ``tol = sigma_1 * max(m, n) * eps(float32)`` (PyTorch default).
-      row_mask: optional ``[..., m]`` bool; masked-out rows are zeroed (they carry no
-        rank) and ``m`` in the default rule becomes the number of valid rows, so the
-        result equals the rank of the matrix with those rows removed (padded eval
-        batches).
+  Args:
+    x: matrix or batch of matrices (any dtype; the SVD runs in float32).
+    atol: absolute threshold (traced: new values do not recompile).
+    rtol: threshold relative to ``sigma_1``. ``tol = max(atol, rtol * sigma_1)``.
+      With neither, ``tol = sigma_1 * max(m, n) * eps(x.dtype)`` (PyTorch default; the
+      eps of the input dtype, e.g. bf16's 2^-7, before the cast to float32).
+    row_mask: optional ``[..., m]`` bool; masked-out rows are zeroed (they carry no
+      rank) and ``m`` in the default rule becomes the number of valid rows, so the
+      result equals the rank of the matrix with those rows removed (padded eval
+      batches).
 
-    Returns:
-      int32 rank; ``-1`` when ``x`` holds NaN or Inf.
-    """
-    x = _as_float(x)
-    m, n = x.shape[-2], x.shape[-1]
-    rows = m
-    if row_mask is not None:
-        x = jnp.where(row_mask[..., :, None], x, jnp.zeros_like(x))
-        rows = jnp.sum(row_mask.astype(jnp.int32), axis=-1)
-    s = singular_values(x)
-    tol = rank_tolerance(s, (rows, n), atol=atol, rtol=rtol, dtype=x.dtype)
-    rank = jnp.sum(s > tol[..., None], axis=-1).astype(jnp.int32)
-    return jnp.where(_all_finite(x), rank, INVALID_RANK)
+  Returns:
+    int32 rank; ``-1`` when ``x`` holds NaN or Inf, or (under ``jit``) when a
+    tolerance is negative or NaN. Eagerly, such a tolerance raises ``ValueError``.
+  """
+  checks.tolerance("atol", atol)
+  checks.tolerance("rtol", rtol)
+  return _numerical_rank(x, atol, rtol, row_mask)
 
 
 @jax.jit
+@placement.replicate_inputs
+def _numerical_rank(x, atol, rtol, row_mask):
+  input_dtype = jnp.asarray(x).dtype
+  x = numerics.as_float(x)
+  m, n = x.shape[-2], x.shape[-1]
+  rows = m
+  if row_mask is not None:
+    x = jnp.where(row_mask[..., :, None], x, jnp.zeros_like(x))
+    rows = jnp.sum(row_mask.astype(jnp.int32), axis=-1)
+  s, scale = _unit_singular_values(x)
+  if atol is not None:
+    atol = atol / scale  # the absolute threshold, in the units of x / max|x|
+  tol = rank_tolerance(s, (rows, n), atol=atol, rtol=rtol, dtype=input_dtype)
+  rank = jnp.sum(s > tol[..., None], axis=-1).astype(jnp.int32)
+  valid = numerics.all_finite(x) & checks.tolerance_ok(atol) & checks.tolerance_ok(rtol)
+  return jnp.where(valid, rank, INVALID_RANK)
+
+
+@jax.jit
+@placement.replicate_inputs
 def effective_rank(x: jax.Array) -> jax.Array:
-    """Roy & Vetterli (2007) effective rank ``exp(H(p))``, ``p_i = sigma_i / sum_j sigma_j``.
+  """Roy & Vetterli (2007) effective rank ``exp(H(p))``, ``p_i = sigma_i / sum_j sigma_j``.
 
-    ``H(p) = -sum_i p_i log p_i`` (with ``0 log 0 = 0``). Lies in ``[1, min(m, n)]`` for a
-    non-zero matrix; 0 for the zero matrix; NaN for non-finite input.
-    """
-    s = singular_values(x)
-    total = jnp.sum(s, axis=-1, keepdims=True)
-    p = s / jnp.where(total > 0, total, 1.0)
-    plogp = jnp.where(p > 0, p * jnp.log(jnp.where(p > 0, p, 1.0)), 0.0)
-    erank = jnp.exp(-jnp.sum(plogp, axis=-1))
-    return jnp.where(total[..., 0] > 0, erank, jnp.where(jnp.isnan(total[..., 0]), jnp.nan, 0.0))
+  ``H(p) = -sum_i p_i log p_i`` (with ``0 log 0 = 0``). Lies in ``[1, min(m, n)]`` for a
+  non-zero matrix; 0 for the zero matrix; NaN for non-finite input. Scale-invariant.
+  """
+  s, _ = _unit_singular_values(x)
+  total = jnp.sum(s, axis=-1, keepdims=True)
+  p = s / jnp.where(total > 0, total, 1.0)
+  plogp = jnp.where(p > 0, p * jnp.log(jnp.where(p > 0, p, 1.0)), 0.0)
+  erank = jnp.exp(-jnp.sum(plogp, axis=-1))
+  return jnp.where(total[..., 0] > 0, erank, jnp.where(jnp.isnan(total[..., 0]), jnp.nan, 0.0))
 
 
 @jax.jit
+@placement.replicate_inputs
 def stable_rank(x: jax.Array) -> jax.Array:
-    """Stable rank ``||X||_F^2 / sigma_1(X)^2 = sum_i sigma_i^2 / sigma_1^2`` (0 for X = 0)."""
-    s = singular_values(x)
-    top = s[..., 0] ** 2
-    ratio = jnp.sum(s**2, axis=-1) / jnp.where(top > 0, top, 1.0)
-    return jnp.where(top > 0, ratio, jnp.where(jnp.isnan(top), jnp.nan, 0.0))
+  """Stable rank ``||X||_F^2 / sigma_1(X)^2 = sum_i sigma_i^2 / sigma_1^2`` (0 for X = 0).
+
+  Scale-invariant (computed on ``x / max|x|``); NaN for non-finite input.
+  """
+  s, _ = _unit_singular_values(x)
+  top = s[..., 0] ** 2
+  ratio = jnp.sum(s**2, axis=-1) / jnp.where(top > 0, top, 1.0)
+  return jnp.where(top > 0, ratio, jnp.where(jnp.isnan(top), jnp.nan, 0.0))
 
 
-@functools.partial(jax.jit, static_argnames=('k',))
+@functools.partial(jax.jit, static_argnames=("k",))
+@placement.replicate_inputs
 def top_k_singular_values(x: jax.Array, k: int) -> jax.Array:
-    """The ``k`` largest singular values ``[..., k]`` (zero-padded if ``min(m, n) < k``)."""
-    s = singular_values(x)
-    have = s.shape[-1]
-    if have >= k:
-        return s[..., :k]
-    pad = [(0, 0)] * (s.ndim - 1) + [(0, k - have)]
-    return jnp.pad(s, pad)
+  """The ``k`` largest singular values ``[..., k]`` (zero-padded if ``min(m, n) < k``)."""
+  s = singular_values(x)
+  have = s.shape[-1]
+  if have >= k:
+    return s[..., :k]
+  pad = [(0, 0)] * (s.ndim - 1) + [(0, k - have)]
+  return jnp.pad(s, pad)
 
 
 @jax.jit
+@placement.replicate_inputs
 def logits_norm(logits: jax.Array, mask: jax.Array | None = None) -> jax.Array:
-    """Frobenius norm ``||M||_F`` of the logits matrix ``M [n, c]`` (masked rows dropped)."""
-    m = _as_float(logits)
-    if mask is not None:
-        m = jnp.where(mask[..., None], m, 0.0)
-    return jnp.sqrt(jnp.sum(m * m, axis=(-2, -1)))
+  """Frobenius norm ``||M||_F`` of the logits matrix ``M [n, c]`` (masked rows dropped).
+
+  Computed as ``max|M| * ||M / max|M|||_F``, so |M| ~ 1e30 does not overflow.
+  """
+  m = numerics.as_float(logits)
+  if mask is not None:
+    m = jnp.where(mask[..., None], m, 0.0)
+  return numerics.norm(m, axis=(-2, -1))
 
 
 @jax.jit
+@placement.replicate_inputs
 def mean_per_sample_norm(logits: jax.Array, mask: jax.Array | None = None) -> jax.Array:
-    """Mean per-sample L2 norm ``(1/n) sum_i ||M_i||_2`` (independent of n)."""
-    m = _as_float(logits)
-    norms = jnp.linalg.norm(m, axis=-1)
-    if mask is None:
-        return jnp.mean(norms, axis=-1)
-    w = mask.astype(norms.dtype)
-    return jnp.sum(norms * w, axis=-1) / jnp.maximum(jnp.sum(w, axis=-1), 1.0)
+  """Mean per-sample L2 norm ``(1/n) sum_i ||M_i||_2`` (independent of n)."""
+  m = numerics.as_float(logits)
+  norms = numerics.norm(m, axis=-1)
+  if mask is None:
+    return jnp.mean(norms, axis=-1)
+  w = mask.astype(norms.dtype)
+  return jnp.sum(norms * w, axis=-1) / jnp.maximum(jnp.sum(w, axis=-1), 1.0)
 
 
-@functools.partial(jax.jit, static_argnames=('atol', 'rtol'))
 def softmax_rank(
     logits: jax.Array,
     temperature: float | jax.Array = 1.0,
     *,
-    atol: float | None = None,
-    rtol: float | None = None,
+    atol: float | jax.Array | None = None,
+    rtol: float | jax.Array | None = None,
     row_mask: jax.Array | None = None,
 ) -> jax.Array:
-    """Post-softmax rank ``rank(softmax(M / T))`` (row-wise softmax over classes).
+  """Post-softmax rank ``rank(softmax(M / T))`` (row-wise softmax over classes).
 
-    Masked rows are removed (a padded row would otherwise become a uniform
-    probability row and could add one to the rank).
-    """
-    probs = jax.nn.softmax(_as_float(logits) / temperature, axis=-1)
-    return numerical_rank(probs, atol=atol, rtol=rtol, row_mask=row_mask)
+  Masked rows are removed (a padded row would otherwise become a uniform
+  probability row and could add one to the rank). ``temperature`` must be > 0: a
+  ``ValueError`` eagerly, rank ``-1`` under ``jit``. The default tolerance uses the
+  eps of the probabilities' dtype (float32; float64 under x64).
+  """
+  checks.positive("temperature", temperature)
+  checks.tolerance("atol", atol)
+  checks.tolerance("rtol", rtol)
+  return _softmax_rank(logits, temperature, atol, rtol, row_mask)
+
+
+@jax.jit
+@placement.replicate_inputs
+def _softmax_rank(logits, temperature, atol, rtol, row_mask):
+  probs = jax.nn.softmax(numerics.as_float(logits) / temperature, axis=-1)
+  rank = _numerical_rank(probs, atol, rtol, row_mask)
+  return jnp.where(jnp.asarray(temperature) > 0, rank, INVALID_RANK)
 
 
 def flatten_features(reps: jax.Array) -> jax.Array:
-    """``[n, ...] -> [n, d]``: flatten conv maps ``[n, h, w, c]`` / tokens ``[n, t, c]``."""
-    return jnp.reshape(reps, (reps.shape[0], -1))
+  """``[n, ...] -> [n, d]``: flatten conv maps ``[n, h, w, c]`` / tokens ``[n, t, c]``."""
+  return jnp.reshape(reps, (reps.shape[0], -1))
 
 
 def feature_subset_indices(num_features: int, max_dims: int, key: jax.Array) -> jax.Array:
-    """Fixed random subset of ``min(num_features, max_dims)`` feature coordinates.
+  """Fixed random subset of ``min(num_features, max_dims)`` feature coordinates.
 
-    Sorted indices drawn without replacement with ``jax.random.choice(key, ...)``; the
-    same ``key`` always selects the same coordinates (keep it fixed across a run so
-    the rank curve is comparable step to step). All coordinates when
-    ``num_features <= max_dims``.
-    """
-    if num_features <= max_dims:
-        return jnp.arange(num_features)
-    idx = jax.random.choice(key, num_features, (max_dims,), replace=False)
-    return jnp.sort(idx)
+  Sorted indices drawn without replacement with ``jax.random.choice(key, ...)``; the
+  same ``key`` always selects the same coordinates (keep it fixed across a run so
+  the rank curve is comparable step to step). All coordinates when
+  ``num_features <= max_dims``.
+  """
+  if num_features <= max_dims:
+    return jnp.arange(num_features)
+  idx = jax.random.choice(key, num_features, (max_dims,), replace=False)
+  return jnp.sort(idx)
 
 
 def representation_matrix(
     reps: jax.Array, *, max_dims: int = 10_000, key: jax.Array | None = None
 ) -> jax.Array:
-    """``[n, d']`` matrix of a layer's representation: flattened, at most ``max_dims``
-    coordinates (a fixed random subset chosen by ``feature_subset_indices``)."""
-    a = flatten_features(reps)
-    d = a.shape[1]
-    if d <= max_dims:
-        return a
-    if key is None:
-        key = jax.random.PRNGKey(0)
-    return jnp.take(a, feature_subset_indices(d, max_dims, key), axis=1)
+  """``[n, d']`` matrix of a layer's representation: flattened, at most ``max_dims``
+  coordinates (a fixed random subset chosen by ``feature_subset_indices``)."""
+  a = flatten_features(reps)
+  d = a.shape[1]
+  if d <= max_dims:
+    return a
+  if key is None:
+    key = jax.random.PRNGKey(0)
+  return jnp.take(a, feature_subset_indices(d, max_dims, key), axis=1)
 
 
-@functools.partial(jax.jit, static_argnames=('max_dims', 'atol', 'rtol'))
 def representation_rank(
     reps: jax.Array,
     *,
     max_dims: int = 10_000,
     key: jax.Array | None = None,
-    atol: float | None = None,
-    rtol: float | None = None,
+    atol: float | jax.Array | None = None,
+    rtol: float | jax.Array | None = None,
     row_mask: jax.Array | None = None,
 ) -> jax.Array:
-    """Numerical rank of a layer representation ``[n, ...]`` (see ``representation_matrix``).
+  """Numerical rank of a layer representation ``[n, ...]`` (see ``representation_matrix``).
 
-    ``key`` defaults to ``PRNGKey(0)`` (only used when the layer has more than
-    ``max_dims`` coordinates).
-    """
-    a = representation_matrix(reps, max_dims=max_dims, key=key)
-    return numerical_rank(a, atol=atol, rtol=rtol, row_mask=row_mask)
+  ``key`` defaults to ``PRNGKey(0)`` (only used when the layer has more than
+  ``max_dims`` coordinates). Tolerances as in ``numerical_rank``.
+  """
+  checks.tolerance("atol", atol)
+  checks.tolerance("rtol", rtol)
+  return _representation_rank(reps, max_dims, key, atol, rtol, row_mask)
+
+
+@functools.partial(jax.jit, static_argnums=(1,))
+@placement.replicate_inputs
+def _representation_rank(reps, max_dims, key, atol, rtol, row_mask):
+  a = representation_matrix(reps, max_dims=max_dims, key=key)
+  return _numerical_rank(a, atol, rtol, row_mask)

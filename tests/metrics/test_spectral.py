@@ -11,128 +11,128 @@ RNG = np.random.default_rng(0)
 
 
 def _low_rank(m, n, k, rng=RNG):
-    return (rng.standard_normal((m, k)) @ rng.standard_normal((k, n))).astype(np.float32)
+  return (rng.standard_normal((m, k)) @ rng.standard_normal((k, n))).astype(np.float32)
 
 
 def _np_rank_default(x):
-    """PyTorch default rule with float32 eps, on float64 singular values."""
-    s = np.linalg.svd(x.astype(np.float64), compute_uv=False)
-    tol = s.max() * max(x.shape) * np.finfo(np.float32).eps if s.size else 0.0
-    return int(np.sum(s > tol))
+  """PyTorch default rule with float32 eps, on float64 singular values."""
+  s = np.linalg.svd(x.astype(np.float64), compute_uv=False)
+  tol = s.max() * max(x.shape) * np.finfo(np.float32).eps if s.size else 0.0
+  return int(np.sum(s > tol))
 
 
 @pytest.mark.parametrize(
     "shape,k", [((60, 40), 7), ((40, 60), 7), ((128, 32), 1), ((30, 30), 30), ((5, 200), 3)]
 )
 def test_rank_of_low_rank_products_matches_numpy(shape, k):
-    x = _low_rank(*shape, k)
-    assert int(metrics.numerical_rank(x)) == k == np.linalg.matrix_rank(x)
-    assert int(metrics.numerical_rank(x)) == _np_rank_default(x)
+  x = _low_rank(*shape, k)
+  assert int(metrics.numerical_rank(x)) == k == np.linalg.matrix_rank(x)
+  assert int(metrics.numerical_rank(x)) == _np_rank_default(x)
 
 
 def test_ill_conditioned_matrix():
-    u, _ = np.linalg.qr(RNG.standard_normal((50, 50)))
-    v, _ = np.linalg.qr(RNG.standard_normal((40, 40)))
-    s = np.logspace(0, -12, 40)
-    x = (u[:, :40] * s) @ v.T
-    # float32 default tol = 50 * 1.19e-7 ~ 6e-6: singular values 1 .. 1e-5 survive.
-    expected = int(np.sum(s > 50 * np.finfo(np.float32).eps))
-    assert abs(int(metrics.numerical_rank(x.astype(np.float32))) - expected) <= 1
-    np.testing.assert_allclose(
-        np.asarray(metrics.singular_values(x.astype(np.float32)))[:5], s[:5], rtol=1e-5
-    )
+  u, _ = np.linalg.qr(RNG.standard_normal((50, 50)))
+  v, _ = np.linalg.qr(RNG.standard_normal((40, 40)))
+  s = np.logspace(0, -12, 40)
+  x = (u[:, :40] * s) @ v.T
+  # float32 default tol = 50 * 1.19e-7 ~ 6e-6: singular values 1 .. 1e-5 survive.
+  expected = int(np.sum(s > 50 * np.finfo(np.float32).eps))
+  assert abs(int(metrics.numerical_rank(x.astype(np.float32))) - expected) <= 1
+  np.testing.assert_allclose(
+      np.asarray(metrics.singular_values(x.astype(np.float32)))[:5], s[:5], rtol=1e-5
+  )
 
 
 def test_all_zero_and_one_by_one():
-    assert int(metrics.numerical_rank(jnp.zeros((7, 3)))) == 0
-    assert int(metrics.numerical_rank(jnp.ones((1, 1)))) == 1
-    assert int(metrics.numerical_rank(jnp.zeros((1, 1)))) == 0
-    assert float(metrics.effective_rank(jnp.zeros((4, 4)))) == 0.0
-    assert float(metrics.stable_rank(jnp.zeros((4, 4)))) == 0.0
+  assert int(metrics.numerical_rank(jnp.zeros((7, 3)))) == 0
+  assert int(metrics.numerical_rank(jnp.ones((1, 1)))) == 1
+  assert int(metrics.numerical_rank(jnp.zeros((1, 1)))) == 0
+  assert float(metrics.effective_rank(jnp.zeros((4, 4)))) == 0.0
+  assert float(metrics.stable_rank(jnp.zeros((4, 4)))) == 0.0
 
 
 def test_atol_rtol_semantics():
-    x = np.diag([10.0, 1.0, 0.1, 0.01]).astype(np.float32)
-    assert int(metrics.numerical_rank(x, atol=0.5)) == 2
-    assert int(metrics.numerical_rank(x, rtol=0.05)) == 2  # tol = 0.5
-    # tol = max(atol, rtol * sigma_1): atol wins when larger
-    assert int(metrics.numerical_rank(x, atol=5.0, rtol=0.001)) == 1
-    assert int(metrics.numerical_rank(x, atol=0.001, rtol=0.05)) == 2
-    # rtol is RELATIVE (unlike jnp.linalg.matrix_rank's): scaling x changes nothing
-    assert int(metrics.numerical_rank(1e6 * x, rtol=0.05)) == 2
+  x = np.diag([10.0, 1.0, 0.1, 0.01]).astype(np.float32)
+  assert int(metrics.numerical_rank(x, atol=0.5)) == 2
+  assert int(metrics.numerical_rank(x, rtol=0.05)) == 2  # tol = 0.5
+  # tol = max(atol, rtol * sigma_1): atol wins when larger
+  assert int(metrics.numerical_rank(x, atol=5.0, rtol=0.001)) == 1
+  assert int(metrics.numerical_rank(x, atol=0.001, rtol=0.05)) == 2
+  # rtol is RELATIVE (unlike jnp.linalg.matrix_rank's): scaling x changes nothing
+  assert int(metrics.numerical_rank(1e6 * x, rtol=0.05)) == 2
 
 
 def test_rtol_small_value():
-    x = np.diag([10.0, 1.0, 0.1, 0.01]).astype(np.float32)
-    assert int(metrics.numerical_rank(x, rtol=0.005)) == 3  # tol = 0.05
+  x = np.diag([10.0, 1.0, 0.1, 0.01]).astype(np.float32)
+  assert int(metrics.numerical_rank(x, rtol=0.005)) == 3  # tol = 0.05
 
 
 def test_nan_and_inf_never_give_a_plausible_rank():
-    x = _low_rank(20, 10, 3)
-    for bad in (np.nan, np.inf):
-        y = x.copy()
-        y[3, 4] = bad
-        assert int(metrics.numerical_rank(y)) == metrics.INVALID_RANK == -1
-        assert np.isnan(float(metrics.effective_rank(y)))
-        assert np.isnan(float(metrics.stable_rank(y)))
-        assert np.all(np.isnan(np.asarray(metrics.singular_values(y))))
+  x = _low_rank(20, 10, 3)
+  for bad in (np.nan, np.inf):
+    y = x.copy()
+    y[3, 4] = bad
+    assert int(metrics.numerical_rank(y)) == metrics.INVALID_RANK == -1
+    assert np.isnan(float(metrics.effective_rank(y)))
+    assert np.isnan(float(metrics.stable_rank(y)))
+    assert np.all(np.isnan(np.asarray(metrics.singular_values(y))))
 
 
 def test_vmap_and_jit_over_batch():
-    xs = np.stack([_low_rank(30, 20, k) for k in (1, 2, 5, 20)])
-    ranks = jax.jit(jax.vmap(metrics.numerical_rank))(xs)
-    np.testing.assert_array_equal(np.asarray(ranks), [1, 2, 5, 20])
-    np.testing.assert_array_equal(np.asarray(metrics.numerical_rank(xs)), [1, 2, 5, 20])
-    xs[2, 0, 0] = np.nan
-    np.testing.assert_array_equal(np.asarray(metrics.numerical_rank(xs)), [1, 2, -1, 20])
+  xs = np.stack([_low_rank(30, 20, k) for k in (1, 2, 5, 20)])
+  ranks = jax.jit(jax.vmap(metrics.numerical_rank))(xs)
+  np.testing.assert_array_equal(np.asarray(ranks), [1, 2, 5, 20])
+  np.testing.assert_array_equal(np.asarray(metrics.numerical_rank(xs)), [1, 2, 5, 20])
+  xs[2, 0, 0] = np.nan
+  np.testing.assert_array_equal(np.asarray(metrics.numerical_rank(xs)), [1, 2, -1, 20])
 
 
 def test_bf16_input_is_cast_up():
-    x = _low_rank(64, 32, 4)
-    r = metrics.numerical_rank(jnp.asarray(x, jnp.bfloat16))
-    assert r.dtype == jnp.int32
-    # bf16 rounding adds tiny full-rank noise; it must be far below sigma_1 yet counted
-    # against the float32 tolerance -> rank is at least 4.
-    assert int(r) >= 4
-    assert metrics.singular_values(jnp.asarray(x, jnp.bfloat16)).dtype == jnp.float32
+  x = _low_rank(64, 32, 4)
+  r = metrics.numerical_rank(jnp.asarray(x, jnp.bfloat16))
+  assert r.dtype == jnp.int32
+  # bf16 rounding adds tiny full-rank noise; the default tolerance uses bf16's eps,
+  # so the noise is not counted as rank (test_invalid_input checks the rule itself).
+  assert int(r) == 4
+  assert metrics.singular_values(jnp.asarray(x, jnp.bfloat16)).dtype == jnp.float32
 
 
 def test_effective_and_stable_rank_and_top_k():
-    x = np.diag([3.0, 2.0, 1.0, 0.0]).astype(np.float32)
-    p = np.array([3, 2, 1]) / 6
-    np.testing.assert_allclose(float(metrics.effective_rank(x)), np.exp(-np.sum(p * np.log(p))), rtol=1e-5)
-    np.testing.assert_allclose(float(metrics.stable_rank(x)), 14 / 9, rtol=1e-6)
-    np.testing.assert_allclose(np.asarray(metrics.top_k_singular_values(x, 2)), [3, 2])
-    np.testing.assert_allclose(np.asarray(metrics.top_k_singular_values(x, 6)), [3, 2, 1, 0, 0, 0])
-    assert float(metrics.effective_rank(np.eye(5, dtype=np.float32))) == pytest.approx(5.0, rel=1e-5)
+  x = np.diag([3.0, 2.0, 1.0, 0.0]).astype(np.float32)
+  p = np.array([3, 2, 1]) / 6
+  np.testing.assert_allclose(float(metrics.effective_rank(x)), np.exp(-np.sum(p * np.log(p))), rtol=1e-5)
+  np.testing.assert_allclose(float(metrics.stable_rank(x)), 14 / 9, rtol=1e-6)
+  np.testing.assert_allclose(np.asarray(metrics.top_k_singular_values(x, 2)), [3, 2])
+  np.testing.assert_allclose(np.asarray(metrics.top_k_singular_values(x, 6)), [3, 2, 1, 0, 0, 0])
+  assert float(metrics.effective_rank(np.eye(5, dtype=np.float32))) == pytest.approx(5.0, rel=1e-5)
 
 
 def test_logits_norms_and_softmax_rank():
-    m = RNG.standard_normal((16, 5)).astype(np.float32)
-    assert float(metrics.logits_norm(m)) == pytest.approx(np.linalg.norm(m), rel=1e-5)
-    assert float(metrics.mean_per_sample_norm(m)) == pytest.approx(np.linalg.norm(m, axis=1).mean(), rel=1e-5)
-    # rank-1 logits, large scale -> near one-hot rows -> full post-softmax rank
-    a = RNG.uniform(-1, 1, (16, 1)).astype(np.float32)
-    b = np.arange(5, dtype=np.float32)[None, :] - 2
-    logits = a @ b
-    assert int(metrics.numerical_rank(logits)) == 1
-    probs = jax.nn.softmax(logits * 10.0, axis=-1)
-    assert int(metrics.softmax_rank(logits, 0.1)) == np.linalg.matrix_rank(np.asarray(probs, np.float64))
-    # masks: padded rows must not change anything
-    padded = np.concatenate([logits, np.zeros((4, 5), np.float32)])
-    mask = np.r_[np.ones(16, bool), np.zeros(4, bool)]
-    assert int(metrics.softmax_rank(padded, 0.1, row_mask=mask)) == int(metrics.softmax_rank(logits, 0.1))
-    assert float(metrics.logits_norm(padded, mask)) == pytest.approx(float(metrics.logits_norm(logits)))
+  m = RNG.standard_normal((16, 5)).astype(np.float32)
+  assert float(metrics.logits_norm(m)) == pytest.approx(np.linalg.norm(m), rel=1e-5)
+  assert float(metrics.mean_per_sample_norm(m)) == pytest.approx(np.linalg.norm(m, axis=1).mean(), rel=1e-5)
+  # rank-1 logits, large scale -> near one-hot rows -> full post-softmax rank
+  a = RNG.uniform(-1, 1, (16, 1)).astype(np.float32)
+  b = np.arange(5, dtype=np.float32)[None, :] - 2
+  logits = a @ b
+  assert int(metrics.numerical_rank(logits)) == 1
+  probs = jax.nn.softmax(logits * 10.0, axis=-1)
+  assert int(metrics.softmax_rank(logits, 0.1)) == np.linalg.matrix_rank(np.asarray(probs, np.float64))
+  # masks: padded rows must not change anything
+  padded = np.concatenate([logits, np.zeros((4, 5), np.float32)])
+  mask = np.r_[np.ones(16, bool), np.zeros(4, bool)]
+  assert int(metrics.softmax_rank(padded, 0.1, row_mask=mask)) == int(metrics.softmax_rank(logits, 0.1))
+  assert float(metrics.logits_norm(padded, mask)) == pytest.approx(float(metrics.logits_norm(logits)))
 
 
 def test_representation_rank_subset_is_fixed_and_flattens():
-    reps = np.einsum("nk,khwc->nhwc", RNG.standard_normal((40, 3)), RNG.standard_normal((3, 8, 8, 4)))
-    reps = reps.astype(np.float32)
-    key = jax.random.PRNGKey(3)
-    assert int(metrics.representation_rank(reps, max_dims=100, key=key)) == 3
-    idx1 = metrics.feature_subset_indices(256, 100, key)
-    idx2 = metrics.feature_subset_indices(256, 100, key)
-    np.testing.assert_array_equal(idx1, idx2)
-    assert len(np.unique(np.asarray(idx1))) == 100
-    assert metrics.representation_matrix(reps, max_dims=100, key=key).shape == (40, 100)
-    assert metrics.representation_matrix(reps, max_dims=1000).shape == (40, 256)
+  reps = np.einsum("nk,khwc->nhwc", RNG.standard_normal((40, 3)), RNG.standard_normal((3, 8, 8, 4)))
+  reps = reps.astype(np.float32)
+  key = jax.random.PRNGKey(3)
+  assert int(metrics.representation_rank(reps, max_dims=100, key=key)) == 3
+  idx1 = metrics.feature_subset_indices(256, 100, key)
+  idx2 = metrics.feature_subset_indices(256, 100, key)
+  np.testing.assert_array_equal(idx1, idx2)
+  assert len(np.unique(np.asarray(idx1))) == 100
+  assert metrics.representation_matrix(reps, max_dims=100, key=key).shape == (40, 100)
+  assert metrics.representation_matrix(reps, max_dims=1000).shape == (40, 256)
