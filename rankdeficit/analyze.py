@@ -213,15 +213,16 @@ def collapse_metrics(splits: dict[str, probes.Features], hidden: list[str], *,
   class means vs the OOD test global mean) per hidden layer."""
   id_train, penult = splits['id_train'], hidden[-1]
   coords = id_train.coords[penult]
-  classifier = None if head is None else jnp.asarray(head[0][coords].T)  # [C, kept coords]
-  nc = metrics.neural_collapse_from_features(
-      jnp.asarray(id_train.reps[penult]), jnp.asarray(id_train.labels), num_classes,
-      logits=jnp.asarray(id_train.logits), classifier=classifier)
-  nc = {k: _f(v) for k, v in nc.items()}
-  nc['split'] = 'id_train'
   present = int(len(np.unique(id_train.labels)))
-  if present < num_classes:  # NC assumes every class is present
-    nc['note_classes'] = f'only {present}/{num_classes} classes present'
+  if present < num_classes:  # NC is defined over every class (metrics raise otherwise)
+    nc = {'skipped': f'only {present}/{num_classes} classes present in id_train'}
+  else:
+    classifier = None if head is None else jnp.asarray(head[0][coords].T)  # [C, coords]
+    nc = metrics.neural_collapse_from_features(
+        jnp.asarray(id_train.reps[penult]), jnp.asarray(id_train.labels), num_classes,
+        logits=jnp.asarray(id_train.logits), classifier=classifier)
+    nc = {k: _f(v) for k, v in nc.items()}
+  nc['split'] = 'id_train'
   if len(coords) < full_dims[penult]:
     nc['note'] = f'on a random subset of {len(coords)} of {full_dims[penult]} coordinates'
   out: dict[str, Any] = {'neural_collapse': nc}

@@ -8,6 +8,7 @@ re-exported here:
 * ``alignment``: weight/input singular-vector alignment, conv patches, gradient rank.
 * ``collapse``: streaming class statistics, NC1-NC4, OrthoDev.
 * ``ood``: NECO, AUROC, AUPR-In/Out, FPR@95 (NECO and OpenOOD conventions).
+* ``attention``: rank, effective rank, entropy and logits norm of attention maps.
 * ``placement``: sharded / multi-process inputs (``replicated``, ``global_batch``,
   ``gather_from_processes``).
 
@@ -17,7 +18,15 @@ input gives an error (eagerly) or NaN / rank -1 (under ``jit``), never a plausib
 number. Formulas, conventions and costs: docs/metrics.md.
 """
 
-from rankdeficit.metrics import alignment, collapse, ood, placement, spectral
+from rankdeficit.metrics import alignment, attention, collapse, ood, placement, spectral
+from rankdeficit.metrics.attention import (
+    attention_effective_rank,
+    attention_entropy,
+    attention_logits_norm,
+    attention_probabilities,
+    attention_rank,
+    attention_statistics,
+)
 from rankdeficit.metrics.alignment import (
     conv_patches,
     gradient_rank,

@@ -11,22 +11,27 @@ Every function takes the softmax input `logits` [N, heads, queries, keys] (as so
 `rankdeficit.models.vit`) and returns one value per head, [heads], averaged over the N
 examples (and, for per-query quantities, over the queries). Aggregation: a per-(example,
 head) statistic of the queries x keys attention matrix, then the mean over examples; the
-monitor and `analyze` also report the mean over heads.
+monitor and `analyze` also report the mean over heads. Inputs sharded over an Explicit
+mesh are replicated first (`placement.replicated`).
 """
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
 
+from rankdeficit.metrics import placement
 from rankdeficit.metrics import spectral
 
 
+@jax.jit
+@placement.replicate_inputs
 def attention_probabilities(logits: jax.Array) -> jax.Array:
   """softmax over keys, in float32: [N, heads, queries, keys]."""
   return jax.nn.softmax(jnp.asarray(logits, jnp.float32), axis=-1)
 
 
 @jax.jit
+@placement.replicate_inputs
 def attention_entropy(logits: jax.Array) -> jax.Array:
   """Mean Shannon entropy (nats) of each query's attention distribution, per head [heads].
 
@@ -38,6 +43,7 @@ def attention_entropy(logits: jax.Array) -> jax.Array:
 
 
 @jax.jit
+@placement.replicate_inputs
 def attention_rank(logits: jax.Array) -> jax.Array:
   """Mean numerical rank (PyTorch-default tolerance) of the per-example, per-head
   queries x keys attention-probability matrix, per head [heads] (float: a mean of ints)."""
@@ -46,12 +52,14 @@ def attention_rank(logits: jax.Array) -> jax.Array:
 
 
 @jax.jit
+@placement.replicate_inputs
 def attention_effective_rank(logits: jax.Array) -> jax.Array:
   """Mean effective rank (Roy & Vetterli) of the attention-probability matrices, per head."""
   return jnp.mean(spectral.effective_rank(attention_probabilities(logits)), axis=0)
 
 
 @jax.jit
+@placement.replicate_inputs
 def attention_logits_norm(logits: jax.Array) -> jax.Array:
   """Mean per-query L2 norm of the softmax input, per head [heads]: the attention analogue
   of the paper's mean per-sample logits norm (the temperature is already divided in)."""

@@ -29,6 +29,7 @@ KERNEL = RNG.standard_normal((8, 3, 3, 8)).astype(np.float32)
 ID_SCORES = RNG.normal(1.0, 1.0, N).astype(np.float32)
 OOD_SCORES = RNG.normal(0.0, 1.0, N).astype(np.float32)
 KEY = jax.random.PRNGKey(0)
+ATTENTION = RNG.standard_normal((8, 2, 5, 5)).astype(np.float32)  # [N, heads, q, k]
 
 
 def _stats(feats, labels):
@@ -105,6 +106,12 @@ CASES = {
         a, b, convention='openood'), (ID_SCORES, OOD_SCORES)),
     'ood_metrics': (metrics.ood_metrics, (ID_SCORES, OOD_SCORES)),
     'replicated': (metrics.replicated, (FEATS,)),
+    'attention_probabilities': (metrics.attention_probabilities, (ATTENTION,)),
+    'attention_entropy': (metrics.attention_entropy, (ATTENTION,)),
+    'attention_rank': (metrics.attention_rank, (ATTENTION,)),
+    'attention_effective_rank': (metrics.attention_effective_rank, (ATTENTION,)),
+    'attention_logits_norm': (metrics.attention_logits_norm, (ATTENTION,)),
+    'attention_statistics': (metrics.attention_statistics, (ATTENTION,)),
 }
 # Multi-process helpers, tested on their own below.
 PROCESS_HELPERS = {'global_batch', 'gather_from_processes'}
