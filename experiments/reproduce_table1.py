@@ -38,6 +38,8 @@ from absl import flags
 from absl import logging
 import numpy as np
 
+from rankdeficit import distributed
+
 
 @dataclasses.dataclass(frozen=True)
 class Experiment:
@@ -163,8 +165,10 @@ def run_one(exp: Experiment, temperature: float, seed: int, *, outdir: str,
     _, results = train.train_and_evaluate(config, workdir)
     results = {k: float(v) for k, v in results.items()}
     results['train_seconds'] = time.perf_counter() - t0
-    with open(record_path, 'w') as f:
-      json.dump(results, f, indent=2)
+    if distributed.is_main_process():
+      with open(record_path, 'w') as f:
+        json.dump(results, f, indent=2)
+    distributed.barrier('train_results_written')
   with open(record_path) as f:
     train_results = json.load(f)
   if force or not os.path.exists(analysis_path):
@@ -278,6 +282,8 @@ def reproduce(preset: str, *, seeds: int | None = None, outdir: str | None = Non
         rec = run_one(exp, temperature, seed, outdir=outdir, data_dir=data_dir, force=force,
                       analysis_overrides=analysis_overrides)
         records.append(rec)
+        if not distributed.is_main_process():
+          continue  # process 0 writes the tables
         with open(os.path.join(outdir, 'runs.jsonl'), 'a') as f:
           f.write(json.dumps({k: rec.get(k) for k in (
               'experiment', 'temperature', 'seed', 'run', 'test_accuracy', 'kappa', 'rho',
@@ -287,7 +293,8 @@ def reproduce(preset: str, *, seeds: int | None = None, outdir: str | None = Non
         rows = aggregate(records)
         write_tables(rows, outdir, preset)  # partial tables while it runs
   rows = aggregate(records)
-  write_tables(rows, outdir, preset)
+  if distributed.is_main_process():
+    write_tables(rows, outdir, preset)
   return rows
 
 
@@ -300,11 +307,13 @@ def _define_flags():
   flags.DEFINE_list('temperatures', None, 'Override the temperatures.')
   flags.DEFINE_bool('force', False, 'Retrain and re-analyse existing runs.')
   flags.DEFINE_integer('probe_epochs', None, 'Override the probes\' epochs (paper: 50).')
+  distributed.define_flags()
 
 
 def main(argv):
   del argv
   fl = flags.FLAGS
+  distributed.initialize_from_flags()
   overrides = {}
   if fl.probe_epochs is not None:
     overrides['probe_epochs'] = fl.probe_epochs
@@ -312,7 +321,8 @@ def main(argv):
                    only=fl.only, temperatures=[float(t) for t in fl.temperatures]
                    if fl.temperatures else None, force=fl.force,
                    analysis_overrides=overrides)
-  print(to_markdown(rows, fl.preset))
+  if distributed.is_main_process():
+    print(to_markdown(rows, fl.preset))
 
 
 if __name__ == '__main__':

@@ -35,7 +35,6 @@ ImageNet-scale training sets.
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 from typing import Any
@@ -47,8 +46,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rankdeficit import distributed
 from rankdeficit import metrics
 from rankdeficit import probes
+from rankdeficit import storage
 
 ANALYSIS_DIR = 'analysis'
 
@@ -94,8 +95,16 @@ def _extract(config, model, variables, dataset: str, split: str, *, batch_size: 
   batches = input_pipeline.create_eval_iterator(
       config, dataset, split, batch_size=batch_size, num_examples=max_examples,
       shuffle_seed=0 if max_examples else None)
-  return probes.extract_features(model, variables, batches, max_dims=max_dims, key=key,
-                                 coords=coords)
+  return _gather_processes(probes.extract_features(model, variables, batches,
+                                                   max_dims=max_dims, key=key, coords=coords))
+
+
+def _gather_processes(features: probes.Features) -> probes.Features:
+  """The whole split on every process: each one extracted a contiguous block of it."""
+  layers = list(features.reps)
+  logits, labels, reps = distributed.allgather_rows(
+      (features.logits, features.labels, [features.reps[l] for l in layers]))
+  return features._replace(logits=logits, labels=labels, reps=dict(zip(layers, reps)))
 
 
 def analyze_run(workdir: str, *, ood_dataset: str | None = None, data_dir: str | None = None,
@@ -168,7 +177,7 @@ def analyze_run(workdir: str, *, ood_dataset: str | None = None, data_dir: str |
     full_dims[l] = int(np.prod(rep_shapes[l].shape[1:]))
 
   out: dict[str, Any] = {
-      'workdir': os.path.abspath(workdir), 'step': int(ckpt_step),
+      'workdir': os.fspath(storage.workdir_path(workdir)), 'step': int(ckpt_step),
       'model': config.model.name, 'dataset': config.dataset, 'ood_dataset': ood,
       'temperature': temperature, 'num_classes': num_classes, 'seed': seed,
       'layers': layers,
@@ -283,17 +292,15 @@ def analyze_run(workdir: str, *, ood_dataset: str | None = None, data_dir: str |
 
   out['timings_s'] = timer.timings
   out['timings_s']['total'] = round(time.perf_counter() - t_start, 3)
-  if write:
-    outdir = os.path.join(workdir, ANALYSIS_DIR)
-    os.makedirs(outdir, exist_ok=True)
+  if write and distributed.is_main_process():  # every process holds the same results
+    outdir = storage.workdir_path(workdir) / ANALYSIS_DIR
+    outdir.mkdir(parents=True, exist_ok=True)
     if plots:
       with timer('plots'):
         write_plots(out, outdir)
       out['timings_s']['plots'] = timer.timings['plots']
-    with open(os.path.join(outdir, 'analysis.json'), 'w') as f:
-      json.dump(out, f, indent=2)
-    with open(os.path.join(outdir, 'analysis.md'), 'w') as f:
-      f.write(to_markdown(out))
+    storage.write_json(outdir / 'analysis.json', out, indent=2)
+    (outdir / 'analysis.md').write_text(to_markdown(out))
   return out
 
 
@@ -371,6 +378,11 @@ def to_markdown(a: dict) -> str:
   return '\n'.join(lines)
 
 
+def _savefig(fig, outdir, name: str) -> None:
+  with (storage.workdir_path(outdir) / name).open('wb') as f:  # gs:// too
+    fig.savefig(f, format='png', dpi=120)
+
+
 def write_plots(a: dict, outdir: str) -> None:
   """probe_accuracy.png (Figure 1 style) and representation_rank.png."""
   import matplotlib  # pylint: disable=import-outside-toplevel
@@ -389,7 +401,7 @@ def write_plots(a: dict, outdir: str) -> None:
   ax.set_xticks(x)
   ax.set_xlabel('layer'); ax.set_ylabel('linear probe accuracy'); ax.set_ylim(0, 1)
   ax.set_title(title); ax.legend(); ax.grid(alpha=.3)
-  fig.tight_layout(); fig.savefig(os.path.join(outdir, 'probe_accuracy.png'), dpi=120)
+  fig.tight_layout(); _savefig(fig, outdir, 'probe_accuracy.png')
   plt.close(fig)
   if a.get('representation_rank'):
     fig, ax = plt.subplots(figsize=(6, 3.5))
@@ -399,7 +411,7 @@ def write_plots(a: dict, outdir: str) -> None:
     ax.set_xticks(x)
     ax.set_xlabel('layer'); ax.set_ylabel('rank (ID test)'); ax.set_yscale('log')
     ax.set_title(title + f"  SR={a['solution_rank']}"); ax.legend(); ax.grid(alpha=.3)
-    fig.tight_layout(); fig.savefig(os.path.join(outdir, 'representation_rank.png'), dpi=120)
+    fig.tight_layout(); _savefig(fig, outdir, 'representation_rank.png')
     plt.close(fig)
 
 
@@ -417,6 +429,7 @@ def _define_flags():
   flags.DEFINE_integer('neco_dim', None, 'NECO PCA dimension (default: number of classes).')
   flags.DEFINE_integer('step', None, 'Checkpoint step (default: latest).')
   flags.DEFINE_integer('seed', 0, 'Seed of the coordinate subsets and probe shuffling.')
+  distributed.define_flags()
 
 
 def main(argv):
@@ -424,13 +437,15 @@ def main(argv):
   FLAGS = flags.FLAGS  # pylint: disable=invalid-name
   if not FLAGS.workdir:
     raise app.UsageError('--workdir is required')
+  distributed.initialize_from_flags()
   a = analyze_run(FLAGS.workdir, ood_dataset=FLAGS.ood_dataset, data_dir=FLAGS.data_dir,
                   max_examples=FLAGS.max_examples,
                   max_train_examples=FLAGS.max_train_examples, probe_epochs=FLAGS.probe_epochs,
                   probe_batch_size=FLAGS.probe_batch_size, max_dims=FLAGS.max_dims,
                   neco_dim=FLAGS.neco_dim, step=FLAGS.step, seed=FLAGS.seed)
-  print(to_markdown(a))
-  print(f'Wrote {os.path.join(FLAGS.workdir, ANALYSIS_DIR)}/')
+  if distributed.is_main_process():
+    print(to_markdown(a))
+    print(f'Wrote {storage.workdir_path(FLAGS.workdir) / ANALYSIS_DIR}/')
 
 
 if __name__ == '__main__':

@@ -18,7 +18,7 @@ from clu import metric_writers, periodic_actions
 
 from rankdeficit import checkpointing, input_pipeline, losses, models, optim, sharding
 from rankdeficit import monitor, steps
-from rankdeficit import validation
+from rankdeficit import runtime, storage, validation
 from rankdeficit.metrics import spectral
 
 
@@ -97,6 +97,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   """
   mesh = sharding.create_mesh(devices)
   info = validation.validate_config(config, workdir, num_devices=mesh.devices.size)
+  storage.check_shared_workdir(workdir)
+  runtime.record_run_info(workdir)
   num_classes = config.model.num_classes or info.num_classes
   model = models.create_model(config.model, num_classes)
   steps_per_epoch = input_pipeline.steps_per_epoch(config)
@@ -145,6 +147,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   watch = _collapse_monitor(config, model, loss_fn, mesh)
 
   hooks = [periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer)]
+  hooks += [h for h in [runtime.profile_hook(config, workdir)] if h]
   logging.info('Training %s on %s (T=%g) for %d steps (%d per epoch) on %d devices.',
                config.model.name, config.dataset, config.temperature, total_steps,
                steps_per_epoch, mesh.devices.size)
