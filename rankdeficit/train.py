@@ -48,9 +48,11 @@ def evaluate(jitted_eval_step, state: steps.TrainState, config, mesh,
 
 
 def initial_logits_norm(jitted_eval_step, state: steps.TrainState, config, mesh) -> float:
-  """Mean per-sample logits L2 norm on the first eval batch."""
+  """Mean per-sample logits L2 norm on the first eval batch (the same examples whatever
+  the number of processes: each process reads its block of them)."""
   batch = next(iter(input_pipeline.create_eval_iterator(
-      config, config.dataset, 'test', batch_size=config.eval_batch_size)))
+      config, config.dataset, 'test', batch_size=config.eval_batch_size,
+      num_examples=config.eval_batch_size)))
   sums, _, _ = jitted_eval_step(state, sharding.shard_batch(batch, mesh))
   sums = jax.device_get(sums)
   return float(sums['logits_norm'] / sums['count'])

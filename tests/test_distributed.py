@@ -148,6 +148,9 @@ def test_two_processes_match_one_process_through_a_kill_and_resume(tmp_path):
                    {'KILL_AFTER_STEP': '2'})
   assert [rc for rc, _, _ in killed] == [-9, -9], killed[0][2][-3000:]
   assert checkpointing.Checkpointer(str(multi)).latest_step == 2
+  init_norm = [l.split(': ')[-1] for l in (multi / 'log0.txt').read_text().splitlines()
+               if 'Initial logits norm' in l]
+  assert init_norm == [f'{expected["init/logits_norm"]:.4g}']  # same first eval batch
   resumed = _launch(main + flags + [f'--workdir={multi}'], 2, 4)  # compiled: cached
   assert [rc for rc, _, _ in resumed] == [0, 0], resumed[0][2][-3000:]
   assert 'Resumed from checkpoint at step 2' in resumed[1][2]
