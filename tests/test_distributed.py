@@ -208,3 +208,20 @@ def test_processes_with_different_workdirs_are_refused(tmp_path):
     assert rc != 0
     assert 'is not the same directory on every process: process(es) [1]' in err, err[-2000:]
   assert not (tmp_path / 'host0' / 'checkpoints').exists()
+
+
+@pytest.mark.parametrize('num_processes', [2, 3])
+def test_first_eval_batch_is_the_same_global_batch_for_any_process_count(num_processes):
+  """The collapse monitor's fixed batch and init/logits_norm's batch (`num_examples` =
+  the batch size) are the same examples, in the same order, for 1 or P processes."""
+  from rankdeficit import input_pipeline  # pylint: disable=import-outside-toplevel
+  config = quickstart.get_config()
+  kwargs = dict(batch_size=120, num_examples=120, shuffle_seed=None)
+  [want] = list(input_pipeline._eval_iterator(  # pylint: disable=protected-access
+      config, 'digits', 'test', process_index=0, process_count=1, **kwargs))
+  parts = [list(input_pipeline._eval_iterator(  # pylint: disable=protected-access
+      config, 'digits', 'test', process_index=p, process_count=num_processes, **kwargs))
+           for p in range(num_processes)]
+  assert all(len(batches) == 1 for batches in parts)  # one batch per process
+  for key in ('image', 'label', 'mask'):
+    np.testing.assert_array_equal(np.concatenate([b[0][key] for b in parts]), want[key])
