@@ -74,7 +74,12 @@ def get_config() -> ml_collections.ConfigDict:
   c.metrics_batch_size = 512
   c.metrics_input_ranks = False  # also rank/input/<layer> (mostly = previous rep's rank)
   c.max_feature_dims = 10000  # random subset of feature coordinates for per-layer ranks
-  c.distributed = False  # call jax.distributed.initialize() (multi-host)
+  # --- Multi-host and run environment (rankdeficit/distributed.py, runtime.py) ---
+  c.distributed = False  # jax.distributed.initialize() auto-detection (TPU pod, SLURM)
+  c.compilation_cache_dir = ''  # JAX persistent compilation cache (local or gs://; '' = off)
+  c.profile = False  # trace profile_num_steps steps from profile_first_step on process 0
+  c.profile_first_step = 10
+  c.profile_num_steps = 5
   c.matmul_precision = 'default'  # jax_default_matmul_precision for training
   return c
 

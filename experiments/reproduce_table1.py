@@ -39,6 +39,7 @@ from absl import logging
 import numpy as np
 
 from rankdeficit import probe_layers
+from rankdeficit import distributed
 
 
 @dataclasses.dataclass(frozen=True)
@@ -209,8 +210,10 @@ def run_one(exp: Experiment, temperature: float, seed: int, *, outdir: str,
     results['train_seconds'] = time.perf_counter() - t0
     num_train = input_pipeline.dataset_info(config.dataset, config.data_dir).num_train
     results['num_train'] = min(num_train, config.train_subset or num_train)
-    with open(record_path, 'w') as f:
-      json.dump(results, f, indent=2)
+    if distributed.is_main_process():
+      with open(record_path, 'w') as f:
+        json.dump(results, f, indent=2)
+    distributed.barrier('train_results_written')
   with open(record_path) as f:
     train_results = json.load(f)
   if stage == 'train':
@@ -369,10 +372,12 @@ def reproduce(preset: str, *, seeds: int | None = None, outdir: str | None = Non
     if rec is None:
       continue
     records.append(rec)
+    if not distributed.is_main_process():
+      continue  # process 0 writes the tables
     write_runs(records, outdir)
     write_tables(aggregate(records), outdir, preset)  # partial tables while it runs
   rows = aggregate(records)
-  if records:
+  if records and distributed.is_main_process():
     write_tables(rows, outdir, preset)
   return rows
 
@@ -388,11 +393,13 @@ def _define_flags():
   flags.DEFINE_integer('probe_epochs', None, 'Override the probes\' epochs (paper: 50).')
   flags.DEFINE_enum('stage', 'all', ['all', 'train', 'analyze'],
                     'train: only train; analyze: only analyse runs that finished training.')
+  distributed.define_flags()
 
 
 def main(argv):
   del argv
   fl = flags.FLAGS
+  distributed.initialize_from_flags()
   overrides = {}
   if fl.probe_epochs is not None:
     overrides['probe_epochs'] = fl.probe_epochs
@@ -400,7 +407,8 @@ def main(argv):
                    only=fl.only, temperatures=[float(t) for t in fl.temperatures]
                    if fl.temperatures else None, force=fl.force,
                    analysis_overrides=overrides, stage=fl.stage)
-  print(to_markdown(rows, fl.preset))
+  if distributed.is_main_process():
+    print(to_markdown(rows, fl.preset))
 
 
 if __name__ == '__main__':

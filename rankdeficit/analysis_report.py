@@ -6,11 +6,10 @@ re-run on an old analysis.json without the model or the data.
 """
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
 from rankdeficit import probe_layers
+from rankdeficit import storage
 
 
 def _fmt(x, pct=False, digits=4):
@@ -89,7 +88,12 @@ def to_markdown(a: dict) -> str:
   return '\n'.join(lines)
 
 
-def write_plots(a: dict, outdir: str) -> None:
+def _savefig(fig, outdir, name: str) -> None:
+  with (storage.workdir_path(outdir) / name).open('wb') as f:  # gs:// too
+    fig.savefig(f, format='png', dpi=110)
+
+
+def write_plots(a: dict, outdir) -> None:
   """probe_accuracy.png (Figure 1 style, every probed layer) and representation_rank.png."""
   import matplotlib  # pylint: disable=import-outside-toplevel
   matplotlib.use('Agg')
@@ -113,7 +117,7 @@ def write_plots(a: dict, outdir: str) -> None:
   ax.legend(fontsize=8)
   ax.grid(alpha=.3)
   fig.tight_layout()
-  fig.savefig(os.path.join(outdir, 'probe_accuracy.png'), dpi=110)
+  _savefig(fig, outdir, 'probe_accuracy.png')
   plt.close(fig)
   if a.get('representation_rank'):
     fig, ax = plt.subplots(figsize=(7, 3.8))
@@ -127,5 +131,5 @@ def write_plots(a: dict, outdir: str) -> None:
     ax.legend(fontsize=8)
     ax.grid(alpha=.3)
     fig.tight_layout()
-    fig.savefig(os.path.join(outdir, 'representation_rank.png'), dpi=110)
+    _savefig(fig, outdir, 'representation_rank.png')
     plt.close(fig)

@@ -39,21 +39,21 @@ ImageNet-scale training sets.
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 from typing import Any
 
 from absl import app
 from absl import flags
-from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rankdeficit import distributed
 from rankdeficit import metrics
 from rankdeficit import probe_layers
 from rankdeficit import probes
+from rankdeficit import storage
 from rankdeficit.analysis_report import to_markdown, write_plots  # noqa: F401 (public)
 
 ANALYSIS_DIR = 'analysis'
@@ -100,8 +100,16 @@ def _extract(config, model, variables, dataset: str, split: str, *, batch_size: 
   batches = input_pipeline.create_eval_iterator(
       config, dataset, split, batch_size=batch_size, num_examples=max_examples,
       shuffle_seed=0 if max_examples else None)
-  return probes.extract_features(model, variables, batches, max_dims=max_dims, key=key,
-                                 coords=coords)
+  return _gather_processes(probes.extract_features(model, variables, batches,
+                                                   max_dims=max_dims, key=key, coords=coords))
+
+
+def _gather_processes(features: probes.Features) -> probes.Features:
+  """The whole split on every process: each one extracted a contiguous block of it."""
+  layers = list(features.reps)
+  logits, labels, reps = distributed.allgather_rows(
+      (features.logits, features.labels, [features.reps[l] for l in layers]))
+  return features._replace(logits=logits, labels=labels, reps=dict(zip(layers, reps)))
 
 
 def _with_final_layers(features: probes.Features, temperature: float) -> probes.Features:
@@ -279,16 +287,14 @@ def attention_metrics(config, model, variables, *, num_examples: int = 256
 
 def write_analysis(out: dict[str, Any], workdir: str, *, plots: bool, timer) -> None:
   """Step 6: analysis.json, analysis.md and (optionally) the PNG plots in workdir/analysis."""
-  outdir = os.path.join(workdir, ANALYSIS_DIR)
-  os.makedirs(outdir, exist_ok=True)
+  outdir = storage.workdir_path(workdir) / ANALYSIS_DIR
+  outdir.mkdir(parents=True, exist_ok=True)
   if plots:
     with timer('plots'):
       write_plots(out, outdir)
     out['timings_s']['plots'] = timer.timings['plots']
-  with open(os.path.join(outdir, 'analysis.json'), 'w') as f:
-    json.dump(out, f, indent=2)
-  with open(os.path.join(outdir, 'analysis.md'), 'w') as f:
-    f.write(to_markdown(out))
+  storage.write_json(outdir / 'analysis.json', out, indent=2)
+  (outdir / 'analysis.md').write_text(to_markdown(out))
 
 
 def analyze_run(workdir: str, *, ood_dataset: str | None = None, data_dir: str | None = None,
@@ -350,7 +356,7 @@ def analyze_run(workdir: str, *, ood_dataset: str | None = None, data_dir: str |
   head = _head(variables)
 
   out: dict[str, Any] = {
-      'workdir': os.path.abspath(workdir), 'step': int(ckpt_step),
+      'workdir': os.fspath(storage.workdir_path(workdir)), 'step': int(ckpt_step),
       'model': config.model.name, 'dataset': config.dataset, 'ood_dataset': ood,
       'temperature': temperature, 'num_classes': num_classes, 'seed': seed,
       'layers': layers, 'hidden_layers': hidden,
@@ -390,7 +396,7 @@ def analyze_run(workdir: str, *, ood_dataset: str | None = None, data_dir: str |
       out['attention'] = attention_metrics(config, model, variables)
   out['timings_s'] = timer.timings
   out['timings_s']['total'] = round(time.perf_counter() - t_start, 3)
-  if write:
+  if write and distributed.is_main_process():  # every process holds the same results
     write_analysis(out, workdir, plots=plots, timer=timer)
   return out
 
@@ -422,6 +428,7 @@ def _define_flags():
   flags.DEFINE_integer('neco_dim', None, 'NECO PCA dimension (default: number of classes).')
   flags.DEFINE_integer('step', None, 'Checkpoint step (default: latest).')
   flags.DEFINE_integer('seed', 0, 'Seed of the coordinate subsets and probe shuffling.')
+  distributed.define_flags()
 
 
 def main(argv):
@@ -429,13 +436,15 @@ def main(argv):
   FLAGS = flags.FLAGS  # pylint: disable=invalid-name
   if not FLAGS.workdir:
     raise app.UsageError('--workdir is required')
+  distributed.initialize_from_flags()
   a = analyze_run(FLAGS.workdir, ood_dataset=FLAGS.ood_dataset, data_dir=FLAGS.data_dir,
                   max_examples=FLAGS.max_examples,
                   max_train_examples=FLAGS.max_train_examples, probe_epochs=FLAGS.probe_epochs,
                   probe_batch_size=FLAGS.probe_batch_size, max_dims=FLAGS.max_dims,
                   neco_dim=FLAGS.neco_dim, step=FLAGS.step, seed=FLAGS.seed)
-  print(to_markdown(a))
-  print(f'Wrote {os.path.join(FLAGS.workdir, ANALYSIS_DIR)}/')
+  if distributed.is_main_process():
+    print(to_markdown(a))
+    print(f'Wrote {storage.workdir_path(FLAGS.workdir) / ANALYSIS_DIR}/')
 
 
 if __name__ == '__main__':

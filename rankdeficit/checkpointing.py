@@ -7,7 +7,6 @@ directory and renames it when complete, so a run killed at any moment leaves the
 checkpoints intact; `latest_step` only ever sees finished ones.
 """
 import json
-import os
 from typing import Any
 
 import grain
@@ -15,6 +14,8 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 from absl import logging
+
+from rankdeficit import storage
 
 CHECKPOINT_DIR = 'checkpoints'
 CONFIG_FILE = 'config.json'
@@ -25,7 +26,7 @@ class Checkpointer:
 
   def __init__(self, workdir: str, keep: int = 3):
     self._manager = ocp.CheckpointManager(
-        os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR),
+        storage.workdir_path(workdir) / CHECKPOINT_DIR,
         item_names=('state', 'data_iter'),
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
 
@@ -65,8 +66,8 @@ class Checkpointer:
 def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
   """Writes the resolved config as JSON (process 0 only)."""
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, CONFIG_FILE), 'w') as f:
-      f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+    (storage.workdir_path(workdir) / CONFIG_FILE).write_text(
+        config.to_json_best_effort(indent=2, sort_keys=True))
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
@@ -76,8 +77,7 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
   particular not the repository's `configs` package, which is not installed and may be
   shadowed by a user's own). JSON lists become tuples, as the configs write them.
   """
-  with open(os.path.join(workdir, CONFIG_FILE)) as f:
-    saved = json.load(f)
+  saved = json.loads((storage.workdir_path(workdir) / CONFIG_FILE).read_text())
   config = ml_collections.ConfigDict(_lists_to_tuples(saved))
   config.lock()
   return config
@@ -110,6 +110,17 @@ def flat_hparams(config: ml_collections.ConfigDict | dict, prefix: str = '') -> 
   return flat
 
 
+def _on_local_device(metadata) -> Any:
+  """Restore target placing every array on this process's first device.
+
+  The saved shardings name the devices of the training job (e.g. 8 devices over 2 hosts),
+  which an analysis on another machine, or another number of processes, does not have.
+  """
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  return jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+                      metadata)
+
+
 def load_run(workdir: str, step: int | None = None):
   """Loads a (finished or in-progress) run for analysis.
 
@@ -120,12 +131,16 @@ def load_run(workdir: str, step: int | None = None):
   """
   from rankdeficit import models, input_pipeline  # pylint: disable=import-outside-toplevel
   config = load_config(workdir)
-  manager = ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR),
-                                  item_names=('state', 'data_iter'))
+  manager = ocp.CheckpointManager(storage.workdir_path(workdir) / CHECKPOINT_DIR,
+                                  item_names=('state', 'data_iter'),
+                                  item_handlers={
+                                      'state': ocp.StandardCheckpointHandler(),
+                                      'data_iter': grain.checkpoint.CheckpointHandler()})
   step = manager.latest_step() if step is None else step
   if step is None:
     raise FileNotFoundError(f'No checkpoint in {workdir}/{CHECKPOINT_DIR}.')
-  restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+  restored = manager.restore(step, args=ocp.args.Composite(
+      state=ocp.args.StandardRestore(_on_local_device(manager.item_metadata(step)['state']))))
   manager.close()
   state = restored['state']
   num_classes = config.model.num_classes or input_pipeline.dataset_info(

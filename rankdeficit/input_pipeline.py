@@ -113,16 +113,44 @@ def create_train_iterator(config, *, seed: int):
                          process_count=jax.process_count())
 
 
+class GlobalBatchSliceSampler:
+  """This process's slice of every global batch of one global shuffled record stream.
+
+  Global batch b holds positions [b*B, (b+1)*B) of `base`'s stream; process p reads the
+  contiguous slice [b*B + p*B/P, b*B + (p+1)*B/P). `shard_batch` concatenates the slices in
+  process order, so the global batches -- records, order and per-record augmentation RNG
+  (seeded by the global position) -- do not depend on the number of processes: a run on a
+  pod and on one host see the same data (with num_workers=0).
+  """
+
+  def __init__(self, base, *, global_batch: int, process_index: int, process_count: int):
+    self._base, self._batch = base, int(global_batch)
+    self._index, self._count = int(process_index), int(process_count)
+    self._local = _local_batch_size(self._batch, self._count)
+
+  def __len__(self) -> int:
+    return len(self._base) // self._count
+
+  def __repr__(self) -> str:  # grain compares it with the checkpointed one on restore
+    return (f'GlobalBatchSliceSampler(base={self._base!r}, global_batch={self._batch}, '
+            f'process={self._index}/{self._count})')
+
+  def __getitem__(self, index: int):
+    batch, offset = divmod(int(index), self._local)
+    meta = self._base[batch * self._batch + self._index * self._local + offset]
+    return grain.RecordMetadata(index=int(index), record_key=meta.record_key, rng=meta.rng)
+
+
 def _train_iterator(config, *, seed: int, process_index: int, process_count: int):
   source = _train_source(config)
   if config.num_workers and not flags.FLAGS.is_parsed():
     flags.FLAGS.mark_as_parsed()  # grain worker processes read absl flags (outside absl.app)
   local_batch = _local_batch_size(config.batch_size, process_count)
-  sampler = grain.samplers.IndexSampler(
-      num_records=len(source),
-      shard_options=grain.sharding.ShardOptions(process_index, process_count,
-                                                drop_remainder=True),
-      shuffle=True, num_epochs=None, seed=int(seed))
+  sampler = GlobalBatchSliceSampler(
+      grain.samplers.IndexSampler(num_records=len(source), shuffle=True, num_epochs=None,
+                                  seed=int(seed)),
+      global_batch=config.batch_size, process_index=process_index,
+      process_count=process_count)
   if len(source) // process_count < local_batch:
     raise ValueError(f'{len(source)} training examples over {process_count} processes are '
                      f'fewer than one batch of {local_batch}.')
@@ -135,6 +163,7 @@ def _train_iterator(config, *, seed: int, process_index: int, process_count: int
     read_options = grain.ReadOptions(num_threads=4, prefetch_buffer_size=256)
   loader = grain.DataLoader(
       data_source=source, sampler=sampler, operations=operations,
+      shard_options=grain.sharding.NoSharding(),  # the sampler already slices per process
       worker_count=int(config.num_workers), worker_buffer_size=2, read_options=read_options)
   return iter(loader)
 

@@ -18,7 +18,7 @@ from clu import metric_writers, periodic_actions
 
 from rankdeficit import checkpointing, input_pipeline, losses, models, optim, sharding
 from rankdeficit import monitor, steps
-from rankdeficit import validation
+from rankdeficit import runtime, storage, validation
 from rankdeficit.metrics import spectral
 
 
@@ -48,9 +48,11 @@ def evaluate(jitted_eval_step, state: steps.TrainState, config, mesh,
 
 
 def initial_logits_norm(jitted_eval_step, state: steps.TrainState, config, mesh) -> float:
-  """Mean per-sample logits L2 norm on the first eval batch."""
+  """Mean per-sample logits L2 norm on the first eval batch (the same examples whatever
+  the number of processes: each process reads its block of them)."""
   batch = next(iter(input_pipeline.create_eval_iterator(
-      config, config.dataset, 'test', batch_size=config.eval_batch_size)))
+      config, config.dataset, 'test', batch_size=config.eval_batch_size,
+      num_examples=config.eval_batch_size)))
   sums, _, _ = jitted_eval_step(state, sharding.shard_batch(batch, mesh))
   sums = jax.device_get(sums)
   return float(sums['logits_norm'] / sums['count'])
@@ -97,6 +99,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   """
   mesh = sharding.create_mesh(devices)
   info = validation.validate_config(config, workdir, num_devices=mesh.devices.size)
+  storage.check_shared_workdir(workdir)
+  runtime.record_run_info(workdir)
   num_classes = config.model.num_classes or info.num_classes
   model = models.create_model(config.model, num_classes)
   steps_per_epoch = input_pipeline.steps_per_epoch(config)
@@ -144,6 +148,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   watch = _collapse_monitor(config, model, loss_fn, mesh)
 
   hooks = [periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer)]
+  hooks += [h for h in [runtime.profile_hook(config, workdir)] if h]
   logging.info('Training %s on %s (T=%g) for %d steps (%d per epoch) on %d devices.',
                config.model.name, config.dataset, config.temperature, total_steps,
                steps_per_epoch, mesh.devices.size)

@@ -4,12 +4,11 @@ Every error names the offending field and how to fix it, so a sweep fails in sec
 rather than after an XLA compile or an hour of training.
 """
 import os
-import tempfile
 
 import jax
 import ml_collections
 
-from rankdeficit import input_pipeline, losses, models, optim
+from rankdeficit import input_pipeline, losses, models, optim, storage
 
 AUGMENTATIONS = ('cifar', 'imagenet', 'vit', 'none')
 
@@ -71,10 +70,5 @@ def validate_config(config: ml_collections.ConfigDict, workdir: str | None = Non
 
 
 def _check_writable(workdir: str) -> None:
-  try:
-    os.makedirs(workdir, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=workdir):
-      pass
-  except OSError as e:
-    raise PermissionError(f'The workdir {workdir!r} is not writable ({e}); choose another '
-                          f'--workdir.') from e
+  # Through epath: the workdir may be a bucket (gs://) on a TPU pod.
+  storage.check_writable(workdir)

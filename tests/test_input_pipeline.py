@@ -169,3 +169,17 @@ def test_ood_pairs():
   assert ip.ood_pair('tiny_imagenet32', 'near') == 'cifar10_jpeg'
   for name in ip.DATASET_NAMES:
     assert ip.ood_pair(name) in ip.DATASET_NAMES
+
+
+def test_global_batches_do_not_depend_on_the_process_count():
+  """Process slices, concatenated in process order, are the one-process batches (records,
+  order and random augmentation), so a run on a pod sees the data of a run on one host."""
+  config = _config(None, dataset='digits', augment='cifar', batch_size=24, image_size=8)
+  one = ip._train_iterator(config, seed=3, process_index=0, process_count=1)
+  parts = [ip._train_iterator(config, seed=3, process_index=p, process_count=3)
+           for p in range(3)]
+  for _ in range(65):  # 1,438 examples / 24: crosses an epoch boundary
+    want = next(one)
+    got = [next(p) for p in parts]
+    for key in ('image', 'label'):
+      np.testing.assert_array_equal(np.concatenate([g[key] for g in got]), want[key])

@@ -1,7 +1,6 @@
 """Alignment, conv patches ordering and gradient rank."""
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest

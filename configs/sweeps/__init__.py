@@ -1,0 +1,1 @@
+"""Sweep definitions for `python -m rankdeficit.sweep` (see rankdeficit/sweep.py)."""
