@@ -14,7 +14,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from rankdeficit import input_pipeline, train, validation
+from rankdeficit import input_pipeline, preemption, train, validation
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Run directory (config, logs, checkpoints). '
@@ -61,7 +61,12 @@ def main(argv):
   except (ValueError, PermissionError, input_pipeline.DatasetNotFoundError) as e:
     # Config and data errors surface before anything compiles: the message is the point.
     sys.exit(f'error: {e}')
-  _, results = train.train_and_evaluate(config, workdir)
+  try:
+    _, results = train.train_and_evaluate(config, workdir)
+  except preemption.Stopped as e:
+    # 128 + signal: what schedulers see for a job killed by it, so they requeue/retry it.
+    logging.warning('%s', e)
+    sys.exit(e.exit_code)
   logging.info('Finished: %s', results)
   print({k: round(v, 4) if isinstance(v, float) else v for k, v in results.items()})
 
