@@ -5,6 +5,7 @@ work is lost and the run directory never claims something it does not hold. The 
 cases run, printed as a table, in `python -m tools.fault_drill`.
 """
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -86,3 +87,73 @@ def test_sigterm_with_workers_saves_the_reached_step_and_resumes(tmp_path):
   assert resumed.returncode == 0, resumed.stderr[-2000:]
   assert f'Resumed from checkpoint at step {step}.' in resumed.stderr
   assert (workdir / 'checkpoints' / str(step + 2)).is_dir()
+
+
+def digits_config(**overrides):
+  """configs/quickstart.py shrunk to a 32-wide 2-layer MLP and a few steps."""
+  from configs import quickstart  # pylint: disable=import-outside-toplevel
+  c = quickstart.get_config()
+  c.model.width, c.model.depth = 32, 2
+  c.num_train_steps, c.log_every_steps, c.eval_every_steps = 4, 2, 1000
+  c.checkpoint_every_steps = 2
+  for key, value in overrides.items():
+    target = c
+    *path, leaf = key.split('.')
+    for p in path:
+      target = target[p]
+    target[leaf] = value
+  return c
+
+
+def _flip_bytes(path: Path, count: int = 64) -> None:
+  data = bytearray(path.read_bytes())
+  middle = len(data) // 2
+  for i in range(middle, min(len(data), middle + count)):
+    data[i] ^= 0xFF
+  path.write_bytes(bytes(data))
+
+
+def _largest_file(step_dir: Path) -> Path:
+  return max((p for p in step_dir.rglob('*') if p.is_file() and 'sha256' not in p.name),
+             key=lambda p: p.stat().st_size)
+
+
+@pytest.fixture(scope='module')
+def finished_run(tmp_path_factory) -> Path:
+  """A 4-step digits run with checkpoints at steps 2 and 4 (copy it before damaging it)."""
+  import jax  # pylint: disable=import-outside-toplevel
+  from rankdeficit import train  # pylint: disable=import-outside-toplevel
+  workdir = tmp_path_factory.mktemp('finished')
+  train.train_and_evaluate(digits_config(), str(workdir), devices=jax.devices()[:1])
+  return workdir
+
+
+@pytest.mark.parametrize('damage', ['flipped_bytes', 'truncated', 'garbage_iterator_json'])
+def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(finished_run, tmp_path,
+                                                                  damage, caplog):
+  import jax  # pylint: disable=import-outside-toplevel
+  from rankdeficit import integrity, train  # pylint: disable=import-outside-toplevel
+  tmp_path = tmp_path / 'run'
+  shutil.copytree(finished_run, tmp_path)
+  latest = tmp_path / 'checkpoints' / '4'
+  assert integrity.verify(str(latest)) is None and integrity.is_sealed(str(latest))
+  if damage == 'flipped_bytes':
+    _flip_bytes(_largest_file(latest))
+  elif damage == 'truncated':
+    victim = _largest_file(latest)
+    victim.write_bytes(victim.read_bytes()[:len(victim.read_bytes()) // 2])
+  else:  # unsealed (e.g. killed before sealing): only orbax/grain parsing can tell
+    (latest / integrity.MANIFEST).unlink()
+    iterator_files = [f for f in (latest / 'data_iter').rglob('*') if f.is_file()]
+    assert iterator_files
+    for f in iterator_files:
+      f.write_text('{not json')
+  caplog.set_level('WARNING')
+  state, _ = train.train_and_evaluate(digits_config(num_train_steps=6), str(tmp_path),
+                                      devices=jax.devices()[:1])
+  warnings = [r.getMessage() for r in caplog.records if 'corrupt' in r.getMessage()]
+  assert any('step 4' in w for w in warnings), warnings
+  assert (tmp_path / 'checkpoints' / 'corrupt' / '4').is_dir()
+  assert int(state.step) == 6
+  assert sorted(int(p.name) for p in (tmp_path / 'checkpoints').iterdir()
+                if p.name.isdigit()) == [2, 4, 6]  # 4 re-trained from 2
