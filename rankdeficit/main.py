@@ -3,8 +3,11 @@
   python -m rankdeficit.main --config=configs/resnet34_c100.py --config.temperature=100
 
 Any config field can be overridden (`--config.model.width=512`); unknown fields are
-rejected. Without `--workdir` the run goes to `runs/<model>_<dataset>_T<T>_seed<seed>`;
-running the same command again resumes from its latest checkpoint.
+rejected. Without `--workdir` the run goes to `runs/<config stem>_T<T>_seed<seed>_<hash>`
+(the hash covers every field that changes the weights); running the same command again
+resumes from its latest checkpoint. A workdir is used by one process at a time (`lock`),
+and is only resumed under the config it was trained with (rankdeficit/config_diff.py).
+SIGTERM/SIGINT save a checkpoint at the step reached and exit with 128 + the signal.
 """
 import logging as py_logging
 import os
@@ -14,11 +17,12 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from rankdeficit import input_pipeline, preemption, train, validation
+from rankdeficit import config_diff, input_pipeline, preemption, train, validation
+from rankdeficit import workdir_lock
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Run directory (config, logs, checkpoints). '
-                    'Default: runs/<model>_<dataset>_T<temperature>_seed<seed>.')
+                    'Default: runs/<config stem>_T<temperature>_seed<seed>_<config hash>.')
 config_flags.DEFINE_config_file('config', None, 'Path to a config file in configs/.',
                                 lock_config=True)
 flags.mark_flags_as_required(['config'])
@@ -31,9 +35,11 @@ class _QuietLibraries(py_logging.Filter):
     return record.levelno >= py_logging.WARNING or '/orbax/' not in record.pathname
 
 
-def default_workdir(config) -> str:
-  return os.path.join('runs', f'{config.model.name}_{config.dataset}_'
-                      f'T{config.temperature:g}_seed{config.seed}')
+def default_workdir(config, config_path: str | None = None) -> str:
+  """runs/<config file stem>_T<T>_seed<seed>_<hash of every weight-relevant field>."""
+  stem = os.path.splitext(os.path.basename(config_path))[0] if config_path else (
+      f'{config.model.name}_{config.dataset}')
+  return os.path.join('runs', config_diff.run_name(config, stem))
 
 
 def main(argv):
@@ -44,11 +50,17 @@ def main(argv):
     jax.distributed.initialize()
   if config.matmul_precision != 'default':
     jax.config.update('jax_default_matmul_precision', config.matmul_precision)
-  workdir = FLAGS.workdir or default_workdir(config)
+  workdir = FLAGS.workdir or default_workdir(
+      config, config_flags.get_config_filename(FLAGS['config']))
   try:
+    # Config, data, lock and resume errors surface before anything compiles or is written.
+    validation.validate_config(config, workdir, create=False)
+    workdir_lock.check_unlocked(workdir)
+    config_diff.check_resumable(config, workdir)
     os.makedirs(workdir, exist_ok=True)
-  except OSError as e:
-    sys.exit(f'error: cannot create workdir {workdir!r}: {e}')
+  except (ValueError, OSError, workdir_lock.LockedError,
+          input_pipeline.DatasetNotFoundError) as e:
+    sys.exit(f'error: {e}')
   logging.get_absl_handler().addFilter(_QuietLibraries())
   handler = py_logging.FileHandler(os.path.join(workdir, f'log{jax.process_index()}.txt'))
   handler.setFormatter(py_logging.Formatter('%(asctime)s %(levelname)s %(message)s'))
@@ -57,12 +69,9 @@ def main(argv):
   logging.info('JAX process %d/%d, local devices %s', jax.process_index(),
                jax.process_count(), jax.local_devices())
   try:
-    validation.validate_config(config, workdir)
-  except (ValueError, PermissionError, input_pipeline.DatasetNotFoundError) as e:
-    # Config and data errors surface before anything compiles: the message is the point.
-    sys.exit(f'error: {e}')
-  try:
     _, results = train.train_and_evaluate(config, workdir)
+  except workdir_lock.LockedError as e:  # lost a race with a process started meanwhile
+    sys.exit(f'error: {e}')
   except preemption.Stopped as e:
     # 128 + signal: what schedulers see for a job killed by it, so they requeue/retry it.
     logging.warning('%s', e)

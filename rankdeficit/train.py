@@ -20,7 +20,7 @@ from clu import metric_writers, periodic_actions
 
 from rankdeficit import checkpointing, input_pipeline, losses, models, optim, sharding
 from rankdeficit import monitor, preemption, steps
-from rankdeficit import validation
+from rankdeficit import config_diff, validation, workdir_lock
 from rankdeficit.metrics import spectral
 
 
@@ -168,17 +168,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   Returns:
     The final `TrainState` and the last logged train/eval metrics.
   Raises:
+    workdir_lock.LockedError: another live process trains in `workdir`.
+    ValueError: `workdir` holds checkpoints of a different config (config_diff.py).
     preemption.Stopped: on SIGTERM/SIGINT (or a multi-host preemption), after saving a
       checkpoint at the step reached.
   """
   mesh = sharding.create_mesh(devices)
   info = validation.validate_config(config, workdir, num_devices=mesh.devices.size)
-  # From here on SIGTERM/SIGINT stop the run cleanly (see rankdeficit/preemption.py).
-  with preemption.StopRequest() as stop:
-    return _train(config, workdir, mesh, info, stop)
+  # One process per workdir; from here on SIGTERM/SIGINT stop the run cleanly.
+  with workdir_lock.WorkdirLock(workdir) as lock, preemption.StopRequest() as stop:
+    config_diff.check_resumable(config, workdir)
+    return _train(config, workdir, mesh, info, stop, lock)
 
 
-def _train(config, workdir: str, mesh, info, stop: preemption.StopRequest):
+def _train(config, workdir: str, mesh, info, stop: preemption.StopRequest,
+           lock: workdir_lock.WorkdirLock):
   """train_and_evaluate after validation: build, restore, train, save, evaluate."""
   num_classes = config.model.num_classes or info.num_classes
   model = models.create_model(config.model, num_classes)
@@ -228,7 +232,8 @@ def _train(config, workdir: str, mesh, info, stop: preemption.StopRequest):
   p_all_finite = jax.jit(_all_finite)
   watch = _collapse_monitor(config, model, loss_fn, mesh)
 
-  hooks = [periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer)]
+  hooks = [periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer),
+           lambda step: lock.refresh()]
   logging.info('Training %s on %s (T=%g) for %d steps (%d per epoch) on %d devices.',
                config.model.name, config.dataset, config.temperature, total_steps,
                steps_per_epoch, mesh.devices.size)

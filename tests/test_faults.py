@@ -157,3 +157,56 @@ def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(finished_run, 
   assert int(state.step) == 6
   assert sorted(int(p.name) for p in (tmp_path / 'checkpoints').iterdir()
                 if p.name.isdigit()) == [2, 4, 6]  # 4 re-trained from 2
+
+
+def test_second_process_on_a_locked_workdir_exits_before_compiling(tmp_path):
+  from rankdeficit import workdir_lock  # pylint: disable=import-outside-toplevel
+  holder = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])
+  try:
+    (tmp_path / workdir_lock.LOCK_FILE).write_text(
+        f'{{"host": "{os.uname().nodename}", "pid": {holder.pid}, "started": 0, '
+        f'"heartbeat": {time.time()}}}')
+    out = subprocess.run(digits_command(tmp_path, 4), env=ENV, cwd=REPO, capture_output=True,
+                         text=True, timeout=120)
+  finally:
+    holder.kill()
+    holder.wait()
+  assert out.returncode != 0
+  assert 'locked' in out.stderr and f'pid {holder.pid}' in out.stderr, out.stderr[-1000:]
+  assert 'Traceback' not in out.stderr
+  assert sorted(p.name for p in tmp_path.iterdir()) == ['lock']  # nothing else written
+  # The holder is dead now: the lock is stale and taken over.
+  with workdir_lock.WorkdirLock(tmp_path):
+    assert workdir_lock.read_holder(tmp_path)['pid'] == os.getpid()
+  assert workdir_lock.read_holder(tmp_path) is None
+
+
+def test_changed_config_rerun_is_refused_and_config_json_kept(finished_run, tmp_path):
+  from rankdeficit import config_diff  # pylint: disable=import-outside-toplevel
+  saved = (finished_run / 'config.json').read_text()
+  for flag, field in (('--config.temperature=100', 'temperature'),
+                      ('--config.loss=mse', 'loss')):
+    out = subprocess.run(digits_command(finished_run, 4, '--config.model.width=32') + [flag],
+                         env=ENV, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode != 0
+    assert f'error: workdir {finished_run} holds checkpoints trained with a different ' \
+           f'config: {field} (' in out.stderr, out.stderr[-1000:]
+    assert (finished_run / 'config.json').read_text() == saved
+  # Bookkeeping and a longer budget may change.
+  config_diff.check_resumable(digits_config(num_train_steps=8, log_every_steps=1),
+                              str(finished_run))
+  with pytest.raises(ValueError, match=r'num_train_steps \(4 -> 3\)'):
+    config_diff.check_resumable(digits_config(num_train_steps=3), str(finished_run))
+  with pytest.raises(ValueError, match=r'num_workers \(0 -> 2\)'):
+    config_diff.check_resumable(digits_config(num_workers=2), str(finished_run))
+
+
+def test_default_workdir_separates_runs_that_differ_in_weights():
+  from rankdeficit import main  # pylint: disable=import-outside-toplevel
+  base = main.default_workdir(digits_config(), 'configs/quickstart.py')
+  assert base.startswith(os.path.join('runs', 'quickstart_T1_seed0_'))
+  assert main.default_workdir(digits_config(log_every_steps=7), 'q.py').endswith(
+      base.rsplit('_', 1)[1])
+  for change in ({'loss': 'mse'}, {'model.init': 'normal'}, {'model.width': 64},
+                 {'dataset': 'mnist'}):
+    assert main.default_workdir(digits_config(**change), 'configs/quickstart.py') != base
