@@ -42,10 +42,31 @@ def default_workdir(config, config_path: str | None = None) -> str:
   return os.path.join('runs', config_diff.run_name(config, stem))
 
 
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl flag parsing with one-line errors (no traceback) for a bad config file or field."""
+  try:
+    return FLAGS(argv)
+  except flags.Error as e:
+    sys.exit(f'error: {e}')
+  except (AttributeError, KeyError) as e:  # ml_collections: an override of no field
+    sys.exit(f'error: unknown config field {str(e).strip(chr(34))} in the --config.* '
+             f'overrides; every field is listed in configs/base.py.')
+  except (OSError, ImportError, SyntaxError) as e:  # the --config file itself
+    cause = e.__cause__ or e.__context__ or e
+    sys.exit(f'error: cannot load --config ({type(cause).__name__}: '
+             f'{(str(cause).splitlines() or [""])[0]}); give a file from configs/.')
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  config = FLAGS.config
+  try:
+    config = FLAGS.config
+    config.get('seed')  # a config file that failed to load raises on first access
+  except (OSError, ImportError, SyntaxError, AttributeError) as e:
+    path = config_flags.get_config_filename(FLAGS['config'])
+    reason = 'no such file' if not os.path.isfile(path) else str(e).splitlines()[0]
+    sys.exit(f'error: cannot load --config={path} ({reason}); give a file from configs/.')
   if config.distributed:
     jax.distributed.initialize()
   if config.matmul_precision != 'default':
@@ -81,4 +102,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

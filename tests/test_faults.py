@@ -210,3 +210,92 @@ def test_default_workdir_separates_runs_that_differ_in_weights():
   for change in ({'loss': 'mse'}, {'model.init': 'normal'}, {'model.width': 64},
                  {'dataset': 'mnist'}):
     assert main.default_workdir(digits_config(**change), 'configs/quickstart.py') != base
+
+
+@pytest.mark.parametrize('overrides, field', [
+    ({'temperature': float('inf')}, 'temperature'),
+    ({'num_epochs': -1}, 'num_epochs'),
+    ({'learning_rate': float('nan')}, 'learning_rate'),
+    ({'keep_checkpoints': 0}, 'keep_checkpoints'),
+    ({'checkpoint_every_steps': 0}, 'checkpoint_every_steps'),
+    ({'log_every_steps': 0}, 'log_every_steps'),
+    ({'model.width': 0}, 'model.width'),
+    ({'image_size': 0}, 'image_size'),
+    ({'train_subset': -1}, 'train_subset'),
+    ({'batch_size': 2048}, 'batch_size'),
+    ({'num_train_steps': 0}, 'num_train_steps'),
+])
+def test_bad_numbers_are_refused_naming_the_field(overrides, field):
+  from rankdeficit import validation  # pylint: disable=import-outside-toplevel
+  with pytest.raises(ValueError, match=rf'^config\.{field}=') as error:
+    validation.validate_config(digits_config(**overrides), num_devices=1)
+  assert '\n' not in str(error.value)
+
+
+@pytest.mark.parametrize('content', [b'\x93NUMPY not an npz', b'just some text\n'])
+def test_pretrained_path_that_is_not_an_npz(tmp_path, content):
+  from rankdeficit import validation  # pylint: disable=import-outside-toplevel
+  path = tmp_path / 'weights.npy'
+  path.write_bytes(content)
+  config = digits_config(**{'model.name': 'vit_tiny', 'model.pretrained_path': str(path)})
+  with pytest.raises(ValueError, match='pretrained_path=.*not an .npz'):
+    validation.validate_config(config, num_devices=1)
+
+
+@pytest.mark.parametrize('extra, message', [
+    (['--config.keep_checkpoints=0'], 'error: config.keep_checkpoints=0 is invalid'),
+    (['--config.temperature=inf'], 'error: config.temperature=inf is invalid'),
+    (['--config.no_such_field=1'], 'error: unknown config field'),
+    (['--config=configs/no_such_config.py'], 'error: cannot load --config'),
+])
+def test_cli_rejects_bad_input_in_one_line_and_writes_nothing(tmp_path, extra, message):
+  workdir = tmp_path / 'run'
+  out = subprocess.run(digits_command(workdir, 4) + extra, env=ENV, cwd=REPO,
+                       capture_output=True, text=True, timeout=120)
+  assert out.returncode != 0
+  assert message in out.stderr and 'Traceback' not in out.stderr, out.stderr[-1500:]
+  assert not workdir.exists()
+
+
+def test_workdir_that_is_a_file_is_refused(tmp_path):
+  from rankdeficit import validation  # pylint: disable=import-outside-toplevel
+  blocker = tmp_path / 'a_file'
+  blocker.write_text('x')
+  with pytest.raises(PermissionError, match='is a file'):
+    validation.validate_config(digits_config(), str(blocker), num_devices=1, create=False)
+
+
+def test_unprepared_tfds_dataset_names_the_fix_command(tmp_path, monkeypatch):
+  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+  from rankdeficit import input_pipeline  # pylint: disable=import-outside-toplevel
+  from rankdeficit.data import datasets  # pylint: disable=import-outside-toplevel
+  empty = str(tmp_path / 'empty')
+  with pytest.raises(input_pipeline.DatasetNotFoundError, match='tools.import_data cifar100'):
+    datasets.open_source('cifar100', 'train', empty)  # whatever tfds raises here
+  # What tfds raises on a fresh machine for a registered, never-prepared dataset.
+  def empty_splits(*args, **kwargs):
+    raise KeyError("Trying to access splits['train'] but splits is empty")
+  monkeypatch.setattr(tfds, 'data_source', empty_splits)
+  with pytest.raises(input_pipeline.DatasetNotFoundError,
+                     match=r'cifar100.*Fix: .*tools.import_data cifar100'):
+    datasets.open_source('cifar100', 'train', empty)
+
+
+def test_download_offline_gives_the_one_line_fix(tmp_path, monkeypatch):
+  from rankdeficit import input_pipeline, validation  # pylint: disable=import-outside-toplevel
+  from rankdeficit.data import datasets  # pylint: disable=import-outside-toplevel
+  calls = []
+
+  def offline(name, data_dir, manual_dir=None):  # nothing may download in tests
+    calls.append(name)
+    raise ConnectionError('Failed to resolve host www.cs.toronto.edu')
+  monkeypatch.setattr(datasets, 'download_and_prepare', offline)
+  config = digits_config(dataset='cifar100', data_dir=str(tmp_path / 'empty'), image_size=32)
+  with pytest.raises(input_pipeline.DatasetNotFoundError,
+                     match='downloading it failed .ConnectionError') as error:
+    validation.validate_config(config, num_devices=1)
+  assert calls == ['cifar100'] and 'Fix: ' in str(error.value)
+  config.download = False
+  with pytest.raises(input_pipeline.DatasetNotFoundError, match='Fix: '):
+    validation.validate_config(config, num_devices=1)
+  assert calls == ['cifar100']
