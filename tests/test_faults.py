@@ -299,3 +299,56 @@ def test_download_offline_gives_the_one_line_fix(tmp_path, monkeypatch):
   with pytest.raises(input_pipeline.DatasetNotFoundError, match='Fix: '):
     validation.validate_config(config, num_devices=1)
   assert calls == ['cifar100']
+
+
+def _npz(path: Path, n: int, seed: int = 0) -> Path:
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(seed)
+  np.savez(path, image=rng.integers(0, 255, (n, 8, 8, 3), dtype=np.uint8),
+           label=np.arange(n) % 3)
+  return path
+
+
+def test_reimport_with_other_inputs_or_limits_needs_overwrite(tmp_path, capsys):
+  from tools import import_data  # pylint: disable=import-outside-toplevel
+  train, test = _npz(tmp_path / 'train.npz', 12), _npz(tmp_path / 'test.npz', 6, seed=1)
+  args = ['my_set', f'--data_dir={tmp_path / "tfds"}', f'--train={train}', f'--test={test}']
+  assert import_data.main(args) == 0
+  assert import_data.main(args) == 0  # the same inputs: kept
+  assert import_data.main(args + ['--limit_train=6']) == 1
+  assert 'pass --overwrite' in capsys.readouterr().err
+  _npz(train, 9, seed=2)  # same path, new contents
+  assert import_data.main(args) == 1
+  assert 'pass --overwrite' in capsys.readouterr().err
+  assert import_data.main(args + ['--overwrite']) == 0
+  from rankdeficit.data import datasets  # pylint: disable=import-outside-toplevel
+  assert len(datasets.tfds_data_source('my_set', 'train', str(tmp_path / 'tfds'))) == 9
+
+
+@pytest.mark.parametrize('case', ['object_npz', 'bad_crc_zip', 'builtin_name'])
+def test_import_bad_files_name_the_file(tmp_path, capsys, case):
+  import zipfile  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from tools import import_data  # pylint: disable=import-outside-toplevel
+  name, bad = 'my_set', tmp_path / 'train.npz'
+  if case == 'object_npz':
+    np.savez(bad, image=np.array([object()] * 2, dtype=object), label=np.arange(2))
+  elif case == 'bad_crc_zip':
+    bad = tmp_path / 'train.zip'
+    from PIL import Image  # pylint: disable=import-outside-toplevel
+    png = tmp_path / 'x.png'
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(png)
+    with zipfile.ZipFile(bad, 'w', zipfile.ZIP_STORED) as z:
+      z.write(png, 'a/x.png')
+      z.write(png, 'b/y.png')
+    data = bytearray(bad.read_bytes())
+    start = data.find(b'IDAT')  # flip a byte inside the stored PNG: CRC-32 mismatch
+    data[start + 6] ^= 0xFF
+    bad.write_bytes(bytes(data))
+  else:
+    name = 'cifar10'
+    _npz(bad, 4)
+  code = import_data.main([name, f'--data_dir={tmp_path / "tfds"}', f'--train={bad}'])
+  err = capsys.readouterr().err
+  assert code == 1 and err.startswith('error: ') and 'Traceback' not in err
+  assert str(bad) in err or case == 'builtin_name' and 'built-in' in err
