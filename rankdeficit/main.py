@@ -53,8 +53,8 @@ def parse_flags(argv: list[str]) -> list[str]:
              f'overrides; every field is listed in configs/base.py.')
   except (OSError, ImportError, SyntaxError) as e:  # the --config file itself
     cause = e.__cause__ or e.__context__ or e
-    sys.exit(f'error: cannot load --config ({type(cause).__name__}: '
-             f'{(str(cause).splitlines() or [""])[0]}); give a file from configs/.')
+    lines = [l.strip() for l in str(cause).splitlines() if l.strip()] or ['']
+    sys.exit(f'error: cannot load --config ({lines[-1]}); give a file from configs/.')
 
 
 def main(argv):
