@@ -101,8 +101,9 @@ def sigterm_case(root: Path, workers: int) -> tuple[str, bool]:
   step = int(line.split('Stopped at step ')[1].split(':')[0]) if line else -1
   time.sleep(1)
   orphans = [c for c in children if _alive(c)]
+  saved = step in steps_on_disk(workdir)
   resumed = run(cmd)  # the same command: resumes and finishes
-  ok = (proc.returncode == 143 and step in steps_on_disk(workdir) and not orphans
+  ok = (proc.returncode == 143 and saved and not orphans
         and f'Resumed from checkpoint at step {step}.' in resumed.stderr
         and resumed.returncode == 0)
   return (f'exit {proc.returncode}, saved step {step}, {len(orphans)} orphans of '
