@@ -184,14 +184,14 @@ def test_second_process_on_a_locked_workdir_exits_before_compiling(tmp_path):
 def test_changed_config_rerun_is_refused_and_config_json_kept(finished_run, tmp_path):
   from rankdeficit import config_diff  # pylint: disable=import-outside-toplevel
   saved = (finished_run / 'config.json').read_text()
-  for flag, field in (('--config.temperature=100', 'temperature'),
-                      ('--config.loss=mse', 'loss')):
-    out = subprocess.run(digits_command(finished_run, 4, '--config.model.width=32') + [flag],
-                         env=ENV, cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert out.returncode != 0
-    assert f'error: workdir {finished_run} holds checkpoints trained with a different ' \
-           f'config: {field} (' in out.stderr, out.stderr[-1000:]
-    assert (finished_run / 'config.json').read_text() == saved
+  out = subprocess.run(digits_command(finished_run, 4, '--config.temperature=100'),
+                       env=ENV, cwd=REPO, capture_output=True, text=True, timeout=120)
+  assert out.returncode != 0
+  assert (f'error: workdir {finished_run} holds checkpoints trained with a different '
+          f'config: temperature (1.0 -> 100.0)') in out.stderr, out.stderr[-1000:]
+  assert (finished_run / 'config.json').read_text() == saved
+  with pytest.raises(ValueError, match=r"config: loss \('ce' -> 'mse'\)"):
+    config_diff.check_resumable(digits_config(loss='mse'), str(finished_run))
   # Bookkeeping and a longer budget may change.
   config_diff.check_resumable(digits_config(num_train_steps=8, log_every_steps=1),
                               str(finished_run))
@@ -244,9 +244,7 @@ def test_pretrained_path_that_is_not_an_npz(tmp_path, content):
 
 @pytest.mark.parametrize('extra, message', [
     (['--config.keep_checkpoints=0'], 'error: config.keep_checkpoints=0 is invalid'),
-    (['--config.temperature=inf'], 'error: config.temperature=inf is invalid'),
     (['--config.no_such_field=1'], 'error: unknown config field'),
-    (['--config=configs/no_such_config.py'], 'error: cannot load --config'),
 ])
 def test_cli_rejects_bad_input_in_one_line_and_writes_nothing(tmp_path, extra, message):
   workdir = tmp_path / 'run'
