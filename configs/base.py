@@ -18,6 +18,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.ood_dataset = 'svhn_cropped'  # OOD set of the OOD linear probes ('' = none)
   c.ood_detection_dataset = ''  # OOD set for NECO detection ('' = same as ood_dataset)
   c.data_dir = config_dict.placeholder(str)  # tfds data_dir; None -> $TFDS_DATA_DIR or ~/tensorflow_datasets
+  c.download = True  # missing cifar10/cifar100/svhn_cropped/mnist: tfds download+prepare (array_record) on first use; ImageNet stays manual
   c.train_subset = 0  # use only the first N training examples (0 = the whole split)
   c.augment = 'cifar'  # cifar | imagenet | vit | none
   c.image_size = 32  # network input resolution (images are resized when it differs)

@@ -4,7 +4,10 @@ A checkpoint is a directory `workdir/checkpoints/<step>/` with two items: `state
 `TrainState` pytree: step, params, batch statistics, optimizer state, RNG) and `data_iter`
 (the grain iterator position, one file per process). Orbax writes into a temporary
 directory and renames it when complete, so a run killed at any moment leaves the previous
-checkpoints intact; `latest_step` only ever sees finished ones.
+checkpoints intact; `latest_step` only ever sees finished ones. Each finished step is then
+sealed with the checksums of its files and verified before a restore; a damaged step is
+moved to `checkpoints/corrupt/<step>` and the previous one is restored instead
+(rankdeficit/integrity.py).
 """
 import json
 from typing import Any
@@ -14,52 +17,122 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 from absl import logging
+from jax.experimental import multihost_utils
 
+from rankdeficit import integrity
 from rankdeficit import storage
 
 CHECKPOINT_DIR = 'checkpoints'
 CONFIG_FILE = 'config.json'
 
 
-class Checkpointer:
-  """Saves and restores (`TrainState`, data iterator) pairs, keeping the last `keep`."""
+class RestoreError(RuntimeError):
+  """An intact checkpoint that cannot be restored into this run's state or iterator."""
 
-  def __init__(self, workdir: str, keep: int = 3):
+
+def _first_line(e: Exception) -> str:
+  return (str(e).splitlines() or [''])[0][:300]
+
+
+class Checkpointer:
+  """Saves and restores (`TrainState`, data iterator) pairs, keeping the last `keep`.
+
+  `should_save(step)` (every `every_steps` steps, or at a multi-host preemption sync point)
+  is asked once per step; `save` always writes. Finished checkpoints are sealed with
+  checksums (rankdeficit/integrity.py); `restore` verifies them and falls back past corrupt
+  ones, moving each aside to `checkpoints/corrupt/<step>`.
+  """
+
+  def __init__(self, workdir: str, keep: int = 3, every_steps: int | None = None):
+    if keep < 1:
+      raise ValueError(f'keep={keep}: at least one checkpoint must be kept '
+                       f'(config.keep_checkpoints >= 1).')
+    policy = None
+    if every_steps:
+      policy = ocp.checkpoint_managers.AnySavePolicy([
+          ocp.checkpoint_managers.FixedIntervalPolicy(every_steps),
+          ocp.checkpoint_managers.PreemptionCheckpointingPolicy()])
+    self._directory = storage.workdir_path(workdir) / CHECKPOINT_DIR
     self._manager = ocp.CheckpointManager(
-        storage.workdir_path(workdir) / CHECKPOINT_DIR,
-        item_names=('state', 'data_iter'),
-        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+        self._directory, item_names=('state', 'data_iter'),
+        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+                                             save_decision_policy=policy))
+    self._unsealed: int | None = None
 
   @property
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
 
+  def should_save(self, step: int) -> bool:
+    """Whether `step` is due (interval or preemption); every host must ask every step."""
+    return self._manager.should_save(step)
+
+  def reached_preemption(self, step: int) -> bool:
+    """True on every host at the step JAX's preemption service agreed on (multi-host)."""
+    return self._manager.reached_preemption(step)
+
   def save(self, step: int, state: Any, data_iter) -> None:
+    """Writes a checkpoint at `step` (asynchronously; the previous one is sealed first)."""
+    self._seal()
     args = {'state': ocp.args.StandardSave(state)}
     if data_iter is not None:
       args['data_iter'] = grain.checkpoint.CheckpointSave(data_iter)
-    self._manager.save(step, args=ocp.args.Composite(**args))
+    self._manager.save(step, args=ocp.args.Composite(**args), force=True)
+    self._unsealed = step
+
+  def _seal(self) -> None:
+    if self._unsealed is None:
+      return
+    self._manager.wait_until_finished()
+    step, self._unsealed = self._unsealed, None
+    if jax.process_index() == 0 and step in self._manager.all_steps():
+      integrity.seal(self._directory / str(step))
 
   def restore(self, state: Any, data_iter) -> Any:
-    """Restores the latest checkpoint into `state`'s structure/sharding and `data_iter`.
+    """Restores the newest intact checkpoint into `state`'s structure/sharding and `data_iter`.
 
-    Returns `state` unchanged when there is no checkpoint yet.
+    Returns `state` unchanged when there is no (intact) checkpoint.
     """
-    step = self.latest_step
-    if step is None:
-      return state
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+    for step in sorted(self._manager.all_steps(), reverse=True):
+      step_dir = self._directory / str(step)
+      problem = integrity.verify(step_dir)
+      if problem is None:
+        try:
+          restored = self._restore_step(step, abstract, data_iter)
+          logging.info('Resumed from checkpoint at step %d.', step)
+          return restored
+        except Exception as e:  # pylint: disable=broad-except
+          if integrity.is_sealed(step_dir):
+            # Intact bytes that do not fit this run: a code or config change, not damage.
+            raise RestoreError(f'Checkpoint {step_dir} is intact but does not fit this run '
+                               f'({type(e).__name__}: {_first_line(e)}); resume with the '
+                               f'code and config that wrote it, or use a new --workdir.') from e
+          problem = f'{type(e).__name__}: {_first_line(e)}'
+      logging.warning('Checkpoint at step %d is corrupt (%s); moving it aside and trying '
+                      'the previous one.', step, problem)
+      self._quarantine(step)
+    return state
+
+  def _restore_step(self, step: int, abstract: Any, data_iter) -> Any:
     args = {'state': ocp.args.StandardRestore(abstract)}
     if data_iter is not None:
       args['data_iter'] = grain.checkpoint.CheckpointRestore(data_iter)
-    restored = self._manager.restore(step, args=ocp.args.Composite(**args))
-    logging.info('Resumed from checkpoint at step %d.', step)
-    return restored['state']
+    return self._manager.restore(step, args=ocp.args.Composite(**args))['state']
+
+  def _quarantine(self, step: int) -> None:
+    if jax.process_index() == 0:
+      integrity.quarantine(self._directory, step)
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices(f'rankdeficit_quarantine_{step}')
+    self._manager.reload()
 
   def wait_until_finished(self) -> None:
     self._manager.wait_until_finished()
+    self._seal()
 
   def close(self) -> None:
+    self.wait_until_finished()
     self._manager.close()
 
 

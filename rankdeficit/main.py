@@ -3,8 +3,11 @@
   python -m rankdeficit.main --config=configs/resnet34_c100.py --config.temperature=100
 
 Any config field can be overridden (`--config.model.width=512`); unknown fields are
-rejected. Without `--workdir` the run goes to `runs/<model>_<dataset>_T<T>_seed<seed>`;
-running the same command again resumes from its latest checkpoint.
+rejected. Without `--workdir` the run goes to `runs/<config stem>_T<T>_seed<seed>_<hash>`
+(the hash covers every field that changes the weights); running the same command again
+resumes from its latest checkpoint. A workdir is used by one process at a time (`lock`),
+and is only resumed under the config it was trained with (rankdeficit/config_diff.py).
+SIGTERM/SIGINT save a checkpoint at the step reached and exit with 128 + the signal.
 
 Multi-process: add `--coordinator_address=HOST:PORT --num_processes=P --process_id=i` to
 each process's command, or `--config.distributed=True` on a TPU pod or under SLURM (see
@@ -18,11 +21,12 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from rankdeficit import distributed, input_pipeline, runtime, storage, train, validation
+from rankdeficit import config_diff, distributed, input_pipeline, preemption, runtime
+from rankdeficit import storage, train, validation, workdir_lock
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Run directory (config, logs, checkpoints). '
-                    'Default: runs/<model>_<dataset>_T<temperature>_seed<seed>.')
+                    'Default: runs/<config stem>_T<temperature>_seed<seed>_<config hash>.')
 config_flags.DEFINE_config_file('config', None, 'Path to a config file in configs/.',
                                 lock_config=True)
 flags.mark_flags_as_required(['config'])
@@ -36,9 +40,26 @@ class _QuietLibraries(py_logging.Filter):
     return record.levelno >= py_logging.WARNING or '/orbax/' not in record.pathname
 
 
-def default_workdir(config) -> str:
-  return os.path.join('runs', f'{config.model.name}_{config.dataset}_'
-                      f'T{config.temperature:g}_seed{config.seed}')
+def default_workdir(config, config_path: str | None = None) -> str:
+  """runs/<config file stem>_T<T>_seed<seed>_<hash of every weight-relevant field>."""
+  stem = os.path.splitext(os.path.basename(config_path))[0] if config_path else (
+      f'{config.model.name}_{config.dataset}')
+  return os.path.join('runs', config_diff.run_name(config, stem))
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl flag parsing with one-line errors (no traceback) for a bad config file or field."""
+  try:
+    return FLAGS(argv)
+  except flags.Error as e:
+    sys.exit(f'error: {e}')
+  except (AttributeError, KeyError) as e:  # ml_collections: an override of no field
+    sys.exit(f'error: unknown config field {str(e).strip(chr(34))} in the --config.* '
+             f'overrides; every field is listed in configs/base.py.')
+  except (OSError, ImportError, SyntaxError) as e:  # the --config file itself
+    cause = e.__cause__ or e.__context__ or e
+    lines = [l.strip() for l in str(cause).splitlines() if l.strip()] or ['']
+    sys.exit(f'error: cannot load --config ({lines[-1]}); give a file from configs/.')
 
 
 def _log_file_handler(workdir: str) -> py_logging.Handler:
@@ -53,7 +74,13 @@ def _log_file_handler(workdir: str) -> py_logging.Handler:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  config = FLAGS.config
+  try:
+    config = FLAGS.config
+    config.get('seed')  # a config file that failed to load raises on first access
+  except (OSError, ImportError, SyntaxError, AttributeError) as e:
+    path = config_flags.get_config_filename(FLAGS['config'])
+    reason = 'no such file' if not os.path.isfile(path) else str(e).splitlines()[0]
+    sys.exit(f'error: cannot load --config={path} ({reason}); give a file from configs/.')
   try:
     distributed.initialize_from_flags(auto=config.distributed)
   except ValueError as e:
@@ -61,10 +88,17 @@ def main(argv):
   runtime.enable_compilation_cache(config.compilation_cache_dir)
   if config.matmul_precision != 'default':
     jax.config.update('jax_default_matmul_precision', config.matmul_precision)
-  workdir = FLAGS.workdir or default_workdir(config)
+  workdir = FLAGS.workdir or default_workdir(
+      config, config_flags.get_config_filename(FLAGS['config']))
   try:
+    # Config, data, lock and resume errors surface before anything compiles or is written.
+    validation.validate_config(config, workdir, create=False)
+    workdir_lock.check_unlocked(workdir)
+    config_diff.check_resumable(config, workdir)
     storage.check_writable(workdir)
-  except PermissionError as e:
+    storage.check_shared_workdir(workdir)
+  except (ValueError, OSError, workdir_lock.LockedError,
+          input_pipeline.DatasetNotFoundError) as e:
     sys.exit(f'error: {e}')
   logging.get_absl_handler().addFilter(_QuietLibraries())
   handler = _log_file_handler(workdir)
@@ -74,15 +108,16 @@ def main(argv):
   logging.info('JAX process %d/%d, local devices %s', jax.process_index(),
                jax.process_count(), jax.local_devices())
   try:
-    validation.validate_config(config, workdir)
-    storage.check_shared_workdir(workdir)
-  except (ValueError, PermissionError, input_pipeline.DatasetNotFoundError) as e:
-    # Config and data errors surface before anything compiles: the message is the point.
+    _, results = train.train_and_evaluate(config, workdir)
+  except workdir_lock.LockedError as e:  # lost a race with a process started meanwhile
     sys.exit(f'error: {e}')
-  _, results = train.train_and_evaluate(config, workdir)
+  except preemption.Stopped as e:
+    # 128 + signal: what schedulers see for a job killed by it, so they requeue/retry it.
+    logging.warning('%s', e)
+    sys.exit(e.exit_code)
   logging.info('Finished: %s', results)
   print({k: round(v, 4) if isinstance(v, float) else v for k, v in results.items()})
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -8,6 +8,8 @@ host sync per step.
 """
 import functools
 import json
+import os
+import signal
 
 import jax
 import jax.numpy as jnp
@@ -17,8 +19,8 @@ from absl import logging
 from clu import metric_writers, periodic_actions
 
 from rankdeficit import checkpointing, input_pipeline, losses, models, optim, sharding
-from rankdeficit import monitor, steps
-from rankdeficit import runtime, storage, validation
+from rankdeficit import monitor, preemption, steps
+from rankdeficit import config_diff, runtime, storage, validation, workdir_lock
 from rankdeficit.metrics import spectral
 
 
@@ -86,6 +88,77 @@ def _all_finite(tree) -> jax.Array:
   return jnp.all(jnp.stack(leaves))
 
 
+def _summarize(train_metrics, done: int, checkpointer, workdir: str) -> dict[str, float]:
+  """Mean train metrics since the last log step; raises on a non-finite loss."""
+  summary = {f'train/{k}': float(np.mean(v)) for k, v in
+             jax.tree.map(lambda *x: np.stack(x), *jax.device_get(train_metrics)).items()}
+  if not np.isfinite(summary['train/loss']):
+    raise FloatingPointError(
+        f'Non-finite training loss at step {done}; the last good checkpoint '
+        f'(step {checkpointer.latest_step}) is kept in {workdir}.')
+  return summary
+
+
+def _save(checkpointer, p_all_finite, done: int, state, train_iter, workdir: str) -> None:
+  if not bool(p_all_finite(state.params)):
+    raise FloatingPointError(
+        f'Non-finite parameters at step {done}; not saving. The last good checkpoint '
+        f'(step {checkpointer.latest_step}) is kept in {workdir}.')
+  checkpointer.save(done, state, train_iter)
+
+
+def _close_workers(train_iter) -> None:
+  """Stops grain's worker processes now rather than at garbage collection (or never)."""
+  inner = getattr(train_iter, '_iterator', None)  # grain.DataLoaderIterator's dataset iter
+  if hasattr(inner, 'close'):
+    inner.close()
+
+
+def _train_loop(config, workdir, mesh, state, train_iter, checkpointer, writer, stop,
+                fns, start_step: int, total_steps: int, eval_every: int) -> dict[str, float]:
+  """Steps `start_step` .. `total_steps`: log, save (then evaluate), monitor; stops early
+  (after saving the step it reached) on a signal or a multi-host preemption."""
+  p_train_step, p_eval_step, p_all_finite, watch, temperature_fn, hooks = fns
+  results, train_metrics = {}, []
+  for step in range(start_step, total_steps):
+    with jax.profiler.StepTraceAnnotation('train', step_num=step):
+      if step == start_step:  # grain starts its worker processes for the first batch
+        with stop.starting_workers():
+          host_batch = next(train_iter)
+      else:
+        host_batch = next(train_iter)
+      state, metrics = p_train_step(state, sharding.shard_batch(host_batch, mesh))
+    train_metrics.append(metrics)
+    done = step + 1
+    for hook in hooks:
+      hook(done)
+    if done % config.log_every_steps == 0 or done == total_steps:
+      summary = _summarize(train_metrics, done, checkpointer, workdir)
+      train_metrics = []
+      writer.write_scalars(done, summary)
+      results.update(summary)
+    # Save before evaluating, so an eval failure cannot lose the interval. Every host asks
+    # about preemption every step (orbax's sync point), even when stopping anyway.
+    preempted = checkpointer.reached_preemption(done)
+    stopping = (stop.requested or preempted) and done < total_steps
+    if stopping or done == total_steps or checkpointer.should_save(done):
+      _save(checkpointer, p_all_finite, done, state, train_iter, workdir)
+    if stopping:
+      checkpointer.wait_until_finished()
+      logging.warning('Stopped at step %d: saved checkpoint %s; rerun the same command to '
+                      'resume.', done, os.path.join(workdir, checkpointing.CHECKPOINT_DIR,
+                                                    str(done)))
+      raise preemption.Stopped(done, stop.signum or signal.SIGTERM)
+    if done % eval_every == 0 or done == total_steps:
+      eval_results = evaluate(p_eval_step, state, config, mesh, float(temperature_fn(done)))
+      writer.write_scalars(done, {k: v for k, v in eval_results.items()})
+      logging.info('step %d: %s', done, json.dumps(eval_results))
+      results.update(eval_results)
+    if watch and (done % config.metrics_every_steps == 0 or done == total_steps):
+      watch(done, state, temperature_fn(done), writer)
+  return state, results
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                        devices=None) -> tuple[steps.TrainState, dict[str, float]]:
   """Trains `config` in `workdir`, resuming from its latest checkpoint if there is one.
@@ -96,11 +169,25 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     devices: devices of the data-parallel mesh (default: all).
   Returns:
     The final `TrainState` and the last logged train/eval metrics.
+  Raises:
+    workdir_lock.LockedError: another live process trains in `workdir`.
+    ValueError: `workdir` holds checkpoints of a different config (config_diff.py).
+    preemption.Stopped: on SIGTERM/SIGINT (or a multi-host preemption), after saving a
+      checkpoint at the step reached.
   """
   mesh = sharding.create_mesh(devices)
   info = validation.validate_config(config, workdir, num_devices=mesh.devices.size)
   storage.check_shared_workdir(workdir)
-  runtime.record_run_info(workdir)
+  # One process per workdir; from here on SIGTERM/SIGINT stop the run cleanly.
+  with workdir_lock.WorkdirLock(workdir) as lock, preemption.StopRequest() as stop:
+    config_diff.check_resumable(config, workdir)
+    runtime.record_run_info(workdir)
+    return _train(config, workdir, mesh, info, stop, lock)
+
+
+def _train(config, workdir: str, mesh, info, stop: preemption.StopRequest,
+           lock: workdir_lock.WorkdirLock):
+  """train_and_evaluate after validation: build, restore, train, save, evaluate."""
   num_classes = config.model.num_classes or info.num_classes
   model = models.create_model(config.model, num_classes)
   steps_per_epoch = input_pipeline.steps_per_epoch(config)
@@ -125,7 +212,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     params = jax.device_put(params, repl)
     state = state.replace(params=params, opt_state=jax.jit(tx.init, out_shardings=repl)(params))
   train_iter = input_pipeline.create_train_iterator(config, seed=config.seed)
-  checkpointer = checkpointing.Checkpointer(workdir, keep=config.keep_checkpoints)
+  checkpointer = checkpointing.Checkpointer(workdir, keep=config.keep_checkpoints,
+                                            every_steps=config.checkpoint_every_steps)
   state = checkpointer.restore(state, train_iter)
   start_step = int(jax.device_get(state.step))
   checkpointing.save_config(config, workdir)
@@ -147,7 +235,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   p_all_finite = jax.jit(_all_finite)
   watch = _collapse_monitor(config, model, loss_fn, mesh)
 
-  hooks = [periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer)]
+  hooks = [periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer),
+           lambda step: lock.refresh()]
   hooks += [h for h in [runtime.profile_hook(config, workdir)] if h]
   logging.info('Training %s on %s (T=%g) for %d steps (%d per epoch) on %d devices.',
                config.model.name, config.dataset, config.temperature, total_steps,
@@ -162,44 +251,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                  results['init/logits_norm'])
   if start_step == 0 and watch:
     watch(0, state, temperature_fn(0), writer)
-  train_metrics = []
-  for step in range(start_step, total_steps):
-    with jax.profiler.StepTraceAnnotation('train', step_num=step):
-      batch = sharding.shard_batch(next(train_iter), mesh)
-      state, metrics = p_train_step(state, batch)
-    train_metrics.append(metrics)
-    done = step + 1
-    for hook in hooks:
-      hook(done)
-    if done % config.log_every_steps == 0 or done == total_steps:
-      summary = {f'train/{k}': float(np.mean(v)) for k, v in
-                 jax.tree.map(lambda *x: np.stack(x), *jax.device_get(train_metrics)).items()}
-      train_metrics = []
-      if not np.isfinite(summary['train/loss']):
-        raise FloatingPointError(
-            f'Non-finite training loss at step {done}; the last good checkpoint '
-            f'(step {checkpointer.latest_step}) is kept in {workdir}.')
-      writer.write_scalars(done, summary)
-      results.update(summary)
-    if done % eval_every == 0 or done == total_steps:
-      eval_results = evaluate(p_eval_step, state, config, mesh,
-                              float(temperature_fn(done)))
-      writer.write_scalars(done, {k: v for k, v in eval_results.items()})
-      logging.info('step %d: %s', done, json.dumps(eval_results))
-      results.update(eval_results)
-    if watch and (done % config.metrics_every_steps == 0 or done == total_steps):
-      watch(done, state, temperature_fn(done), writer)
-    if done % config.checkpoint_every_steps == 0 or done == total_steps:
-      if not bool(p_all_finite(state.params)):
-        raise FloatingPointError(
-            f'Non-finite parameters at step {done}; not saving. The last good checkpoint '
-            f'(step {checkpointer.latest_step}) is kept in {workdir}.')
-      checkpointer.save(done, state, train_iter)
+  try:
+    state, loop_results = _train_loop(
+        config, workdir, mesh, state, train_iter, checkpointer, writer, stop,
+        (p_train_step, p_eval_step, p_all_finite, watch, temperature_fn, hooks),
+        start_step, total_steps, eval_every)
+    results.update(loop_results)
+  finally:
+    _close_workers(train_iter)
+    checkpointer.close()
+    writer.flush()
   if start_step >= total_steps:
     # Re-running a finished run: report its final metrics instead of nothing.
     results.update(evaluate(p_eval_step, state, config, mesh,
                             float(temperature_fn(total_steps))))
-  checkpointer.wait_until_finished()
-  checkpointer.close()
-  writer.flush()
   return state, results

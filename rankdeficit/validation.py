@@ -3,22 +3,30 @@
 Every error names the offending field and how to fix it, so a sweep fails in seconds
 rather than after an XLA compile or an hour of training.
 """
+import math
 import os
+import zipfile
 
 import jax
 import ml_collections
+import numpy as np
 
 from rankdeficit import input_pipeline, losses, models, optim, storage
+from rankdeficit.data import datasets
 
 AUGMENTATIONS = ('cifar', 'imagenet', 'vit', 'none')
 
 
 def validate_config(config: ml_collections.ConfigDict, workdir: str | None = None,
-                    num_devices: int | None = None) -> input_pipeline.DatasetInfo:
+                    num_devices: int | None = None, *,
+                    create: bool = True) -> input_pipeline.DatasetInfo:
   """Raises ValueError / DatasetNotFoundError / PermissionError for a bad config.
 
+  Every check runs before anything compiles; with `create=False` nothing is written (the
+  workdir is only checked to be creatable), so an invalid config leaves no trace on disk.
   Returns the training dataset's `DatasetInfo` (looking it up is part of the check).
   """
+  _check_numbers(config)
   if config.model.name not in models.MODEL_NAMES:
     raise ValueError(f'Unknown model {config.model.name!r} (config.model.name); choose one '
                      f'of {", ".join(models.MODEL_NAMES)}.')
@@ -28,10 +36,6 @@ def validate_config(config: ml_collections.ConfigDict, workdir: str | None = Non
   if config.ood_dataset and config.ood_dataset not in input_pipeline.DATASET_NAMES:
     raise ValueError(f'Unknown OOD dataset {config.ood_dataset!r} (config.ood_dataset); '
                      f'choose one of {", ".join(input_pipeline.DATASET_NAMES)} or "".')
-  if not config.temperature > 0:
-    raise ValueError(f'config.temperature must be > 0, got {config.temperature}.')
-  if config.final_temperature is not None and not config.final_temperature > 0:
-    raise ValueError(f'config.final_temperature must be > 0, got {config.final_temperature}.')
   if config.temperature_schedule not in losses.TEMPERATURE_SCHEDULES:
     raise ValueError(f'Unknown temperature_schedule {config.temperature_schedule!r}; choose '
                      f'one of {losses.TEMPERATURE_SCHEDULES}.')
@@ -42,8 +46,6 @@ def validate_config(config: ml_collections.ConfigDict, workdir: str | None = Non
                      f'{optim.OPTIMIZER_NAMES}.')
   if config.augment not in AUGMENTATIONS:
     raise ValueError(f'Unknown augment {config.augment!r}; choose one of {AUGMENTATIONS}.')
-  if config.learning_rate <= 0:
-    raise ValueError(f'config.learning_rate must be > 0, got {config.learning_rate}.')
   n = jax.device_count() if num_devices is None else num_devices
   for field in ('batch_size', 'eval_batch_size', 'metrics_batch_size'):
     size = config[field]
@@ -59,9 +61,19 @@ def validate_config(config: ml_collections.ConfigDict, workdir: str | None = Non
     raise ValueError(f'config.model.pretrained_path={path!r} does not exist: give a local '
                      f'.npz of ViT weights (public big_vision/ViT naming); nothing is '
                      f'downloaded.')
-  if workdir is not None:
+  if path:
+    _check_npz(path)
+  if workdir is not None and create:
     _check_writable(workdir)
+  elif workdir is not None:
+    _check_creatable(workdir)
+  datasets.ensure_available(config.dataset, config.data_dir, config.download)
   info = input_pipeline.dataset_info(config.dataset, config.data_dir)
+  available = min(info.num_train, config.train_subset or info.num_train)
+  if config.batch_size > available:
+    raise ValueError(f'config.batch_size={config.batch_size} is larger than the {available} '
+                     f'training examples of {config.dataset} (config.train_subset='
+                     f'{config.train_subset}); use a smaller batch_size.')
   if config.model.num_classes is not None and config.model.num_classes < info.num_classes:
     raise ValueError(f'config.model.num_classes={config.model.num_classes} is smaller than '
                      f'the {info.num_classes} classes of {config.dataset}.')
@@ -72,3 +84,79 @@ def validate_config(config: ml_collections.ConfigDict, workdir: str | None = Non
 def _check_writable(workdir: str) -> None:
   # Through epath: the workdir may be a bucket (gs://) on a TPU pod.
   storage.check_writable(workdir)
+
+
+def _require(ok: bool, field: str, value, rule: str) -> None:
+  if not ok:
+    raise ValueError(f'config.{field}={value!r} is invalid: it must be {rule}.')
+
+
+def _finite(x) -> bool:
+  return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+def _check_numbers(config: ml_collections.ConfigDict) -> None:
+  """Numeric fields: ranges that would otherwise divide by zero, NaN or silently no-op."""
+  _require(_finite(config.temperature) and config.temperature > 0, 'temperature',
+           config.temperature, 'a finite number > 0 (the softmax temperature T)')
+  if config.final_temperature is not None:
+    _require(_finite(config.final_temperature) and config.final_temperature > 0,
+             'final_temperature', config.final_temperature, 'a finite number > 0 or None')
+  _require(_finite(config.learning_rate) and config.learning_rate > 0, 'learning_rate',
+           config.learning_rate, 'a finite number > 0')
+  for field in ('momentum', 'weight_decay', 'warmup_epochs'):
+    _require(_finite(config[field]) and config[field] >= 0, field, config[field],
+             'a finite number >= 0')
+  _require(_finite(config.lr_gamma) and config.lr_gamma > 0, 'lr_gamma', config.lr_gamma,
+           'a finite number > 0')
+  _require(_finite(config.num_epochs) and config.num_epochs >= 0, 'num_epochs',
+           config.num_epochs, 'a finite number >= 0')
+  _require(config.num_train_steps == -1 or config.num_train_steps > 0, 'num_train_steps',
+           config.num_train_steps, '> 0, or -1 for num_epochs epochs')
+  if config.num_train_steps == -1:
+    _require(config.num_epochs > 0, 'num_epochs', config.num_epochs,
+             '> 0 when num_train_steps=-1 (or set num_train_steps)')
+  for field in ('log_every_steps', 'checkpoint_every_steps', 'keep_checkpoints'):
+    _require(config[field] >= 1, field, config[field], 'an integer >= 1')
+  _require(config.eval_every_steps == -1 or config.eval_every_steps >= 1, 'eval_every_steps',
+           config.eval_every_steps, '>= 1, or -1 for once per epoch')
+  for field in ('metrics_every_steps', 'train_subset', 'num_workers'):
+    _require(config[field] >= 0, field, config[field], 'an integer >= 0 (0 = off/all)')
+  _require(config.image_size >= 1, 'image_size', config.image_size, 'an integer >= 1')
+  _require(config.max_feature_dims >= 1, 'max_feature_dims', config.max_feature_dims,
+           'an integer >= 1')
+  for field in ('width', 'depth'):
+    _require(config.model[field] >= 1, f'model.{field}', config.model[field],
+             'an integer >= 1')
+  if config.model.num_classes is not None:
+    _require(config.model.num_classes >= 1, 'model.num_classes', config.model.num_classes,
+             'an integer >= 1 or None')
+
+
+def _check_npz(path: str) -> None:
+  """The pretrained file must be an .npz of plain (non-object) arrays."""
+  fix = 'give a local .npz of ViT weights (public big_vision/ViT naming)'
+  if not zipfile.is_zipfile(path):
+    raise ValueError(f'config.model.pretrained_path={path!r} is not an .npz archive; {fix}.')
+  try:
+    with np.load(path, allow_pickle=False) as f:
+      for key in f.files:
+        f[key]  # pylint: disable=pointless-statement
+  except (ValueError, OSError, zipfile.BadZipFile) as e:
+    raise ValueError(f'config.model.pretrained_path={path!r} cannot be read ({e}); '
+                     f'{fix}.') from e
+
+
+def _check_creatable(workdir: str) -> None:
+  """The workdir exists as a writable directory, or its nearest ancestor does."""
+  if storage.is_uri(workdir):
+    return  # a bucket: checked by writing to it (storage.check_writable) once valid
+  path = os.path.abspath(workdir)
+  if os.path.exists(path) and not os.path.isdir(path):
+    raise PermissionError(f'The workdir {workdir!r} is a file, not a directory; choose '
+                          f'another --workdir.')
+  while not os.path.exists(path):
+    path = os.path.dirname(path)
+  if not os.path.isdir(path) or not os.access(path, os.W_OK | os.X_OK):
+    raise PermissionError(f'The workdir {workdir!r} is not writable ({path} is not a '
+                          f'writable directory); choose another --workdir.')

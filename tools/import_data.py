@@ -23,18 +23,6 @@ import sys
 import time
 
 
-def _download(name: str, data_dir: str, manual_dir: str | None) -> None:
-  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
-  try:
-    import importlib_resources  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
-  except ImportError:  # tfds 4.9.10 looks up this optional backport; the stdlib one works
-    import importlib.resources  # pylint: disable=import-outside-toplevel
-    sys.modules['importlib_resources'] = importlib.resources
-  config = tfds.download.DownloadConfig(manual_dir=manual_dir) if manual_dir else None
-  tfds.builder(name, data_dir=data_dir).download_and_prepare(
-      download_config=config, file_format='array_record')
-
-
 def main(argv=None) -> int:
   from rankdeficit.data import datasets, local_import  # pylint: disable=import-outside-toplevel
   parser = argparse.ArgumentParser(description=__doc__,
@@ -81,7 +69,7 @@ def main(argv=None) -> int:
         path = f'{args.data_dir}/imagenet100_index'
       elif name in datasets.SPECS and (args.download or
                                        datasets.SPECS[name].kind in ('download', 'manual')):
-        _download(name, args.data_dir, args.manual_dir)
+        datasets.download_and_prepare(name, args.data_dir, args.manual_dir)
         path = f'{args.data_dir}/{name}'
       else:
         parser.error(f'{name!r}: not an importable name; pass --train/--test files for a '

@@ -170,11 +170,48 @@ def _tfds_source(name: str, tfds_split: str, data_dir: str | None, decoders=None
     return tfds.data_source(spec.tfds_name, split=tfds_split, data_dir=data_dir,
                             download=False, decoders=decoders)
   except (tfds.core.registered.DatasetNotFoundError, NotImplementedError, AssertionError,
-          FileNotFoundError, ValueError) as e:
+          FileNotFoundError, ValueError, KeyError) as e:
+    # KeyError: "Trying to access splits['train'] but splits is empty" (never prepared).
     raise DatasetNotFoundError(
         f'Dataset {name!r} (split {tfds_split!r}) is not available as an array_record tfds '
         f'dataset in data_dir {resolve_data_dir(data_dir)!r}. Fix: '
         f'{fix_command(name, data_dir)}\n(tfds said: {str(e).splitlines()[0][:300]})') from e
+
+
+DOWNLOADABLE = ('cifar10', 'cifar100', 'svhn_cropped', 'mnist')
+
+
+def download_and_prepare(name: str, data_dir: str | None, manual_dir: str | None = None):
+  """tfds download_and_prepare as array_record (needs the network, or manual_dir)."""
+  import sys  # pylint: disable=import-outside-toplevel
+  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+  try:
+    import importlib_resources  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+  except ImportError:  # tfds 4.9.10 looks up this optional backport; the stdlib one works
+    import importlib.resources  # pylint: disable=import-outside-toplevel
+    sys.modules['importlib_resources'] = importlib.resources
+  config = tfds.download.DownloadConfig(manual_dir=manual_dir) if manual_dir else None
+  tfds.builder(get_spec(name).tfds_name, data_dir=data_dir).download_and_prepare(
+      download_config=config, file_format='array_record')
+
+
+def ensure_available(name: str, data_dir: str | None, download: bool) -> None:
+  """Raises DatasetNotFoundError unless `name` can be opened; with `download`, a missing
+  public dataset (DOWNLOADABLE) is first downloaded and prepared, as flax's examples do."""
+  try:
+    open_source(name, 'train', data_dir)
+    return
+  except DatasetNotFoundError:
+    if not download or name not in DOWNLOADABLE:
+      raise
+  try:
+    download_and_prepare(name, data_dir)
+  except Exception as e:  # pylint: disable=broad-except  (offline: any network error)
+    reason = f'{type(e).__name__}: {(str(e).splitlines() or [""])[0][:200]}'
+    raise DatasetNotFoundError(
+        f'Dataset {name!r} is not in data_dir {resolve_data_dir(data_dir)!r} and '
+        f'downloading it failed ({reason}). Fix: {fix_command(name, data_dir)}') from e
+  open_source(name, 'train', data_dir)
 
 
 def tfds_data_source(name: str, split: str, data_dir: str | None):

@@ -13,6 +13,7 @@ class-sorted splits), in source order; 0/None = everything.
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 import zipfile
@@ -58,15 +59,48 @@ def _builder_cls():
   return _LocalBuilder
 
 
+FINGERPRINT_FILE = 'rankdeficit_import.json'
+
+
+def fingerprint(inputs: Iterable, **limits) -> dict:
+  """What an import was made from: each input file's path, size and mtime, and the limits."""
+  files = []
+  for path in inputs:
+    path = Path(path)
+    stat = path.stat() if path.exists() else None
+    files.append([str(path.resolve()), stat.st_size if stat else None,
+                  stat.st_mtime_ns if stat else None])
+  return {'inputs': files, 'limits': {k: v or 0 for k, v in sorted(limits.items())}}
+
+
+def _reuse_existing(out: Path, wanted: dict | None) -> bool:
+  """True if `out` already holds this import; raises if it holds a different one."""
+  stored = out / FINGERPRINT_FILE
+  if wanted is None or not stored.exists():
+    return True  # imported before fingerprints were recorded: cannot tell, keep it
+  have = json.loads(stored.read_text())
+  if have == json.loads(json.dumps(wanted)):
+    return True
+  what = [k for k in ('inputs', 'limits') if have.get(k) != wanted.get(k)]
+  raise DataImportError(f'{out} was imported from different {" and ".join(what)} '
+                        f'({have.get(what[0])} != {wanted.get(what[0])}); pass --overwrite to '
+                        f'replace it.')
+
+
 def write_tfds_dataset(name: str, data_dir: str, splits: dict[str, Iterable[dict]], *,
                        image_shape, class_names=None, num_classes=None, version='1.0.0',
-                       description='', overwrite=False) -> Path:
-  """Writes {'image': uint8 HWC, 'label': int} examples as an array_record tfds dataset."""
+                       description='', overwrite=False, source: dict | None = None) -> Path:
+  """Writes {'image': uint8 HWC, 'label': int} examples as an array_record tfds dataset.
+
+  `source` (see `fingerprint`) is recorded next to the data; an existing import of other
+  inputs or limits is refused unless `overwrite`.
+  """
   import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
   out = Path(data_dir) / name / str(version)
   tfds.disable_progress_bar()
   if out.exists():
-    if not overwrite and (out / 'dataset_info.json').exists():
+    if not overwrite and (out / 'dataset_info.json').exists() and _reuse_existing(out,
+                                                                                  source):
       return out
     shutil.rmtree(out)
   label = (tfds.features.ClassLabel(names=list(class_names)) if class_names is not None
@@ -80,6 +114,8 @@ def write_tfds_dataset(name: str, data_dir: str, splits: dict[str, Iterable[dict
       description=description or f'{name}, imported by rankdeficit.data.local_import.',
       file_format='array_record', disable_shuffling=True)
   builder.download_and_prepare()
+  if source is not None:
+    (out / FINGERPRINT_FILE).write_text(json.dumps(source))
   return out
 
 
@@ -121,6 +157,11 @@ def read_npz(path, num_classes: int | None = None, image_key='image', label_key=
       return validate_arrays(data[image_key], data[label_key], path, num_classes)
   except (OSError, zipfile.BadZipFile, EOFError) as e:
     raise DataImportError(f'{path}: not a readable .npz file ({e}).') from e
+  except ValueError as e:  # e.g. object arrays, refused with allow_pickle=False
+    if isinstance(e, DataImportError):
+      raise
+    raise DataImportError(f'{path}: cannot be read without unpickling ({e}); save plain '
+                          f'uint8/int arrays.') from e
 
 
 def _decode(data: bytes, where) -> np.ndarray:
@@ -162,7 +203,10 @@ class _Folder:
     self.files = sorted(files, key=lambda f: (index[f[len(prefix):].split('/')[0]], f))
 
   def read(self, name: str) -> bytes:
-    return self._zip.read(name) if self._zip else (self.path / name).read_bytes()
+    try:
+      return self._zip.read(name) if self._zip else (self.path / name).read_bytes()
+    except (zipfile.BadZipFile, OSError, EOFError) as e:  # e.g. a bad CRC-32
+      raise DataImportError(f'{self.path}:{name}: cannot be read ({e}).') from e
 
   def label(self, name: str) -> int:
     return self.classes.index(name[len(self.prefix):].split('/')[0])
@@ -205,6 +249,7 @@ def import_cifar10_jpeg(data_dir, source=None, limit_train=None, limit_test=None
           'train': _folder_examples(train, train_files, (32, 32, 3), train.classes),
           'test': _folder_examples(test, test_files, (32, 32, 3), test.classes)},
       image_shape=(32, 32, 3), class_names=CIFAR10_CLASSES, overwrite=overwrite,
+      source=fingerprint([path], train=limit_train, test=limit_test),
       description='CIFAR-10 from the JPEG copy in ../shared/data/cifar10_jpeg.zip (quality ~75).')
 
 
@@ -223,6 +268,10 @@ def import_tiny_imagenet32(data_dir, source=None, limit_train=None, limit_test=N
     splits[split] = _array_examples(images, labels, _select(len(labels), limit))
   return write_tfds_dataset('tiny_imagenet32', data_dir, splits, image_shape=(32, 32, 3),
                             class_names=names, num_classes=200, overwrite=overwrite,
+                            source=fingerprint(
+                                [src / 'tinyimagenet200_train100_32x32.npz',
+                                 src / 'tinyimagenet200_val_32x32.npz'],
+                                train=limit_train, test=limit_test),
                             description='Tiny-ImageNet-200 box-downsampled to 32x32.')
 
 
@@ -240,6 +289,8 @@ def import_mnist(data_dir, source=None, limit_train=None, limit_test=None,
   version = str(tfds.builder_cls('mnist').VERSION)
   return write_tfds_dataset('mnist', data_dir, splits, image_shape=(28, 28, 1), num_classes=10,
                             version=version, overwrite=overwrite,
+                            source=fingerprint([src / f'mnist_{s}.npz' for s in splits],
+                                               train=limit_train, test=limit_test),
                             description='MNIST imported from ../shared/data (exact pixels).')
 
 
@@ -250,7 +301,8 @@ def import_generic(name, data_dir, inputs: dict[str, str], num_classes=None, lim
   on image shape (and on the class folders)."""
   from rankdeficit.data.datasets import SPECS  # pylint: disable=import-outside-toplevel
   if name in SPECS:
-    raise ValueError(f'{name!r} is a built-in dataset name; pick another name.')
+    raise DataImportError(f'{name!r} is a built-in dataset name; give your --train/--test '
+                          f'files another name.')
   limits = limits or {}
   splits, shape, classes = {}, None, None
   for split, path in inputs.items():
@@ -273,7 +325,9 @@ def import_generic(name, data_dir, inputs: dict[str, str], num_classes=None, lim
       files = [folder.files[i] for i in _select(len(folder.files), limits.get(split))]
       splits[split] = _folder_examples(folder, files, shape, classes)
   return write_tfds_dataset(name, data_dir, splits, image_shape=shape, class_names=classes,
-                            num_classes=None if classes else num_classes, overwrite=overwrite)
+                            num_classes=None if classes else num_classes, overwrite=overwrite,
+                            source=fingerprint(inputs.values(), num_classes=num_classes,
+                                               **limits))
 
 
 IMPORTERS: dict[str, Callable[..., Path]] = {

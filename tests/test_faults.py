@@ -1,0 +1,352 @@
+"""Fault injection: signals, corrupt checkpoints, concurrent runs, changed configs.
+
+Each case is a real event a cluster produces; the expected outcome is that no finished
+work is lost and the run directory never claims something it does not hold. The same
+cases run, printed as a table, in `python -m tools.fault_drill`.
+"""
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, 'XLA_FLAGS': '--xla_force_host_platform_device_count=1',
+       'PYTHONPATH': str(REPO)}
+
+
+def digits_command(workdir, steps, *extra):
+  """`rankdeficit.main` on the in-memory digits with a tiny MLP (no data_dir needed)."""
+  return [sys.executable, '-m', 'rankdeficit.main', f'--config={REPO}/configs/quickstart.py',
+          f'--workdir={workdir}', '--config.model.width=32', '--config.model.depth=2',
+          f'--config.num_train_steps={steps}', '--config.log_every_steps=1',
+          '--config.eval_every_steps=1000', '--config.checkpoint_every_steps=1000', *extra]
+
+
+def _children(pid: int) -> list[int]:
+  """Child processes of `pid` (of any of its threads: grain spawns from a thread)."""
+  found = []
+  for task in Path(f'/proc/{pid}/task').glob('*'):
+    try:
+      found += [int(p) for p in (task / 'children').read_text().split()]
+    except OSError:
+      pass
+  return found
+
+
+def _alive(pid: int) -> bool:
+  try:
+    return Path(f'/proc/{pid}/stat').read_text().split(') ')[1][0] != 'Z'
+  except OSError:
+    return False
+
+
+def run_and_signal(cmd, log_path: Path, *, after_step: int, signum=signal.SIGTERM):
+  """Starts `cmd` in its own process group, signals the whole group (as SLURM and Ctrl-C
+  do) once `after_step` has been logged; returns (returncode, output, worker pids)."""
+  with open(log_path, 'w') as log:
+    proc = subprocess.Popen(cmd, env=ENV, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+  marker = f'[{after_step}] train/'
+  deadline = time.time() + 180
+  workers = []
+  while time.time() < deadline and proc.poll() is None:
+    workers = _children(proc.pid) or workers
+    if marker in log_path.read_text():
+      break
+    time.sleep(0.2)
+  workers = _children(proc.pid) or workers
+  os.killpg(proc.pid, signum)
+  try:
+    proc.wait(timeout=120)
+  finally:
+    if proc.poll() is None:
+      os.killpg(proc.pid, signal.SIGKILL)
+  return proc.returncode, log_path.read_text(), workers
+
+
+def test_sigterm_with_workers_saves_the_reached_step_and_resumes(tmp_path):
+  workdir = tmp_path / 'run'
+  cmd = digits_command(workdir, 200, '--config.num_workers=1')
+  rc, out, workers = run_and_signal(cmd, tmp_path / 'log.txt', after_step=3)
+  assert rc == 128 + signal.SIGTERM, out[-2000:]
+  stopped = [line for line in out.splitlines() if 'Stopped at step' in line]
+  assert stopped, out[-2000:]
+  step = int(stopped[0].split('Stopped at step ')[1].split(':')[0])
+  assert 3 <= step < 200
+  assert (workdir / 'checkpoints' / str(step)).is_dir()
+  assert workers, 'the run started no worker process'
+  time.sleep(1)
+  assert not [w for w in workers if _alive(w)], 'orphaned grain workers'
+  resumed = subprocess.run(cmd, env=ENV, cwd=REPO, capture_output=True, text=True,
+                           timeout=300)  # the same command resumes and finishes
+  assert resumed.returncode == 0, resumed.stderr[-2000:]
+  assert f'Resumed from checkpoint at step {step}.' in resumed.stderr
+  assert (workdir / 'checkpoints' / '200').is_dir()
+
+
+def digits_config(**overrides):
+  """configs/quickstart.py shrunk to a 32-wide 2-layer MLP and a few steps."""
+  from configs import quickstart  # pylint: disable=import-outside-toplevel
+  c = quickstart.get_config()
+  c.model.width, c.model.depth = 32, 2
+  c.num_train_steps, c.log_every_steps, c.eval_every_steps = 4, 2, 1000
+  c.checkpoint_every_steps = 2
+  for key, value in overrides.items():
+    target = c
+    *path, leaf = key.split('.')
+    for p in path:
+      target = target[p]
+    target[leaf] = value
+  return c
+
+
+def _flip_bytes(path: Path, count: int = 64) -> None:
+  data = bytearray(path.read_bytes())
+  middle = len(data) // 2
+  for i in range(middle, min(len(data), middle + count)):
+    data[i] ^= 0xFF
+  path.write_bytes(bytes(data))
+
+
+def _largest_file(step_dir: Path) -> Path:
+  return max((p for p in step_dir.rglob('*') if p.is_file() and 'sha256' not in p.name),
+             key=lambda p: p.stat().st_size)
+
+
+@pytest.fixture(scope='module')
+def finished_run(tmp_path_factory) -> Path:
+  """A 4-step digits run with checkpoints at steps 2 and 4 (copy it before damaging it)."""
+  import jax  # pylint: disable=import-outside-toplevel
+  from rankdeficit import train  # pylint: disable=import-outside-toplevel
+  workdir = tmp_path_factory.mktemp('finished')
+  train.train_and_evaluate(digits_config(), str(workdir), devices=jax.devices()[:1])
+  return workdir
+
+
+@pytest.mark.parametrize('damage', ['flipped_bytes', 'truncated', 'garbage_iterator_json'])
+def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(finished_run, tmp_path,
+                                                                  damage, caplog):
+  import jax  # pylint: disable=import-outside-toplevel
+  from rankdeficit import integrity, train  # pylint: disable=import-outside-toplevel
+  tmp_path = tmp_path / 'run'
+  shutil.copytree(finished_run, tmp_path)
+  latest = tmp_path / 'checkpoints' / '4'
+  assert integrity.verify(str(latest)) is None and integrity.is_sealed(str(latest))
+  if damage == 'flipped_bytes':
+    _flip_bytes(_largest_file(latest))
+  elif damage == 'truncated':
+    victim = _largest_file(latest)
+    victim.write_bytes(victim.read_bytes()[:len(victim.read_bytes()) // 2])
+  else:  # unsealed (e.g. killed before sealing): only orbax/grain parsing can tell
+    (latest / integrity.MANIFEST).unlink()
+    iterator_files = [f for f in (latest / 'data_iter').rglob('*') if f.is_file()]
+    assert iterator_files
+    for f in iterator_files:
+      f.write_text('{not json')
+  caplog.set_level('WARNING')
+  state, _ = train.train_and_evaluate(digits_config(num_train_steps=6), str(tmp_path),
+                                      devices=jax.devices()[:1])
+  warnings = [r.getMessage() for r in caplog.records if 'corrupt' in r.getMessage()]
+  assert any('step 4' in w for w in warnings), warnings
+  assert (tmp_path / 'checkpoints' / 'corrupt' / '4').is_dir()
+  assert int(state.step) == 6
+  assert sorted(int(p.name) for p in (tmp_path / 'checkpoints').iterdir()
+                if p.name.isdigit()) == [2, 4, 6]  # 4 re-trained from 2
+
+
+def test_second_process_on_a_locked_workdir_exits_before_compiling(tmp_path):
+  from rankdeficit import workdir_lock  # pylint: disable=import-outside-toplevel
+  holder = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])
+  try:
+    (tmp_path / workdir_lock.LOCK_FILE).write_text(
+        f'{{"host": "{os.uname().nodename}", "pid": {holder.pid}, "started": 0, '
+        f'"heartbeat": {time.time()}}}')
+    out = subprocess.run(digits_command(tmp_path, 4), env=ENV, cwd=REPO, capture_output=True,
+                         text=True, timeout=120)
+  finally:
+    holder.kill()
+    holder.wait()
+  assert out.returncode != 0
+  assert 'locked' in out.stderr and f'pid {holder.pid}' in out.stderr, out.stderr[-1000:]
+  assert 'Traceback' not in out.stderr
+  assert sorted(p.name for p in tmp_path.iterdir()) == ['lock']  # nothing else written
+  # The holder is dead now: the lock is stale and taken over.
+  with workdir_lock.WorkdirLock(tmp_path):
+    assert workdir_lock.read_holder(tmp_path)['pid'] == os.getpid()
+  assert workdir_lock.read_holder(tmp_path) is None
+
+
+def test_changed_config_rerun_is_refused_and_config_json_kept(finished_run, tmp_path):
+  from rankdeficit import config_diff  # pylint: disable=import-outside-toplevel
+  saved = (finished_run / 'config.json').read_text()
+  out = subprocess.run(digits_command(finished_run, 4, '--config.temperature=100'),
+                       env=ENV, cwd=REPO, capture_output=True, text=True, timeout=120)
+  assert out.returncode != 0
+  assert (f'error: workdir {finished_run} holds checkpoints trained with a different '
+          f'config: temperature (1.0 -> 100.0)') in out.stderr, out.stderr[-1000:]
+  assert (finished_run / 'config.json').read_text() == saved
+  with pytest.raises(ValueError, match=r"config: loss \('ce' -> 'mse'\)"):
+    config_diff.check_resumable(digits_config(loss='mse'), str(finished_run))
+  # Bookkeeping and a longer budget may change.
+  config_diff.check_resumable(digits_config(num_train_steps=8, log_every_steps=1),
+                              str(finished_run))
+  with pytest.raises(ValueError, match=r'num_train_steps \(4 -> 3\)'):
+    config_diff.check_resumable(digits_config(num_train_steps=3), str(finished_run))
+  with pytest.raises(ValueError, match=r'num_workers \(0 -> 2\)'):
+    config_diff.check_resumable(digits_config(num_workers=2), str(finished_run))
+
+
+def test_default_workdir_separates_runs_that_differ_in_weights():
+  from rankdeficit import main  # pylint: disable=import-outside-toplevel
+  base = main.default_workdir(digits_config(), 'configs/quickstart.py')
+  assert base.startswith(os.path.join('runs', 'quickstart_T1_seed0_'))
+  assert main.default_workdir(digits_config(log_every_steps=7), 'q.py').endswith(
+      base.rsplit('_', 1)[1])
+  for change in ({'loss': 'mse'}, {'model.init': 'normal'}, {'model.width': 64},
+                 {'dataset': 'mnist'}):
+    assert main.default_workdir(digits_config(**change), 'configs/quickstart.py') != base
+
+
+@pytest.mark.parametrize('overrides, field', [
+    ({'temperature': float('inf')}, 'temperature'),
+    ({'num_epochs': -1}, 'num_epochs'),
+    ({'learning_rate': float('nan')}, 'learning_rate'),
+    ({'keep_checkpoints': 0}, 'keep_checkpoints'),
+    ({'checkpoint_every_steps': 0}, 'checkpoint_every_steps'),
+    ({'log_every_steps': 0}, 'log_every_steps'),
+    ({'model.width': 0}, 'model.width'),
+    ({'image_size': 0}, 'image_size'),
+    ({'train_subset': -1}, 'train_subset'),
+    ({'batch_size': 2048}, 'batch_size'),
+    ({'num_train_steps': 0}, 'num_train_steps'),
+])
+def test_bad_numbers_are_refused_naming_the_field(overrides, field):
+  from rankdeficit import validation  # pylint: disable=import-outside-toplevel
+  with pytest.raises(ValueError, match=rf'^config\.{field}=') as error:
+    validation.validate_config(digits_config(**overrides), num_devices=1)
+  assert '\n' not in str(error.value)
+
+
+@pytest.mark.parametrize('content', [b'\x93NUMPY not an npz', b'just some text\n'])
+def test_pretrained_path_that_is_not_an_npz(tmp_path, content):
+  from rankdeficit import validation  # pylint: disable=import-outside-toplevel
+  path = tmp_path / 'weights.npy'
+  path.write_bytes(content)
+  config = digits_config(**{'model.name': 'vit_tiny', 'model.pretrained_path': str(path)})
+  with pytest.raises(ValueError, match='pretrained_path=.*not an .npz'):
+    validation.validate_config(config, num_devices=1)
+
+
+@pytest.mark.parametrize('extra, message', [
+    (['--config.keep_checkpoints=0'], 'error: config.keep_checkpoints=0 is invalid'),
+    (['--config.no_such_field=1'], 'error: unknown config field'),
+])
+def test_cli_rejects_bad_input_in_one_line_and_writes_nothing(tmp_path, extra, message):
+  workdir = tmp_path / 'run'
+  out = subprocess.run(digits_command(workdir, 4) + extra, env=ENV, cwd=REPO,
+                       capture_output=True, text=True, timeout=120)
+  assert out.returncode != 0
+  assert message in out.stderr and 'Traceback' not in out.stderr, out.stderr[-1500:]
+  assert not workdir.exists()
+
+
+def test_workdir_that_is_a_file_is_refused(tmp_path):
+  from rankdeficit import validation  # pylint: disable=import-outside-toplevel
+  blocker = tmp_path / 'a_file'
+  blocker.write_text('x')
+  with pytest.raises(PermissionError, match='is a file'):
+    validation.validate_config(digits_config(), str(blocker), num_devices=1, create=False)
+
+
+def test_unprepared_tfds_dataset_names_the_fix_command(tmp_path, monkeypatch):
+  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+  from rankdeficit import input_pipeline  # pylint: disable=import-outside-toplevel
+  from rankdeficit.data import datasets  # pylint: disable=import-outside-toplevel
+  empty = str(tmp_path / 'empty')
+  with pytest.raises(input_pipeline.DatasetNotFoundError, match='tools.import_data cifar100'):
+    datasets.open_source('cifar100', 'train', empty)  # whatever tfds raises here
+  # What tfds raises on a fresh machine for a registered, never-prepared dataset.
+  def empty_splits(*args, **kwargs):
+    raise KeyError("Trying to access splits['train'] but splits is empty")
+  monkeypatch.setattr(tfds, 'data_source', empty_splits)
+  with pytest.raises(input_pipeline.DatasetNotFoundError,
+                     match=r'cifar100.*Fix: .*tools.import_data cifar100'):
+    datasets.open_source('cifar100', 'train', empty)
+
+
+def test_download_offline_gives_the_one_line_fix(tmp_path, monkeypatch):
+  from rankdeficit import input_pipeline, validation  # pylint: disable=import-outside-toplevel
+  from rankdeficit.data import datasets  # pylint: disable=import-outside-toplevel
+  calls = []
+
+  def offline(name, data_dir, manual_dir=None):  # nothing may download in tests
+    calls.append(name)
+    raise ConnectionError('Failed to resolve host www.cs.toronto.edu')
+  monkeypatch.setattr(datasets, 'download_and_prepare', offline)
+  config = digits_config(dataset='cifar100', data_dir=str(tmp_path / 'empty'), image_size=32)
+  with pytest.raises(input_pipeline.DatasetNotFoundError,
+                     match='downloading it failed .ConnectionError') as error:
+    validation.validate_config(config, num_devices=1)
+  assert calls == ['cifar100'] and 'Fix: ' in str(error.value)
+  config.download = False
+  with pytest.raises(input_pipeline.DatasetNotFoundError, match='Fix: '):
+    validation.validate_config(config, num_devices=1)
+  assert calls == ['cifar100']
+
+
+def _npz(path: Path, n: int, seed: int = 0) -> Path:
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(seed)
+  np.savez(path, image=rng.integers(0, 255, (n, 8, 8, 3), dtype=np.uint8),
+           label=np.arange(n) % 3)
+  return path
+
+
+def test_reimport_with_other_inputs_or_limits_needs_overwrite(tmp_path, capsys):
+  from tools import import_data  # pylint: disable=import-outside-toplevel
+  train, test = _npz(tmp_path / 'train.npz', 12), _npz(tmp_path / 'test.npz', 6, seed=1)
+  args = ['my_set', f'--data_dir={tmp_path / "tfds"}', f'--train={train}', f'--test={test}']
+  assert import_data.main(args) == 0
+  assert import_data.main(args) == 0  # the same inputs: kept
+  assert import_data.main(args + ['--limit_train=6']) == 1
+  assert 'pass --overwrite' in capsys.readouterr().err
+  _npz(train, 9, seed=2)  # same path, new contents
+  assert import_data.main(args) == 1
+  assert 'pass --overwrite' in capsys.readouterr().err
+  assert import_data.main(args + ['--overwrite']) == 0
+  from rankdeficit.data import datasets  # pylint: disable=import-outside-toplevel
+  assert len(datasets.tfds_data_source('my_set', 'train', str(tmp_path / 'tfds'))) == 9
+
+
+@pytest.mark.parametrize('case', ['object_npz', 'bad_crc_zip', 'builtin_name'])
+def test_import_bad_files_name_the_file(tmp_path, capsys, case):
+  import zipfile  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from tools import import_data  # pylint: disable=import-outside-toplevel
+  name, bad = 'my_set', tmp_path / 'train.npz'
+  if case == 'object_npz':
+    np.savez(bad, image=np.array([object()] * 2, dtype=object), label=np.arange(2))
+  elif case == 'bad_crc_zip':
+    bad = tmp_path / 'train.zip'
+    from PIL import Image  # pylint: disable=import-outside-toplevel
+    png = tmp_path / 'x.png'
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(png)
+    with zipfile.ZipFile(bad, 'w', zipfile.ZIP_STORED) as z:
+      z.write(png, 'a/x.png')
+      z.write(png, 'b/y.png')
+    data = bytearray(bad.read_bytes())
+    start = data.find(b'IDAT')  # flip a byte inside the stored PNG: CRC-32 mismatch
+    data[start + 6] ^= 0xFF
+    bad.write_bytes(bytes(data))
+  else:
+    name = 'cifar10'
+    _npz(bad, 4)
+  code = import_data.main([name, f'--data_dir={tmp_path / "tfds"}', f'--train={bad}'])
+  err = capsys.readouterr().err
+  assert code == 1 and err.startswith('error: ') and 'Traceback' not in err
+  assert str(bad) in err or case == 'builtin_name' and 'built-in' in err

@@ -1,0 +1,210 @@
+r"""Fault drill: provokes each fault a cluster or a user produces and checks the outcome.
+
+  python -m tools.fault_drill [--workdir=/tmp/fault_drill] [--keep]
+
+Runs `python -m rankdeficit.main` on configs/quickstart.py (a small MLP on the digits
+bundled with scikit-learn: no data, no network) and prints a table
+`case | expected | observed | ok`, ending with `N/M faults handled`. Exit status 0 only if
+all are. The same cases are unit-tested in tests/test_faults.py. Takes a few minutes on 2
+CPU cores (every case is a fresh process that imports JAX).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, 'XLA_FLAGS': '--xla_force_host_platform_device_count=1',
+       'PYTHONPATH': str(REPO)}
+BAD_INPUTS = [  # (override, what the one-line error must name)
+    ('--config.temperature=inf', 'config.temperature'),
+    ('--config.learning_rate=nan', 'config.learning_rate'),
+    ('--config.num_epochs=-1', 'config.num_epochs'),
+    ('--config.keep_checkpoints=0', 'config.keep_checkpoints'),
+    ('--config.checkpoint_every_steps=0', 'config.checkpoint_every_steps'),
+    ('--config.log_every_steps=0', 'config.log_every_steps'),
+    ('--config.model.width=0', 'config.model.width'),
+    ('--config.image_size=0', 'config.image_size'),
+    ('--config.train_subset=-1', 'config.train_subset'),
+    ('--config.batch_size=4096', 'config.batch_size'),
+    ('--config.no_such_field=1', 'unknown config field'),
+    ('--config=configs/no_such_config.py', 'cannot load --config'),
+    ('--config.dataset=cifar100 --config.download=False --config.data_dir={empty}',
+     'tools.import_data cifar100'),
+]
+
+
+def command(workdir, steps: int, *extra: str) -> list[str]:
+  return [sys.executable, '-m', 'rankdeficit.main', '--config=configs/quickstart.py',
+          f'--workdir={workdir}', '--config.model.width=32', '--config.model.depth=2',
+          f'--config.num_train_steps={steps}', '--config.log_every_steps=1',
+          '--config.eval_every_steps=1000', '--config.checkpoint_every_steps=4', *extra]
+
+
+def run(cmd, timeout: int = 300) -> subprocess.CompletedProcess:
+  return subprocess.run(cmd, env=ENV, cwd=REPO, capture_output=True, text=True,
+                        timeout=timeout)
+
+
+def steps_on_disk(workdir: Path) -> list[int]:
+  directory = workdir / 'checkpoints'
+  return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit()) \
+      if directory.exists() else []
+
+
+def _descendants(pid: int) -> set[int]:
+  found = set()
+  for task in Path(f'/proc/{pid}/task').glob('*'):
+    try:
+      found |= {int(p) for p in (task / 'children').read_text().split()}
+    except OSError:
+      pass
+  return found
+
+
+def _alive(pid: int) -> bool:
+  try:
+    return Path(f'/proc/{pid}/stat').read_text().split(') ')[1][0] != 'Z'
+  except OSError:
+    return False
+
+
+def sigterm_case(root: Path, workers: int) -> tuple[str, bool]:
+  """SIGTERM to the process group after step 3; then the same command again."""
+  workdir, log = root / f'sigterm_w{workers}', root / f'sigterm_w{workers}.log'
+  cmd = command(workdir, 200, f'--config.num_workers={workers}')
+  with open(log, 'w') as f:
+    proc = subprocess.Popen(cmd, env=ENV, cwd=REPO, stdout=f, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+  children: set[int] = set()
+  deadline = time.time() + 240
+  while proc.poll() is None and time.time() < deadline and '[3] train/' not in log.read_text():
+    children |= _descendants(proc.pid)
+    time.sleep(0.2)
+  children |= _descendants(proc.pid)
+  os.killpg(proc.pid, signal.SIGTERM)
+  try:
+    proc.wait(timeout=120)
+  except subprocess.TimeoutExpired:
+    os.killpg(proc.pid, signal.SIGKILL)
+    return 'hung after SIGTERM', False
+  text = log.read_text()
+  line = next((l for l in text.splitlines() if 'Stopped at step' in l), '')
+  step = int(line.split('Stopped at step ')[1].split(':')[0]) if line else -1
+  time.sleep(1)
+  orphans = [c for c in children if _alive(c)]
+  saved = step in steps_on_disk(workdir)
+  resumed = run(cmd)  # the same command: resumes and finishes
+  ok = (proc.returncode == 143 and saved and not orphans
+        and f'Resumed from checkpoint at step {step}.' in resumed.stderr
+        and resumed.returncode == 0)
+  return (f'exit {proc.returncode}, saved step {step}, {len(orphans)} orphans of '
+          f'{len(children)} children, resumed: {resumed.returncode == 0}'), ok
+
+
+def corrupt_case(root: Path) -> tuple[str, bool]:
+  workdir = root / 'corrupt'
+  first = run(command(workdir, 8))
+  latest = workdir / 'checkpoints' / '8'
+  victim = max((p for p in latest.rglob('*') if p.is_file() and 'sha256' not in p.name),
+               key=lambda p: p.stat().st_size)
+  data = bytearray(victim.read_bytes())
+  for i in range(len(data) // 2, min(len(data), len(data) // 2 + 64)):
+    data[i] ^= 0xFF
+  victim.write_bytes(bytes(data))
+  again = run(command(workdir, 10))
+  warned = any('corrupt' in l and 'step 8' in l for l in again.stderr.splitlines())
+  ok = (first.returncode == 0 and again.returncode == 0 and warned
+        and (workdir / 'checkpoints' / 'corrupt' / '8').is_dir()
+        and 'Resumed from checkpoint at step 4.' in again.stderr)
+  return f'warned corrupt: {warned}, moved aside, resumed from 4, exit {again.returncode}', ok
+
+
+def lock_case(root: Path) -> tuple[str, bool]:
+  workdir = root / 'locked'
+  workdir.mkdir()
+  holder = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'])
+  try:
+    (workdir / 'lock').write_text(json.dumps({'host': os.uname().nodename, 'pid': holder.pid,
+                                              'started': time.time(),
+                                              'heartbeat': time.time()}))
+    out = run(command(workdir, 4))
+  finally:
+    holder.kill()
+    holder.wait()
+  msg = out.stderr.strip().splitlines()[-1] if out.stderr.strip() else ''
+  ok = (out.returncode != 0 and 'locked' in msg and f'pid {holder.pid}' in msg
+        and sorted(p.name for p in workdir.iterdir()) == ['lock'])
+  return f'exit {out.returncode}: {msg[:70]}', ok
+
+
+def changed_config_case(root: Path) -> tuple[str, bool]:
+  workdir = root / 'changed'
+  run(command(workdir, 4))
+  saved = (workdir / 'config.json').read_text()
+  out = run(command(workdir, 4, '--config.temperature=100'))
+  msg = out.stderr.strip().splitlines()[-1] if out.stderr.strip() else ''
+  ok = (out.returncode != 0 and 'temperature (1.0 -> 100.0)' in msg
+        and (workdir / 'config.json').read_text() == saved)
+  return f'exit {out.returncode}, config.json kept: {ok}', ok
+
+
+def bad_input_case(root: Path, override: str, must_name: str) -> tuple[str, bool]:
+  workdir = root / 'bad_input'
+  extra = override.format(empty=root / 'empty_data').split()
+  cmd = command(workdir, 4, *extra)
+  out = run(cmd, timeout=120)
+  lines = [l for l in out.stderr.splitlines() if l.startswith('error: ')]
+  ok = (out.returncode != 0 and len(lines) == 1 and must_name in lines[0]
+        and 'Traceback' not in out.stderr and not workdir.exists())
+  return (lines[0][:70] if lines else out.stderr.strip().splitlines()[-1][:70]), ok
+
+
+def cases(root: Path):
+  yield 'SIGTERM mid-run', 'exit 143, ckpt at reached step, resumes', lambda: sigterm_case(
+      root, 0)
+  yield 'SIGTERM with grain workers', 'same, no orphaned workers', lambda: sigterm_case(root, 1)
+  yield 'corrupt latest checkpoint', "warn 'corrupt', move aside, fall back", lambda: (
+      corrupt_case(root))
+  yield 'second process, locked workdir', "exit!=0 'locked' + holder, no writes", lambda: (
+      lock_case(root))
+  yield 'rerun with changed config', 'refused naming field, config kept', lambda: (
+      changed_config_case(root))
+  for override, must_name in BAD_INPUTS:
+    yield (f'bad input {override.split()[0][2:]}', f'1-line error naming {must_name}',
+           lambda o=override, m=must_name: bad_input_case(root, o, m))
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument('--workdir', default=None, help='scratch folder (default: a temp dir)')
+  parser.add_argument('--keep', action='store_true', help='keep the scratch folder')
+  args = parser.parse_args(argv)
+  root = Path(args.workdir or tempfile.mkdtemp(prefix='fault_drill_'))
+  root.mkdir(parents=True, exist_ok=True)
+  rows = []
+  print('| case | expected | observed | ok |\n|---|---|---|---|', flush=True)
+  for name, expected, check in cases(root):
+    try:
+      observed, ok = check()
+    except Exception as e:  # pylint: disable=broad-except  (a drill reports, never crashes)
+      observed, ok = f'{type(e).__name__}: {e}'[:70], False
+    rows.append(ok)
+    print(f'| {name} | {expected} | {observed} | {"yes" if ok else "NO"} |', flush=True)
+  print(f'{sum(rows)}/{len(rows)} faults handled')
+  if not args.keep and not args.workdir:
+    shutil.rmtree(root, ignore_errors=True)
+  return 0 if all(rows) else 1
+
+
+if __name__ == '__main__':
+  sys.exit(main())
