@@ -17,7 +17,7 @@ from absl import logging
 from clu import metric_writers, periodic_actions
 
 from rankdeficit import checkpointing, input_pipeline, losses, models, optim, sharding
-from rankdeficit import monitor, steps
+from rankdeficit import monitor, monitor_log, steps
 from rankdeficit import validation
 from rankdeficit.metrics import spectral
 
@@ -56,9 +56,13 @@ def initial_logits_norm(jitted_eval_step, state: steps.TrainState, config, mesh)
   return float(sums['logits_norm'] / sums['count'])
 
 
-def _collapse_monitor(config, model, loss_fn, mesh):
+def _collapse_monitor(config, model, loss_fn, mesh, workdir=None, start_step=0):
   """Returns `watch(step, state, temperature, writer)` writing the collapse metrics of a
-  fixed eval batch (see rankdeficit/monitor.py), or None when metrics_every_steps <= 0."""
+  fixed eval batch (see rankdeficit/monitor.py), or None when metrics_every_steps <= 0.
+
+  With `workdir`, every call is also appended to `workdir/monitor/` (exact arrays for the
+  paper's figures; see rankdeficit/monitor_log.py), dropping what a killed run wrote after
+  `start_step`."""
   if config.metrics_every_steps <= 0:
     return None
   metrics_fn = monitor.make_collapse_metrics_fn(
@@ -69,11 +73,15 @@ def _collapse_monitor(config, model, loss_fn, mesh):
       num_examples=config.metrics_batch_size)))
   batch = sharding.shard_batch(batch, mesh)
   key = jax.random.PRNGKey(config.seed + 1)  # fixed: the same feature subset every time
+  log = (monitor_log.MonitorLog(workdir, start_step)
+         if workdir and jax.process_index() == 0 else None)
 
   def watch(step, state, temperature, writer):
     metrics = metrics_fn(steps.model_variables(state), batch['image'], batch['label'],
                          temperature, key)
     monitor.write_collapse_metrics(writer, step, metrics)
+    if log:
+      log.write(step, jax.device_get(metrics), temperature=float(temperature))
 
   return watch
 
@@ -142,7 +150,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                         temperature_fn=temperature_fn),
       in_shardings=(repl, sharding.data_sharded(mesh)), out_shardings=(repl, repl, repl))
   p_all_finite = jax.jit(_all_finite)
-  watch = _collapse_monitor(config, model, loss_fn, mesh)
+  watch = _collapse_monitor(config, model, loss_fn, mesh, workdir, start_step)
 
   hooks = [periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer)]
   logging.info('Training %s on %s (T=%g) for %d steps (%d per epoch) on %d devices.',
