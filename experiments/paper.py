@@ -87,8 +87,9 @@ def list_entries(ctx: Context, keys: Sequence[str]) -> str:
     alone = estimate_minutes(ctx, entry)
     extra = estimate_minutes(ctx, entry, seen)
     seen.update(planned_runs(ctx, entry))
-    lines.append(f'{key:<26} {entry.title}\n{"":<26} runs: {"; ".join(runs)}\n'
-                 f'{"":<26} ~{extra:.0f} min new ({alone:.0f} alone)')
+    cost = (f'~{extra:.0f} min new ({alone:.0f} alone)' if ctx.preset == 'cpu'
+            else 'cluster scale (paper budgets, Table 4)')
+    lines.append(f'{key:<26} {entry.title}\n{"":<26} runs: {"; ".join(runs)}\n{"":<26} {cost}')
   return '\n'.join(lines)
 
 

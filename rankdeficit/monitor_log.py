@@ -165,8 +165,11 @@ def read_event_scalars(workdir: str, prefix: str = '') -> dict[str, tuple[np.nda
   Reads every events file in `workdir` (CLU writes scalars as tensor summaries); for a
   step written twice (a resumed run) the later write wins.
   """
-  from tensorboard.backend.event_processing import event_accumulator  # pylint: disable=import-outside-toplevel
-  from tensorboard.util import tensor_util  # pylint: disable=import-outside-toplevel
+  # Imported here: only readers need TensorBoard.
+  # pylint: disable=import-outside-toplevel
+  from tensorboard.backend.event_processing import event_accumulator
+  from tensorboard.util import tensor_util
+  # pylint: enable=import-outside-toplevel
   series: dict[str, dict[int, tuple[float, float]]] = {}
   for path in sorted(glob.glob(os.path.join(workdir, 'events.out.tfevents.*'))):
     acc = event_accumulator.EventAccumulator(

@@ -66,7 +66,8 @@ def _entry(n: int, paper: str, title: str, panels, temps=(1.0, 10.0, 100.0),
 
 
 _ALL = tuple(_PANELS)
-_VGG_NOTE = 'VGG-19 on CPU: 2 epochs on 3,000 Tiny-ImageNet images, T = 1 and 100 only (early training).'
+_VGG_NOTE = ('VGG-19 on CPU: 2 epochs on 3,000 Tiny-ImageNet images, T = 1 and 100 only '
+             '(early training).')
 
 ENTRIES = [
     _entry(2, 'cifar100/resnet34', 'Logits norm over training for several temperatures',

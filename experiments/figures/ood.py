@@ -83,7 +83,8 @@ def render_tradeoff(ctx: Context, requests: tuple[Request, ...]) -> None:
     sc = ax.scatter(rho, auroc, c=np.log10([t for t, _ in pts]), cmap='coolwarm',
                     marker='o' if len(lines) == 0 else 's', label=ctx.setting(request.paper).name)
     corr = np.corrcoef(rho, auroc)[0, 1] if len(pts) > 2 else float('nan')
-    lines.append(ctx.describe(request, runs) + f' {len(pts)} runs, Pearson r(rho, AUROC) = {corr:.2f}')
+    lines.append(ctx.describe(request, runs)
+                 + f' {len(pts)} runs, Pearson r(rho, AUROC) = {corr:.2f}')
   if not found:
     raise MissingRuns('no analysed run with OOD detection')
   fig.colorbar(sc, label='log10 T')

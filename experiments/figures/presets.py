@@ -118,12 +118,16 @@ _PAPER_CONFIGS = {
     'init/resnet50': 'resnet50_in100', 'init/vgg19': 'vgg19_c10',
 }
 
-PAPER = {
-    paper: Setting(('init_' if paper.startswith('init/') else
-                    'app_e_' if paper.startswith('app_e') else '') + config, config, (('num_train_steps', 1), ('metrics_every_steps', 0))
-                   if paper.startswith('init/') else (), PAPER_LABELS[paper],
-                   (('max_train_examples', 100_000),) if '_in' in config else ())
-    for paper, config in _PAPER_CONFIGS.items()
-}
+
+
+def _paper_setting(paper: str, config: str) -> Setting:
+  """The paper's own config; init-only runs take one step, ImageNet probes 100k images."""
+  prefix = 'init_' if paper.startswith('init/') else 'app_e_' if paper.startswith('app_e') else ''
+  overrides = (('num_train_steps', 1), ('metrics_every_steps', 0)) if prefix == 'init_' else ()
+  analysis = (('max_train_examples', 100_000),) if '_in' in config else ()
+  return Setting(prefix + config, config, overrides, PAPER_LABELS[paper], analysis)
+
+
+PAPER = {paper: _paper_setting(paper, config) for paper, config in _PAPER_CONFIGS.items()}
 PRESETS = {'cpu': CPU, 'paper': PAPER}
 DEFAULT_SEEDS = {'cpu': 1, 'paper': 3}

@@ -60,14 +60,15 @@ def _entry(n: int, paper: str, title: str, temps=(1.0, 100.0), note: str = '') -
                functools.partial(render_probes, request=request), note)
 
 
-_VGG_NOTE = ('VGG-19 on CPU: 2 epochs on 3,000 images, two temperatures; the paper\'s point (a baseline VGG '
-             'starts collapsed, low T helps) needs its trained state, so read this as the '
-             'early-training regime only.')
+_VGG_NOTE = ('VGG-19 on CPU: 2 epochs on 3,000 images, two temperatures; the paper\'s '
+             'point (a baseline VGG starts collapsed, low T helps) needs its trained state, '
+             'so read this as the early-training regime only.')
 
 ENTRIES = [
     _entry(1, 'cifar100/resnet34', 'Linear probes per layer, baseline vs high temperature'),
     _entry(9, 'cifar10/vgg19', 'VGG-19 probes: baseline vs low temperature',
-           temps=(1.0, 0.1), note=_VGG_NOTE),
+           temps=(1.0, 0.1), note=_VGG_NOTE + ' "Low temperature" is T = 0.1 here (the paper '
+           'does not give its value).'),
     _entry(11, 'cifar10/resnet18', 'Probes per layer across temperatures (ResNet-18, C10)',
            temps=(1.0, 10.0, 100.0)),
     _entry(12, 'cifar100/resnet18', 'Probes per layer across temperatures (ResNet-18, C100)',

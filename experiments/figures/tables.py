@@ -101,7 +101,8 @@ def _t(paper: str, temps, variant='', overrides=(), cpu=None):
 _GRID = (1.0, 10.0, 100.0, 1000.0)
 _VGG_GRID = (1.0, 10.0, 50.0, 100.0)
 _C100_GRID = (1.0, 10.0, 100.0, 200.0)
-_T3 = (('VGG19 (CIFAR-10)', _t('cifar10/vgg19', (1.0, _LOW)), {1.0: (47, 64, 9), _LOW: (53, 64, 9)}),
+_T3 = (('VGG19 (CIFAR-10)', _t('cifar10/vgg19', (1.0, _LOW)),
+        {1.0: (47, 64, 9), _LOW: (53, 64, 9)}),
        ('VGG19 (CIFAR-100)', _t('cifar100/vgg19', (1.0, _LOW)),
         {1.0: (58, 58, 73), _LOW: (58, 53, 45)}))
 _T6 = (('ResNet34 (CIFAR-100), MSE loss', _t('cifar100/resnet34', (1.0, _LOW), 'mse',
@@ -141,5 +142,6 @@ ENTRIES = [
                  'paper does not give its temperature).'),
     _sweep_entry(7, 'Fine-grained temperatures, CIFAR-10', _T7, 'CIFAR-10 temperature sweep.'),
     _sweep_entry(8, 'Fine-grained temperatures, CIFAR-100', _T8, 'CIFAR-100 temperature sweep.'),
-    _sweep_entry(9, 'Fine-grained temperatures, ImageNet-1k', _T9, 'ImageNet-1k temperature sweep.'),
+    _sweep_entry(9, 'Fine-grained temperatures, ImageNet-1k', _T9,
+                 'ImageNet-1k temperature sweep.'),
 ]
