@@ -2,7 +2,8 @@
 
     python -m experiments.paper --list [--preset=cpu]
     python -m experiments.paper --preset=cpu [--only=figure_3,table_2] [--seeds=N]
-        [--data_dir=data/tfds] [--render_only] [--outdir=DIR] [--runs_dir=DIR]
+        [--data_dir=data/tfds] [--render_only] [--settings=mlp_c10,...]
+        [--outdir=DIR] [--runs_dir=DIR]
     python -m experiments.paper --preset=paper     # the paper's configs (clusters)
 
 For each selected entry of `experiments.figures.REGISTRY` it trains the runs the entry
@@ -11,7 +12,8 @@ from its checkpoint), analyses them once (`rankdeficit.analyze.analyze_run`), th
 the entry from the run directories alone into `--outdir` (default
 `experiments/results/paper_<preset>/`): `figure_<N>.png` + `figure_<N>.md`, or
 `table_<N>.md` + `table_<N>.csv`. `--render_only` never trains: entries whose runs are
-missing are reported and skipped. Runs go to `<outdir>/runs/` (git-ignored) and are shared
+missing are reported and skipped; `--settings` trains only the runs of those settings
+(renderers draw whatever runs exist, e.g. a Table 1 with one row). Runs go to `<outdir>/runs/` (git-ignored) and are shared
 between entries that ask for the same setting and temperature.
 """
 from __future__ import annotations
@@ -38,6 +40,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
   p.add_argument('--seeds', type=int, default=None, help='seeds per setting')
   p.add_argument('--list', action='store_true', help='list entries, their runs and cost')
   p.add_argument('--render_only', action='store_true', help='never train or analyse')
+  p.add_argument('--settings', default='',
+                 help='train only runs of these setting names (e.g. mlp_c10); render all')
   p.add_argument('--outdir', default=None)
   p.add_argument('--runs_dir', default=None)
   p.add_argument('--data_dir', default=None, help="tfds data_dir (default: each config's)")
@@ -49,6 +53,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
   if args.seeds is not None and args.seeds < 1:
     p.error('--seeds must be >= 1')
   args.keys = keys or list(REGISTRY)
+  args.settings = [s for s in args.settings.split(',') if s]
   return args
 
 
@@ -93,9 +98,12 @@ def list_entries(ctx: Context, keys: Sequence[str]) -> str:
   return '\n'.join(lines)
 
 
-def train_missing(ctx: Context, entry: Entry, data_dir: str | None) -> None:
+def train_missing(ctx: Context, entry: Entry, data_dir: str | None,
+                  settings: Sequence[str] = ()) -> None:
+  """Trains/analyses the entry's missing runs (only of `settings` when given)."""
   for workdir, (setting, request, t, s) in planned_runs(ctx, entry).items():
-    ensure_run(workdir, setting, request, t, s, data_dir=data_dir)
+    if not settings or setting.name in settings:
+      ensure_run(workdir, setting, request, t, s, data_dir=data_dir)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, str]:
@@ -112,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, str]:
     ctx.entry = entry
     t0 = time.perf_counter()
     if not args.render_only:
-      train_missing(ctx, entry, args.data_dir)
+      train_missing(ctx, entry, args.data_dir, args.settings)
     try:
       entry.render(ctx)
       status[key] = 'ok'
