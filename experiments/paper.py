@@ -102,8 +102,12 @@ def train_missing(ctx: Context, entry: Entry, data_dir: str | None,
                   settings: Sequence[str] = ()) -> None:
   """Trains/analyses the entry's missing runs (only of `settings` when given)."""
   for workdir, (setting, request, t, s) in planned_runs(ctx, entry).items():
-    if not settings or setting.name in settings:
+    if settings and setting.name not in settings:
+      continue
+    try:
       ensure_run(workdir, setting, request, t, s, data_dir=data_dir)
+    except FloatingPointError as e:  # diverged (the paper: "did not finish successfully")
+      logging.warning('%s failed, left out of the figures: %s', workdir, e)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, str]:

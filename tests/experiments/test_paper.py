@@ -135,3 +135,16 @@ def test_render_only_reports_missing_runs(tmp_path):
   status = paper.main(['--render_only', '--only=figure_3', '--outdir', str(tmp_path)])
   assert status['figure_3'].startswith('missing')
   assert not (tmp_path / 'figure_3.png').exists()
+
+
+def test_trains_only_the_selected_settings_and_survives_divergence(tmp_path, monkeypatch):
+  calls = []
+
+  def fake_ensure_run(workdir, setting, request, t, seed, *, data_dir):
+    calls.append((setting.name, t, seed))
+    raise FloatingPointError('diverged')
+
+  monkeypatch.setattr(paper, 'ensure_run', fake_ensure_run)
+  status = paper.main(['--only=table_1', '--settings=mlp_c10', '--outdir', str(tmp_path)])
+  assert sorted(calls) == [('mlp_c10', 1.0, 0), ('mlp_c10', 100.0, 0)]
+  assert status['table_1'].startswith('missing')
