@@ -43,6 +43,9 @@ and its projection shortcut) reuses that spectrum instead of a second SVD (its c
 subset is then the representation's). On CPU one call costs seconds (an 8x512 MLP at batch
 512: ~25 SVD/eigh of 512x512 matrices), so run it every few hundred steps at most; see
 ``configs/base.py`` (``metrics_every_steps``) and ``tools/benchmark_metrics.py --fraction``.
+
+The training loop also appends every call, exact values included, to
+``<workdir>/monitor/`` (``rankdeficit/monitor_log.py``), which the paper's figures read.
 """
 
 from __future__ import annotations
