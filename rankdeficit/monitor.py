@@ -62,7 +62,10 @@ import numpy as np
 from rankdeficit.metrics import alignment as alignment_lib
 from rankdeficit.metrics import spectral
 
-__all__ = ["capture_layers", "collapse_metrics", "make_collapse_metrics_fn", "write_collapse_metrics"]
+__all__ = [
+  "capture_layers", "collapse_metrics", "forward_order", "make_collapse_metrics_fn",
+  "write_collapse_metrics",
+]
 
 LossFn = Callable[[jax.Array, jax.Array, Any], jax.Array]
 
@@ -79,6 +82,25 @@ def capture_layers(records: dict[str, dict[str, Any]]):
     return next_fun(*args, **kwargs)
 
   return interceptor
+
+
+def forward_order(model: nn.Module, variables: dict, images: jax.Array) -> dict[str, list[str]]:
+  """Captured layer paths and representation names in forward order.
+
+  The metrics dict comes back from ``jit`` with sorted keys; figures need the network's
+  order. One abstract trace (``jax.eval_shape``), no compute.
+  """
+  order: dict[str, list[str]] = {}
+
+  def trace(v, x):
+    records: dict[str, dict[str, Any]] = {}
+    with nn.intercept_methods(capture_layers(records)):
+      _, reps = model.apply(v, x, train=False)
+    order["layers"], order["reps"] = list(records), list(reps)
+    return jnp.zeros(())
+
+  jax.eval_shape(trace, variables, images)
+  return order
 
 
 def _get_path(tree, path: str):

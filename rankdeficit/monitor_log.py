@@ -7,6 +7,8 @@ Layout, inside the run directory::
                                [top_k floats], ...} (names as in `monitor.collapse_metrics`)
   monitor/arrays_<step>.npz    the 2-d arrays of that call (alignment/<layer> [k, k]);
                                <step> zero-padded to 9 digits
+  monitor/order.json           {"layers": [Dense/Conv paths], "reps": [representation
+                               names]} in forward order (jit returns sorted keys)
 
 Why this rather than the TensorBoard events the CLU writer also gets: the event file
 keeps alignment matrices only as 8-bit PNG images and spectra only as bucketed histograms
@@ -31,12 +33,14 @@ import dataclasses
 import glob
 import json
 import os
+import re
 from typing import Any, Mapping
 
 import numpy as np
 
 MONITOR_DIR = 'monitor'
 METRICS_FILE = 'metrics.jsonl'
+ORDER_FILE = 'order.json'
 
 
 def _arrays_path(directory: str, step: int) -> str:
@@ -79,6 +83,14 @@ class MonitorLog:
       if int(os.path.basename(path)[7:-4]) > step:
         os.remove(path)
 
+  def has_order(self) -> bool:
+    return os.path.exists(os.path.join(self.directory, ORDER_FILE))
+
+  def write_order(self, order: Mapping[str, list[str]]) -> None:
+    """Records the forward order of layers and representations (once per run)."""
+    with open(os.path.join(self.directory, ORDER_FILE), 'w') as f:
+      json.dump(dict(order), f)
+
   def write(self, step: int, metrics: Mapping[str, Any], **extra: float) -> None:
     """Appends one monitor call; `extra` scalars (e.g. temperature) go in the record."""
     record: dict[str, Any] = {'step': int(step)}
@@ -100,11 +112,25 @@ class MonitorLog:
       f.write(json.dumps(record) + '\n')
 
 
+def _natural_key(name: str):
+  """'dense_10' after 'dense_9'; 'head' last (fallback when order.json is missing)."""
+  parts = re.split(r'(\d+)', name)
+  return (name.endswith('head'), [int(p) if p.isdigit() else p for p in parts])
+
+
 @dataclasses.dataclass
 class MonitorHistory:
   """A run's monitor records, one per step (ascending)."""
   directory: str
   records: list[dict[str, Any]]
+  order: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+
+  def ordered(self, prefix: str) -> list[str]:
+    """Names `<prefix><layer or rep>` in forward order (`prefix` like 'alignment_max/')."""
+    names = self.names(prefix)
+    known = self.order.get('reps' if prefix.endswith('rep/') else 'layers', [])
+    rank = {prefix + n: i for i, n in enumerate(known)}
+    return sorted(names, key=lambda n: (rank.get(n, len(rank)), _natural_key(n)))
 
   @property
   def steps(self) -> np.ndarray:
@@ -155,7 +181,11 @@ def read_monitor(workdir: str) -> MonitorHistory:
   """The monitor history of a run (empty when it has none)."""
   directory = os.path.join(workdir, MONITOR_DIR)
   by_step = {r['step']: r for r in _read_records(os.path.join(directory, METRICS_FILE))}
-  return MonitorHistory(directory, [by_step[s] for s in sorted(by_step)])
+  order = {}
+  if os.path.exists(os.path.join(directory, ORDER_FILE)):
+    with open(os.path.join(directory, ORDER_FILE)) as f:
+      order = json.load(f)
+  return MonitorHistory(directory, [by_step[s] for s in sorted(by_step)], order)
 
 
 def read_event_scalars(workdir: str, prefix: str = '') -> dict[str, tuple[np.ndarray,

@@ -81,6 +81,9 @@ def _collapse_monitor(config, model, loss_fn, mesh, workdir=None, start_step=0):
                          temperature, key)
     monitor.write_collapse_metrics(writer, step, metrics)
     if log:
+      if not log.has_order():
+        log.write_order(monitor.forward_order(model, steps.model_variables(state),
+                                              batch['image']))
       log.write(step, jax.device_get(metrics), temperature=float(temperature))
 
   return watch

@@ -66,8 +66,9 @@ def test_training_writes_monitor_and_event_history(tmp_path):
   train.train_and_evaluate(c, workdir)
   hist = monitor_log.read_monitor(workdir)
   np.testing.assert_array_equal(hist.steps, [0, 2, 4])
-  layers = [n[len('alignment_max/'):] for n in hist.names('alignment_max/')]
-  assert 'head' in layers and len(layers) == 3
+  layers = [n[len('alignment_max/'):] for n in hist.ordered('alignment_max/')]
+  assert layers == hist.order['layers'] == ['dense_0', 'dense_1', 'head']
+  assert hist.order['reps'] == ['dense_0', 'dense_1']
   steps, mats = hist.matrices('alignment/head')
   assert mats.shape[0] == 3 and np.all((mats >= 0) & (mats <= 1 + 1e-5))
   assert np.all(hist.scalar('logits_norm') > 0)
@@ -75,3 +76,16 @@ def test_training_writes_monitor_and_event_history(tmp_path):
   events = monitor_log.read_event_scalars(workdir, 'eval/')
   np.testing.assert_array_equal(events['eval/accuracy'][0], [2, 4])
   assert np.all((events['eval/accuracy'][1] >= 0) & (events['eval/accuracy'][1] <= 1))
+
+
+def test_forward_order_beats_sorted_keys(tmp_path):
+  log = monitor_log.MonitorLog(str(tmp_path))
+  log.write(0, {'alignment_max/stem': 1.0, 'alignment_max/layer1': 2.0,
+                'alignment_max/head': 3.0, 'rank/rep/b': 1, 'rank/rep/a': 2})
+  assert monitor_log.read_monitor(str(tmp_path)).ordered('alignment_max/') == [
+      'alignment_max/layer1', 'alignment_max/stem', 'alignment_max/head']  # fallback
+  log.write_order({'layers': ['stem', 'layer1', 'head'], 'reps': ['b', 'a']})
+  hist = monitor_log.read_monitor(str(tmp_path))
+  assert hist.ordered('alignment_max/') == [
+      'alignment_max/stem', 'alignment_max/layer1', 'alignment_max/head']
+  assert hist.ordered('rank/rep/') == ['rank/rep/b', 'rank/rep/a']

@@ -16,7 +16,7 @@ from experiments.figures.runs import Request
 
 def alignment_grid(run) -> tuple[list[str], np.ndarray, np.ndarray]:
   """(layers, steps, [layers, steps] max alignment) of one run."""
-  names = run.monitor.names('alignment_max/')
+  names = run.monitor.ordered('alignment_max/')
   grid = np.stack([run.monitor.scalar(n) for n in names]) if names else np.zeros((0, 0))
   return [n.split('/', 1)[1] for n in names], run.monitor.steps, grid
 
@@ -36,7 +36,7 @@ def render_alignment_curves(ctx: Context, request: Request) -> None:
     run = _first(runs, t)
     mean = run.monitor.scalar('alignment_max_mean')
     top.plot(run.monitor.steps, mean, 'o-', ms=3, label=f'T = {t:g}')
-    last = run.monitor.names('sv/rep/')[-1]
+    last = run.monitor.ordered('sv/rep/')[-1]
     sv = run.monitor.vector(last)[-1]
     bottom.semilogy(np.arange(1, len(sv) + 1), sv / sv[0], 'o-', ms=3, label=f'T = {t:g}')
     finals.append(f'T={t:g}: mean max alignment {mean[0]:.2f} -> {np.nanmax(mean):.2f} '
@@ -90,8 +90,8 @@ def render_gradient_ranks(ctx: Context, request: Request) -> None:
   finals = []
   for ax, t in zip(axes[0], temps):
     mon = _first(runs, t).monitor
-    reps = mon.names('rank/rep/')
-    grads = mon.names('rank/grad/')[1:len(reps) + 1]  # G^{i+1}: the layer consuming A^i
+    reps = mon.ordered('rank/rep/')
+    grads = mon.ordered('rank/grad/')[1:len(reps) + 1]  # G^{i+1}: the layer consuming A^i
     rep_rank = [mon.scalar(n)[-1] for n in reps]
     grad_rank = [mon.scalar(n)[-1] for n in grads]
     x = np.arange(1, len(reps) + 1)

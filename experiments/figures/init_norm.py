@@ -72,7 +72,7 @@ def render_app_e(ctx: Context) -> None:
     ax = axes[1 if request.variant.endswith('_ln') else 0]
     for run in runs:
       mon = run.monitor
-      rank = mon.scalar(mon.names('rank/rep/')[-1])[-1]
+      rank = mon.scalar(mon.ordered('rank/rep/')[-1])[-1]
       norm = run.train_results['init/logits_norm']
       ax.scatter([norm], [rank])
       ax.annotate(request.variant.replace('_ln', ''), (norm, rank), fontsize=7)
