@@ -6,7 +6,6 @@ norm on the first test batch, before any step); the final rank is the monitor's 
 """
 from __future__ import annotations
 
-
 import numpy as np
 
 from experiments.figures.render import Context, Entry, MissingRuns, pyplot
