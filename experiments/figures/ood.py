@@ -98,6 +98,11 @@ def render_tradeoff(ctx: Context, requests: tuple[Request, ...]) -> None:
                   '(lower rho) goes with worse detection.', lines)
 
 
+def _pm(stats: tuple[float, float], seeds: int) -> str:
+  """'mean +- std' in percent (the std only with several seeds)."""
+  return f'{100 * stats[0]:.1f}' + (f' +- {100 * stats[1]:.1f}' if seeds > 1 else '')
+
+
 def render_table2(ctx: Context, requests: tuple[Request, ...]) -> None:
   header = ['paper ID -> OOD', 'paper model', 'this run', 'T', 'seeds', 'AUROC %',
             'FPR95 % (NECO conv.)', 'paper AUROC %', 'paper FPR95 %']
@@ -115,8 +120,7 @@ def render_table2(ctx: Context, requests: tuple[Request, ...]) -> None:
       fpr = mean_std([d.get('fpr95_neco') for d in dets])
       det_set = dets[0].get('ood_dataset', '?')
       rows.append([pair, model, f'{ctx.setting(request.paper).name} -> {det_set}', f'{t:g}',
-                   len(runs[t]), f'{100 * auroc[0]:.1f} +- {100 * auroc[1]:.1f}',
-                   f'{100 * fpr[0]:.1f} +- {100 * fpr[1]:.1f}',
+                   len(runs[t]), _pm(auroc, len(dets)), _pm(fpr, len(dets)),
                    paper[0 if i == 0 else 2], paper[1 if i == 0 else 3]])
   if not rows:
     raise MissingRuns('no analysed run for Table 2')
