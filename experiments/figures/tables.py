@@ -26,14 +26,12 @@ _TABLE1_ROWS = (('CIFAR-10 / MLP', 'cifar10/mlp'), ('CIFAR-10 / ResNet20', 'cifa
 _T1 = tuple(Request(p, (1.0, _LOW), seeds=None) for _, p in _TABLE1_ROWS)
 
 
-def _record(ctx: Context, run, paper_row: str, name: str) -> dict:
-  a = dict(run.analysis)
-  det = a.get('ood_detection') or {}
-  a.update(kappa=metric(a, 'kappa'), rho=metric(a, 'rho'), neco_auroc=det.get('auroc'),
-           neco_fpr95=det.get('fpr95_neco'), experiment=name, label=name, paper=paper_row,
-           temperature=run.temperature, seed=run.seed,
-           init_logits_norm=run.train_results.get('init/logits_norm'))
-  return a
+def _record(run, paper_row: str, name: str) -> dict:
+  """reproduce_table1's per-run record (its `_flat`: NECO and per-convention keys)."""
+  rec = reproduce_table1._flat(run.analysis)  # pylint: disable=protected-access
+  rec.update(experiment=name, label=name, paper=paper_row, temperature=run.temperature,
+             seed=run.seed, init_logits_norm=run.train_results.get('init/logits_norm'))
+  return rec
 
 
 def render_table1(ctx: Context) -> None:
@@ -49,7 +47,7 @@ def render_table1(ctx: Context) -> None:
       continue
     seen.add(setting.name)
     lines.append(ctx.describe(request, runs) + f' Compared with the paper row {paper_row}.')
-    records += [_record(ctx, r, paper_row, setting.label or setting.name)
+    records += [_record(r, paper_row, setting.label or setting.name)
                 for rs in runs.values() for r in rs]
   if not records:
     raise MissingRuns('no analysed run for Table 1')
