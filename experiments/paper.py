@@ -14,7 +14,8 @@ the entry from the run directories alone into `--outdir` (default
 `table_<N>.md` + `table_<N>.csv`. `--render_only` never trains: entries whose runs are
 missing are reported and skipped; `--settings` trains only the runs of those settings
 (renderers draw whatever runs exist, e.g. a Table 1 with one row). Runs go to `<outdir>/runs/` (git-ignored) and are shared
-between entries that ask for the same setting and temperature.
+between entries that ask for the same setting and temperature. With
+$RANKDEFICIT_QUICK_SYNTHETIC set, Figures 6 and 21 use their scripts' --quick sizes (tests).
 """
 from __future__ import annotations
 
