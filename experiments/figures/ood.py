@@ -83,8 +83,10 @@ def render_tradeoff(ctx: Context, requests: tuple[Request, ...]) -> None:
     sc = ax.scatter(rho, auroc, c=np.log10([t for t, _ in pts]), cmap='coolwarm',
                     marker='o' if len(lines) == 0 else 's', label=ctx.setting(request.paper).name)
     corr = np.corrcoef(rho, auroc)[0, 1] if len(pts) > 2 else float('nan')
+    points = '; '.join(f'T={t:g} s{r.seed}: rho {pr:.1%}, AUROC {au:.1%}'
+                       for (t, r), pr, au in zip(pts, rho, auroc))
     lines.append(ctx.describe(request, runs)
-                 + f' {len(pts)} runs, Pearson r(rho, AUROC) = {corr:.2f}')
+                 + f' {len(pts)} runs, Pearson r(rho, AUROC) = {corr:.2f} ({points})')
   if not found:
     raise MissingRuns('no analysed run with OOD detection')
   fig.colorbar(sc, label='log10 T')
