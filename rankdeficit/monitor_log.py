@@ -16,7 +16,9 @@ keeps alignment matrices only as 8-bit PNG images and spectra only as bucketed h
 replaying every event of the run through `EventAccumulator`. JSON lines are append-only
 (a crash mid-write costs at most the last, unterminated line, which the reader skips),
 diff-able and readable from any language; `.npz` is numpy's own container for named
-arrays, and one file per step makes undoing a step a single delete.
+arrays, and one file per step makes undoing a step a single delete. Paths go through
+`etils.epath`, so a workdir may be a bucket (gs://...); objects there cannot be appended
+to, so on a URI the (small) jsonl file is rewritten at every call instead.
 
 Resume: `MonitorLog(workdir, start_step)` drops what a killed run wrote after the
 checkpoint it resumes from (records with step > start_step, or everything when
@@ -30,12 +32,13 @@ write of a step winning (a resumed run rewrites the steps after its checkpoint).
 from __future__ import annotations
 
 import dataclasses
-import glob
+import io
 import json
 import os
 import re
 from typing import Any, Mapping
 
+from etils import epath
 import numpy as np
 
 MONITOR_DIR = 'monitor'
@@ -43,53 +46,59 @@ METRICS_FILE = 'metrics.jsonl'
 ORDER_FILE = 'order.json'
 
 
-def _arrays_path(directory: str, step: int) -> str:
-  return os.path.join(directory, f'arrays_{step:09d}.npz')
+def _arrays_path(directory: epath.Path, step: int) -> epath.Path:
+  return directory / f'arrays_{step:09d}.npz'
+
+
+def _is_uri(path) -> bool:
+  return '://' in os.fspath(path)  # gs://, s3://: objects cannot be appended to
 
 
 def _npz_key(name: str) -> str:
   return name.replace('/', '|')  # zip member names must not nest
 
 
-def _read_records(path: str) -> list[dict[str, Any]]:
+def _read_records(path: epath.Path) -> list[dict[str, Any]]:
   records = []
-  if not os.path.exists(path):
+  if not path.exists():
     return records
-  with open(path) as f:
-    for line in f:
-      if not line.endswith('\n'):
-        break  # interrupted write: ignore the partial last line
-      records.append(json.loads(line))
+  for line in path.read_text().splitlines(keepends=True):
+    if not line.endswith('\n'):
+      break  # interrupted write: ignore the partial last line
+    records.append(json.loads(line))
   return records
+
+
+def _write_records(path: epath.Path, records: list[dict[str, Any]]) -> None:
+  tmp = path.parent / (path.name + '.tmp')
+  tmp.write_text(''.join(json.dumps(r) + '\n' for r in records))
+  tmp.replace(path)
 
 
 class MonitorLog:
   """Appends `collapse_metrics` dicts to `<workdir>/monitor/` (see module docstring)."""
 
-  def __init__(self, workdir: str, start_step: int = 0):
-    self.directory = os.path.join(workdir, MONITOR_DIR)
-    os.makedirs(self.directory, exist_ok=True)
-    self.path = os.path.join(self.directory, METRICS_FILE)
-    self._truncate_after(start_step if start_step > 0 else -1)
+  def __init__(self, workdir: str | os.PathLike, start_step: int = 0):
+    self.directory = epath.Path(workdir) / MONITOR_DIR
+    self.directory.mkdir(parents=True, exist_ok=True)
+    self.path = self.directory / METRICS_FILE
+    self._records = self._truncate_after(start_step if start_step > 0 else -1)
 
-  def _truncate_after(self, step: int) -> None:
-    """Drops records (and array files) with a step > `step`."""
+  def _truncate_after(self, step: int) -> list[dict[str, Any]]:
+    """Drops records (and array files) with a step > `step`; returns the kept ones."""
     kept = [r for r in _read_records(self.path) if r['step'] <= step]
-    tmp = self.path + '.tmp'
-    with open(tmp, 'w') as f:
-      f.writelines(json.dumps(r) + '\n' for r in kept)
-    os.replace(tmp, self.path)
-    for path in glob.glob(os.path.join(self.directory, 'arrays_*.npz')):
-      if int(os.path.basename(path)[7:-4]) > step:
-        os.remove(path)
+    _write_records(self.path, kept)
+    for path in self.directory.glob('arrays_*.npz'):
+      if int(path.name[7:-4]) > step:
+        path.unlink()
+    return kept
 
   def has_order(self) -> bool:
-    return os.path.exists(os.path.join(self.directory, ORDER_FILE))
+    return (self.directory / ORDER_FILE).exists()
 
   def write_order(self, order: Mapping[str, list[str]]) -> None:
     """Records the forward order of layers and representations (once per run)."""
-    with open(os.path.join(self.directory, ORDER_FILE), 'w') as f:
-      json.dump(dict(order), f)
+    (self.directory / ORDER_FILE).write_text(json.dumps(dict(order)))
 
   def write(self, step: int, metrics: Mapping[str, Any], **extra: float) -> None:
     """Appends one monitor call; `extra` scalars (e.g. temperature) go in the record."""
@@ -105,11 +114,15 @@ class MonitorLog:
       else:
         arrays[_npz_key(name)] = value.astype(np.float32)
     if arrays:
-      tmp = _arrays_path(self.directory, step) + '.tmp.npz'
-      np.savez_compressed(tmp, **arrays)
-      os.replace(tmp, _arrays_path(self.directory, step))
-    with open(self.path, 'a') as f:
-      f.write(json.dumps(record) + '\n')
+      buf = io.BytesIO()
+      np.savez_compressed(buf, **arrays)
+      _arrays_path(self.directory, step).write_bytes(buf.getvalue())
+    self._records.append(record)
+    if _is_uri(self.path):  # object stores: rewrite the (small) file
+      _write_records(self.path, self._records)
+    else:
+      with self.path.open('a') as f:
+        f.write(json.dumps(record) + '\n')
 
 
 def _natural_key(name: str):
@@ -121,7 +134,7 @@ def _natural_key(name: str):
 @dataclasses.dataclass
 class MonitorHistory:
   """A run's monitor records, one per step (ascending)."""
-  directory: str
+  directory: epath.Path
   records: list[dict[str, Any]]
   order: dict[str, list[str]] = dataclasses.field(default_factory=dict)
 
@@ -161,9 +174,9 @@ class MonitorHistory:
   def arrays(self, step: int) -> dict[str, np.ndarray]:
     """The 2-d arrays recorded at `step` ({} when none)."""
     path = _arrays_path(self.directory, step)
-    if not os.path.exists(path):
+    if not path.exists():
       return {}
-    with np.load(path) as z:
+    with np.load(io.BytesIO(path.read_bytes())) as z:
       return {k.replace('|', '/'): z[k] for k in z.files}
 
   def matrices(self, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -177,18 +190,17 @@ class MonitorHistory:
     return np.asarray(steps, np.int64), (np.stack(mats) if mats else np.zeros((0, 0, 0)))
 
 
-def read_monitor(workdir: str) -> MonitorHistory:
+def read_monitor(workdir: str | os.PathLike) -> MonitorHistory:
   """The monitor history of a run (empty when it has none)."""
-  directory = os.path.join(workdir, MONITOR_DIR)
-  by_step = {r['step']: r for r in _read_records(os.path.join(directory, METRICS_FILE))}
+  directory = epath.Path(workdir) / MONITOR_DIR
+  by_step = {r['step']: r for r in _read_records(directory / METRICS_FILE)}
   order = {}
-  if os.path.exists(os.path.join(directory, ORDER_FILE)):
-    with open(os.path.join(directory, ORDER_FILE)) as f:
-      order = json.load(f)
+  if (directory / ORDER_FILE).exists():
+    order = json.loads((directory / ORDER_FILE).read_text())
   return MonitorHistory(directory, [by_step[s] for s in sorted(by_step)], order)
 
 
-def read_event_scalars(workdir: str, prefix: str = '') -> dict[str, tuple[np.ndarray,
+def read_event_scalars(workdir: str | os.PathLike, prefix: str = '') -> dict[str, tuple[np.ndarray,
                                                                          np.ndarray]]:
   """`{tag: (steps, values)}` of the scalars in the run's TensorBoard event files.
 
@@ -201,9 +213,9 @@ def read_event_scalars(workdir: str, prefix: str = '') -> dict[str, tuple[np.nda
   from tensorboard.util import tensor_util
   # pylint: enable=import-outside-toplevel
   series: dict[str, dict[int, tuple[float, float]]] = {}
-  for path in sorted(glob.glob(os.path.join(workdir, 'events.out.tfevents.*'))):
+  for path in sorted(epath.Path(workdir).glob('events.out.tfevents.*')):
     acc = event_accumulator.EventAccumulator(
-        path, size_guidance={event_accumulator.TENSORS: 0, event_accumulator.SCALARS: 0})
+        os.fspath(path), size_guidance={event_accumulator.TENSORS: 0, event_accumulator.SCALARS: 0})
     acc.Reload()
     tags = acc.Tags()
     for tag in tags.get('tensors', []):
