@@ -43,6 +43,9 @@ and its projection shortcut) reuses that spectrum instead of a second SVD (its c
 subset is then the representation's). On CPU one call costs seconds (an 8x512 MLP at batch
 512: ~25 SVD/eigh of 512x512 matrices), so run it every few hundred steps at most; see
 ``configs/base.py`` (``metrics_every_steps``) and ``tools/benchmark_metrics.py --fraction``.
+
+The training loop also appends every call, exact values included, to
+``<workdir>/monitor/`` (``rankdeficit/monitor_log.py``), which the paper's figures read.
 """
 
 from __future__ import annotations
@@ -59,207 +62,229 @@ import numpy as np
 from rankdeficit.metrics import alignment as alignment_lib
 from rankdeficit.metrics import spectral
 
-__all__ = ["capture_layers", "collapse_metrics", "make_collapse_metrics_fn", "write_collapse_metrics"]
+__all__ = [
+  "capture_layers", "collapse_metrics", "forward_order", "make_collapse_metrics_fn",
+  "write_collapse_metrics",
+]
 
 LossFn = Callable[[jax.Array, jax.Array, Any], jax.Array]
 
 
 def capture_layers(records: dict[str, dict[str, Any]]):
-    """An interceptor storing, per Dense/Conv module path, its input and module."""
+  """An interceptor storing, per Dense/Conv module path, its input and module."""
 
-    def interceptor(next_fun, args, kwargs, context):
-        module = context.module
-        if context.method_name == "__call__" and isinstance(module, (nn.Dense, nn.Conv)) and args:
-            path = "/".join(module.path)
-            if path not in records:
-                records[path] = {"input": args[0], "module": module}
-        return next_fun(*args, **kwargs)
+  def interceptor(next_fun, args, kwargs, context):
+    module = context.module
+    if context.method_name == "__call__" and isinstance(module, (nn.Dense, nn.Conv)) and args:
+      path = "/".join(module.path)
+      if path not in records:
+        records[path] = {"input": args[0], "module": module}
+    return next_fun(*args, **kwargs)
 
-    return interceptor
+  return interceptor
+
+
+def forward_order(model: nn.Module, variables: dict, images: jax.Array) -> dict[str, list[str]]:
+  """Captured layer paths and representation names in forward order.
+
+  The metrics dict comes back from ``jit`` with sorted keys; figures need the network's
+  order. One abstract trace (``jax.eval_shape``), no compute.
+  """
+  order: dict[str, list[str]] = {}
+
+  def trace(v, x):
+    records: dict[str, dict[str, Any]] = {}
+    with nn.intercept_methods(capture_layers(records)):
+      _, reps = model.apply(v, x, train=False)
+    order["layers"], order["reps"] = list(records), list(reps)
+    return jnp.zeros(())
+
+  jax.eval_shape(trace, variables, images)
+  return order
 
 
 def _get_path(tree, path: str):
-    for part in path.split("/"):
-        tree = tree[part]
-    return tree
+  for part in path.split("/"):
+    tree = tree[part]
+  return tree
 
 
 def _spectrum(a: jax.Array, top_k: int):
-    s = spectral.singular_values(a)
-    tol = spectral.rank_tolerance(s, a.shape)
-    rank = jnp.where(jnp.all(jnp.isfinite(s)), jnp.sum(s > tol), spectral.INVALID_RANK)
-    top = s[:top_k] if s.shape[-1] >= top_k else jnp.pad(s, (0, top_k - s.shape[-1]))
-    return rank.astype(jnp.int32), top
+  s = spectral.singular_values(a)
+  tol = spectral.rank_tolerance(s, a.shape)
+  rank = jnp.where(jnp.all(jnp.isfinite(s)), jnp.sum(s > tol), spectral.INVALID_RANK)
+  top = s[:top_k] if s.shape[-1] >= top_k else jnp.pad(s, (0, top_k - s.shape[-1]))
+  return rank.astype(jnp.int32), top
 
 
 def _alignment_input(module, layer_input, max_rows: int, key) -> jax.Array | None:
-    """The ``n x in`` input matrix of a captured layer, or None when unsupported."""
-    if isinstance(module, nn.Conv):
-        ks = tuple(module.kernel_size)
-        if len(ks) != 2 or layer_input.ndim != 4 or module.feature_group_count != 1:
-            return None
-        if isinstance(module.padding, str) and module.padding.upper() not in ("SAME", "VALID"):
-            return None
-        h, w = layer_input.shape[1:3]
-        strides = module.strides or 1
-        sh, sw = (strides, strides) if isinstance(strides, int) else tuple(strides)
-        positions = max(math.ceil(h / sh) * math.ceil(w / sw), 1)
-        n_img = min(layer_input.shape[0], max(1, (16 * max_rows) // positions))
-        a = alignment_lib.conv_patches(
-            layer_input[:n_img],
-            ks,
-            strides=module.strides,
-            padding=module.padding,
-            kernel_dilation=module.kernel_dilation,
-            input_dilation=module.input_dilation,
-        )
-    else:
-        a = alignment_lib.layer_input_matrix(layer_input, layer_input.shape[-1])
-    return alignment_lib.subsample_rows(a, max_rows, key)
+  """The ``n x in`` input matrix of a captured layer, or None when unsupported."""
+  if isinstance(module, nn.Conv):
+    ks = tuple(module.kernel_size)
+    if len(ks) != 2 or layer_input.ndim != 4 or module.feature_group_count != 1:
+      return None
+    if isinstance(module.padding, str) and module.padding.upper() not in ("SAME", "VALID"):
+      return None
+    h, w = layer_input.shape[1:3]
+    strides = module.strides or 1
+    sh, sw = (strides, strides) if isinstance(strides, int) else tuple(strides)
+    positions = max(math.ceil(h / sh) * math.ceil(w / sw), 1)
+    n_img = min(layer_input.shape[0], max(1, (16 * max_rows) // positions))
+    a = alignment_lib.conv_patches(
+      layer_input[:n_img],
+      ks,
+      strides=module.strides,
+      padding=module.padding,
+      kernel_dilation=module.kernel_dilation,
+      input_dilation=module.input_dilation,
+    )
+  else:
+    a = alignment_lib.layer_input_matrix(layer_input, layer_input.shape[-1])
+  return alignment_lib.subsample_rows(a, max_rows, key)
 
 
 def collapse_metrics(
-    model: nn.Module,
-    variables: dict,
-    images: jax.Array,
-    labels: jax.Array,
-    *,
-    temperature: float | jax.Array,
-    loss_fn: LossFn,
-    key: jax.Array,
-    max_dims: int = 10_000,
-    top_k: int = 15,
-    max_alignment_rows: int = 4096,
-    input_ranks: bool = False,
+  model: nn.Module,
+  variables: dict,
+  images: jax.Array,
+  labels: jax.Array,
+  *,
+  temperature: float | jax.Array,
+  loss_fn: LossFn,
+  key: jax.Array,
+  max_dims: int = 10_000,
+  top_k: int = 15,
+  max_alignment_rows: int = 4096,
+  input_ranks: bool = False,
 ) -> dict[str, jax.Array]:
-    """All train-time collapse metrics on one batch (see module docstring). Jittable with
-    ``model``, ``loss_fn``, ``max_dims``, ``top_k``, ``max_alignment_rows``, ``input_ranks``
-    static."""
-    params = variables["params"]
-    rest = {k: v for k, v in variables.items() if k != "params"}
+  """All train-time collapse metrics on one batch (see module docstring). Jittable with
+  ``model``, ``loss_fn``, ``max_dims``, ``top_k``, ``max_alignment_rows``, ``input_ranks``
+  static."""
+  params = variables["params"]
+  rest = {k: v for k, v in variables.items() if k != "params"}
 
-    def loss_with_capture(p):
-        records: dict[str, dict[str, Any]] = {}
-        with nn.intercept_methods(capture_layers(records)):
-            logits, reps = model.apply({"params": p, **rest}, images, train=False)
-        inputs = {path: r["input"] for path, r in records.items()}
-        modules = {path: r["module"] for path, r in records.items()}
-        loss = loss_fn(logits, labels, temperature)
-        return loss, (logits, reps, inputs, modules)
+  def loss_with_capture(p):
+    records: dict[str, dict[str, Any]] = {}
+    with nn.intercept_methods(capture_layers(records)):
+      logits, reps = model.apply({"params": p, **rest}, images, train=False)
+    inputs = {path: r["input"] for path, r in records.items()}
+    modules = {path: r["module"] for path, r in records.items()}
+    loss = loss_fn(logits, labels, temperature)
+    return loss, (logits, reps, inputs, modules)
 
-    # Modules are Python objects: trace once to learn them, then differentiate.
-    modules_box = {}
-    # layer path -> ("rep", name) / ("input", earlier path) when its input is that very array
-    alias_box: dict[str, tuple[str, str]] = {}
+  # Modules are Python objects: trace once to learn them, then differentiate.
+  modules_box = {}
+  # layer path -> ("rep", name) / ("input", earlier path) when its input is that very array
+  alias_box: dict[str, tuple[str, str]] = {}
 
-    def loss_for_grad(p):
-        loss, (logits, reps, inputs, modules) = loss_with_capture(p)
-        modules_box.update(modules)
-        seen = {id(r): ("rep", name) for name, r in reps.items()}
-        for path, x in inputs.items():
-            if id(x) in seen:
-                alias_box[path] = seen[id(x)]
-            else:
-                seen[id(x)] = ("input", path)
-        return loss, (logits, reps, inputs)
+  def loss_for_grad(p):
+    loss, (logits, reps, inputs, modules) = loss_with_capture(p)
+    modules_box.update(modules)
+    seen = {id(r): ("rep", name) for name, r in reps.items()}
+    for path, x in inputs.items():
+      if id(x) in seen:
+        alias_box[path] = seen[id(x)]
+      else:
+        seen[id(x)] = ("input", path)
+    return loss, (logits, reps, inputs)
 
-    with jax.default_matmul_precision("highest"):
-        (loss, (logits, reps, inputs)), grads = jax.value_and_grad(loss_for_grad, has_aux=True)(params)
+  with jax.default_matmul_precision("highest"):
+    (loss, (logits, reps, inputs)), grads = jax.value_and_grad(loss_for_grad, has_aux=True)(params)
 
-    out: dict[str, jax.Array] = {"loss": loss}
-    logits = logits.astype(jnp.float32)
-    out["logits_norm"] = spectral.logits_norm(logits)
-    out["logits_norm_per_sample"] = spectral.mean_per_sample_norm(logits)
-    out["rank/pre_softmax"], out["sv/logits"] = _spectrum(logits, top_k)
-    out["rank/post_softmax"] = spectral.softmax_rank(logits, temperature)
+  out: dict[str, jax.Array] = {"loss": loss}
+  logits = logits.astype(jnp.float32)
+  out["logits_norm"] = spectral.logits_norm(logits)
+  out["logits_norm_per_sample"] = spectral.mean_per_sample_norm(logits)
+  out["rank/pre_softmax"], out["sv/logits"] = _spectrum(logits, top_k)
+  out["rank/post_softmax"] = spectral.softmax_rank(logits, temperature)
 
-    rep_key, input_key, row_key = jax.random.split(key, 3)
-    for i, (name, rep) in enumerate(reps.items()):
-        a = spectral.representation_matrix(rep, max_dims=max_dims, key=jax.random.fold_in(rep_key, i))
-        out[f"rank/rep/{name}"], out[f"sv/rep/{name}"] = _spectrum(a, top_k)
+  rep_key, input_key, row_key = jax.random.split(key, 3)
+  for i, (name, rep) in enumerate(reps.items()):
+    a = spectral.representation_matrix(rep, max_dims=max_dims, key=jax.random.fold_in(rep_key, i))
+    out[f"rank/rep/{name}"], out[f"sv/rep/{name}"] = _spectrum(a, top_k)
 
-    maxima = []
-    for i, (path, layer_input) in enumerate(inputs.items()):
-        module = modules_box[path]
-        kernel = _get_path(params, path)["kernel"]
-        grad = _get_path(grads, path)["kernel"]
-        out[f"rank/grad/{path}"] = alignment_lib.gradient_rank(grad)
-        if input_ranks:
-            kind, src = alias_box.get(path, ("", ""))
-            if kind == "rep":
-                out[f"rank/input/{path}"] = out[f"rank/rep/{src}"]
-            elif kind == "input":
-                out[f"rank/input/{path}"] = out[f"rank/input/{src}"]
-            else:
-                out[f"rank/input/{path}"] = spectral.representation_rank(
-                    layer_input, max_dims=max_dims, key=jax.random.fold_in(input_key, i)
-                )
-        a = _alignment_input(module, layer_input, max_alignment_rows, jax.random.fold_in(row_key, i))
-        if a is None:
-            continue
-        align = alignment_lib.singular_vector_alignment(alignment_lib.kernel_as_matrix(kernel), a, top_k)
-        out[f"alignment/{path}"] = align
-        out[f"alignment_max/{path}"] = alignment_lib.max_alignment(align)
-        maxima.append(out[f"alignment_max/{path}"])
-    if maxima:
-        out["alignment_max_mean"] = jnp.mean(jnp.stack(maxima))
-    return out
+  maxima = []
+  for i, (path, layer_input) in enumerate(inputs.items()):
+    module = modules_box[path]
+    kernel = _get_path(params, path)["kernel"]
+    grad = _get_path(grads, path)["kernel"]
+    out[f"rank/grad/{path}"] = alignment_lib.gradient_rank(grad)
+    if input_ranks:
+      kind, src = alias_box.get(path, ("", ""))
+      if kind == "rep":
+        out[f"rank/input/{path}"] = out[f"rank/rep/{src}"]
+      elif kind == "input":
+        out[f"rank/input/{path}"] = out[f"rank/input/{src}"]
+      else:
+        out[f"rank/input/{path}"] = spectral.representation_rank(
+          layer_input, max_dims=max_dims, key=jax.random.fold_in(input_key, i)
+        )
+    a = _alignment_input(module, layer_input, max_alignment_rows, jax.random.fold_in(row_key, i))
+    if a is None:
+      continue
+    align = alignment_lib.singular_vector_alignment(alignment_lib.kernel_as_matrix(kernel), a, top_k)
+    out[f"alignment/{path}"] = align
+    out[f"alignment_max/{path}"] = alignment_lib.max_alignment(align)
+    maxima.append(out[f"alignment_max/{path}"])
+  if maxima:
+    out["alignment_max_mean"] = jnp.mean(jnp.stack(maxima))
+  return out
 
 
 def make_collapse_metrics_fn(
-    model: nn.Module,
-    loss_fn: LossFn,
-    *,
-    max_dims: int = 10_000,
-    top_k: int = 15,
-    max_alignment_rows: int = 4096,
-    input_ranks: bool = False,
+  model: nn.Module,
+  loss_fn: LossFn,
+  *,
+  max_dims: int = 10_000,
+  top_k: int = 15,
+  max_alignment_rows: int = 4096,
+  input_ranks: bool = False,
 ):
-    """``jit``-compiled ``fn(variables, images, labels, temperature, key) -> dict``.
+  """``jit``-compiled ``fn(variables, images, labels, temperature, key) -> dict``.
 
-    ``temperature`` is traced (a schedule does not recompile)."""
+  ``temperature`` is traced (a schedule does not recompile)."""
 
-    @jax.jit
-    def fn(variables, images, labels, temperature, key):
-        return collapse_metrics(
-            model,
-            variables,
-            images,
-            labels,
-            temperature=temperature,
-            loss_fn=loss_fn,
-            key=key,
-            max_dims=max_dims,
-            top_k=top_k,
-            max_alignment_rows=max_alignment_rows,
-            input_ranks=input_ranks,
-        )
+  @jax.jit
+  def fn(variables, images, labels, temperature, key):
+    return collapse_metrics(
+      model,
+      variables,
+      images,
+      labels,
+      temperature=temperature,
+      loss_fn=loss_fn,
+      key=key,
+      max_dims=max_dims,
+      top_k=top_k,
+      max_alignment_rows=max_alignment_rows,
+      input_ranks=input_ranks,
+    )
 
-    return fn
+  return fn
 
 
 def write_collapse_metrics(writer, step: int, metrics: dict[str, Any], *, prefix: str = "monitor/") -> None:
-    """Write a ``collapse_metrics`` dict through a CLU ``MetricWriter``.
+  """Write a ``collapse_metrics`` dict through a CLU ``MetricWriter``.
 
-    0-d values -> ``write_scalars`` (plus ``sigma_1`` of every spectrum); 1-d spectra ->
-    ``write_histograms``; 2-d alignment matrices -> ``write_images`` as ``[1, k, k, 1]``
-    clipped to ``[0, 1]`` (absolute cosines: brightness comparable across steps).
-    """
-    host = jax.device_get(metrics)
-    scalars, hists, images = {}, {}, {}
-    for name, value in host.items():
-        value = np.asarray(value)
-        tag = prefix + name
-        if value.ndim == 0:
-            scalars[tag] = value.item()
-        elif value.ndim == 1:
-            hists[tag] = value.astype(np.float32)
-            scalars[tag + "/sigma_1"] = float(value[0]) if value.size else float("nan")
-        elif value.ndim == 2:
-            images[tag] = np.clip(value.astype(np.float32), 0.0, 1.0)[None, :, :, None]
-    if scalars:
-        writer.write_scalars(step, scalars)
-    if hists:
-        writer.write_histograms(step, hists)
-    if images:
-        writer.write_images(step, images)
+  0-d values -> ``write_scalars`` (plus ``sigma_1`` of every spectrum); 1-d spectra ->
+  ``write_histograms``; 2-d alignment matrices -> ``write_images`` as ``[1, k, k, 1]``
+  clipped to ``[0, 1]`` (absolute cosines: brightness comparable across steps).
+  """
+  host = jax.device_get(metrics)
+  scalars, hists, images = {}, {}, {}
+  for name, value in host.items():
+    value = np.asarray(value)
+    tag = prefix + name
+    if value.ndim == 0:
+      scalars[tag] = value.item()
+    elif value.ndim == 1:
+      hists[tag] = value.astype(np.float32)
+      scalars[tag + "/sigma_1"] = float(value[0]) if value.size else float("nan")
+    elif value.ndim == 2:
+      images[tag] = np.clip(value.astype(np.float32), 0.0, 1.0)[None, :, :, None]
+  if scalars:
+    writer.write_scalars(step, scalars)
+  if hists:
+    writer.write_histograms(step, hists)
+  if images:
+    writer.write_images(step, images)

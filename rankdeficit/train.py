@@ -22,6 +22,7 @@ from rankdeficit import checkpointing, input_pipeline, losses, models, optim, sh
 from rankdeficit import monitor, preemption, steps
 from rankdeficit import config_diff, runtime, storage, validation, workdir_lock
 from rankdeficit.metrics import spectral
+from rankdeficit import monitor_log  # kept apart from the lines above: parallel edits
 
 
 def evaluate(jitted_eval_step, state: steps.TrainState, config, mesh,
@@ -60,9 +61,13 @@ def initial_logits_norm(jitted_eval_step, state: steps.TrainState, config, mesh)
   return float(sums['logits_norm'] / sums['count'])
 
 
-def _collapse_monitor(config, model, loss_fn, mesh):
+def _collapse_monitor(config, model, loss_fn, mesh, workdir=None, start_step=0):
   """Returns `watch(step, state, temperature, writer)` writing the collapse metrics of a
-  fixed eval batch (see rankdeficit/monitor.py), or None when metrics_every_steps <= 0."""
+  fixed eval batch (see rankdeficit/monitor.py), or None when metrics_every_steps <= 0.
+
+  With `workdir`, every call is also appended to `workdir/monitor/` (exact arrays for the
+  paper's figures; see rankdeficit/monitor_log.py), dropping what a killed run wrote after
+  `start_step`."""
   if config.metrics_every_steps <= 0:
     return None
   metrics_fn = monitor.make_collapse_metrics_fn(
@@ -73,11 +78,18 @@ def _collapse_monitor(config, model, loss_fn, mesh):
       num_examples=config.metrics_batch_size)))
   batch = sharding.shard_batch(batch, mesh)
   key = jax.random.PRNGKey(config.seed + 1)  # fixed: the same feature subset every time
+  log = (monitor_log.MonitorLog(workdir, start_step)
+         if workdir and jax.process_index() == 0 else None)
 
   def watch(step, state, temperature, writer):
     metrics = metrics_fn(steps.model_variables(state), batch['image'], batch['label'],
                          temperature, key)
     monitor.write_collapse_metrics(writer, step, metrics)
+    if log:
+      if not log.has_order():
+        log.write_order(monitor.forward_order(model, steps.model_variables(state),
+                                              batch['image']))
+      log.write(step, jax.device_get(metrics), temperature=float(temperature))
 
   return watch
 
@@ -233,7 +245,7 @@ def _train(config, workdir: str, mesh, info, stop: preemption.StopRequest,
                         temperature_fn=temperature_fn),
       in_shardings=(repl, sharding.data_sharded(mesh)), out_shardings=(repl, repl, repl))
   p_all_finite = jax.jit(_all_finite)
-  watch = _collapse_monitor(config, model, loss_fn, mesh)
+  watch = _collapse_monitor(config, model, loss_fn, mesh, workdir, start_step)
 
   hooks = [periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer),
            lambda step: lock.refresh()]

@@ -1,0 +1,152 @@
+"""What every figure/table renderer shares: the registry entry, the run context, outputs.
+
+A renderer is `render(ctx) -> None`; it reads runs with `ctx.runs(request)` (never trains),
+draws with matplotlib and writes `figure_<N>.png` + `figure_<N>.md` (`ctx.save_figure`) or
+`table_<N>.md` + `table_<N>.csv` (`ctx.save_table`), each caption naming the runs used and
+the stand-in when the preset's setting is not the paper's.
+"""
+from __future__ import annotations
+
+import dataclasses
+import io
+import os
+from typing import Callable, Sequence
+
+import numpy as np
+
+from experiments.figures import presets
+from experiments.figures.runs import Request, Run, Setting, load_run, run_dir
+
+MAX_PNG_BYTES = 300_000
+
+
+class MissingRuns(RuntimeError):
+  """A renderer found none of the runs it needs (train them first)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+  """One figure or table of the paper and the runs it is drawn from."""
+  key: str  # 'figure_3', 'table_1', 'sweep_cifar10_mlp'
+  title: str
+  requests: tuple[Request, ...]
+  render: Callable[['Context'], None]
+  cpu_note: str = ''  # what the CPU preset cannot show, for the caption
+
+
+@dataclasses.dataclass
+class Context:
+  """Where runs live and where outputs go, for one preset."""
+  preset: str
+  outdir: str
+  root: str  # run directories
+  seeds: int
+  entry: Entry | None = None
+  quick: bool = False  # synthetic figures at their --quick sizes (tests)
+
+  def setting(self, paper: str) -> Setting:
+    return presets.PRESETS[self.preset][paper]
+
+  def seeds_of(self, request: Request) -> int:
+    return request.seeds or self.seeds
+
+  def temperatures(self, request: Request) -> tuple[float, ...]:
+    if self.preset == 'cpu' and request.cpu_temperatures is not None:
+      return request.cpu_temperatures
+    return request.temperatures
+
+  def workdirs(self, request: Request):
+    """(temperature, seed, workdir) of every run `request` asks for."""
+    setting = self.setting(request.paper)
+    for t in self.temperatures(request):
+      for s in range(self.seeds_of(request)):
+        yield t, s, run_dir(self.root, setting, request, t, s)
+
+  def runs(self, request: Request, *, need_analysis: bool | None = None
+           ) -> dict[float, list[Run]]:
+    """{T: [finished runs]}; raises MissingRuns when none has finished."""
+    need = request.analyze if need_analysis is None else need_analysis
+    out: dict[float, list[Run]] = {}
+    for t, s, workdir in self.workdirs(request):
+      run = load_run(workdir, t, s)
+      if run is not None and (run.analysis is not None or not need):
+        out.setdefault(t, []).append(run)
+    if not out:
+      raise MissingRuns(f'no finished run of {request.paper} '
+                        f'({self.setting(request.paper).name}) under {self.root}')
+    return out
+
+  def describe(self, request: Request, runs: dict[float, list[Run]] | None = None) -> str:
+    """Caption line: model/data run, T values and seeds found, paper's setting."""
+    setting = self.setting(request.paper)
+    paper = presets.PAPER_LABELS.get(request.paper, request.paper)
+    line = f'- {setting.label or setting.name}'
+    if request.variant:
+      line += f' [{request.variant}]'
+    if runs is not None:
+      line += '; T = ' + ', '.join(f'{t:g} ({len(r)} seed{"s" * (len(r) > 1)})'
+                                   for t, r in sorted(runs.items()))
+    if self.preset == 'paper':
+      return line + f' (the paper\'s setting: {paper})'
+    return line + f'. CPU stand-in for the paper\'s {paper}.'
+
+  def save_figure(self, fig, what: str, runs_lines: Sequence[str], notes: str = '') -> str:
+    """`<key>.png` (< 300 KB) and its `<key>.md` caption."""
+    import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+    key = self.entry.key
+    os.makedirs(self.outdir, exist_ok=True)
+    data = b''
+    for dpi in (110, 80, 60, 45):
+      buf = io.BytesIO()
+      fig.savefig(buf, format='png', dpi=dpi, bbox_inches='tight')
+      data = buf.getvalue()
+      if len(data) < MAX_PNG_BYTES:
+        break
+    plt.close(fig)
+    with open(os.path.join(self.outdir, f'{key}.png'), 'wb') as f:
+      f.write(data)
+    self._caption(f'![{key}]({key}.png)\n\n{what}', runs_lines, notes)
+    return os.path.join(self.outdir, f'{key}.png')
+
+  def save_table(self, header: Sequence[str], rows: Sequence[Sequence], what: str,
+                 runs_lines: Sequence[str], notes: str = '') -> None:
+    """`<key>.md` (caption + table) and `<key>.csv`."""
+    from experiments import markdown_table, save_table  # pylint: disable=import-outside-toplevel
+    save_table(self.outdir, self.entry.key, header, rows)
+    self._caption(what + '\n\n' + markdown_table(header, rows), runs_lines, notes)
+
+  def save_markdown(self, body: str, runs_lines: Sequence[str], notes: str = '') -> None:
+    """`<key>.md` around an already formatted body (e.g. a table)."""
+    self._caption(body, runs_lines, notes)
+
+  def _caption(self, body: str, runs_lines: Sequence[str], notes: str) -> None:
+    entry = self.entry
+    text = [f'# {entry.key.replace("_", " ").capitalize()}: {entry.title}', '', body, '',
+            f'Runs (preset `{self.preset}`, from `{os.path.relpath(self.root)}`):', *runs_lines]
+    for note in (entry.cpu_note if self.preset == 'cpu' else '', notes):
+      if note:
+        text += ['', note]
+    text += ['', f'Regenerate: `python -m experiments.paper --preset={self.preset} '
+             f'--only={entry.key}`', '']
+    with open(os.path.join(self.outdir, f'{entry.key}.md'), 'w') as f:
+      f.write('\n'.join(text))
+
+
+def mean_std(values: Sequence[float | None]) -> tuple[float, float]:
+  """Mean and sample std over seeds, ignoring missing values (NaN when none)."""
+  v = np.asarray([x for x in values if x is not None], np.float64)
+  if v.size == 0:
+    return float('nan'), float('nan')
+  return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0
+
+
+def pct(x: float | None) -> str:
+  return 'n/a' if x is None or np.isnan(x) else f'{100 * x:.0f}%'
+
+
+def pyplot():
+  """matplotlib.pyplot on the Agg backend (no display needed)."""
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  return plt
