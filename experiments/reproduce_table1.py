@@ -38,8 +38,9 @@ from absl import flags
 from absl import logging
 import numpy as np
 
-from rankdeficit import probe_layers
 from rankdeficit import distributed
+from rankdeficit import monitor_log
+from rankdeficit import probe_layers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -216,6 +217,11 @@ def run_one(exp: Experiment, temperature: float, seed: int, *, outdir: str,
     distributed.barrier('train_results_written')
   with open(record_path) as f:
     train_results = json.load(f)
+  if 'init/logits_norm' not in train_results:  # resumed run: the step-0 value is in its logs
+    _, values = monitor_log.read_event_scalars(workdir, 'init/').get(
+        'init/logits_norm', ((), ()))
+    if len(values):
+      train_results['init/logits_norm'] = float(values[0])
   if stage == 'train':
     return None
   if force or not os.path.exists(analysis_path):
