@@ -40,6 +40,7 @@ ImageNet-scale training sets.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from typing import Any
 
@@ -297,6 +298,31 @@ def write_analysis(out: dict[str, Any], workdir: str, *, plots: bool, timer) -> 
   (outdir / 'analysis.md').write_text(to_markdown(out))
 
 
+def check_analyzable(workdir: str) -> None:
+  """Raises ValueError (one line naming the file, field and fix) unless `workdir` holds a
+  readable config.json with a valid temperature and at least one checkpoint. Reads only."""
+  from rankdeficit import config_diff  # pylint: disable=import-outside-toplevel
+  path = storage.workdir_path(workdir)
+  config_path = path / config_diff.CONFIG_FILE
+  if not config_path.exists():
+    raise ValueError(f'{config_path} does not exist: --workdir must be a run directory '
+                     f'written by python -m rankdeficit.main.')
+  try:
+    saved = storage.read_json(config_path)
+  except ValueError as e:
+    raise ValueError(f'{config_path} is not valid JSON ({str(e).splitlines()[0]}); restore '
+                     f'it from the run that wrote the checkpoints.') from e
+  for field in ('temperature', 'final_temperature'):
+    value = saved.get(field) if isinstance(saved, dict) else None
+    if field == 'temperature' or value is not None:
+      if not isinstance(value, (int, float)) or not np.isfinite(value) or value <= 0:
+        raise ValueError(f'{config_path}: {field}={value!r} is invalid (a finite number > 0 '
+                         f'is needed to compute the post-softmax layer); fix config.json.')
+  if not config_diff.has_checkpoint(path):
+    raise ValueError(f'No checkpoint in {path / "checkpoints"}: train the run first '
+                     f'(python -m rankdeficit.main ... --workdir={workdir}).')
+
+
 def analyze_run(workdir: str, *, ood_dataset: str | None = None, data_dir: str | None = None,
                 max_examples: int | None = None, max_train_examples: int | None = None,
                 probe_epochs: int = 50,
@@ -330,6 +356,7 @@ def analyze_run(workdir: str, *, ood_dataset: str | None = None, data_dir: str |
     The analysis as a JSON-serialisable dict (also written to analysis.json).
   """
   from rankdeficit import checkpointing, input_pipeline  # pylint: disable=import-outside-toplevel
+  check_analyzable(workdir)
   timer = _Timer()
   t_start = time.perf_counter()
   with timer('load_run'):
@@ -437,11 +464,16 @@ def main(argv):
   if not FLAGS.workdir:
     raise app.UsageError('--workdir is required')
   distributed.initialize_from_flags()
-  a = analyze_run(FLAGS.workdir, ood_dataset=FLAGS.ood_dataset, data_dir=FLAGS.data_dir,
-                  max_examples=FLAGS.max_examples,
-                  max_train_examples=FLAGS.max_train_examples, probe_epochs=FLAGS.probe_epochs,
-                  probe_batch_size=FLAGS.probe_batch_size, max_dims=FLAGS.max_dims,
-                  neco_dim=FLAGS.neco_dim, step=FLAGS.step, seed=FLAGS.seed)
+  from rankdeficit import input_pipeline  # pylint: disable=import-outside-toplevel
+  try:
+    a = analyze_run(FLAGS.workdir, ood_dataset=FLAGS.ood_dataset, data_dir=FLAGS.data_dir,
+                    max_examples=FLAGS.max_examples,
+                    max_train_examples=FLAGS.max_train_examples,
+                    probe_epochs=FLAGS.probe_epochs, probe_batch_size=FLAGS.probe_batch_size,
+                    max_dims=FLAGS.max_dims, neco_dim=FLAGS.neco_dim, step=FLAGS.step,
+                    seed=FLAGS.seed)
+  except (ValueError, input_pipeline.DatasetNotFoundError) as e:
+    sys.exit(f'error: {e}')
   if distributed.is_main_process():
     print(to_markdown(a))
     print(f'Wrote {storage.workdir_path(FLAGS.workdir) / ANALYSIS_DIR}/')

@@ -137,3 +137,33 @@ def test_attention_step_reports_every_attention_layer(local_data_dir):
     assert 1 <= stats['rank'] <= 65  # 8x8 patches + class token
     assert 0 <= stats['entropy'] <= np.log(65) + 1e-6
     assert stats['logits_norm'] > 0 and len(stats['per_head']['rank']) == 4
+
+
+@pytest.mark.parametrize('case', ['no_dir', 'no_config', 'bad_json', 'bad_temperature',
+                                  'no_checkpoint'])
+def test_analyze_cli_refuses_bad_run_directories(tmp_path, case):
+  workdir = tmp_path / 'run'
+  if case != 'no_dir':
+    workdir.mkdir()
+  if case == 'bad_json':
+    (workdir / 'config.json').write_text('{"temperature": ')
+  elif case in ('bad_temperature', 'no_checkpoint'):
+    temperature = -5 if case == 'bad_temperature' else 1.0
+    (workdir / 'config.json').write_text(json.dumps({'temperature': temperature}))
+  before = sorted(tmp_path.rglob('*'))
+  with pytest.raises(ValueError) as e:
+    analyze.check_analyzable(str(workdir))
+  assert sorted(tmp_path.rglob('*')) == before  # nothing written
+  message = str(e.value)
+  assert '\n' not in message
+  expected = {'no_dir': 'config.json', 'no_config': 'config.json', 'bad_json': 'JSON',
+              'bad_temperature': 'temperature=-5', 'no_checkpoint': 'No checkpoint'}[case]
+  assert expected in message
+
+
+def test_analyze_cli_bad_workdir_is_one_line(tmp_path):
+  cmd = [sys.executable, '-m', 'rankdeficit.analyze', f'--workdir={tmp_path / "nothing"}']
+  proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert proc.returncode != 0
+  assert proc.stderr.strip().splitlines()[-1].startswith('error: ')
+  assert 'Traceback' not in proc.stderr and not (tmp_path / 'nothing').exists()
