@@ -37,6 +37,10 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.init_sigma = 0.01  # std of the 'normal' init
   c.model.layer_norm = False  # LayerNorm after every hidden layer (MLP)
   c.model.dtype = 'float32'  # compute dtype: float32 | bfloat16
+  # Conv formulation (rankdeficit/models/cpu_conv.py): auto = per-shape im2col+dot or XLA conv
+  # on the CPU backend, XLA's native conv on GPU/TPU | xla | im2col | cpu. Numerics equal up to
+  # summation order; parameters and checkpoints are the same whatever the choice.
+  c.model.conv_impl = 'auto'
   c.model.pretrained_path = ''  # local .npz of pretrained weights (ViT); never downloaded
 
   # --- Loss ---

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import linen as nn
 
+from rankdeficit.models import cpu_conv
 from rankdeficit.models import initializers
 from rankdeficit.models import mlp
 from rankdeficit.models import resnet
@@ -44,7 +45,8 @@ def create_model(model_config: ml_collections.ConfigDict, num_classes: int) -> n
 
   Args:
     model_config: `config.model` (configs/base.py): name, width, depth (MLP), stem (ResNet),
-      init, init_sigma, layer_norm (MLP), dtype. `pretrained_path` is not used here; load
+      init, init_sigma, layer_norm (MLP), dtype, conv_impl (resolved here, from
+      `jax.default_backend()`, so build the model on the backend it will run on). `pretrained_path` is not used here; load
       weights after `init` with `rankdeficit.models.vit.load_pretrained`.
     num_classes: classifier outputs (takes precedence over `model_config.num_classes`).
   Returns:
@@ -60,6 +62,7 @@ def create_model(model_config: ml_collections.ConfigDict, num_classes: int) -> n
   dtype = DTYPES[model_config.dtype]
   # (Modules call the field `init_scheme`: a field named `init` would shadow Module.init.)
   init = Init(model_config.init, float(model_config.init_sigma))
+  conv = cpu_conv.conv_general_dilated(cpu_conv.resolve(model_config.get('conv_impl', 'auto')))
   if model_config.get('layer_norm', False) and name != 'mlp':
     raise ValueError(f'layer_norm=True is only implemented for the MLP, not {name!r}.')
 
@@ -68,10 +71,10 @@ def create_model(model_config: ml_collections.ConfigDict, num_classes: int) -> n
                    init_scheme=init, layer_norm=bool(model_config.layer_norm), dtype=dtype)
   if name in ('vgg19', 'vgg19_bn'):
     return vgg.VGG(num_classes=num_classes, batch_norm=name == 'vgg19_bn',
-                   init_scheme=init,
-                   dtype=dtype)
+                   init_scheme=init, dtype=dtype, conv_general_dilated=conv)
   if name in resnet.RESNET_SPECS:
-    return resnet.resnet(name, num_classes, stem=model_config.stem, init=init, dtype=dtype)
+    return resnet.resnet(name, num_classes, stem=model_config.stem, init=init, dtype=dtype,
+                         conv_general_dilated=conv)
   patch, width, depth, heads, mlp_dim = vit.VIT_SPECS[name]
   return vit.ViT(num_classes=num_classes, patch_size=patch, width=width, depth=depth,
                  num_heads=heads, mlp_dim=mlp_dim, init_scheme=init, dtype=dtype)
