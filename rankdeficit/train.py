@@ -142,7 +142,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                         temperature_fn=temperature_fn),
       in_shardings=(repl, sharding.data_sharded(mesh)), out_shardings=(repl, repl, repl))
   p_all_finite = jax.jit(_all_finite)
-  watch = _collapse_monitor(config, model, loss_fn, mesh)
+  watch = _collapse_monitor(config, models.measurement_model(model), loss_fn, mesh)  # f32
 
   hooks = [periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer)]
   logging.info('Training %s on %s (T=%g) for %d steps (%d per epoch) on %d devices.',
