@@ -13,6 +13,22 @@ alike; medians of `--repeats` are printed, with 'cpu' = the formulation that
 `cpu_conv.prefers_im2col` picks and whether it is the fastest measured. Weighted by how many
 times each shape occurs, the last lines give the per-model conv total for each formulation
 and for the per-shape choice.
+
+PROVISIONAL results, measured UNDER LOAD (load average 8-17 on the 2-core AVX-512 EPYC,
+jaxlib 0.10.2; ResNet-20 at batch 128, ResNet-18 and VGG-19 at batch 32), ms, medians of 3:
+  * 3x3 convs on maps >= 8x8: XLA's conv is the fastest or within noise of the fastest on
+    every pass (NCHW dimension numbers trade places with it from run to run). im2col + dot
+    loses 2-10x on the forward when cin is small (the patch matrix is memory traffic);
+    per-tap dots (`shifts`, also in an HWNC layout) lose 2-8x.
+  * The kernel gradient dominates: ResNet-20 conv totals fwd 273-389, dx 333-418,
+    dw 1157-1909 (XLA). dw of the 32x32x16->16 conv costs 110-200 ms against a 20-33 ms
+    forward of equal FLOPs; nothing tried beats it (im2col 307-732, shifts 308, hwnc 292).
+  * im2col wins: 2x2 maps (VGG-19 stage 5) fwd 2000 -> 15, dx 1956 -> 12, dw 22 -> 7;
+    4x4 maps at 256-512 channels fwd 63 -> 48, dx 65 -> 27 (dw: XLA); strided 1x1
+    projections dw 35-44 -> 7-10, dx 10-12 -> 2-4.
+  * Totals with cpu_conv.pick ('cpu') vs all-XLA: VGG-19 (batch 32) fwd 8469 -> 529,
+    dx 8269 -> 491, dw 631 -> 569 (the 2x2 rule existed before as small_conv); ResNet-18
+    (batch 32) dw 1881 -> 1810; ResNet-20 unchanged within noise except the projections.
 """
 import argparse
 import collections
