@@ -38,7 +38,15 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.init_sigma = 0.01  # std of the 'normal' init
   c.model.layer_norm = False  # LayerNorm after every hidden layer (MLP)
   c.model.attention_temperature = 1.0  # ViT: softmax(q k^T / (tau sqrt(d))) in every attention layer
-  c.model.dtype = 'float32'  # compute dtype: float32 | bfloat16
+  # Compute dtype: float32 | bfloat16 (= half precision: bf16 activations, float32 parameters
+  # and optimizer state, as flax's ImageNet example; on in the ImageNet recipe). The monitor
+  # and analysis always measure features in float32 at HIGHEST precision (a bf16 forward
+  # inflates ranks): models.measurement_model.
+  c.model.dtype = 'float32'
+  # Conv formulation (rankdeficit/models/cpu_conv.py): auto = per-shape im2col+dot or XLA conv
+  # on the CPU backend, XLA's native conv on GPU/TPU | xla | im2col | cpu. Numerics equal up to
+  # summation order; parameters and checkpoints are the same whatever the choice.
+  c.model.conv_impl = 'auto'
   c.model.pretrained_path = ''  # local .npz of pretrained weights (ViT); never downloaded
 
   # --- Loss ---
@@ -115,6 +123,7 @@ def imagenet_resnet_recipe(c: ml_collections.ConfigDict) -> ml_collections.Confi
   """ResNet on ImageNet-100/1k (timm defaults): lr 1.6, batch 1024, 120 epochs, decay 30/60/90."""
   c.augment, c.image_size = 'imagenet', 224
   c.model.stem, c.model.init = 'imagenet', 'kaiming'
+  c.model.dtype = 'bfloat16'  # half precision on accelerators (flax's ImageNet example)
   c.learning_rate, c.momentum, c.weight_decay = 1.6, 0.9, 1e-4
   c.num_epochs, c.lr_milestones, c.lr_gamma = 120, (30, 60, 90), 0.1
   c.batch_size = c.eval_batch_size = 1024

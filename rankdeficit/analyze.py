@@ -52,6 +52,7 @@ import numpy as np
 
 from rankdeficit import distributed
 from rankdeficit import metrics
+from rankdeficit import models
 from rankdeficit import probe_layers
 from rankdeficit import probes
 from rankdeficit import storage
@@ -361,6 +362,7 @@ def analyze_run(workdir: str, *, ood_dataset: str | None = None, data_dir: str |
   t_start = time.perf_counter()
   with timer('load_run'):
     config, model, variables, ckpt_step = checkpointing.load_run(workdir, step)
+  model = models.measurement_model(model)  # float32 features even from a bf16-trained run
   with config.unlocked():
     if data_dir is not None:
       config.data_dir = data_dir

@@ -75,7 +75,9 @@ def _preprocess(config, dataset: str) -> augment_lib.Preprocess:
 
 def _train_source(config):
   source = datasets.open_source(config.dataset, 'train', config.data_dir,
-                                in_memory=config.in_memory)
+                                in_memory=config.in_memory,
+                                # random crops decode from the bytes (data/augment.py)
+                                decode=config.augment not in ('imagenet', 'vit'))
   if config.train_subset and config.train_subset < len(source):
     source = datasets.IndexedSource(source, np.arange(config.train_subset))
   return source

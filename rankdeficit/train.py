@@ -245,7 +245,8 @@ def _train(config, workdir: str, mesh, info, stop: preemption.StopRequest,
                         temperature_fn=temperature_fn),
       in_shardings=(repl, sharding.data_sharded(mesh)), out_shardings=(repl, repl, repl))
   p_all_finite = jax.jit(_all_finite)
-  watch = _collapse_monitor(config, model, loss_fn, mesh, workdir, start_step)
+  watch = _collapse_monitor(config, models.measurement_model(model), loss_fn, mesh,  # f32
+                            workdir, start_step)
 
   hooks = [periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer),
            lambda step: lock.refresh()]

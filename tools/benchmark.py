@@ -1,14 +1,21 @@
 """Train-step throughput of our jitted step, side by side with the PyTorch yardstick.
 
   python -m tools.benchmark --models=mlp,resnet20,resnet18,vgg19 --batch=128 \
-      --torch_ref=../shared/bench/torch_ref.py
+      --torch_ref=../shared/bench/torch_ref.py --torch_modes=eager,compile,compile_bf16
 
 For each model it times our jitted train step (temperature-scaled CE at T=100, SGD with
 momentum 0.9 and weight decay 1e-4, as torch_ref.py does) on random 32x32x3 batches after
-compilation, then runs `torch_ref.py MODEL BATCH STEPS` in a subprocess on the same machine
-and prints both figures and their ratio. The model names follow torch_ref.py ('vgg19' there
-is VGG-19 with BatchNorm, our 'vgg19_bn'). `--repeats=R` times R blocks of `--steps` steps
-and reports medians (JAX and PyTorch alternate per block), which matters on a shared CPU.
+compilation, then runs `torch_ref.py MODEL BATCH STEPS MODE` in a subprocess on the same
+machine for each of `--torch_modes` (eager | compile | compile_bf16, see torch_ref.py) and
+prints one ms/step column per mode and our speed relative to the best mode. The model names
+follow torch_ref.py ('vgg19' there is VGG-19 with BatchNorm, our 'vgg19_bn'). `--repeats=R`
+(default 3) times R blocks of `--steps` steps and reports medians (JAX and each PyTorch mode
+alternate per block). The 1-minute load average is printed first, with a warning above 0.5:
+only figures from an idle machine count. `--conv_impl` selects config.model.conv_impl
+(rankdeficit/models/cpu_conv.py; 'auto' = per-shape choice on CPU, XLA's conv elsewhere).
+
+PyTorch is a benchmark-only dependency, not a project one: install it into the venv from
+PyPI (`pip install torch`, the CPU wheel on a machine without CUDA) to run the comparison.
 
 No XLA CPU flag is set by the project: none measurably and safely helped (below). To compare
 XLA flag sets, give `--flags` a ';'-separated
@@ -46,10 +53,20 @@ What was tried (jax/jaxlib 0.10.2, 2-core AVX-512 AMD EPYC; PyTorch 2.13 CPU eag
   * bfloat16 compute (--dtype): slower on this CPU (mlp 1785 vs ~900 ms) and changes
     numerics; --xla_cpu_enable_fast_math changes numerics: neither is a default.
   * The worst gap was VGG-19's last stage: XLA CPU runs a 3x3 conv on a 2x2 map at ~0.3
-    GFLOP/s (7.9 s forward for one 512->512 layer, vs 0.33 s on a 4x4 map). vgg.py now
-    passes rankdeficit/models/small_conv.py's im2col+dot conv to nn.Conv for maps of <= 4
-    pixels: that layer 7.9 s -> 61 ms forward, 225 ms forward+backward (under load); the
-    vgg19 step became ~3x faster; loss after 3 steps 2.2634675 -> 2.2634645 (summation order).
+    GFLOP/s (7.9 s forward for one 512->512 layer, vs 0.33 s on a 4x4 map). im2col+dot for
+    maps of <= 4 pixels: that layer 7.9 s -> 61 ms forward, 225 ms forward+backward (under
+    load); the vgg19 step became ~3x faster; loss after 3 steps 2.2634675 -> 2.2634645.
+  * Per conv shape and pass (tools/benchmark_conv.py: forward, input gradient dx, kernel
+    gradient dw; XLA NHWC, XLA NCHW dimension numbers, im2col + dot, per-tap dots, per-tap
+    dots in an HWNC layout), measured UNDER LOAD (load 14-17 on 2 cores), interleaved,
+    medians of 3: XLA's conv wins every 3x3 pass on maps of >= 8x8 except marginal cases
+    within noise; the kernel gradient dw of 3x3 convs is the dominant cost (ResNet-20 at
+    batch 128: dw ~1.2-1.9 s of ~2.0-2.7 s conv time under load, 4-5x its forward at equal
+    FLOPs), and no formulation tried beats it. im2col wins on 2x2 maps (all passes, ~100x),
+    on 4x4 maps (fwd and dx, ~1.3-2x at 256-512 channels) and for the gradients of strided
+    1x1 projection convs (~3-4x). config.model.conv_impl='auto' (the default) applies that
+    table on CPU (rankdeficit/models/cpu_conv.py `pick`, with a custom_vjp choosing per
+    pass) and XLA's conv on GPU/TPU.
   * Step metrics (optax.global_norm etc.) and flax BatchNorm are fused elementwise/reduction
     work, far below what this machine's noise can resolve; left as they are.
 """
@@ -78,10 +95,12 @@ TORCH_NAMES = {'mlp': 'mlp', 'resnet18': 'resnet18', 'resnet20': 'resnet20',
 class JaxStep:
   """Our jitted train step on one model and a fixed random batch, compiled and warmed up."""
 
-  def __init__(self, name: str, batch: int, dtype: str = 'float32', warmup: int = 3):
+  def __init__(self, name: str, batch: int, dtype: str = 'float32', warmup: int = 3,
+               conv_impl: str = 'auto'):
     config = base.get_config()
     config.model.name = TORCH_NAMES[name]
     config.model.dtype = dtype
+    config.model.conv_impl = conv_impl
     config.lr_milestones = ()
     model = models.create_model(config.model, num_classes=10)
     tx = optim.create_optimizer(config, steps_per_epoch=100)
@@ -113,16 +132,48 @@ def time_jax_step(name: str, batch: int, num_steps: int, dtype: str = 'float32',
   return JaxStep(name, batch, dtype, warmup).time(num_steps)
 
 
-def time_torch_step(torch_ref: str, name: str, batch: int, num_steps: int) -> float | None:
-  """Seconds per step reported by torch_ref.py, or None if it cannot run here."""
-  out = subprocess.run([sys.executable, torch_ref, name, str(batch), str(num_steps)],
+def time_torch_step(torch_ref: str, name: str, batch: int, num_steps: int,
+                    mode: str = 'eager') -> float | None:
+  """Seconds per step reported by `torch_ref.py` in `mode`, or None if it cannot run here."""
+  out = subprocess.run([sys.executable, torch_ref, name, str(batch), str(num_steps), mode],
                        capture_output=True, text=True, check=False)
   # img/s is printed from the unrounded step time; ms/step is rounded to 0.1 ms.
   match = re.search(r'img/s=([\d.]+)', out.stdout)
   if not match:
-    print(f'  torch_ref failed for {name}: {out.stderr.strip()[-300:]}', file=sys.stderr)
+    print(f'  torch_ref failed for {name} ({mode}): {out.stderr.strip()[-300:]}',
+          file=sys.stderr)
     return None
   return batch / float(match.group(1))
+
+
+def report_load(threshold: float = 0.5) -> float:
+  """Prints the 1-minute load average (with a warning above `threshold`) and returns it."""
+  load = os.getloadavg()[0]
+  print(f'load average (1 min): {load:.2f} on {os.cpu_count()} CPUs')
+  if load > threshold:
+    print(f'WARNING: load {load:.2f} > {threshold}: the machine is busy; these timings are '
+          'not valid for claims (PyTorch\'s OpenMP threads suffer more from contention).',
+          flush=True)
+  return load
+
+
+def torch_medians(args, name: str, modes) -> dict[str, float | None]:
+  """{mode: median seconds per step of torch_ref.py over --repeats runs} (None: failed)."""
+  out = {}
+  for mode in modes:
+    times = [time_torch_step(args.torch_ref, name, args.batch, args.steps, mode)
+             for _ in range(args.repeats)]
+    times = [t for t in times if t]
+    out[mode] = statistics.median(times) if times else None
+  return out
+
+
+def _best(times: dict[str, float | None]) -> tuple[str | None, float | None]:
+  ok = {k: v for k, v in times.items() if v}
+  if not ok:
+    return None, None
+  mode = min(ok, key=ok.get)
+  return mode, ok[mode]
 
 
 def _parse_flag_sets(spec: str) -> dict[str, str]:
@@ -139,7 +190,7 @@ def _jax_in_subprocess(flags: str, name: str, args) -> dict:
   env = dict(os.environ, XLA_FLAGS=flags)
   cmd = [sys.executable, '-m', 'tools.benchmark', '--_worker', f'--models={name}',
          f'--batch={args.batch}', f'--steps={args.steps}', f'--repeats={args.repeats}',
-         f'--dtype={args.dtype}']
+         f'--dtype={args.dtype}', f'--conv_impl={args.conv_impl}']
   out = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env,
                        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   lines = [l for l in out.stdout.splitlines() if l.startswith('{')]
@@ -152,7 +203,7 @@ def _jax_in_subprocess(flags: str, name: str, args) -> dict:
 def _worker(args):
   """Times one model in this process and prints one JSON line (for --flags)."""
   for name in args.models.split(','):
-    bench = JaxStep(name, args.batch, args.dtype)
+    bench = JaxStep(name, args.batch, args.dtype, conv_impl=args.conv_impl)
     times = [bench.time(args.steps) for _ in range(args.repeats)]
     print(json.dumps({'model': name, 'seconds': statistics.median(times), 'all': times,
                       'losses': bench.losses, 'xla_flags': os.environ.get('XLA_FLAGS', '')}),
@@ -167,16 +218,15 @@ def _compare_flags(args, torch_ok: bool):
   print('|---|' + '---|' * (len(sets) + 2))
   for name in args.models.split(','):
     results = {k: _jax_in_subprocess(v, name, args) for k, v in sets.items()}
-    torch_times = ([time_torch_step(args.torch_ref, name, args.batch, args.steps)
-                    for _ in range(args.repeats)] if torch_ok else [])
-    torch_times = [t for t in torch_times if t]
-    torch_s = statistics.median(torch_times) if torch_times else None
+    _, torch_s = _best(torch_medians(args, name, args.torch_modes.split(','))
+                       if torch_ok else {})
     ips = {k: args.batch / r['seconds'] for k, r in results.items() if r}
     cells = [f'{ips[k]:.1f}' if k in ips else 'failed' for k in sets]
     best = max(ips.values()) if ips else None
     ratio = f'{best * torch_s / args.batch:.2f}x' if best and torch_s else '-'
     t_ips = f'{args.batch / torch_s:.1f}' if torch_s else '-'
     print(f'| {name} | ' + ' | '.join(cells) + f' | {t_ips} | {ratio} |', flush=True)
+    print('    (torch = the best of --torch_modes)')
     for k, r in results.items():
       if r:
         print(f'    {k}: ms/step {[round(t * 1e3, 1) for t in r["all"]]}, '
@@ -188,11 +238,14 @@ def main():
   parser.add_argument('--models', default='mlp,resnet20,resnet18,vgg19')
   parser.add_argument('--batch', type=int, default=128)
   parser.add_argument('--steps', type=int, default=10)
-  parser.add_argument('--repeats', type=int, default=1,
+  parser.add_argument('--repeats', type=int, default=3,
                       help='timed blocks of --steps steps per model (medians are reported)')
   parser.add_argument('--dtype', default='float32', choices=('float32', 'bfloat16'))
   parser.add_argument('--torch_ref', default=os.path.join('..', 'shared', 'bench', 'torch_ref.py'),
                       help="path to torch_ref.py ('' to skip PyTorch)")
+  parser.add_argument('--torch_modes', default='eager,compile',
+                      help='comma-separated torch_ref.py modes: eager, compile, compile_bf16')
+  parser.add_argument('--conv_impl', default='auto', help='config.model.conv_impl')
   parser.add_argument('--flags', default='',
                       help="';'-separated NAME=XLA_FLAGS sets to compare, e.g. "
                            "'default=;ynn_off=--xla_cpu_experimental_ynn_fusion_type='")
@@ -201,28 +254,31 @@ def main():
   if args._worker:  # pylint: disable=protected-access
     return _worker(args)
   torch_ok = bool(args.torch_ref) and os.path.exists(args.torch_ref)
+  report_load()
   if args.flags:
     return _compare_flags(args, torch_ok)
+  modes = args.torch_modes.split(',') if torch_ok else []
   print(f'device: {jax.devices()[0].device_kind} ({jax.default_backend()}), '
-        f'XLA_FLAGS={os.environ.get("XLA_FLAGS", "")!r}')
-  print('| model | batch | jax img/s | jax ms/step | torch img/s | torch ms/step | jax/torch |')
-  print('|---|---|---|---|---|---|---|')
+        f'XLA_FLAGS={os.environ.get("XLA_FLAGS", "")!r}, conv_impl={args.conv_impl}, '
+        f'medians of {args.repeats} x {args.steps} steps')
+  print('| model | batch | jax img/s | jax ms/step | '
+        + ''.join(f'torch {m} ms/step | ' for m in modes) + 'jax/best torch |')
+  print('|---|---|---|---|' + '---|' * (len(modes) + 1))
   for name in args.models.split(','):
-    bench = JaxStep(name, args.batch, args.dtype)
-    jax_times, torch_times = [], []
-    for _ in range(args.repeats):  # alternate, so that load changes hit both alike
+    bench = JaxStep(name, args.batch, args.dtype, conv_impl=args.conv_impl)
+    jax_times, torch_times = [], {m: [] for m in modes}
+    for _ in range(args.repeats):  # alternate, so that load changes hit all alike
       jax_times.append(bench.time(args.steps))
-      if torch_ok:
-        torch_times.append(time_torch_step(args.torch_ref, name, args.batch, args.steps))
+      for m in modes:
+        torch_times[m].append(time_torch_step(args.torch_ref, name, args.batch, args.steps, m))
     jax_s = statistics.median(jax_times)
-    torch_times = [t for t in torch_times if t]
-    torch_s = statistics.median(torch_times) if torch_times else None
-    t_ips = f'{args.batch / torch_s:.1f}' if torch_s else '-'
-    t_ms = f'{torch_s * 1e3:.1f}' if torch_s else '-'
-    ratio = f'{torch_s / jax_s:.2f}x' if torch_s else '-'
+    torch_s = {m: statistics.median([t for t in v if t]) if any(v) else None
+               for m, v in torch_times.items()}
+    best_mode, best_s = _best(torch_s)
+    cells = ''.join(f'{torch_s[m] * 1e3:.1f} | ' if torch_s[m] else 'failed | ' for m in modes)
+    ratio = f'{best_s / jax_s:.2f}x ({best_mode})' if best_s else '-'
     print(f'| {name} | {args.batch} | {args.batch / jax_s:.1f} | {jax_s * 1e3:.1f} | '
-          f'{t_ips} | {t_ms} | {ratio} |', flush=True)
-
+          f'{cells}{ratio} |', flush=True)
 
 if __name__ == '__main__':
   main()

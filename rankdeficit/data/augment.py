@@ -12,11 +12,22 @@ Geometry used by evaluation and by `augment='none'/'cifar'` (`fit_to_size`):
 - fixed-size datasets of any other size are resized to image_size (Pillow bilinear);
 - variable-size datasets (ImageNet) are resized so the shorter side is image_size / 0.875
   and centre-cropped (the standard ImageNet evaluation crop).
+
+`TrainTransform` also takes records whose 'image' is still encoded (bytes: the input
+pipeline reads variable-size datasets with tfds `SkipDecoding` for augment='imagenet'/'vit').
+Then `decode_random_resized_crop` samples the crop box from the image header first and
+decodes only what the crop needs: a JPEG is decoded at the largest DCT reduction (1/2, 1/4,
+1/8, Pillow's `draft`) that keeps the crop at least DRAFT_GAP x image_size pixels high and
+wide, and cropped + resized in one Pillow call. The crop distribution and random stream are
+those of `random_resized_crop`; pixels differ from full decoding + resize only by the
+DCT-domain downscale (~1 grey level on average, tests/data/test_data_augment_encoded.py).
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
+import io
+import math
 from typing import Sequence
 
 import grain
@@ -24,6 +35,7 @@ import numpy as np
 from PIL import Image
 
 EVAL_CROP_FRACTION = 0.875
+DRAFT_GAP = 2.0  # JPEG crops are decoded at >= DRAFT_GAP x the output size (see below)
 
 
 def to_uint8_hwc(image) -> np.ndarray:
@@ -82,7 +94,9 @@ def _pixel_scale(mean: tuple[float, ...], std: tuple[float, ...]):
 def normalize(image: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
   """uint8/float [0, 255] image -> float32 ((x / 255) - mean) / std, per channel."""
   mean255, std255 = _pixel_scale(tuple(mean), tuple(std))
-  return (np.asarray(image, np.float32) - mean255) / std255
+  out = np.array(image, np.float32)  # a copy: the in-place ops below must not touch `image`
+  np.subtract(out, mean255, out=out)
+  return np.divide(out, std255, out=out)
 
 
 def random_crop_with_padding(image: np.ndarray, rng: np.random.Generator, size: int,
@@ -101,10 +115,10 @@ def random_flip(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
   return image[:, ::-1] if rng.random() < 0.5 else image
 
 
-def random_resized_crop(image: np.ndarray, rng: np.random.Generator, size: int,
-                        scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)) -> np.ndarray:
-  """torchvision RandomResizedCrop: area fraction ~ U(scale), log aspect ~ U(log ratio)."""
-  height, width = image.shape[:2]
+def sample_crop_box(height: int, width: int, rng: np.random.Generator,
+                    scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)) -> tuple[int, int, int, int]:
+  """torchvision RandomResizedCrop's box (left, top, w, h): area fraction ~ U(scale), log
+  aspect ~ U(log ratio), 10 tries, then a central crop with the aspect clamped to `ratio`."""
   area = height * width
   log_ratio = np.log(ratio)
   for _ in range(10):
@@ -115,17 +129,51 @@ def random_resized_crop(image: np.ndarray, rng: np.random.Generator, size: int,
     if 0 < w <= width and 0 < h <= height:
       top = int(rng.integers(0, height - h + 1))
       left = int(rng.integers(0, width - w + 1))
-      break
-  else:  # Fallback: central crop with the aspect ratio clamped to `ratio`.
-    in_ratio = width / height
-    if in_ratio < min(ratio):
-      w, h = width, int(round(width / min(ratio)))
-    elif in_ratio > max(ratio):
-      h, w = height, int(round(height * max(ratio)))
-    else:
-      w, h = width, height
-    top, left = (height - h) // 2, (width - w) // 2
+      return left, top, w, h
+  in_ratio = width / height
+  if in_ratio < min(ratio):
+    w, h = width, int(round(width / min(ratio)))
+  elif in_ratio > max(ratio):
+    h, w = height, int(round(height * max(ratio)))
+  else:
+    w, h = width, height
+  return (width - w) // 2, (height - h) // 2, w, h
+
+
+def random_resized_crop(image: np.ndarray, rng: np.random.Generator, size: int,
+                        scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)) -> np.ndarray:
+  """torchvision RandomResizedCrop of a decoded uint8 HWC image."""
+  left, top, w, h = sample_crop_box(image.shape[0], image.shape[1], rng, scale, ratio)
   return resize(image, size, size, box=(left, top, left + w, top + h))
+
+
+def decode_random_resized_crop(data: bytes, rng: np.random.Generator, size: int,
+                               scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)) -> np.ndarray:
+  """`random_resized_crop` of an encoded image, decoding only what the crop needs.
+
+  Returns uint8 (size, size, 3). The box is drawn from the header's size (same random
+  stream as `random_resized_crop`); a JPEG is then decoded at the largest DCT reduction
+  that leaves the box >= DRAFT_GAP * `size` pixels each way (see the module docstring).
+  """
+  return np.asarray(_decode_random_resized_crop(data, rng, size, scale, ratio))
+
+
+def _decode_random_resized_crop(data: bytes, rng, size: int, scale, ratio) -> Image.Image:
+  with Image.open(io.BytesIO(data)) as pil:
+    width, height = pil.size
+    left, top, w, h = sample_crop_box(height, width, rng, scale, ratio)
+    if pil.format == 'JPEG':
+      # At least DRAFT_GAP x the output size is left for the final antialiased resize (as
+      # Pillow's thumbnail(reducing_gap=2) does): the DCT reduction is a box filter.
+      need = DRAFT_GAP * max(size / w, size / h)
+      pil.draft('RGB', (math.ceil(width * need), math.ceil(height * need)))
+    # A reduced pixel covers exactly `reduction` source pixels (the last one partially).
+    reduction = 2 ** round(math.log2(width / pil.size[0]))
+    fx = fy = 1.0 / reduction
+    if pil.mode != 'RGB':
+      pil = pil.convert('RGB')
+    return pil.resize((size, size), Image.BILINEAR,
+                      box=(left * fx, top * fy, (left + w) * fx, (top + h) * fy))
 
 
 def _grey(image: np.ndarray) -> np.ndarray:
@@ -151,6 +199,34 @@ def color_jitter(image: np.ndarray, rng: np.random.Generator,
   return x
 
 
+_GREY = (0.299, 0.587, 0.114)
+
+
+def color_jitter_pil(image: Image.Image, rng: np.random.Generator,
+                     strength=(0.6, 1.4)) -> Image.Image:
+  """`color_jitter` (same random draws and order) on an RGB PIL image, in uint8.
+
+  Each op is one affine colour matrix applied by Pillow in C, rounding and clipping to
+  uint8 after every op (as torchvision's PIL path does); `color_jitter` keeps float32
+  between ops, so the two differ by rounding (<= 1.5 grey levels).
+  """
+  factors = rng.uniform(strength[0], strength[1], size=3)
+  for op in rng.permutation(3):
+    f = float(factors[op])
+    if op == 0:  # brightness: blend with black
+      matrix = (f, 0, 0, 0, 0, f, 0, 0, 0, 0, f, 0)
+    elif op == 1:  # contrast: blend with the mean grey level
+      # Channel means from Pillow's histogram (C code; a strided numpy mean costs ~1 ms).
+      hist = np.asarray(image.histogram(), np.float64).reshape(3, 256)
+      mean = float(hist @ np.arange(256.0) @ np.asarray(_GREY)) / (image.width * image.height)
+      matrix = (f, 0, 0, (1 - f) * mean, 0, f, 0, (1 - f) * mean, 0, 0, f, (1 - f) * mean)
+    else:  # saturation: blend with the grey image
+      g = [(1 - f) * w for w in _GREY]
+      matrix = (f + g[0], g[1], g[2], 0, g[0], f + g[1], g[2], 0, g[0], g[1], f + g[2], 0)
+    image = image.convert('RGB', matrix)
+  return image
+
+
 @dataclasses.dataclass(frozen=True)
 class Preprocess:
   """What every transform needs to know: output size and normalisation."""
@@ -171,6 +247,11 @@ class TrainTransform(grain.transforms.RandomMap):
 
   def random_map(self, element, rng: np.random.Generator):
     p = self.prep
+    if isinstance(element['image'], bytes) and self.augment in ('imagenet', 'vit'):
+      return self._encoded_random_map(element, rng)
+    if isinstance(element['image'], bytes):
+      raise ValueError(f"Encoded images need augment='imagenet' or 'vit', not "
+                       f"{self.augment!r} (decode them in the source instead).")
     image = to_uint8_hwc(element['image'])
     if self.augment == 'none':
       image = fit_to_size(image, p.image_size, variable_size=p.variable_size)
@@ -184,6 +265,19 @@ class TrainTransform(grain.transforms.RandomMap):
       image = to_rgb(random_resized_crop(image, rng, p.image_size, (0.05, 1.0)))
       image = random_flip(image, rng)
     return {'image': normalize(image, p.mean, p.std),
+            'label': np.int32(element['label'])}
+
+  def _encoded_random_map(self, element, rng: np.random.Generator):
+    """As `random_map`, for an encoded image: the same random stream and transforms."""
+    p = self.prep
+    scale = (0.08, 1.0) if self.augment == 'imagenet' else (0.05, 1.0)
+    image = _decode_random_resized_crop(element['image'], rng, p.image_size, scale,
+                                        (3 / 4, 4 / 3))
+    if rng.random() < 0.5:  # random_flip's draw
+      image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    if self.augment == 'imagenet':
+      image = color_jitter_pil(image, rng)
+    return {'image': normalize(np.asarray(image), p.mean, p.std),
             'label': np.int32(element['label'])}
 
 

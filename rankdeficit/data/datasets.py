@@ -271,11 +271,14 @@ def holds_in_memory(name: str) -> bool:
   return spec.kind != 'memory' and not spec.variable_size
 
 
-def open_source(name: str, split: str, data_dir: str | None, *, in_memory: bool = False):
+def open_source(name: str, split: str, data_dir: str | None, *, in_memory: bool = False,
+                decode: bool = True):
   """Random-access source of {'image', 'label'} records of `name`/`split` ('train'/'test').
 
   With `in_memory`, datasets of fixed-size images are decoded once (per process) into a
-  uint8 array (`rankdeficit.data.memory`); the records are the same.
+  uint8 array (`rankdeficit.data.memory`); the records are the same. With `decode=False`
+  a variable-size (ImageNet) source returns the encoded image bytes (tfds SkipDecoding),
+  for `augment.TrainTransform` to decode only what its random crop needs.
   """
   spec = get_spec(name)
   splits = dict(spec.splits)
@@ -287,7 +290,11 @@ def open_source(name: str, split: str, data_dir: str | None, *, in_memory: bool 
     return memory.in_memory_source(
         name, split, resolve_data_dir(data_dir),
         lambda: _tfds_source(name, splits[split], data_dir))
-  base = _tfds_source(name, splits[split], data_dir)
+  decoders = None
+  if not decode and spec.variable_size:
+    import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+    decoders = {'image': tfds.decode.SkipDecoding()}
+  base = _tfds_source(name, splits[split], data_dir, decoders)
   if name == 'imagenet100':
     indices, label_map = imagenet100_indices(splits[split], data_dir, base)
     return IndexedSource(base, indices, label_map)

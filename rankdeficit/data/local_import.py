@@ -89,9 +89,11 @@ def _reuse_existing(out: Path, wanted: dict | None) -> bool:
 
 def write_tfds_dataset(name: str, data_dir: str, splits: dict[str, Iterable[dict]], *,
                        image_shape, class_names=None, num_classes=None, version='1.0.0',
-                       description='', overwrite=False, source: dict | None = None) -> Path:
+                       description='', overwrite=False, source: dict | None = None,
+                       encoding_format='png') -> Path:
   """Writes {'image': uint8 HWC, 'label': int} examples as an array_record tfds dataset.
 
+  An 'image' given as bytes is stored as is (already encoded in `encoding_format`).
   `source` (see `fingerprint`) is recorded next to the data; an existing import of other
   inputs or limits is refused unless `overwrite`.
   """
@@ -106,7 +108,7 @@ def write_tfds_dataset(name: str, data_dir: str, splits: dict[str, Iterable[dict
   label = (tfds.features.ClassLabel(names=list(class_names)) if class_names is not None
            else tfds.features.ClassLabel(num_classes=num_classes))
   features = tfds.features.FeaturesDict({
-      'image': tfds.features.Image(shape=tuple(image_shape), encoding_format='png'),
+      'image': tfds.features.Image(shape=tuple(image_shape), encoding_format=encoding_format),
       'label': label})
   builder = _builder_cls()(
       name=name, version=version, features=features, data_dir=data_dir,
@@ -123,6 +125,9 @@ def _keyed_pil(examples: Iterable[dict]) -> Iterator[tuple[int, dict]]:
   # PIL images are PNG-encoded by Pillow (~20x faster than tfds' TensorFlow encoder).
   for i, ex in enumerate(examples):
     image = ex['image']
+    if isinstance(image, bytes):
+      yield i, ex
+      continue
     yield i, dict(ex, image=Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image))
 
 

@@ -21,10 +21,15 @@ reference runs correspond to init='pytorch' for mlp / vgg19 / vgg19_bn, init='ka
 'torchvision', the exact torchvision convention) for ResNets, and 'xavier' for ViTs trained
 from scratch (fine-tuning overwrites everything but the head).
 """
+import dataclasses
+from typing import Any
+
+import jax
 import jax.numpy as jnp
 import ml_collections
 from flax import linen as nn
 
+from rankdeficit.models import cpu_conv
 from rankdeficit.models import initializers
 from rankdeficit.models import mlp
 from rankdeficit.models import resnet
@@ -35,16 +40,21 @@ from rankdeficit.models.initializers import INIT_SCHEMES, Init
 MODEL_NAMES = ('mlp', 'vgg19', 'vgg19_bn') + tuple(resnet.RESNET_SPECS) + tuple(vit.VIT_SPECS)
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 
-__all__ = ['MODEL_NAMES', 'INIT_SCHEMES', 'Init', 'create_model', 'initializers', 'mlp',
-           'resnet', 'vgg', 'vit']
+__all__ = ['MODEL_NAMES', 'INIT_SCHEMES', 'Init', 'MeasurementModel', 'create_model',
+           'initializers', 'measurement_model', 'mlp', 'resnet', 'vgg', 'vit']
 
 
 def create_model(model_config: ml_collections.ConfigDict, num_classes: int) -> nn.Module:
   """Builds the model named `model_config.name` with a `num_classes`-way classifier.
 
+  Half precision (`model_config.dtype='bfloat16'`) is bf16 activations with float32
+  parameters and optimizer state, as in flax's ImageNet example; measure features with
+  `measurement_model(model)` (float32, HIGHEST precision).
+
   Args:
     model_config: `config.model` (configs/base.py): name, width, depth (MLP), stem (ResNet),
-      init, init_sigma, layer_norm (MLP), dtype. `pretrained_path` is not used here; load
+      init, init_sigma, layer_norm (MLP), dtype, conv_impl (resolved here, from
+      `jax.default_backend()`, so build the model on the backend it will run on). `pretrained_path` is not used here; load
       weights after `init` with `rankdeficit.models.vit.load_pretrained`.
     num_classes: classifier outputs (takes precedence over `model_config.num_classes`).
   Returns:
@@ -65,6 +75,7 @@ def create_model(model_config: ml_collections.ConfigDict, num_classes: int) -> n
     raise ValueError(f'model.attention_temperature must be > 0, got {tau}.')
   if tau != 1.0 and name not in vit.VIT_SPECS:
     raise ValueError(f'model.attention_temperature applies to ViTs only, not {name!r}.')
+  conv = cpu_conv.conv_general_dilated(cpu_conv.resolve(model_config.get('conv_impl', 'auto')))
   if model_config.get('layer_norm', False) and name != 'mlp':
     raise ValueError(f'layer_norm=True is only implemented for the MLP, not {name!r}.')
 
@@ -73,11 +84,49 @@ def create_model(model_config: ml_collections.ConfigDict, num_classes: int) -> n
                    init_scheme=init, layer_norm=bool(model_config.layer_norm), dtype=dtype)
   if name in ('vgg19', 'vgg19_bn'):
     return vgg.VGG(num_classes=num_classes, batch_norm=name == 'vgg19_bn',
-                   init_scheme=init,
-                   dtype=dtype)
+                   init_scheme=init, dtype=dtype, conv_general_dilated=conv)
   if name in resnet.RESNET_SPECS:
-    return resnet.resnet(name, num_classes, stem=model_config.stem, init=init, dtype=dtype)
+    return resnet.resnet(name, num_classes, stem=model_config.stem, init=init, dtype=dtype,
+                         conv_general_dilated=conv)
   patch, width, depth, heads, mlp_dim = vit.VIT_SPECS[name]
   return vit.ViT(num_classes=num_classes, patch_size=patch, width=width, depth=depth,
                  num_heads=heads, mlp_dim=mlp_dim, init_scheme=init, dtype=dtype,
                  attention_temperature=tau)
+
+
+@dataclasses.dataclass(frozen=True)
+class MeasurementModel:
+  """`model` computing in float32 at matmul precision HIGHEST, for measuring features.
+
+  `apply` / `init` take and return what the wrapped module's do (same parameters); other
+  attributes are the wrapped module's.
+  """
+  model: nn.Module
+
+  def apply(self, *args, **kwargs):
+    with jax.default_matmul_precision('highest'):
+      return self.model.apply(*args, **kwargs)
+
+  def init(self, *args, **kwargs):
+    with jax.default_matmul_precision('highest'):
+      return self.model.init(*args, **kwargs)
+
+  def __getattr__(self, name: str) -> Any:
+    if name == 'model':  # not set yet (copy/unpickle): no recursion
+      raise AttributeError(name)
+    return getattr(self.model, name)
+
+
+def measurement_model(model) -> MeasurementModel:
+  """The model that the collapse monitor, SR and analysis must use to compute features.
+
+  With `config.model.dtype='bfloat16'` (half precision: bf16 activations, float32
+  parameters and optimizer state) the trained model's forward rounds every activation to 8
+  mantissa bits, which inflates numerical ranks; this is the same module (same parameters
+  and batch statistics) with dtype float32, its matmuls and convs at precision HIGHEST.
+  """
+  if isinstance(model, MeasurementModel):
+    return model
+  if 'dtype' in {f.name for f in dataclasses.fields(model)}:
+    model = model.clone(dtype=jnp.float32)
+  return MeasurementModel(model)

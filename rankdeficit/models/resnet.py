@@ -21,10 +21,11 @@ Representations (`reps`, forward order):
 """
 import functools
 import collections
-from typing import Any
+from typing import Any, Callable
 
 import jax.numpy as jnp
 from flax import linen as nn
+from jax import lax
 
 from rankdeficit.models.initializers import Init
 
@@ -37,11 +38,12 @@ RESNET_SPECS = {
 }
 
 
-def _conv(init: Init, dtype, features: int, kernel: int, stride: int, name: str, cin: int):
+def _conv(init: Init, dtype, features: int, kernel: int, stride: int, name: str, cin: int,
+          conv: Callable = lax.conv_general_dilated):
   pad = kernel // 2
   return nn.Conv(features, (kernel, kernel), strides=(stride, stride),
                  padding=((pad, pad), (pad, pad)), use_bias=False, dtype=dtype, name=name,
-                 **init.conv(kernel * kernel * cin))
+                 conv_general_dilated=conv, **init.conv(kernel * kernel * cin))
 
 
 class BasicBlock(nn.Module):
@@ -51,14 +53,17 @@ class BasicBlock(nn.Module):
   init_scheme: Init
   norm: Any  # partially applied nn.BatchNorm
   dtype: Any = jnp.float32
+  conv: Callable = lax.conv_general_dilated  # formulation (models/cpu_conv.py)
   expansion = 1
 
   @nn.compact
   def __call__(self, x):
     cin = x.shape[-1]
-    y = _conv(self.init_scheme, self.dtype, self.features, 3, self.stride, 'conv1', cin)(x)
+    y = _conv(self.init_scheme, self.dtype, self.features, 3, self.stride, 'conv1', cin,
+              self.conv)(x)
     y = nn.relu(self.norm(name='bn1')(y))
-    y = _conv(self.init_scheme, self.dtype, self.features, 3, 1, 'conv2', self.features)(y)
+    y = _conv(self.init_scheme, self.dtype, self.features, 3, 1, 'conv2', self.features,
+              self.conv)(y)
     y = self.norm(name='bn2')(y)
     return nn.relu(y + _shortcut(self, x, self.features))
 
@@ -70,17 +75,20 @@ class Bottleneck(nn.Module):
   init_scheme: Init
   norm: Any
   dtype: Any = jnp.float32
+  conv: Callable = lax.conv_general_dilated
   expansion = 4
 
   @nn.compact
   def __call__(self, x):
     cin, cout = x.shape[-1], self.features * self.expansion
-    y = _conv(self.init_scheme, self.dtype, self.features, 1, 1, 'conv1', cin)(x)
+    y = _conv(self.init_scheme, self.dtype, self.features, 1, 1, 'conv1', cin,
+              self.conv)(x)
     y = nn.relu(self.norm(name='bn1')(y))
     y = _conv(self.init_scheme, self.dtype, self.features, 3, self.stride, 'conv2',
-              self.features)(y)
+              self.features, self.conv)(y)
     y = nn.relu(self.norm(name='bn2')(y))
-    y = _conv(self.init_scheme, self.dtype, cout, 1, 1, 'conv3', self.features)(y)
+    y = _conv(self.init_scheme, self.dtype, cout, 1, 1, 'conv3', self.features,
+              self.conv)(y)
     y = self.norm(name='bn3')(y)
     return nn.relu(y + _shortcut(self, x, cout))
 
@@ -89,7 +97,8 @@ def _shortcut(block, x, cout: int):
   """Identity, or 1x1 conv + BN when the block changes stride or channels (called in-block)."""
   if block.stride == 1 and x.shape[-1] == cout:
     return x
-  p = _conv(block.init_scheme, block.dtype, cout, 1, block.stride, 'proj_conv', x.shape[-1])(x)
+  p = _conv(block.init_scheme, block.dtype, cout, 1, block.stride, 'proj_conv', x.shape[-1],
+            block.conv)(x)
   return block.norm(name='proj_bn')(p)
 
 
@@ -104,6 +113,7 @@ class ResNet(nn.Module):
     stem: 'cifar' | 'imagenet'.
     init_scheme: weight-initialisation scheme.
     dtype: computation dtype (parameters stay float32; logits are returned float32).
+    conv_general_dilated: the convs' formulation (models/cpu_conv.py; XLA's by default).
   """
   num_classes: int
   stage_sizes: tuple
@@ -112,6 +122,7 @@ class ResNet(nn.Module):
   stem: str = 'cifar'
   init_scheme: Init = Init('kaiming')
   dtype: Any = jnp.float32
+  conv_general_dilated: Callable = lax.conv_general_dilated
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -123,10 +134,12 @@ class ResNet(nn.Module):
     x = x.astype(self.dtype)
     width = self.stage_widths[0]
     if self.stem == 'cifar':
-      x = _conv(self.init_scheme, self.dtype, width, 3, 1, 'stem_conv', x.shape[-1])(x)
+      x = _conv(self.init_scheme, self.dtype, width, 3, 1, 'stem_conv', x.shape[-1],
+                self.conv_general_dilated)(x)
       x = nn.relu(norm(name='stem_bn')(x))
     elif self.stem == 'imagenet':
-      x = _conv(self.init_scheme, self.dtype, width, 7, 2, 'stem_conv', x.shape[-1])(x)
+      x = _conv(self.init_scheme, self.dtype, width, 7, 2, 'stem_conv', x.shape[-1],
+                self.conv_general_dilated)(x)
       x = nn.relu(norm(name='stem_bn')(x))
       x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     else:
@@ -137,7 +150,8 @@ class ResNet(nn.Module):
       for b in range(n_blocks):
         stride = 2 if (s > 0 and b == 0) else 1
         name = f'block{s + 1}_{b}'
-        x = block_cls(features, stride, self.init_scheme, norm, self.dtype, name=name)(x)
+        x = block_cls(features, stride, self.init_scheme, norm, self.dtype,
+                      self.conv_general_dilated, name=name)(x)
         reps[name] = x
 
     x = jnp.mean(x, axis=(1, 2))
@@ -147,10 +161,12 @@ class ResNet(nn.Module):
     return logits.astype(jnp.float32), reps
 
 
-def resnet(name: str, num_classes: int, *, stem: str, init: Init, dtype=jnp.float32) -> ResNet:
+def resnet(name: str, num_classes: int, *, stem: str, init: Init, dtype=jnp.float32,
+           conv_general_dilated: Callable = lax.conv_general_dilated) -> ResNet:
   """Builds one of `RESNET_SPECS` by name."""
   if stem not in ('cifar', 'imagenet'):
     raise ValueError(f"Unknown ResNet stem {stem!r}; valid: 'cifar', 'imagenet'.")
   block, sizes, widths = RESNET_SPECS[name]
   return ResNet(num_classes=num_classes, stage_sizes=sizes, stage_widths=widths, block=block,
-                stem=stem, init_scheme=init, dtype=dtype)
+                stem=stem, init_scheme=init, dtype=dtype,
+                conv_general_dilated=conv_general_dilated)

@@ -13,12 +13,12 @@ Representations (`reps`, forward order), each after the layer's ReLU:
   'fc_0', 'fc_1'           [N, 512]     ('fc_1' is the penultimate feature)
 """
 import collections
-from typing import Any
+from typing import Any, Callable
 
 import jax.numpy as jnp
 from flax import linen as nn
+from jax import lax
 
-from rankdeficit.models import small_conv
 from rankdeficit.models.initializers import Init
 
 # Channels per conv; 'M' is a 2x2 max-pool. Standard VGG "E" configuration (19 layers).
@@ -36,6 +36,7 @@ class VGG(nn.Module):
     fc_width: width of the two hidden classifier layers.
     init_scheme: weight-initialisation scheme.
     dtype: computation dtype (parameters stay float32; logits are returned float32).
+    conv_general_dilated: the convs' formulation (models/cpu_conv.py; XLA's by default).
   """
   num_classes: int
   cfg: tuple = VGG19_CFG
@@ -43,6 +44,7 @@ class VGG(nn.Module):
   fc_width: int = 512
   init_scheme: Init = Init('pytorch')
   dtype: Any = jnp.float32
+  conv_general_dilated: Callable = lax.conv_general_dilated
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -53,9 +55,8 @@ class VGG(nn.Module):
       if v == 'M':
         x = nn.max_pool(x, (2, 2), strides=(2, 2))
         continue
-      # small_conv: XLA CPU is pathologically slow on the 2x2 maps of the last stage.
       x = nn.Conv(v, (3, 3), padding=((1, 1), (1, 1)), dtype=self.dtype, name=f'conv_{i}',
-                  conv_general_dilated=small_conv.conv_general_dilated,
+                  conv_general_dilated=self.conv_general_dilated,
                   **self.init_scheme.conv(9 * x.shape[-1]))(x)
       if self.batch_norm:
         # PyTorch BatchNorm2d defaults: momentum 0.1 (= flax 0.9), eps 1e-5.

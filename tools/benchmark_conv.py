@@ -1,0 +1,185 @@
+"""Per-conv-shape timing of convolution formulations on the current backend (for cpu_conv.py).
+
+  python -m tools.benchmark_conv --models=resnet20,resnet18,vgg19 --batch=128 --repeats=3
+
+Collects every distinct conv of the named models (by intercepting `nn.Conv` while the model
+is initialised on 32x32x3 inputs) and times, per shape, forward and forward + backward
+(gradients w.r.t. input and kernel, as in a train step) of:
+  xla     lax.conv_general_dilated, NHWC/HWIO (flax's layout);
+  nchw    lax.conv_general_dilated, NCHW/OIHW with the transposes in the program;
+  im2col  rankdeficit/models/cpu_conv.im2col_conv (shifted views concatenated, one dot).
+The formulations alternate within each repeat (A B C A B C ...), so load changes hit all
+alike; medians of `--repeats` are printed, with 'cpu' = the formulation that
+`cpu_conv.prefers_im2col` picks and whether it is the fastest measured. Weighted by how many
+times each shape occurs, the last lines give the per-model conv total for each formulation
+and for the per-shape choice.
+
+PROVISIONAL results, measured UNDER LOAD (load average 8-17 on the 2-core AVX-512 EPYC,
+jaxlib 0.10.2; ResNet-20 at batch 128, ResNet-18 and VGG-19 at batch 32), ms, medians of 3:
+  * 3x3 convs on maps >= 8x8: XLA's conv is the fastest or within noise of the fastest on
+    every pass (NCHW dimension numbers trade places with it from run to run). im2col + dot
+    loses 2-10x on the forward when cin is small (the patch matrix is memory traffic);
+    per-tap dots (`shifts`, also in an HWNC layout) lose 2-8x.
+  * The kernel gradient dominates: ResNet-20 conv totals fwd 273-389, dx 333-418,
+    dw 1157-1909 (XLA). dw of the 32x32x16->16 conv costs 110-200 ms against a 20-33 ms
+    forward of equal FLOPs; nothing tried beats it (im2col 307-732, shifts 308, hwnc 292).
+  * im2col wins: 2x2 maps (VGG-19 stage 5) fwd 2000 -> 15, dx 1956 -> 12, dw 22 -> 7;
+    4x4 maps at 256-512 channels fwd 63 -> 48, dx 65 -> 27 (dw: XLA); strided 1x1
+    projections dw 35-44 -> 7-10, dx 10-12 -> 2-4.
+  * Totals with cpu_conv.pick ('cpu') vs all-XLA: VGG-19 (batch 32) fwd 8469 -> 529,
+    dx 8269 -> 491, dw 631 -> 569 (the 2x2 rule existed before as small_conv); ResNet-18
+    (batch 32) dw 1881 -> 1810; ResNet-20 unchanged within noise except the projections.
+"""
+import argparse
+import collections
+import functools
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import linen as nn
+from jax import lax
+
+from configs import base
+from rankdeficit import models
+from rankdeficit.models import cpu_conv
+
+TORCH_NAMES = {'resnet18': 'resnet18', 'resnet20': 'resnet20', 'vgg19': 'vgg19_bn',
+               'resnet34': 'resnet34'}
+Shape = cpu_conv.ConvShape
+
+
+def conv_shapes(name: str) -> collections.Counter:
+  """Counter of the `Shape`s of every nn.Conv in model `name` on 32x32x3 inputs."""
+  config = base.get_config()
+  config.model.name = TORCH_NAMES.get(name, name)
+  config.model.conv_impl = 'xla'
+  model = models.create_model(config.model, num_classes=10)
+  found = collections.Counter()
+
+  def record(next_fun, args, kwargs, context):
+    if isinstance(context.module, nn.Conv) and context.method_name == '__call__':
+      x, conv = args[0], context.module
+      stride = conv.strides if isinstance(conv.strides, int) else (conv.strides or (1,))[0]
+      found[Shape(x.shape[1], x.shape[2], x.shape[3], conv.features, conv.kernel_size[0],
+                  stride)] += 1
+    return next_fun(*args, **kwargs)
+
+  with nn.intercept_methods(record):
+    jax.eval_shape(functools.partial(model.init, train=False), jax.random.PRNGKey(0),
+                   jnp.zeros((1, 32, 32, 3)))
+  return found
+
+
+def _xla(x, w, stride, pad):
+  return lax.conv_general_dilated(x, w, (stride, stride), pad,
+                                  dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+
+
+def _nchw(x, w, stride, pad):
+  y = lax.conv_general_dilated(x.transpose(0, 3, 1, 2), w.transpose(3, 2, 0, 1),
+                               (stride, stride), pad, dimension_numbers=('NCHW', 'OIHW', 'NCHW'))
+  return y.transpose(0, 2, 3, 1)
+
+
+def _im2col(x, w, stride, pad):
+  return cpu_conv.im2col_conv(x, w, (stride, stride), pad)
+
+
+def _shifts(x, w, stride, pad):
+  """A sum of kh*kw dots, one per kernel tap (no patch matrix)."""
+  kh, kw = w.shape[:2]
+  views = cpu_conv.shifted_views(x, kh, kw, (stride, stride), pad)
+  return functools.reduce(jnp.add, [v @ w[t // kw, t % kw] for t, v in enumerate(views)])
+
+
+def _hwnc(x, w, stride, pad):
+  """`_shifts` in an HWNC layout, where a tap's view is a slice of leading axes."""
+  kh, kw = w.shape[:2]
+  (pt, pb), (pl, pr) = pad
+  x = jnp.pad(x.transpose(1, 2, 0, 3), ((pt, pb), (pl, pr), (0, 0), (0, 0)))
+  ho, wo = (x.shape[0] - kh) // stride + 1, (x.shape[1] - kw) // stride + 1
+  taps = [x[i:i + stride * (ho - 1) + 1:stride, j:j + stride * (wo - 1) + 1:stride] @ w[i, j]
+          for i in range(kh) for j in range(kw)]
+  return functools.reduce(jnp.add, taps).transpose(2, 0, 1, 3)
+
+
+FORMULATIONS = {'xla': _xla, 'nchw': _nchw, 'im2col': _im2col, 'shifts': _shifts,
+                'hwnc': _hwnc}
+
+
+PASSES = cpu_conv.PASSES
+
+
+def programs(shape: Shape, batch: int, pass_: str, names=tuple(FORMULATIONS)):
+  """{formulation: (jitted fn, args)} computing pass `pass_` of one conv shape."""
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=(batch, shape.height, shape.width, shape.cin)), jnp.float32)
+  w = jnp.asarray(rng.normal(size=(shape.kernel, shape.kernel, shape.cin, shape.cout)) * 0.05,
+                  jnp.float32)
+  pad = ((shape.kernel // 2,) * 2,) * 2
+  out = {}
+  for key in names:
+    conv = FORMULATIONS[key]
+    fwd = functools.partial(conv, stride=shape.stride, pad=pad)
+    if pass_ != 'fwd':
+      ct = jnp.ones_like(jax.eval_shape(fwd, x, w))
+      fn = jax.jit(jax.grad(lambda x, w, ct, fwd=fwd: jnp.vdot(fwd(x, w), ct),
+                            argnums=PASSES.index(pass_) - 1))
+      out[key] = (fn, (x, w, ct))
+    else:
+      out[key] = (jax.jit(fwd), (x, w))
+  return out
+
+
+def time_shape(shape: Shape, batch: int, pass_: str, repeats: int,
+               names=tuple(FORMULATIONS)) -> dict[str, float]:
+  """Median seconds per call of each formulation in `names`, interleaved."""
+  progs = programs(shape, batch, pass_, names)
+  for fn, args in progs.values():  # compile + warm up
+    jax.block_until_ready(fn(*args))
+  times = collections.defaultdict(list)
+  for _ in range(repeats):
+    for key, (fn, args) in progs.items():
+      start = time.perf_counter()
+      jax.block_until_ready(fn(*args))
+      times[key].append(time.perf_counter() - start)
+  return {k: statistics.median(v) for k, v in times.items()}
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  parser.add_argument('--models', default='resnet20,resnet18,vgg19')
+  parser.add_argument('--batch', type=int, default=128)
+  parser.add_argument('--repeats', type=int, default=3)
+  parser.add_argument('--passes', default=','.join(PASSES))
+  parser.add_argument('--formulations', default=','.join(FORMULATIONS))
+  args = parser.parse_args()
+  print(f'backend {jax.default_backend()}, batch {args.batch}, medians of {args.repeats}, ms')
+  names = tuple(args.formulations.split(','))
+  print('| model | HxW | cin->cout | k/s | n | pass | ' + ' | '.join(names)
+        + ' | cpu picks | best |')
+  print('|---|---|---|---|---|---|' + '---|' * (len(names) + 2))
+  for name in args.models.split(','):
+    totals = collections.Counter()
+    for shape, count in conv_shapes(name).items():
+      for pass_ in args.passes.split(','):
+        pick = cpu_conv.pick(shape, pass_)
+        t = time_shape(shape, args.batch, pass_, args.repeats, names)
+        best = min(t, key=t.get)
+        for k, v in t.items():
+          totals[k, pass_] += count * v
+        totals['cpu', pass_] += count * t.get(pick, float('nan'))
+        print(f'| {name} | {shape.height}x{shape.width} | {shape.cin}->{shape.cout} | '
+              f'{shape.kernel}/{shape.stride} | {count} | {pass_} | '
+              + ' | '.join(f'{v * 1e3:.1f}' for v in t.values())
+              + f' | {pick} | {best} |', flush=True)
+    for pass_ in args.passes.split(','):
+      print(f'  {name} {pass_} conv total ms: ' + ', '.join(
+          f'{k}={totals[k, pass_] * 1e3:.0f}' for k in (*names, 'cpu')), flush=True)
+
+
+if __name__ == '__main__':
+  main()
