@@ -50,7 +50,6 @@ The training loop also appends every call, exact values included, to
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import Any, Callable
 
