@@ -22,12 +22,17 @@ from rankdeficit import input_pipeline, models, probes, steps, train
 from rankdeficit.metrics import spectral
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string('dataset', 'auto', 'auto | digits | cifar10 | cifar10_jpeg')
-flags.DEFINE_string('data_dir', os.environ.get('TFDS_DATA_DIR', 'data/tfds'),
-                    'tfds data_dir searched for CIFAR-10.')
-flags.DEFINE_string('workdir', 'runs/quickstart', 'Runs go to <workdir>/T<temperature>.')
-flags.DEFINE_list('temperatures', ['1', '100'], 'Temperatures to compare.')
-flags.DEFINE_integer('epochs', None, 'Override the number of epochs.')
+
+
+def _define_flags():
+  """CLI flags, defined only when run as a script: importing this module (its functions
+  are reused by tests) must not claim names such as --workdir that rankdeficit.main defines."""
+  flags.DEFINE_string('dataset', 'auto', 'auto | digits | cifar10 | cifar10_jpeg')
+  flags.DEFINE_string('data_dir', os.environ.get('TFDS_DATA_DIR', 'data/tfds'),
+                      'tfds data_dir searched for CIFAR-10.')
+  flags.DEFINE_string('workdir', 'runs/quickstart', 'Runs go to <workdir>/T<temperature>.')
+  flags.DEFINE_list('temperatures', ['1', '100'], 'Temperatures to compare.')
+  flags.DEFINE_integer('epochs', None, 'Override the number of epochs.')
 
 
 def pick_dataset(requested: str, data_dir: str) -> str:
@@ -132,5 +137,6 @@ def _fmt(v) -> str:
 
 
 if __name__ == '__main__':
+  _define_flags()
   logging.set_verbosity(logging.WARNING)
   app.run(main)
