@@ -335,8 +335,24 @@ RUN_FIELDS = (
     'rho_by_convention', 'solution_rank', 'post_softmax_rank', 'logits_norm_mean',
     'init_logits_norm', 'orthodev', 'neco_auroc', 'neco_fpr95', 'id_probe_accuracy',
     'ood_probe_accuracy', 'representation_rank', 'representation_effective_rank',
-    'train_seconds',
-    'analysis_seconds')
+    'train_seconds', 'analysis_seconds', 'label', 'paper', 'num_classes',
+    'solution_rank_bound')
+
+
+def read_runs(outdir: str) -> dict[tuple, dict]:
+  """Committed records of earlier sessions: {(experiment, T, seed): record}. A run
+  directory is not kept across machines (runs/ is not committed), runs.jsonl is, so a
+  point recorded there counts as finished."""
+  path = os.path.join(outdir, 'runs.jsonl')
+  if not os.path.exists(path):
+    return {}
+  records = {}
+  with open(path) as f:
+    for line in f:
+      if line.strip():
+        rec = _flat(json.loads(line))
+        records[(rec['experiment'], float(rec['temperature']), int(rec['seed']))] = rec
+  return records
 
 
 def _points(spec, seeds, only, temperatures):
@@ -363,18 +379,21 @@ def reproduce(preset: str, *, seeds: int | None = None, outdir: str | None = Non
   """Runs a preset end to end; returns the aggregated rows (also written to outdir).
 
   Finished runs are not retrained and analysed runs are not re-analysed (unless `force`),
-  so calling it again continues an interrupted preset. `stage` = 'train' | 'analyze' |
+  so calling it again continues an interrupted preset; points already in `runs.jsonl`
+  (committed by an earlier session, whose run directories are gone) are reused as they are. `stage` = 'train' | 'analyze' |
   'all' (see `run_one`).
   """
   spec = PRESETS[preset]
   seeds = int(seeds or spec['seeds'])
   outdir = outdir or os.path.join('experiments', 'results', f'table1_{preset}')
   os.makedirs(outdir, exist_ok=True)
-  records = []
+  records, recorded = [], read_runs(outdir)
   for exp, temperature, seed in _points(spec, seeds, only, temperatures):
     logging.info('=== %s T=%g seed=%d ===', exp.name, temperature, seed)
-    rec = run_one(exp, temperature, seed, outdir=outdir, data_dir=data_dir, force=force,
-                  analysis_overrides=analysis_overrides, stage=stage)
+    rec = recorded.get((exp.name, float(temperature), int(seed)))
+    if rec is None or force:
+      rec = run_one(exp, temperature, seed, outdir=outdir, data_dir=data_dir, force=force,
+                    analysis_overrides=analysis_overrides, stage=stage)
     if rec is None:
       continue
     records.append(rec)

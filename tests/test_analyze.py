@@ -167,3 +167,20 @@ def test_analyze_cli_bad_workdir_is_one_line(tmp_path):
   assert proc.returncode != 0
   assert proc.stderr.strip().splitlines()[-1].startswith('error: ')
   assert 'Traceback' not in proc.stderr and not (tmp_path / 'nothing').exists()
+
+
+def test_reproduce_reuses_points_recorded_in_runs_jsonl(tmp_path):
+  # A later session has runs.jsonl (committed) but not the run directories: nothing retrains.
+  from experiments import reproduce_table1 as rt  # pylint: disable=import-outside-toplevel
+  lines = [json.dumps({'experiment': 'mlp_c10', 'temperature': t, 'seed': 0, 'label': 'MLP',
+                       'paper': 'CIFAR-10 / MLP', 'kappa': 0.5, 'rho': r,
+                       'kappa_by_convention': {'paper': 0.5, 'post_softmax': 0.25,
+                                               'hidden': 1.0},
+                       'rho_by_convention': {'paper': r, 'post_softmax': r, 'hidden': 0.0}})
+           for t, r in ((1.0, 0.25), (100.0, 0.5))]
+  (tmp_path / 'runs.jsonl').write_text('\n'.join(lines) + '\n')
+  rows = rt.reproduce('smoke', outdir=str(tmp_path), data_dir=str(tmp_path / 'no_data'))
+  assert not (tmp_path / 'runs').exists()
+  assert [r['rho_mean'] for r in rows] == [0.25, 0.5]
+  assert rows[0]['kappa_hidden_mean'] == 1.0
+  assert len((tmp_path / 'runs.jsonl').read_text().splitlines()) == 2
