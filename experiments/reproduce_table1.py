@@ -178,8 +178,10 @@ def run_name(exp: Experiment, temperature: float, seed: int) -> str:
 
 
 def _flat(a: dict) -> dict:
-  det = a.get('ood_detection') or {}
-  rec = {**a, 'neco_auroc': det.get('auroc'), 'neco_fpr95': det.get('fpr95_neco')}
+  rec = dict(a)
+  det = a.get('ood_detection')
+  if det is not None:  # an analysis; a runs.jsonl record already holds the flat values
+    rec.update(neco_auroc=det.get('auroc'), neco_fpr95=det.get('fpr95_neco'))
   for name in ('kappa', 'rho'):
     for conv, value in (a.get(f'{name}_by_convention') or {}).items():
       rec[f'{name}_{conv}'] = value
