@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tools import fault_drill
+
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, 'XLA_FLAGS': '--xla_force_host_platform_device_count=1',
        'PYTHONPATH': str(REPO)}
@@ -27,24 +29,6 @@ def digits_command(workdir, steps, *extra):
           '--config.eval_every_steps=1000', '--config.checkpoint_every_steps=1000', *extra]
 
 
-def _children(pid: int) -> list[int]:
-  """Child processes of `pid` (of any of its threads: grain spawns from a thread)."""
-  found = []
-  for task in Path(f'/proc/{pid}/task').glob('*'):
-    try:
-      found += [int(p) for p in (task / 'children').read_text().split()]
-    except OSError:
-      pass
-  return found
-
-
-def _alive(pid: int) -> bool:
-  try:
-    return Path(f'/proc/{pid}/stat').read_text().split(') ')[1][0] != 'Z'
-  except OSError:
-    return False
-
-
 def run_and_signal(cmd, log_path: Path, *, after_step: int, signum=signal.SIGTERM):
   """Starts `cmd` in its own process group, signals the whole group (as SLURM and Ctrl-C
   do) once `after_step` has been logged; returns (returncode, output, worker pids)."""
@@ -55,11 +39,11 @@ def run_and_signal(cmd, log_path: Path, *, after_step: int, signum=signal.SIGTER
   deadline = time.time() + 180
   workers = []
   while time.time() < deadline and proc.poll() is None:
-    workers = _children(proc.pid) or workers
+    workers = sorted(fault_drill.descendants(proc.pid)) or workers
     if marker in log_path.read_text():
       break
     time.sleep(0.2)
-  workers = _children(proc.pid) or workers
+  workers = sorted(fault_drill.descendants(proc.pid)) or workers
   os.killpg(proc.pid, signum)
   try:
     proc.wait(timeout=120)
@@ -81,7 +65,7 @@ def test_sigterm_with_workers_saves_the_reached_step_and_resumes(tmp_path):
   assert (workdir / 'checkpoints' / str(step)).is_dir()
   assert workers, 'the run started no worker process'
   time.sleep(1)
-  assert not [w for w in workers if _alive(w)], 'orphaned grain workers'
+  assert not [w for w in workers if fault_drill.alive(w)], 'orphaned grain workers'
   resumed = subprocess.run(cmd, env=ENV, cwd=REPO, capture_output=True, text=True,
                            timeout=300)  # the same command resumes and finishes
   assert resumed.returncode == 0, resumed.stderr[-2000:]

@@ -60,7 +60,8 @@ def steps_on_disk(workdir: Path) -> list[int]:
       if directory.exists() else []
 
 
-def _descendants(pid: int) -> set[int]:
+def descendants(pid: int) -> set[int]:
+  """Child processes of `pid`, of any of its threads (grain spawns workers from a thread)."""
   found = set()
   for task in Path(f'/proc/{pid}/task').glob('*'):
     try:
@@ -70,7 +71,8 @@ def _descendants(pid: int) -> set[int]:
   return found
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+  """Whether `pid` exists and is not a zombie."""
   try:
     return Path(f'/proc/{pid}/stat').read_text().split(') ')[1][0] != 'Z'
   except OSError:
@@ -87,9 +89,9 @@ def sigterm_case(root: Path, workers: int) -> tuple[str, bool]:
   children: set[int] = set()
   deadline = time.time() + 240
   while proc.poll() is None and time.time() < deadline and '[3] train/' not in log.read_text():
-    children |= _descendants(proc.pid)
+    children |= descendants(proc.pid)
     time.sleep(0.2)
-  children |= _descendants(proc.pid)
+  children |= descendants(proc.pid)
   os.killpg(proc.pid, signal.SIGTERM)
   try:
     proc.wait(timeout=120)
@@ -100,7 +102,7 @@ def sigterm_case(root: Path, workers: int) -> tuple[str, bool]:
   line = next((l for l in text.splitlines() if 'Stopped at step' in l), '')
   step = int(line.split('Stopped at step ')[1].split(':')[0]) if line else -1
   time.sleep(1)
-  orphans = [c for c in children if _alive(c)]
+  orphans = [c for c in children if alive(c)]
   saved = step in steps_on_disk(workdir)
   resumed = run(cmd)  # the same command: resumes and finishes
   ok = (proc.returncode == 143 and saved and not orphans
