@@ -52,6 +52,9 @@ def get_config() -> ml_collections.ConfigDict:
   # --- Loss ---
   c.loss = 'ce'  # ce: cross-entropy of softmax(logits / T) | mse: MSE(softmax(logits / T), one-hot)
   c.temperature = 1.0
+  # > 0: ignore `temperature`; at step 0 measure the initial logits norm n0 (mean per-sample
+  # L2 on the first eval batch) and train at T = n0 / target_logits_norm (rankdeficit/target_norm.py).
+  c.target_logits_norm = 0.0
   c.temperature_schedule = 'constant'  # constant | linear | cosine | step
   c.final_temperature = config_dict.placeholder(float)  # target of non-constant schedules
   c.temperature_milestones = ()  # epochs of the 'step' schedule

@@ -28,6 +28,9 @@ What is measured (keys of the returned flat dict; ``<path>`` is the module path 
                                                     representation, whose rank is reported)
   alignment/<path> [top_k, top_k], alignment_max/<path>
   alignment_max_mean                                mean over layers of the max alignment
+  attention/<stat>/block_<i>                        ViTs: rank, effective_rank, entropy,
+                                                    logits_norm of each attention layer's
+                                                    maps (metrics.attention), mean over heads
 
 Dense/Conv inputs and kernels are captured generically with ``nn.intercept_methods``
 (no model changes). A module called several times is recorded at its first call.
@@ -59,7 +62,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from rankdeficit.metrics import alignment as alignment_lib
+from rankdeficit.metrics import attention as attention_lib
 from rankdeficit.metrics import spectral
+from rankdeficit.models import vit
 
 __all__ = [
   "capture_layers", "collapse_metrics", "forward_order", "make_collapse_metrics_fn",
@@ -165,11 +170,14 @@ def collapse_metrics(
   def loss_with_capture(p):
     records: dict[str, dict[str, Any]] = {}
     with nn.intercept_methods(capture_layers(records)):
-      logits, reps = model.apply({"params": p, **rest}, images, train=False)
+      # `intermediates` holds what models sow: the ViT's attention logits (else nothing).
+      (logits, reps), state = model.apply({"params": p, **rest}, images, train=False,
+                                          mutable=["intermediates"])
     inputs = {path: r["input"] for path, r in records.items()}
     modules = {path: r["module"] for path, r in records.items()}
     loss = loss_fn(logits, labels, temperature)
-    return loss, (logits, reps, inputs, modules)
+    attention = vit.sown_attention_logits(state.get("intermediates"))
+    return loss, (logits, reps, inputs, modules, attention)
 
   # Modules are Python objects: trace once to learn them, then differentiate.
   modules_box = {}
@@ -177,7 +185,7 @@ def collapse_metrics(
   alias_box: dict[str, tuple[str, str]] = {}
 
   def loss_for_grad(p):
-    loss, (logits, reps, inputs, modules) = loss_with_capture(p)
+    loss, (logits, reps, inputs, modules, attention) = loss_with_capture(p)
     modules_box.update(modules)
     seen = {id(r): ("rep", name) for name, r in reps.items()}
     for path, x in inputs.items():
@@ -185,10 +193,11 @@ def collapse_metrics(
         alias_box[path] = seen[id(x)]
       else:
         seen[id(x)] = ("input", path)
-    return loss, (logits, reps, inputs)
+    return loss, (logits, reps, inputs, attention)
 
   with jax.default_matmul_precision("highest"):
-    (loss, (logits, reps, inputs)), grads = jax.value_and_grad(loss_for_grad, has_aux=True)(params)
+    (loss, (logits, reps, inputs, attention)), grads = jax.value_and_grad(
+        loss_for_grad, has_aux=True)(params)
 
   out: dict[str, jax.Array] = {"loss": loss}
   logits = logits.astype(jnp.float32)
@@ -227,6 +236,9 @@ def collapse_metrics(
     maxima.append(out[f"alignment_max/{path}"])
   if maxima:
     out["alignment_max_mean"] = jnp.mean(jnp.stack(maxima))
+  for name, z in attention.items():  # mean over heads of each per-head statistic
+    for stat, per_head in attention_lib.attention_statistics(z).items():
+      out[f"attention/{stat}/{name}"] = jnp.mean(per_head)
   return out
 
 

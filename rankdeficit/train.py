@@ -20,7 +20,8 @@ from clu import metric_writers, periodic_actions
 
 from rankdeficit import checkpointing, input_pipeline, losses, models, optim, sharding
 from rankdeficit import monitor, preemption, steps
-from rankdeficit import config_diff, runtime, storage, validation, workdir_lock
+from rankdeficit import config_diff, runtime, storage, target_norm, validation
+from rankdeficit import workdir_lock
 from rankdeficit.metrics import spectral
 from rankdeficit import monitor_log  # kept apart from the lines above: parallel edits
 
@@ -192,6 +193,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   storage.check_shared_workdir(workdir)
   # One process per workdir; from here on SIGTERM/SIGINT stop the run cleanly.
   with workdir_lock.WorkdirLock(workdir) as lock, preemption.StopRequest() as stop:
+    target_norm.adopt_saved_temperature(config, workdir)  # T chosen at step 0
     config_diff.check_resumable(config, workdir)
     runtime.record_run_info(workdir)
     return _train(config, workdir, mesh, info, stop, lock)
@@ -208,9 +210,6 @@ def _train(config, workdir: str, mesh, info, stop: preemption.StopRequest,
   eval_every = config.eval_every_steps if config.eval_every_steps > 0 else steps_per_epoch
   tx = optim.create_optimizer(config, steps_per_epoch)
   loss_fn = losses.get_loss_fn(config.loss)
-  temperature_fn = losses.temperature_schedule(
-      config.temperature_schedule, config.temperature, config.final_temperature, total_steps,
-      [m * steps_per_epoch for m in config.temperature_milestones])
 
   repl = sharding.replicated(mesh)
   image_shape = (config.image_size, config.image_size, 3)
@@ -228,6 +227,14 @@ def _train(config, workdir: str, mesh, info, stop: preemption.StopRequest,
                                             every_steps=config.checkpoint_every_steps)
   state = checkpointer.restore(state, train_iter)
   start_step = int(jax.device_get(state.step))
+  if start_step == 0 and config.target_logits_norm > 0:
+    initial_norm = target_norm.mean_logits_norm(model, state, config, mesh)
+    target_norm.choose_temperature(config, initial_norm)
+    logging.info('target_logits_norm=%g: initial logits norm %.4g -> T=%.4g.',
+                 config.target_logits_norm, initial_norm, config.temperature)
+  temperature_fn = losses.temperature_schedule(
+      config.temperature_schedule, config.temperature, config.final_temperature, total_steps,
+      [m * steps_per_epoch for m in config.temperature_milestones])
   checkpointing.save_config(config, workdir)
 
   writer = metric_writers.create_default_writer(
@@ -259,7 +266,9 @@ def _train(config, workdir: str, mesh, info, stop: preemption.StopRequest,
   if start_step == 0:
     # The initial logits norm decides the regime (paper App. E): always record it.
     results['init/logits_norm'] = initial_logits_norm(p_eval_step, state, config, mesh)
-    writer.write_scalars(0, {'init/logits_norm': results['init/logits_norm']})
+    results['init/temperature'] = float(config.temperature)
+    writer.write_scalars(0, {'init/logits_norm': results['init/logits_norm'],
+                             'init/temperature': results['init/temperature']})
     logging.info('Initial logits norm (mean per-sample L2): %.4g',
                  results['init/logits_norm'])
   if start_step == 0 and watch:

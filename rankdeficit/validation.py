@@ -97,6 +97,12 @@ def _finite(x) -> bool:
 
 def _check_numbers(config: ml_collections.ConfigDict) -> None:
   """Numeric fields: ranges that would otherwise divide by zero, NaN or silently no-op."""
+  target = config.get('target_logits_norm', 0.0)
+  _require(_finite(target) and target >= 0, 'target_logits_norm', target,
+           'a finite number >= 0 (0 = off)')
+  if target > 0:
+    _require(config.temperature_schedule == 'constant', 'temperature_schedule',
+             config.temperature_schedule, "'constant' when target_logits_norm > 0")
   _require(_finite(config.temperature) and config.temperature > 0, 'temperature',
            config.temperature, 'a finite number > 0 (the softmax temperature T)')
   if config.final_temperature is not None:

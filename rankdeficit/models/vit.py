@@ -170,16 +170,23 @@ class ViT(nn.Module):
     return logits.astype(jnp.float32), reps
 
 
+def sown_attention_logits(intermediates) -> dict[str, jax.Array]:
+  """{'block_i': softmax input [N, heads, tokens, tokens]}, forward order, float32, from the
+  `intermediates` collection of a ViT applied with mutable=['intermediates'] ({} for any
+  other model, which sows nothing)."""
+  blocks = (intermediates or {}).get('Transformer', {})
+  out = collections.OrderedDict()
+  for i in range(len(blocks)):
+    sown = blocks[f'encoderblock_{i}']['MultiHeadDotProductAttention_1']['attention_logits']
+    out[f'block_{i}'] = sown[0].astype(jnp.float32)
+  return out
+
+
 def attention_logits(model: ViT, variables, images) -> dict[str, jax.Array]:
   """{'block_i': softmax input [N, heads, tokens, tokens]} of every attention layer, forward
   order, float32 (jittable; `images` as for `model.apply`)."""
   _, state = model.apply(variables, images, train=False, mutable=['intermediates'])
-  blocks = state['intermediates']['Transformer']
-  out = collections.OrderedDict()
-  for i in range(model.depth):
-    sown = blocks[f'encoderblock_{i}']['MultiHeadDotProductAttention_1']['attention_logits']
-    out[f'block_{i}'] = sown[0].astype(jnp.float32)
-  return out
+  return sown_attention_logits(state.get('intermediates'))
 
 
 # --------------------------------------------------------------------------------------
