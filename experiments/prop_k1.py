@@ -22,54 +22,64 @@ NAME = "prop_k1"
 
 
 def rank2_logits(key: jax.Array, n: int) -> jax.Array:
-    a = jax.random.normal(key, (n, 2))
-    a = a / jnp.linalg.norm(a, axis=1, keepdims=True)
-    return jnp.matmul(a, a.T, precision="highest")
+  a = jax.random.normal(key, (n, 2))
+  a = a / jnp.linalg.norm(a, axis=1, keepdims=True)
+  return jnp.matmul(a, a.T, precision="highest")
 
 
 def main(argv=None):
-    args = parse_args(__doc__.splitlines()[0], argv, seeds=(int, 5, "random draws per n"))
-    sizes = (5, 10) if args.quick else (5, 10, 20, 50, 100)
-    seeds = 2 if args.quick else args.seeds
-    scales = np.logspace(-1, 5, 13 if args.quick else 61).astype(np.float32)
-    key = jax.random.PRNGKey(args.seed)
-    curves, rows = {}, []
-    for n in sizes:
-        pre, post = [], []
-        for s in range(seeds):
-            b = rank2_logits(jax.random.fold_in(key, 1000 * n + s), n)
-            pre.append(int(metrics.numerical_rank(b)))
-            probs = jax.nn.softmax(jnp.asarray(scales)[:, None, None] * b[None], axis=-1)
-            post.append(np.asarray(metrics.numerical_rank(probs)))
-        post = np.stack(post)
-        curves[n] = post.mean(axis=0)
-        full = post == n
-        first_full = [float(scales[np.argmax(f)]) if f.any() else float("nan") for f in full]
-        rows.append([n, sorted(set(pre)), float(post.max()), int(full.any(axis=1).sum()), float(np.nanmedian(first_full))])
-    save_table(
-        args.outdir, NAME,
-        ["n", "rank(B)", "max rank(softmax(cB))", f"draws reaching rank n (of {seeds})", "median smallest c with rank n"],
-        rows,
-        title="Proposition K.1: B = A~ A~^T (rank 2) vs rank(softmax(c B)), float32 numerical rank",
-    )
+  args = parse_args(__doc__.splitlines()[0], argv, seeds=(int, 5, "random draws per n"))
+  sizes = (5, 10) if args.quick else (5, 10, 20, 50, 100)
+  seeds = 2 if args.quick else args.seeds
+  scales = np.logspace(-1, 5, 13 if args.quick else 61).astype(np.float32)
+  key = jax.random.PRNGKey(args.seed)
+  curves, rows = {}, []
+  for n in sizes:
+    pre, post = [], []
+    for s in range(seeds):
+      b = rank2_logits(jax.random.fold_in(key, 1000 * n + s), n)
+      pre.append(int(metrics.numerical_rank(b)))
+      probs = jax.nn.softmax(jnp.asarray(scales)[:, None, None] * b[None], axis=-1)
+      post.append(np.asarray(metrics.numerical_rank(probs)))
+    post = np.stack(post)
+    curves[n] = post.mean(axis=0)
+    full = post == n
+    first_full = [float(scales[np.argmax(f)]) if f.any() else float("nan") for f in full]
+    rows.append([
+        n,
+        sorted(set(pre)),
+        float(post.max()),
+        int(full.any(axis=1).sum()),
+        float(np.nanmedian(first_full))
+    ])
+  save_table(
+      args.outdir,
+      NAME,
+      [
+          "n", "rank(B)", "max rank(softmax(cB))", f"draws reaching rank n (of {seeds})",
+          "median smallest c with rank n"
+      ],
+      rows,
+      title="Proposition K.1: B = A~ A~^T (rank 2) vs rank(softmax(c B)), float32 numerical rank",
+  )
 
-    import matplotlib
+  import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    for n in sizes:
-        ax.plot(scales, curves[n] / n, label=f"n = {n}")
-    ax.set_xscale("log")
-    ax.set_xlabel("scale c")
-    ax.set_ylabel("rank(softmax(c B)) / n")
-    ax.set_title("rank(B) = 2")
-    ax.legend()
-    save_figure(fig, args.outdir, NAME)
-    plt.close(fig)
-    return rows
+  fig, ax = plt.subplots(figsize=(5, 3.5))
+  for n in sizes:
+    ax.plot(scales, curves[n] / n, label=f"n = {n}")
+  ax.set_xscale("log")
+  ax.set_xlabel("scale c")
+  ax.set_ylabel("rank(softmax(c B)) / n")
+  ax.set_title("rank(B) = 2")
+  ax.legend()
+  save_figure(fig, args.outdir, NAME)
+  plt.close(fig)
+  return rows
 
 
 if __name__ == "__main__":
-    main()
+  main()
