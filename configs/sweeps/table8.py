@@ -2,6 +2,8 @@
 
 ResNet-18/34 at T in {1, 10, 100, 200}; VGG-19 at T in {1, 10, 50, 100}; 3 seeds.
 """
+from configs import sweeps
+
 TEMPERATURES = {'resnet18_c100': (1.0, 10.0, 100.0, 200.0),
                 'resnet34_c100': (1.0, 10.0, 100.0, 200.0),
                 'vgg19_c100': (1.0, 10.0, 50.0, 100.0)}
@@ -10,10 +12,7 @@ TEMPERATURES = {'resnet18_c100': (1.0, 10.0, 100.0, 200.0),
 def get_sweep():
   return {
       'config': 'configs/resnet18_c100.py',
-      'points': [{'config': f'configs/{name}.py', 'temperature': t, 'seed': seed}
-                 for name, temps in TEMPERATURES.items() for t in temps
-                 for seed in range(3)],
+      'points': sweeps.temperature_points(TEMPERATURES),
       'analyze': {'ood_dataset': 'svhn_cropped'},
-      'slurm': {'time': 12 * 60, 'gpus_per_node': 1, 'cpus_per_task': 8, 'mem': '32GB',
-                'array_parallelism': 12},
+      'slurm': dict(sweeps.CIFAR_SLURM),
   }
