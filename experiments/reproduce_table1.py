@@ -160,12 +160,7 @@ CONVENTION_METRICS = tuple(
 
 def make_config(exp: Experiment, temperature: float, seed: int, data_dir: str | None):
   config = importlib.import_module(f'configs.{exp.config}').get_config()
-  for key, value in exp.overrides:
-    node = config
-    *path, leaf = key.split('.')
-    for p in path:
-      node = node[p]
-    node[leaf] = value
+  config.update_from_flattened_dict(dict(exp.overrides))  # dotted keys
   config.temperature = float(temperature)
   config.seed = int(seed)
   if data_dir is not None:

@@ -80,12 +80,7 @@ def digits_config(**overrides):
   c.model.width, c.model.depth = 32, 2
   c.num_train_steps, c.log_every_steps, c.eval_every_steps = 4, 2, 1000
   c.checkpoint_every_steps = 2
-  for key, value in overrides.items():
-    target = c
-    *path, leaf = key.split('.')
-    for p in path:
-      target = target[p]
-    target[leaf] = value
+  c.update_from_flattened_dict(overrides)  # dotted keys, e.g. 'model.width'
   return c
 
 

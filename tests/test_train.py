@@ -32,12 +32,7 @@ def tiny_config(data_dir, **overrides):
   c.eval_every_steps = 1000
   c.checkpoint_every_steps = 1000
   c.metrics_every_steps = 0
-  for key, value in overrides.items():
-    target = c
-    *path, leaf = key.split('.')
-    for p in path:
-      target = target[p]
-    target[leaf] = value
+  c.update_from_flattened_dict(overrides)  # dotted keys, e.g. 'model.width'
   return c
 
 
