@@ -51,17 +51,6 @@ def evaluate(jitted_eval_step, state: steps.TrainState, config, mesh,
   return results
 
 
-def initial_logits_norm(jitted_eval_step, state: steps.TrainState, config, mesh) -> float:
-  """Mean per-sample logits L2 norm on the first eval batch (the same examples whatever
-  the number of processes: each process reads its block of them)."""
-  batch = next(iter(input_pipeline.create_eval_iterator(
-      config, config.dataset, 'test', batch_size=config.eval_batch_size,
-      num_examples=config.eval_batch_size)))
-  sums, _, _ = jitted_eval_step(state, sharding.shard_batch(batch, mesh))
-  sums = jax.device_get(sums)
-  return float(sums['logits_norm'] / sums['count'])
-
-
 def _collapse_monitor(config, model, loss_fn, mesh, workdir=None, start_step=0):
   """Returns `watch(step, state, temperature, writer)` writing the collapse metrics of a
   fixed eval batch (see rankdeficit/monitor.py), or None when metrics_every_steps <= 0.
@@ -227,8 +216,12 @@ def _train(config, workdir: str, mesh, info, stop: preemption.StopRequest,
                                             every_steps=config.checkpoint_every_steps)
   state = checkpointer.restore(state, train_iter)
   start_step = int(jax.device_get(state.step))
-  if start_step == 0 and config.target_logits_norm > 0:
+  initial_norm = None
+  if start_step == 0:
+    # The initial logits norm decides the regime (paper App. E): always measured, and with
+    # target_logits_norm it sets T.
     initial_norm = target_norm.mean_logits_norm(model, state, config, mesh)
+  if initial_norm is not None and config.target_logits_norm > 0:
     target_norm.choose_temperature(config, initial_norm)
     logging.info('target_logits_norm=%g: initial logits norm %.4g -> T=%.4g.',
                  config.target_logits_norm, initial_norm, config.temperature)
@@ -265,7 +258,7 @@ def _train(config, workdir: str, mesh, info, stop: preemption.StopRequest,
   results: dict[str, float] = {}
   if start_step == 0:
     # The initial logits norm decides the regime (paper App. E): always record it.
-    results['init/logits_norm'] = initial_logits_norm(p_eval_step, state, config, mesh)
+    results['init/logits_norm'] = initial_norm
     results['init/temperature'] = float(config.temperature)
     writer.write_scalars(0, {'init/logits_norm': results['init/logits_norm'],
                              'init/temperature': results['init/temperature']})
