@@ -7,7 +7,11 @@ is initialised on 32x32x3 inputs) and times, per shape, forward and forward + ba
 (gradients w.r.t. input and kernel, as in a train step) of:
   xla     lax.conv_general_dilated, NHWC/HWIO (flax's layout);
   nchw    lax.conv_general_dilated, NCHW/OIHW with the transposes in the program;
-  im2col  rankdeficit/models/cpu_conv.im2col_conv (shifted views concatenated, one dot).
+  im2col  rankdeficit/models/cpu_conv.im2col_conv (shifted views concatenated, one dot);
+and, with PyTorch installed (a benchmark-only dependency) and named in --formulations,
+  torch, torch_bf16  PyTorch's own oneDNN kernels, channels_last, fp32 / bfloat16 (the
+           kernels torch_ref.py's compile / compile_bf16 modes run): the per-layer account
+           of where our step loses to PyTorch (`--formulations=xla,im2col,torch,torch_bf16`).
 The formulations alternate within each repeat (A B C A B C ...), so load changes hit all
 alike; medians of `--repeats` are printed, with 'cpu' = the formulation that
 `cpu_conv.prefers_im2col` picks and whether it is the fastest measured. Weighted by how many
@@ -111,6 +115,7 @@ FORMULATIONS = {'xla': _xla, 'nchw': _nchw, 'im2col': _im2col, 'shifts': _shifts
 
 
 PASSES = cpu_conv.PASSES
+TORCH = ('torch', 'torch_bf16')  # PyTorch's own kernels, for the per-layer account
 
 
 def programs(shape: Shape, batch: int, pass_: str, names=tuple(FORMULATIONS)):
@@ -134,19 +139,57 @@ def programs(shape: Shape, batch: int, pass_: str, names=tuple(FORMULATIONS)):
   return out
 
 
+def torch_programs(shape: Shape, batch: int, pass_: str, names: tuple[str, ...]):
+  """{name: thunk} running pass `pass_` of one conv shape in PyTorch (oneDNN), channels_last.
+
+  'torch' is fp32, 'torch_bf16' the same in bfloat16 (what torch_ref.py's compile_bf16 mode
+  runs its convs in). The gradient passes call the backward kernels directly
+  (torch.nn.grad.conv2d_input / conv2d_weight), as jax.grad's program does after XLA drops
+  the unused forward. Empty when torch is not installed (a benchmark-only dependency).
+  """
+  try:
+    import torch  # pylint: disable=import-outside-toplevel
+  except ImportError:
+    return {}
+  gen = torch.Generator().manual_seed(0)
+  pad, stride = shape.kernel // 2, shape.stride
+  out = {}
+  for key, dtype in (('torch', torch.float32), ('torch_bf16', torch.bfloat16)):
+    if key not in names:
+      continue
+    x = torch.randn(batch, shape.cin, shape.height, shape.width, generator=gen).to(
+        dtype=dtype, memory_format=torch.channels_last)
+    w = (torch.randn(shape.cout, shape.cin, shape.kernel, shape.kernel, generator=gen) *
+         0.05).to(dtype=dtype, memory_format=torch.channels_last)
+    y = torch.nn.functional.conv2d(x, w, stride=stride, padding=pad)
+    ct = torch.ones_like(y)
+    thunk = {
+        'fwd': lambda x=x, w=w: torch.nn.functional.conv2d(x, w, stride=stride, padding=pad),
+        'dx': lambda x=x, w=w, ct=ct: torch.nn.grad.conv2d_input(
+            x.shape, w, ct, stride=stride, padding=pad),
+        'dw': lambda x=x, w=w, ct=ct: torch.nn.grad.conv2d_weight(
+            x, w.shape, ct, stride=stride, padding=pad),
+    }[pass_]
+    out[key] = thunk
+  return out
+
+
 def time_shape(shape: Shape, batch: int, pass_: str, repeats: int,
                names=tuple(FORMULATIONS)) -> dict[str, float]:
   """Median seconds per call of each formulation in `names`, interleaved."""
-  progs = programs(shape, batch, pass_, names)
-  for fn, args in progs.values():  # compile + warm up
-    jax.block_until_ready(fn(*args))
+  thunks = {k: functools.partial(lambda fn, args: jax.block_until_ready(fn(*args)), *prog)
+            for k, prog in programs(shape, batch, pass_,
+                                    tuple(n for n in names if n in FORMULATIONS)).items()}
+  thunks.update(torch_programs(shape, batch, pass_, names))
+  for thunk in thunks.values():  # compile + warm up
+    thunk()
   times = collections.defaultdict(list)
   for _ in range(repeats):
-    for key, (fn, args) in progs.items():
+    for key, thunk in thunks.items():
       start = time.perf_counter()
-      jax.block_until_ready(fn(*args))
+      thunk()
       times[key].append(time.perf_counter() - start)
-  return {k: statistics.median(v) for k, v in times.items()}
+  return {k: statistics.median(times[k]) for k in names if k in times}
 
 
 def main():
@@ -155,7 +198,9 @@ def main():
   parser.add_argument('--batch', type=int, default=128)
   parser.add_argument('--repeats', type=int, default=3)
   parser.add_argument('--passes', default=','.join(PASSES))
-  parser.add_argument('--formulations', default=','.join(FORMULATIONS))
+  parser.add_argument('--formulations', default=','.join(FORMULATIONS),
+                      help=f'comma-separated, from {", ".join((*FORMULATIONS, *TORCH))} '
+                      '(the torch ones need PyTorch installed)')
   args = parser.parse_args()
   print(f'backend {jax.default_backend()}, batch {args.batch}, medians of {args.repeats}, ms')
   names = tuple(args.formulations.split(','))
@@ -168,7 +213,7 @@ def main():
       for pass_ in args.passes.split(','):
         pick = cpu_conv.pick(shape, pass_)
         t = time_shape(shape, args.batch, pass_, args.repeats, names)
-        best = min(t, key=t.get)
+        best = min((k for k in t if k in FORMULATIONS), key=t.get)
         for k, v in t.items():
           totals[k, pass_] += count * v
         totals['cpu', pass_] += count * t.get(pick, float('nan'))
