@@ -115,18 +115,47 @@ def write_jpeg_dataset(data_dir: str, count: int, size: tuple[int, int], noise: 
   return float(np.mean([len(e['image']) for e in examples]))
 
 
+ISSUE_BASELINE_RATE = 170.0  # issue 13: decode 2.1 ms + augment=imagenet 3.8 ms per image
+BATCH = 32  # outputs are stacked in batches of this size, as grain.transforms.Batch does
+
+
 def per_core_rate(source, transform, count: int) -> float:
-  """Records per CPU-second: read + transform `count` records in this thread."""
+  """Records per CPU-second: read + transform + stack `count` records in this thread."""
   import numpy as np  # pylint: disable=import-outside-toplevel
   transform.random_map(source[0], np.random.default_rng(0))  # warm-up (imports, caches)
-  start = time.process_time()
+  start, outs = time.process_time(), []
   for i in range(count):
-    transform.random_map(source[i % len(source)], np.random.default_rng(i))
+    outs.append(transform.random_map(source[i % len(source)], np.random.default_rng(i)))
+    if len(outs) == BATCH or i == count - 1:
+      _ = {k: np.stack([o[k] for o in outs]) for k in outs[0]}
+      outs = []
   return count / (time.process_time() - start)
 
 
+def device_part_rate(transform, prep, source, count: int) -> float:
+  """Images per CPU-second of the step's jitted normalise (+ jitter) run on this CPU.
+
+  On an accelerator this runs inside the train step; it is timed here only to show what
+  moved (and what it would cost a CPU-only run, where "device" = this host)."""
+  # pylint: disable=import-outside-toplevel
+  import jax
+  import numpy as np
+
+  from rankdeficit.data import device_preprocess
+  outs = [transform.random_map(source[i % len(source)], np.random.default_rng(i))
+          for i in range(BATCH)]
+  batch = jax.device_put({k: np.stack([o[k] for o in outs]) for k in outs[0]})
+  fn = jax.jit(device_preprocess.DeviceNormalize(prep.mean, prep.std))
+  fn(batch).block_until_ready()
+  repeats = max(1, count // BATCH)
+  start = time.process_time()
+  for _ in range(repeats):
+    fn(batch).block_until_ready()
+  return repeats * BATCH / (time.process_time() - start)
+
+
 def imagenet_transform_rates(args) -> None:
-  """Prints per-core rates of the decoded and encoded ImageNet transform paths."""
+  """Prints per-core rates of the old (decoded, float32) and new (encoded, uint8) paths."""
   # pylint: disable=import-outside-toplevel
   import tensorflow_datasets as tfds
 
@@ -140,19 +169,32 @@ def imagenet_transform_rates(args) -> None:
   print(f'load average (1 min): {os.getloadavg()[0]:.2f}; JPEGs {args.jpeg_size}, '
         f'mean {mean_bytes or 0:,.0f} bytes, in {data_dir}', flush=True)
   prep = augment.Preprocess(args.image_size, *datasets.IMAGENET_STATS, variable_size=True)
-  transform = augment.TrainTransform(args.augment, prep)
-  rates = {}
-  for name, decoders in (('decoded', None), ('encoded', {'image': tfds.decode.SkipDecoding()})):
-    source = tfds.data_source('jpeg_bench', split='train', data_dir=data_dir,
+  float_transform = augment.TrainTransform(args.augment, prep)
+  uint8_transform = augment.TrainTransform(args.augment, prep, device_normalize=True)
+  paths = (('old: tfds decode, float32 TrainTransform', None, float_transform),
+           ('encoded, float32 TrainTransform', 'skip', float_transform),
+           ('new: encoded, uint8 TrainTransform', 'skip', uint8_transform))
+  rates = []
+  for name, decode, transform in paths:
+    decoders = {'image': tfds.decode.SkipDecoding()} if decode else None
+    source = tfds.data_source(args.jpeg_dataset, split='train', data_dir=data_dir,
                               download=False, decoders=decoders)
-    rates[name] = max(per_core_rate(source, transform, args.jpeg_count)
-                      for _ in range(args.repeats))
-    print(f'  {name}: {rates[name]:,.0f} images per CPU-second '
-          f'({1e3 / rates[name]:.2f} ms/image)', flush=True)
-  print(f'  encoded / decoded: {rates["encoded"] / rates["decoded"]:.2f}x per core')
-  workers = math.ceil(args.target_rate / rates['encoded'])
-  print(f'  for {args.target_rate:,.0f} images/s: num_workers >= {workers} '
-        f'(+1 core for the trainer)')
+    rates.append(max(per_core_rate(source, transform, args.jpeg_count)
+                     for _ in range(args.repeats)))
+    print(f'  {name:42s} {rates[-1]:7,.0f} images per CPU-second '
+          f'({1e3 / rates[-1]:.2f} ms/image)', flush=True)
+  old, new = rates[0], rates[-1]
+  device = device_part_rate(uint8_transform, prep, source, args.jpeg_count)
+  print(f'  (moved into the step: normalise{" + colour jitter" * (args.augment == "imagenet")}'
+        f' jitted on this CPU: {1e3 / device:.3f} ms/image)')
+  print(f'  per core: new / old = {new / old:.2f}x; new / issue baseline '
+        f'({ISSUE_BASELINE_RATE:.0f}/s) = {new / ISSUE_BASELINE_RATE:.2f}x')
+  pixels = args.image_size ** 2 * 3
+  print(f'  host -> device per image: {4 * pixels / 1e3:,.1f} KB float32 -> '
+        f'{pixels / 1e3:,.1f} KB uint8 (4x less)')
+  print(f'  for {args.target_rate:,.0f} images/s: num_workers >= '
+        f'{math.ceil(args.target_rate / new)} = ceil({args.target_rate:,.0f} / {new:,.0f}) '
+        f'(old path: {math.ceil(args.target_rate / old)}), +1 core for the trainer')
 
 
 def main(argv=None) -> None:
@@ -168,7 +210,9 @@ def main(argv=None) -> None:
   parser.add_argument('--in_memory', default='both', choices=('both', 'on', 'off'))
   parser.add_argument('--model_width', type=int, default=2048)
   parser.add_argument('--image_size', type=int, default=224, help='imagenet/vit crop size')
-  parser.add_argument('--jpeg_dir', default=None, help="tfds data_dir holding 'jpeg_bench'")
+  parser.add_argument('--jpeg_dir', default=None, help='tfds data_dir of --jpeg_dataset')
+  parser.add_argument('--jpeg_dataset', default='jpeg_bench',
+                      help='tfds name of JPEG images in --jpeg_dir (made when no --jpeg_dir)')
   parser.add_argument('--jpeg_size', default='400x350', help='WIDTHxHEIGHT of made JPEGs')
   parser.add_argument('--jpeg_count', type=int, default=300)
   parser.add_argument('--jpeg_noise', type=float, default=16.0)
