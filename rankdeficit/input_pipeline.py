@@ -3,7 +3,12 @@
 Public API (docs/ARCHITECTURE.md "Data"):
 - `DATASET_NAMES`, `DatasetInfo`, `DatasetNotFoundError`, `dataset_info(name, data_dir)`
 - `create_train_iterator(config, *, seed)`: infinite, checkpointable grain `DataLoader`
-  iterator of host-local batches {'image': float32 [B/P, H, W, 3], 'label': int32 [B/P]}
+  iterator of host-local batches {'image': float32 [B/P, H, W, 3], 'label': int32 [B/P]};
+  for augment in `DEVICE_NORMALIZED_AUGMENTS` ('imagenet', 'vit') 'image' is uint8 (and
+  augment='imagenet' adds its colour jitter draws 'color_factors' float32 [B/P, 3],
+  'color_order' int32 [B/P, 3]): the train step finishes them on the device with
+- `device_preprocess(config)`: the `DeviceNormalize` to pass to `steps.train_step`, or
+  None when the train batches are float32 already (data/device_preprocess.py)
 - `create_eval_iterator(config, dataset, split, *, batch_size, num_examples=None,
   shuffle_seed=None)`: one pass, every example once, last batch padded, with 'mask'
 - `steps_per_epoch(config)`, `ood_pair(dataset, kind='far')`, `input_shape(config)`
@@ -20,7 +25,9 @@ With config.in_memory (default) every dataset but ImageNet is decoded once per p
 a uint8 array (rankdeficit/data/memory.py): same records, same iterator state, no per-read
 decoding.
 All images come out as 3-channel float32 of config.image_size, normalised with the training
-set's (config.dataset's) statistics, or mean=std=0.5 with augment='vit'.
+set's (config.dataset's) statistics, or mean=std=0.5 with augment='vit'; only the train
+batches of augment imagenet/vit are uint8, normalised the same way inside the train step.
+Eval iterators (evaluation, the collapse monitor, analysis, probes) always yield float32.
 
 Checkpointing the train iterator with orbax: `grain.checkpoint.CheckpointSave(it)` /
 `grain.checkpoint.CheckpointRestore(it)` (handler `grain.checkpoint.CheckpointHandler`).
@@ -37,6 +44,7 @@ import numpy as np
 
 from rankdeficit.data import augment as augment_lib
 from rankdeficit.data import datasets
+from rankdeficit.data import device_preprocess as device_preprocess_lib
 from rankdeficit.data.datasets import DatasetNotFoundError  # noqa: F401  (re-export)
 
 DATASET_NAMES = datasets.DATASET_NAMES
@@ -71,6 +79,17 @@ def _preprocess(config, dataset: str) -> augment_lib.Preprocess:
                else (train_spec.mean, train_spec.std))
   return augment_lib.Preprocess(config.image_size, tuple(mean), tuple(std),
                                 datasets.get_spec(dataset).variable_size)
+
+
+DEVICE_NORMALIZED_AUGMENTS = augment_lib.DEVICE_NORMALIZED
+
+
+def device_preprocess(config) -> device_preprocess_lib.DeviceNormalize | None:
+  """What `steps.train_step` must apply to this config's train batches (None: float32)."""
+  if config.augment not in DEVICE_NORMALIZED_AUGMENTS:
+    return None
+  prep = _preprocess(config, config.dataset)
+  return device_preprocess_lib.DeviceNormalize(prep.mean, prep.std)
 
 
 def _train_source(config):
@@ -156,7 +175,10 @@ def _train_iterator(config, *, seed: int, process_index: int, process_count: int
   if len(source) // process_count < local_batch:
     raise ValueError(f'{len(source)} training examples over {process_count} processes are '
                      f'fewer than one batch of {local_batch}.')
-  operations = [augment_lib.TrainTransform(config.augment, _preprocess(config, config.dataset)),
+  transform = augment_lib.TrainTransform(
+      config.augment, _preprocess(config, config.dataset),
+      device_normalize=config.augment in DEVICE_NORMALIZED_AUGMENTS)
+  operations = [transform,
                 grain.transforms.Batch(local_batch, drop_remainder=True)]
   if config.in_memory and datasets.holds_in_memory(config.dataset):
     # Reads are array views: reader threads would only add futures polling (profiled).

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import optax
 
 from rankdeficit import losses
+from rankdeficit.data import device_preprocess
 
 
 @flax.struct.dataclass
@@ -43,18 +44,26 @@ def model_variables(state: TrainState) -> dict:
 
 
 def train_step(state: TrainState, batch: dict, *, model, tx, loss_fn: losses.LossFn,
-               temperature_fn: Callable) -> tuple[TrainState, dict]:
-  """One SGD step on a global batch; returns the new state and on-device metrics."""
+               temperature_fn: Callable,
+               preprocess: device_preprocess.DeviceNormalize | None = None,
+               ) -> tuple[TrainState, dict]:
+  """One SGD step on a global batch; returns the new state and on-device metrics.
+
+  `preprocess` normalises (and colour-jitters) uint8 batches on the device
+  (`input_pipeline.device_preprocess(config)`; data/device_preprocess.py); float batches
+  are used as they are.
+  """
   temperature = temperature_fn(state.step)
+  images = device_preprocess.model_images(batch, preprocess)
 
   def compute_loss(params):
     variables = model_variables(state.replace(params=params))
     if state.batch_stats:
-      (logits, _), updates = model.apply(variables, batch['image'], train=True,
+      (logits, _), updates = model.apply(variables, images, train=True,
                                          mutable=['batch_stats'])
       batch_stats = updates['batch_stats']
     else:
-      logits, _ = model.apply(variables, batch['image'], train=True)
+      logits, _ = model.apply(variables, images, train=True)
       batch_stats = state.batch_stats
     loss = jnp.mean(loss_fn(logits, batch['label'], temperature))
     return loss, (logits, batch_stats)
@@ -78,8 +87,11 @@ def train_step(state: TrainState, batch: dict, *, model, tx, loss_fn: losses.Los
 
 def eval_step(state: TrainState, batch: dict, *, model, loss_fn: losses.LossFn,
               temperature_fn: Callable) -> tuple[dict, jax.Array, jax.Array]:
-  """Masked sums over one padded eval batch, plus its logits and mask (for the rank)."""
-  logits, _ = model.apply(model_variables(state), batch['image'], train=False)
+  """Masked sums over one padded eval batch, plus its logits and mask (for the rank).
+
+  Eval batches are float32, normalised on the host (a uint8 batch raises)."""
+  logits, _ = model.apply(model_variables(state),
+                          device_preprocess.model_images(batch, None), train=False)
   mask = batch['mask'].astype(jnp.float32)
   per_example = loss_fn(logits, batch['label'], temperature_fn(state.step))
   sums = {

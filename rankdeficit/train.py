@@ -237,7 +237,8 @@ def _train(config, workdir: str, mesh, info, stop: preemption.StopRequest,
 
   p_train_step = jax.jit(
       functools.partial(steps.train_step, model=model, tx=tx, loss_fn=loss_fn,
-                        temperature_fn=temperature_fn),
+                        temperature_fn=temperature_fn,
+                        preprocess=input_pipeline.device_preprocess(config)),
       in_shardings=(repl, sharding.data_sharded(mesh)), out_shardings=(repl, repl),
       donate_argnums=0)
   p_eval_step = jax.jit(

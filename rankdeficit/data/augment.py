@@ -21,6 +21,11 @@ decodes only what the crop needs: a JPEG is decoded at the largest DCT reduction
 wide, and cropped + resized in one Pillow call. The crop distribution and random stream are
 those of `random_resized_crop`; pixels differ from full decoding + resize only by the
 DCT-domain downscale (~1 grey level on average, tests/data/test_data_augment_encoded.py).
+
+With `device_normalize=True` (augment imagenet/vit; what the input pipeline uses) the
+transform stops at the uint8 crop + flip and returns the colour jitter's random draws
+(`draw_color_jitter`) beside it; the train step applies them and normalises on the device
+(rankdeficit/data/device_preprocess.py), with the same draws from the same generator.
 """
 from __future__ import annotations
 
@@ -180,13 +185,21 @@ def _grey(image: np.ndarray) -> np.ndarray:
   return image @ np.asarray([0.299, 0.587, 0.114], np.float32)
 
 
+def draw_color_jitter(rng: np.random.Generator,
+                      strength=(0.6, 1.4)) -> tuple[np.ndarray, np.ndarray]:
+  """The random draws of one `color_jitter`: float32 factors (brightness, contrast,
+  saturation) ~ U(strength), and int32 `order`, the op indices in the order applied."""
+  factors = rng.uniform(strength[0], strength[1], size=3)
+  return factors.astype(np.float32), rng.permutation(3).astype(np.int32)
+
+
 def color_jitter(image: np.ndarray, rng: np.random.Generator,
                  strength=(0.6, 1.4)) -> np.ndarray:
   """torchvision ColorJitter(brightness, contrast, saturation) with factors ~ U(strength),
   applied in a random order; uint8 RGB in, float32 [0, 255] out."""
   x = image.astype(np.float32)
-  factors = rng.uniform(strength[0], strength[1], size=3)
-  for op in rng.permutation(3):
+  factors, order = draw_color_jitter(rng, strength)
+  for op in order:
     f = np.float32(factors[op])
     if op == 0:  # brightness: blend with black
       x = x * f
@@ -210,8 +223,8 @@ def color_jitter_pil(image: Image.Image, rng: np.random.Generator,
   uint8 after every op (as torchvision's PIL path does); `color_jitter` keeps float32
   between ops, so the two differ by rounding (<= 1.5 grey levels).
   """
-  factors = rng.uniform(strength[0], strength[1], size=3)
-  for op in rng.permutation(3):
+  factors, order = draw_color_jitter(rng, strength)
+  for op in order:
     f = float(factors[op])
     if op == 0:  # brightness: blend with black
       matrix = (f, 0, 0, 0, 0, f, 0, 0, 0, 0, f, 0)
@@ -236,17 +249,34 @@ class Preprocess:
   variable_size: bool = False  # the source has images of varying size (ImageNet)
 
 
-class TrainTransform(grain.transforms.RandomMap):
-  """{'image': uint8, 'label'} -> {'image': float32 normalised, 'label': int32}."""
+DEVICE_NORMALIZED = ('imagenet', 'vit')  # augments that can ship uint8 to the device
 
-  def __init__(self, augment: str, prep: Preprocess):
+
+class TrainTransform(grain.transforms.RandomMap):
+  """{'image': uint8 or encoded bytes, 'label'} -> {'image': float32 normalised, 'label':
+  int32}.
+
+  With `device_normalize` (augment imagenet/vit only) the image stays uint8 after the crop
+  and flip, and the step normalises it (rankdeficit/data/device_preprocess.py); augment
+  imagenet then also returns its colour jitter's draws, 'color_factors' float32 [3] and
+  'color_order' int32 [3], for the device to apply. The random stream is the same either
+  way, so a record gets the same crop, flip and jitter in both modes.
+  """
+
+  def __init__(self, augment: str, prep: Preprocess, *, device_normalize: bool = False):
     if augment not in ('cifar', 'imagenet', 'vit', 'none'):
       raise ValueError(f"Unknown augment {augment!r}; choose cifar|imagenet|vit|none.")
+    if device_normalize and augment not in DEVICE_NORMALIZED:
+      raise ValueError(f'device_normalize needs augment in {DEVICE_NORMALIZED}, not '
+                       f'{augment!r}.')
     self.augment = augment
     self.prep = prep
+    self.device_normalize = device_normalize
 
   def random_map(self, element, rng: np.random.Generator):
     p = self.prep
+    if self.device_normalize:
+      return self._uint8_random_map(element, rng)
     if isinstance(element['image'], bytes) and self.augment in ('imagenet', 'vit'):
       return self._encoded_random_map(element, rng)
     if isinstance(element['image'], bytes):
@@ -267,18 +297,38 @@ class TrainTransform(grain.transforms.RandomMap):
     return {'image': normalize(image, p.mean, p.std),
             'label': np.int32(element['label'])}
 
-  def _encoded_random_map(self, element, rng: np.random.Generator):
-    """As `random_map`, for an encoded image: the same random stream and transforms."""
-    p = self.prep
-    scale = (0.08, 1.0) if self.augment == 'imagenet' else (0.05, 1.0)
-    image = _decode_random_resized_crop(element['image'], rng, p.image_size, scale,
+  def _scale(self) -> tuple[float, float]:
+    return (0.08, 1.0) if self.augment == 'imagenet' else (0.05, 1.0)
+
+  def _encoded_crop_flip(self, data: bytes, rng: np.random.Generator) -> Image.Image:
+    image = _decode_random_resized_crop(data, rng, self.prep.image_size, self._scale(),
                                         (3 / 4, 4 / 3))
     if rng.random() < 0.5:  # random_flip's draw
       image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    return image
+
+  def _encoded_random_map(self, element, rng: np.random.Generator):
+    """As `random_map`, for an encoded image: the same random stream and transforms."""
+    p = self.prep
+    image = self._encoded_crop_flip(element['image'], rng)
     if self.augment == 'imagenet':
       image = color_jitter_pil(image, rng)
     return {'image': normalize(np.asarray(image), p.mean, p.std),
             'label': np.int32(element['label'])}
+
+  def _uint8_random_map(self, element, rng: np.random.Generator):
+    """Crop + flip to uint8 (from bytes or an array); jitter and normalisation are left to
+    the device. Same draws, in the same order, as the float paths."""
+    if isinstance(element['image'], bytes):
+      image = np.asarray(self._encoded_crop_flip(element['image'], rng))
+    else:
+      image = random_resized_crop(to_uint8_hwc(element['image']), rng, self.prep.image_size,
+                                  self._scale())
+      image = random_flip(to_rgb(image), rng)
+    out = {'image': image, 'label': np.int32(element['label'])}
+    if self.augment == 'imagenet':
+      out['color_factors'], out['color_order'] = draw_color_jitter(rng)
+    return out
 
 
 class EvalTransform(grain.transforms.Map):
