@@ -31,7 +31,7 @@ from absl import logging
 
 from experiments.figures import beyond_attention
 from experiments.figures.render import MissingRuns
-from experiments.figures.runs import Request, Setting, ensure_run, load_run, run_dir
+from experiments.figures.runs import ANALYSIS, Request, Setting, ensure_run, load_run, run_dir
 
 OUTDIR = os.path.join('experiments', 'results', 'beyond_cpu')
 TAUS = (0.25, 1.0, 4.0)
@@ -41,7 +41,7 @@ SEEDS = 3
 # Analysis sized to the budget: kappa / rho from probes on 2,000 images per split, 1,024
 # coordinates per layer (a ViT block output has 65 x 128 = 8,320), 10 probe epochs.
 _ANALYSIS = (('max_examples', 2000), ('max_dims', 1024), ('probe_epochs', 10),
-             ('probe_batch_size', 256))
+             ('probe_batch_size', 256), ('plots', False))
 FULL = Setting('vit_c10', 'vit_c10_cpu', (), (
     'ViT (patch 4, width 128, depth 4, 4 heads), CIFAR-10 JPEG (10k train), from scratch, '
     'OOD MNIST'), _ANALYSIS, minutes=1.4)
@@ -117,10 +117,10 @@ def load_groups(args: argparse.Namespace) -> dict[tuple[float, float], list]:
 def describe_plan(args: argparse.Namespace) -> str:
   setting = QUICK if args.quick else FULL
   runs = plan(args)
-  todo = [w for w, *_ in runs if load_run(w, 0.0, 0) is None]
+  todo = [w for w, *_ in runs if not os.path.exists(os.path.join(w, ANALYSIS))]
   return (f'{len(runs)} runs ({len(args.taus)} tau x {len(args.temperatures)} T x '
           f'{args.seeds} seeds) of {setting.label} under {args.runs_dir}; {len(todo)} to '
-          f'train, ~{len(todo) * setting.minutes:.0f} min on 2 idle CPU cores '
+          f'train or analyse, ~{len(todo) * setting.minutes:.0f} min on 2 idle CPU cores '
           f'({setting.minutes:g} min per run incl. analysis).')
 
 

@@ -146,3 +146,12 @@ def test_plan_and_configs():
 def test_bad_arguments_are_rejected(argv):
   with pytest.raises(SystemExit):
     exp.parse_args(argv)
+
+
+def test_list_counts_runs_left(rendered, capsys):
+  out, truth, _ = rendered
+  assert exp.main(['--list', '--outdir', out, f'--seeds={SEEDS}']) == 0
+  done = sum(len(v) for v in truth.values())
+  total = SEEDS * len(exp.TAUS) * len(exp.TEMPERATURES)
+  text = capsys.readouterr().out
+  assert text.startswith(f'{total} runs (') and f'; {total - done} to train or analyse' in text
