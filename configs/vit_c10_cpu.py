@@ -3,7 +3,7 @@ probes on MNIST: the attention-temperature experiment (issue 12.1,
 experiments/attention_temperature.py).
 
 Model `vit_mini` (rankdeficit/models/vit.py): 4x4 patches of the 32x32 image -> 64 tokens
-+ a class token, width 128, 4 pre-LN blocks of 4 heads (head dim 32), MLP 256, Xavier init,
++ a class token, width 64, 4 pre-LN blocks of 4 heads (head dim 16), MLP 128, Xavier init,
 no dropout. Recipe: Adam (ViTs train poorly with plain SGD at this budget), lr 1e-3 with a
 one-epoch linear warmup and x0.1 for the last epoch, batch 128, no weight decay (the
 optimiser's decay is coupled L2, not AdamW's decoupled one), no augmentation (a few
@@ -23,8 +23,8 @@ def get_config():
   c.dataset, c.ood_dataset = 'cifar10_jpeg', 'mnist'
   c.train_subset, c.augment, c.batch_size = 10000, 'none', 128
   c.optimizer, c.learning_rate, c.weight_decay = 'adam', 1e-3, 0.0
-  c.num_epochs, c.warmup_epochs, c.lr_milestones, c.lr_gamma = 4, 1, (3,), 0.1
+  c.num_epochs, c.warmup_epochs, c.lr_milestones, c.lr_gamma = 2, 0, (1.5,), 0.1
   c.eval_every_steps = 10**9  # the end of training only: a pass over 10k test images is costly
-  c.metrics_every_steps, c.metrics_batch_size, c.max_feature_dims = 10, 256, 1024
+  c.metrics_every_steps, c.metrics_batch_size, c.max_feature_dims = 20, 64, 1024
   c.log_every_steps, c.checkpoint_every_steps = 26, 312
   return c

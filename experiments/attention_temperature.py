@@ -38,20 +38,20 @@ TAUS = (0.25, 1.0, 4.0)
 TEMPERATURES = (1.0, 100.0)
 SEEDS = 3
 
-# Analysis sized to the budget: kappa / rho from probes on 2,000 images per split, 1,024
-# coordinates per layer (a ViT block output has 65 x 128 = 8,320), 10 probe epochs.
-_ANALYSIS = (('max_examples', 2000), ('max_dims', 1024), ('probe_epochs', 10),
-             ('probe_batch_size', 256), ('plots', False))
+# Analysis sized to the budget: kappa / rho from probes on 1,000 images per split, 1,024
+# coordinates per layer (a ViT block output has 65 x 64 = 4,160), 10 probe epochs.
+_ANALYSIS = (('max_examples', 1000), ('max_dims', 1024), ('probe_epochs', 10),
+             ('probe_batch_size', 256), ('layer_ranks', False), ('plots', False))
 FULL = Setting('vit_c10', 'vit_c10_cpu', (), (
-    'ViT (patch 4, width 128, depth 4, 4 heads), CIFAR-10 JPEG (10k train), from scratch, '
-    'OOD MNIST'), _ANALYSIS, minutes=1.4)
+    'ViT (patch 4, width 64, depth 4, 4 heads), CIFAR-10 JPEG (10k train), from scratch, '
+    'OOD MNIST'), _ANALYSIS, minutes=3)
 QUICK = Setting('vit_c10_quick', 'vit_c10_cpu', (
     ('train_subset', 256), ('batch_size', 32), ('num_train_steps', 6), ('warmup_epochs', 0),
     ('lr_milestones', ()), ('metrics_every_steps', 3), ('metrics_batch_size', 32),
     ('max_feature_dims', 256), ('eval_batch_size', 500), ('eval_every_steps', 10**9),
     ('checkpoint_every_steps', 6), ('log_every_steps', 3)), 'ViT smoke budget (6 steps)',
     (('max_examples', 200), ('max_dims', 256), ('probe_epochs', 2),
-     ('probe_batch_size', 128), ('plots', False)), minutes=0.5)
+     ('probe_batch_size', 128), ('layer_ranks', False), ('plots', False)), minutes=3)
 
 
 def _floats(text: str) -> tuple[float, ...]:
