@@ -170,6 +170,7 @@ def _erank_panels(axes, groups: Groups, layers: Sequence[str], temps, colors) ->
 
 def _summary_panels(axes, rows: Sequence[Row], temps, colors) -> None:
   """Accuracy / kappa / rho against tau per output T, then erank against the logits norm."""
+  from matplotlib import ticker  # pylint: disable=import-outside-toplevel
   titles = {'test_accuracy': 'test accuracy (%)', 'kappa': 'kappa (%)', 'rho': 'rho (%)'}
   first = {}
   for row in rows:  # one entry per (tau, T)
@@ -194,6 +195,7 @@ def _summary_panels(axes, rows: Sequence[Row], temps, colors) -> None:
     marker = 'os^v'[temps.index(row.temperature) % 4]
     ax.scatter(x, y, color=colors[row.tau], marker=marker, s=14)
   ax.set_xscale('log')
+  ax.xaxis.set_minor_formatter(ticker.NullFormatter())  # overlapping minor labels
   ax.set_xlabel('final attention logits norm', fontsize=8)
   ax.set_ylabel('final attention erank', fontsize=8)
   ax.set_title('every layer (colour: tau, marker: T)', fontsize=8)
