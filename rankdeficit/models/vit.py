@@ -38,6 +38,9 @@ VIT_SPECS = {
     # CPU-sized model for 32x32 inputs: 8x8 patches of 4x4 pixels, width 256 (> 200 classes
     # of Tiny-ImageNet, so the penultimate width does not cap the solution rank).
     'vit_tiny': (4, 256, 4, 4, 512),
+    # Smallest: the same 65 tokens at width 64 (4 heads of 16), for from-scratch CIFAR runs
+    # of about a minute on 2 CPU cores (configs/vit_c10_cpu.py, attention temperature).
+    'vit_mini': (4, 64, 4, 4, 128),
 }
 
 
