@@ -70,7 +70,10 @@ def run_values(run: runs.Run) -> dict[str, Any]:
           'rho': runs.metric(a, 'rho'), 'solution_rank': a.get('solution_rank'),
           'effective_rank': grid.last_hidden_effective_rank(a),
           'x': effective_norm(run), 'n0': grid.initial_norm(run),
-          'temperature': grid.trained_temperature(run)}
+          'temperature': grid.trained_temperature(run),
+          # CSV only: the probes' other convention (hidden layers alone) and NECO.
+          'kappa_hidden': runs.metric(a, 'kappa', 'hidden'),
+          'rho_hidden': runs.metric(a, 'rho', 'hidden'), 'neco_auroc': grid.neco(a, 'auroc')}
 
 
 def one_curve_r2(xs: np.ndarray, ys: np.ndarray) -> float:
@@ -114,7 +117,7 @@ def _table(loaded: grid.Loaded) -> tuple[list[str], list[list], list[dict]]:
       continue
     vals = [run_values(r) for r in rs]
     stats = {k: mean_std([v[k] for v in vals])
-             for k in ['temperature', 'n0', 'x'] + [m for m, _, _ in METRICS]}
+             for k in vals[0]}
     rows.append([cell.name, cell.get('init'), f"{stats['temperature'][0]:.3g}",
                  f"{stats['n0'][0]:.3g}", f"{stats['x'][0]:.3g}", len(rs)] +
                 [grid.cell_text(*stats[k], pct=p) for k, _, p in METRICS])
@@ -154,14 +157,18 @@ def _draw(loaded: grid.Loaded):
   return fig
 
 
+def _num(x: float, fmt: str = '.3g') -> str:
+  return 'n/a' if np.isnan(x) else format(x, fmt)
+
+
 def render(loaded: grid.Loaded, outdir: str) -> None:
   """logits_norm_knob.png/.md/.csv from the loaded runs."""
   header, rows, csv_rows = _table(loaded)
   found = summary(loaded)
   setting = loaded.cells[0].setting
   facts = '; '.join(
-      f"{key}: R^2 {s['r2']:.2f}, spread across inits {s['spread_T1']:.3g} at T=1 vs "
-      f"{s['spread_target']:.3g} calibrated" for key, s in found.items())
+      f"{key}: R^2 {_num(s['r2'], '.2f')}, spread across inits {_num(s['spread_T1'])} at "
+      f"T=1 vs {_num(s['spread_target'])} calibrated" for key, s in found.items())
   caption = (
       'Initial logits norm as the control knob (issue 12.2; the paper\'s App. E / Fig. 17 '
       'claim). Each panel plots a final metric against the effective initial logits norm '
@@ -171,13 +178,14 @@ def render(loaded: grid.Loaded, outdir: str) -> None:
       f'n0 / T = {TARGET_NORM:g} by `target_logits_norm` (T = n0 / target chosen at step 0; '
       'the paper\'s Fig. 17 middle). Mean +- std over seeds. Accuracy: the whole CIFAR-10 '
       'test split; kappa/rho: paper convention; SR: numerical rank of the test logits; '
-      'effective rank: of the last hidden layer on the test subset.\n\n'
+      'effective rank: of the last hidden layer on the test subset. The CSV also holds kappa '
+      'and rho of the hidden layers alone (`*_hidden`) and NECO AUROC.\n\n'
       f'Model/data/budget: {setting.label}; analysis on {dict(setting.analysis)} '
       f'(probes: Adam, paper Table 5 otherwise). {grid.runs_note(loaded)}\n\n'
       'One curve? R^2 of a quadratic in log10(n0 / T) fitted to every fixed-T run (1 = the '
       'effective norm alone explains the metric), and the range of the per-init means at '
       f'T = 1 (native norms) vs calibrated: {facts}.\n\n'
-      'Budget: a few CPU minutes per run, far below the paper\'s 100 epochs on 50,000 '
+      'Budget: about 20 CPU-seconds per run (train + analysis), far below the paper\'s 100 epochs on 50,000 '
       'images; the runs show the early regime, and may or may not show the paper\'s '
       'effects.')
   grid.save_outputs(outdir, 'logits_norm_knob', _draw(loaded), caption, header, rows,
