@@ -212,9 +212,14 @@ def parse_args(name: str, description: str, argv: Sequence[str] | None) -> argpa
 def main(experiment: Experiment, description: str, argv: Sequence[str] | None = None
          ) -> Loaded:
   """Trains what is missing (unless --render_only), then renders from the run dirs."""
+  from rankdeficit import runtime  # pylint: disable=import-outside-toplevel
   args = parse_args(experiment.name, description, argv)
   cells = experiment.cells(args.smoke)
   if not args.render_only:
+    # Seeds of a cell compile identical programs, and the analysis programs depend only on
+    # the shapes: the persistent cache compiles each once for the whole grid.
+    runtime.enable_compilation_cache(os.path.abspath(os.path.join(args.runs_dir,
+                                                                  'jax_cache')))
     train_missing(cells, args.runs_dir, args.seeds, args.data_dir)
   loaded = load_cells(cells, args.runs_dir, args.seeds)
   if not loaded.runs:
