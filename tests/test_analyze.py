@@ -184,3 +184,12 @@ def test_reproduce_reuses_points_recorded_in_runs_jsonl(tmp_path):
   assert [r['rho_mean'] for r in rows] == [0.25, 0.5]
   assert rows[0]['kappa_hidden_mean'] == 1.0
   assert len((tmp_path / 'runs.jsonl').read_text().splitlines()) == 2
+
+
+@pytest.mark.parametrize('schedule,expected', [('constant', 100.0), ('cosine', 1.0),
+                                               ('step', 1.0), ('linear', 1.0)])
+def test_an_annealed_run_is_analysed_at_its_final_temperature(schedule, expected):
+  import ml_collections  # pylint: disable=import-outside-toplevel
+  config = ml_collections.ConfigDict({'temperature': 100.0, 'final_temperature': 1.0,
+                                      'temperature_schedule': schedule})
+  assert analyze._run_temperature(config) == expected  # pylint: disable=protected-access

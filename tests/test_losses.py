@@ -78,3 +78,16 @@ def test_temperature_schedules():
   step = losses.temperature_schedule('step', 100.0, 1.0, 10, milestones_steps=(4, 8))
   np.testing.assert_allclose([float(step(s)) for s in (0, 4, 8)], [100.0, 10.0, 1.0],
                              rtol=1e-5)
+
+
+def test_annealing_schedules_match_float64_reference():
+  """100 -> 1 as experiments/temperature_annealing.py runs it: a cosine over the run (then
+  held at the final T) and one step at half of it."""
+  total, steps = 40, np.arange(0, 48)
+  s = np.minimum(steps, total).astype(np.float64)
+  reference = 1.0 + (100.0 - 1.0) * 0.5 * (1.0 + np.cos(np.pi * s / total))
+  cos = losses.temperature_schedule('cosine', 100.0, 1.0, total)
+  np.testing.assert_allclose([float(cos(k)) for k in steps], reference, rtol=1e-5)
+  step = losses.temperature_schedule('step', 100.0, 1.0, total, milestones_steps=(20,))
+  np.testing.assert_allclose([float(step(k)) for k in steps],
+                             np.where(steps < 20, 100.0, 1.0), rtol=1e-6)

@@ -2,7 +2,9 @@
 
 The initial logits norm is `init/logits_norm` of `train_results.json` (mean per-sample L2
 norm on the first test batch, before any step); the final rank is the monitor's last
-`rank/rep/<penultimate>` (fixed monitor batch).
+`rank/rep/<penultimate>` (fixed monitor batch). Figure 17's middle panel trains every
+scheme at T = n0 / F17_TARGET_NORM (`config.target_logits_norm`), the T it chose is
+`init/temperature`.
 """
 from __future__ import annotations
 
@@ -57,41 +59,88 @@ def render_init_norms(ctx: Context) -> None:
                   'one point per initialisation seed. ' + '; '.join(text) + '.', lines)
 
 
+# Figure 17 middle: every scheme trained at T = n0 / target (config.target_logits_norm), so
+# all start at the same effective logits norm. The run folder's nominal T1 is ignored.
+F17_TARGET_NORM = 1.0
+_F17_CALIBRATED = tuple(
+    Request('app_e/mlp', (1.0,), variant=f'{name}_norm{F17_TARGET_NORM:g}',
+            overrides=o + (('model.layer_norm', False),
+                           ('target_logits_norm', F17_TARGET_NORM)), analyze=False)
+    for name, o in _SCHEMES)
+_F17_PANELS = ('without LayerNorm, T = 1',
+               f'T calibrated: n0 / T = {F17_TARGET_NORM:g}', 'with LayerNorm, T = 1')
+
+
+def _panel(request: Request) -> int:
+  if request.variant.endswith('_ln'):
+    return 2
+  return 1 if 'target_logits_norm' in dict(request.overrides) else 0
+
+
+def _scheme(request: Request) -> str:
+  return request.variant.split('_')[0]
+
+
+def final_penultimate_rank(run) -> float:
+  """The monitor's last rank of the last hidden representation."""
+  mon = run.monitor
+  return float(mon.scalar(mon.ordered('rank/rep/')[-1])[-1])
+
+
+def _trained_temperature(run) -> float:
+  return float(run.train_results.get('init/temperature', run.config.get('temperature', 1.0)))
+
+
 def render_app_e(ctx: Context) -> None:
-  """Figure 17 (top and bottom): initial logits norm vs final penultimate rank."""
+  """Figure 17: initial logits norm vs final penultimate rank; top, middle (calibrated T),
+  bottom (LayerNorm) of the paper drawn left to right."""
   plt = pyplot()
-  fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), sharey=True)
-  lines, text = [], []
-  for request in _F17:
+  fig, axes = plt.subplots(1, 3, figsize=(12, 3.4), sharey=True)
+  lines, text, missing = [], [[], [], []], []
+  ranks: list[list[float]] = [[], [], []]
+  colors = dict(zip([name for name, _ in _SCHEMES],
+                    plt.rcParams['axes.prop_cycle'].by_key()['color']))
+  for request in _F17 + _F17_CALIBRATED:
     try:
       runs = ctx.runs(request)[1.0]
     except MissingRuns:
+      missing.append(request.variant)
       continue
-    ax = axes[1 if request.variant.endswith('_ln') else 0]
+    panel = _panel(request)
     for run in runs:
-      mon = run.monitor
-      rank = mon.scalar(mon.ordered('rank/rep/')[-1])[-1]
-      norm = run.train_results['init/logits_norm']
-      ax.scatter([norm], [rank])
-      ax.annotate(request.variant.replace('_ln', ''), (norm, rank), fontsize=7)
-      text.append(f'{request.variant}: init norm {norm:.3g}, final rank {rank:.0f}')
-    lines.append(ctx.describe(request, {1.0: runs}))
+      rank, norm = final_penultimate_rank(run), run.train_results['init/logits_norm']
+      t = _trained_temperature(run)
+      axes[panel].scatter([norm], [rank], color=colors[_scheme(request)])
+      label = _scheme(request) + (f' (T={t:.2g})' if panel == 1 else '')
+      axes[panel].annotate(label, (norm, rank), fontsize=7)
+      ranks[panel].append(rank)
+      text[panel].append(f'{_scheme(request)}: init norm {norm:.3g}'
+                         + (f', T {t:.3g}' if panel == 1 else '') + f', final rank {rank:.0f}')
+    by_t = {}
+    for run in runs:
+      by_t.setdefault(round(_trained_temperature(run), 6), []).append(run)
+    lines.append(ctx.describe(request, by_t))
   if not lines:
     raise MissingRuns('no App. E run')
-  for ax, title in zip(axes, ('without LayerNorm', 'with LayerNorm')):
+  for ax, title in zip(axes, _F17_PANELS):
     ax.set_xscale('log')
-    ax.set_xlabel('initial logits norm')
+    ax.set_xlabel('initial logits norm n0')
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=.3)
   axes[0].set_ylabel('final rank of the penultimate layer')
   fig.tight_layout()
-  ctx.save_figure(fig, 'Initialisation scheme -> logits norm at initialisation (x) -> rank of '
-                  'the penultimate representation after training (y, monitor batch), T = 1; '
-                  'left without, right with LayerNorm after every hidden layer. '
-                  + '; '.join(text) + '.', lines,
-                  'The middle panel of the paper (initial logits norms equalised through the '
-                  'temperature, App. A.7) is not drawn: it needs a calibration run per scheme '
-                  'first.')
+  spread = '; '.join(f'{name}: final ranks {min(r):.0f}-{max(r):.0f}'
+                     for name, r in zip(('left', 'middle', 'right'), ranks) if r)
+  ctx.save_figure(
+      fig, 'Initialisation scheme -> logits norm at initialisation n0 (x) -> rank of the '
+      'penultimate representation after training (y, monitor batch). Left (paper: top): '
+      'T = 1. Middle (paper: middle): every scheme trained at T = n0 / '
+      f'{F17_TARGET_NORM:g} (`target_logits_norm`, T chosen at step 0), so all start at the '
+      f'same effective norm n0 / T = {F17_TARGET_NORM:g}. Right (paper: bottom): T = 1 with '
+      'LayerNorm after every hidden layer. ' + spread + '. Left: ' + '; '.join(text[0])
+      + '. Middle: ' + '; '.join(text[1]) + '. Right: ' + '; '.join(text[2]) + '.', lines,
+      ('Not finished (diverged or not trained): ' + ', '.join(missing) + '.') if missing
+      else '')
 
 
 ENTRIES = [
@@ -101,6 +150,8 @@ ENTRIES = [
           'CPU: every model with the CIFAR stem at 32x32 on CIFAR-10 JPEG test images, 2 '
           'seeds each (about 30 min, mostly the final full-test evaluation of the 1-step '
           'runs).'),
-    Entry('figure_17', 'Initialisation, initial logits norm, rank; LayerNorm (App. E)', _F17,
-          render_app_e),
+    Entry('figure_17', 'Initialisation, initial logits norm, rank; LayerNorm (App. E)',
+          _F17 + _F17_CALIBRATED, render_app_e,
+          'CPU: the calibrated normal(0.01) scheme trains at T ~ 4e-6 (its n0 is ~4e-6 on '
+          'the 8x512 stand-in): the 1 / T gradient scale makes it the likeliest to diverge.'),
 ]
