@@ -295,7 +295,8 @@ def feature_subset_indices(num_features: int, max_dims: int, key: jax.Array) -> 
   return jnp.sort(idx)
 
 
-def seeded_subset_indices(num_features: int, max_dims: int, seed: int | Sequence[int]) -> np.ndarray:
+def seeded_subset_indices(num_features: int, max_dims: int,
+                          seed: int | Sequence[int]) -> np.ndarray:
   """Host (numpy) twin of ``feature_subset_indices``: sorted int32 indices of a fixed
   random subset of ``min(num_features, max_dims)`` coordinates out of ``num_features``.
 
