@@ -202,8 +202,12 @@ def _tiny_cnn_batch():
   return model, model.init(jax.random.PRNGKey(1), images, train=False), images, labels
 
 
+def _jit(fn):  # the monitor's cheap CPU codegen: these programs only run once
+  return jax.jit(fn, compiler_options=monitor.CPU_COMPILER_OPTIONS)
+
+
 def _metrics(model, variables, images, labels, **subset_choice):
-  return jax.device_get(jax.jit(lambda v, x: monitor.collapse_metrics(
+  return jax.device_get(_jit(lambda v, x: monitor.collapse_metrics(
       model, v, x, labels, temperature=2.0, loss_fn=ce_loss, **subset_choice,
       **SUBSET_OPTIONS))(variables, images))
 
@@ -238,7 +242,7 @@ def test_given_subsets_reproduce_the_in_program_draws():
   as_constants = _metrics(model, variables, images, labels,
                           subsets=lambda name, n, k: drawn[name])
   _assert_identical(as_constants, in_program)
-  as_arguments = jax.device_get(jax.jit(lambda v, s: monitor.collapse_metrics(
+  as_arguments = jax.device_get(_jit(lambda v, s: monitor.collapse_metrics(
       model, v, images, labels, temperature=2.0, loss_fn=ce_loss,
       subsets=lambda name, n, k: s[name], **SUBSET_OPTIONS))(variables, drawn))
   _assert_identical(as_arguments, in_program)
