@@ -28,12 +28,13 @@ constants + CPU_COMPILER_OPTIONS   20,081      0    2.3, 3.7, 1.9    8.8, 9.4, 7
   make_collapse_metrics_fn)
 constants, 2nd process + cache     (hit)              2.3              0.6           1.3 (31.7 s saved)
 
-Before -> shipped: backend compile CPU 64.6 s -> ~9 s (7x), trace+lower ~4.6 -> ~3 s;
+Before -> shipped: backend compile CPU 64.6 s -> 7.4-9.4 s (7-9x), trace+lower 4.6 -> 2-4 s;
 with `config.compilation_cache_dir` a restarted run loads the monitor in ~1 s (its key
 is stable: the subsets are the same constants in every process). Call time (CPU, two
 calls): constants 14.4 / 22.1 s, with the options 17.5 / 15.1 s: within the noise.
 MLP 8x2048, batch 128 (no subsets: 2048 features <= max_dims, 128 rows <= 4096): 8,058
-HLO lines before and 8,068 after, compile 11.1 s / 10.0 s wall (3.5 s CPU) at load 10;
+HLO lines before and 8,068 after (without the options), compile 11.1 s / 10.0 s wall
+(3.5 s CPU) at load 10;
 its calls take minutes (2048x2048 SVD/eigh per layer): run time, not compilation.
 
 Where the rest goes (constants, before the options; CPU): forward + backward alone 5.7 s
