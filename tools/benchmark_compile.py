@@ -34,8 +34,8 @@ is stable: the subsets are the same constants in every process). Call time (CPU,
 calls): constants 14.4 / 22.1 s, with the options 17.5 / 15.1 s: within the noise.
 MLP 8x2048, batch 128 (no subsets: 2048 features <= max_dims, 128 rows <= 4096): 8,058
 HLO lines before and 8,068 after (without the options), compile 11.1 s / 10.0 s wall
-(3.5 s CPU) at load 10;
-its calls take minutes (2048x2048 SVD/eigh per layer): run time, not compilation.
+(3.5 s CPU) at load 10; its calls take minutes (2048x2048 SVD/eigh per layer): run time,
+not compilation.
 
 Where the rest goes (constants, before the options; CPU): forward + backward alone 5.7 s
 (4,843 lines); the 11 representation spectra 3.0 s (one: 0.7 s); the 20 layers' conv
