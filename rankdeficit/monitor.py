@@ -39,6 +39,15 @@ become patches (``metrics.conv_patches``) taken from the first images of the bat
 (at most ``16 * max_alignment_rows`` patch rows), then ``max_alignment_rows`` fixed
 random rows are kept. ``DenseGeneral`` (attention projections) is not captured.
 
+Subsets: which coordinates / rows are kept is fixed for a run. Matrix ``name`` with ``n``
+coordinates (rows) over the limit ``k`` keeps the ``k`` indices
+``metrics.seeded_subset_indices(n, k, (*key_seed(key), crc32(name) & 0x7FFFFFFF))``,
+drawn with numpy on the host while the program is traced and compiled in as constants.
+Names: ``rep/<name>``, ``input/<path>``, ``rows/<path>``; ``subset_indices`` lists them.
+Drawing them inside the program instead (``jax.random.choice(..., replace=False)``, one
+sort-based shuffle per subset) made up most of the compiled program (ResNet-20:
+~41,700 HLO lines, 126 while loops); see tools/benchmark_compile.py.
+
 Cost: every distinct matrix gets ONE singular-value decomposition (rank and top-k come
 from the same singular values); with ``input_ranks=True`` a layer input that is the very
 same array as a representation (or as another layer's input, e.g. a ResNet block's conv1
@@ -53,8 +62,10 @@ The training loop also appends every call, exact values included, to
 
 from __future__ import annotations
 
+import functools
 import math
-from typing import Any, Callable
+import zlib
+from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax
@@ -67,11 +78,50 @@ from rankdeficit.metrics import spectral
 from rankdeficit.models import vit
 
 __all__ = [
-  "capture_layers", "collapse_metrics", "forward_order", "make_collapse_metrics_fn",
-  "write_collapse_metrics",
+  "capture_layers", "collapse_metrics", "forward_order", "host_subsets", "key_seed",
+  "make_collapse_metrics_fn", "subset_indices", "write_collapse_metrics",
 ]
 
 LossFn = Callable[[jax.Array, jax.Array, Any], jax.Array]
+# On CPU, most of the monitor's compile time is LLVM optimizing ~1,100 elementwise fusions
+# that run once per call, while the call's time is in library calls these options leave
+# alone (LAPACK QR/SVD/eigh, Eigen convolutions and dots). ResNet-20: compile CPU time
+# halved, call time unchanged within noise (tools/benchmark_compile.py).
+CPU_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0,
+                        "xla_llvm_disable_expensive_passes": True}
+# subsets(name, n, k): the k kept coordinates / rows (sorted indices < n) of the matrix
+# `name` ('rep/<name>', 'input/<path>' or 'rows/<path>'); called only when n > k.
+SubsetFn = Callable[[str, int, int], Any]
+
+
+def _name_word(name: str) -> int:
+  """A stable 31-bit word of a matrix name (Python's hash() changes per process)."""
+  return zlib.crc32(name.encode("utf-8")) & 0x7FFFFFFF
+
+
+def key_seed(key: jax.Array) -> tuple[int, ...]:
+  """The bits of a PRNG key (raw ``uint32[2]`` or typed) as a tuple of ints, on the host."""
+  if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
+    key = jax.random.key_data(key)
+  return tuple(int(w) for w in np.asarray(jax.device_get(key)).ravel())
+
+
+def host_subsets(seed: int | Sequence[int]) -> SubsetFn:
+  """The monitor's subsets, drawn with numpy while the program is traced (so they are
+  constants of the compiled program): matrix ``name`` keeps
+  ``spectral.seeded_subset_indices(n, k, (*seed, crc32(name) & 0x7FFFFFFF))``.
+
+  They depend only on ``seed``, the matrix name and ``(n, k)``: fixed across the calls
+  of a run, across processes and across resume."""
+  words = tuple(int(w) for w in np.atleast_1d(seed))
+  return lambda name, n, k: spectral.seeded_subset_indices(n, k, (*words, _name_word(name)))
+
+
+def _key_subsets(key: jax.Array) -> SubsetFn:
+  """Subsets drawn inside the program from ``key`` (``spectral.feature_subset_indices``
+  with ``fold_in(key, crc32(name) & 0x7FFFFFFF)``); slow to compile, see module doc."""
+  return lambda name, n, k: spectral.feature_subset_indices(
+    n, k, jax.random.fold_in(key, _name_word(name)))
 
 
 def capture_layers(records: dict[str, dict[str, Any]]):
@@ -121,8 +171,9 @@ def _spectrum(a: jax.Array, top_k: int):
   return rank.astype(jnp.int32), top
 
 
-def _alignment_input(module, layer_input, max_rows: int, key) -> jax.Array | None:
-  """The ``n x in`` input matrix of a captured layer, or None when unsupported."""
+def _alignment_input(module, layer_input, max_rows: int) -> jax.Array | None:
+  """The ``n x in`` input matrix of a captured layer (before the row subset), or None
+  when unsupported."""
   if isinstance(module, nn.Conv):
     ks = tuple(module.kernel_size)
     if len(ks) != 2 or layer_input.ndim != 4 or module.feature_group_count != 1:
@@ -144,7 +195,7 @@ def _alignment_input(module, layer_input, max_rows: int, key) -> jax.Array | Non
     )
   else:
     a = alignment_lib.layer_input_matrix(layer_input, layer_input.shape[-1])
-  return alignment_lib.subsample_rows(a, max_rows, key)
+  return a
 
 
 def collapse_metrics(
@@ -155,15 +206,27 @@ def collapse_metrics(
   *,
   temperature: float | jax.Array,
   loss_fn: LossFn,
-  key: jax.Array,
+  key: jax.Array | None = None,
+  subsets: SubsetFn | None = None,
   max_dims: int = 10_000,
   top_k: int = 15,
   max_alignment_rows: int = 4096,
   input_ranks: bool = False,
 ) -> dict[str, jax.Array]:
   """All train-time collapse metrics on one batch (see module docstring). Jittable with
-  ``model``, ``loss_fn``, ``max_dims``, ``top_k``, ``max_alignment_rows``, ``input_ranks``
-  static."""
+  ``model``, ``loss_fn``, ``subsets``, ``max_dims``, ``top_k``, ``max_alignment_rows``,
+  ``input_ranks`` static.
+
+  Exactly one of ``subsets`` (e.g. ``host_subsets(seed)``: numpy subsets, constants of
+  the program; what ``make_collapse_metrics_fn`` uses) or ``key`` (subsets drawn inside
+  the program with ``jax.random``: the same numbers for the same indices, but a
+  sort-based shuffle per subset to compile) chooses the coordinate and row subsets.
+  """
+  if (key is None) == (subsets is None):
+    raise ValueError("collapse_metrics: pass exactly one of key= (subsets drawn in the "
+                     "program) or subsets= (e.g. monitor.host_subsets(seed))")
+  draw = _key_subsets(key) if subsets is None else subsets
+  pick = lambda name, n, k: draw(name, n, k) if n > k else None
   params = variables["params"]
   rest = {k: v for k, v in variables.items() if k != "params"}
 
@@ -206,13 +269,13 @@ def collapse_metrics(
   out["rank/pre_softmax"], out["sv/logits"] = _spectrum(logits, top_k)
   out["rank/post_softmax"] = spectral.softmax_rank(logits, temperature)
 
-  rep_key, input_key, row_key = jax.random.split(key, 3)
-  for i, (name, rep) in enumerate(reps.items()):
-    a = spectral.representation_matrix(rep, max_dims=max_dims, key=jax.random.fold_in(rep_key, i))
+  for name, rep in reps.items():
+    indices = pick(f"rep/{name}", math.prod(rep.shape[1:]), max_dims)
+    a = spectral.representation_matrix(rep, max_dims=max_dims, indices=indices)
     out[f"rank/rep/{name}"], out[f"sv/rep/{name}"] = _spectrum(a, top_k)
 
   maxima = []
-  for i, (path, layer_input) in enumerate(inputs.items()):
+  for path, layer_input in inputs.items():
     module = modules_box[path]
     kernel = _get_path(params, path)["kernel"]
     grad = _get_path(grads, path)["kernel"]
@@ -224,12 +287,14 @@ def collapse_metrics(
       elif kind == "input":
         out[f"rank/input/{path}"] = out[f"rank/input/{src}"]
       else:
+        indices = pick(f"input/{path}", math.prod(layer_input.shape[1:]), max_dims)
         out[f"rank/input/{path}"] = spectral.representation_rank(
-          layer_input, max_dims=max_dims, key=jax.random.fold_in(input_key, i)
-        )
-    a = _alignment_input(module, layer_input, max_alignment_rows, jax.random.fold_in(row_key, i))
+          layer_input, max_dims=max_dims, indices=indices)
+    a = _alignment_input(module, layer_input, max_alignment_rows)
     if a is None:
       continue
+    a = alignment_lib.subsample_rows(
+      a, max_alignment_rows, indices=pick(f"rows/{path}", a.shape[0], max_alignment_rows))
     align = alignment_lib.singular_vector_alignment(alignment_lib.kernel_as_matrix(kernel), a, top_k)
     out[f"alignment/{path}"] = align
     out[f"alignment_max/{path}"] = alignment_lib.max_alignment(align)
@@ -251,12 +316,20 @@ def make_collapse_metrics_fn(
   max_alignment_rows: int = 4096,
   input_ranks: bool = False,
 ):
-  """``jit``-compiled ``fn(variables, images, labels, temperature, key) -> dict``.
+  """``fn(variables, images, labels, temperature, key) -> dict``, compiled once per key.
 
-  ``temperature`` is traced (a schedule does not recompile)."""
+  The coordinate / row subsets are ``host_subsets(key_seed(key))``: drawn with numpy
+  from the key's bits and each matrix's name while tracing, and compiled in as
+  constants (no random draw in the program). Keep ``key`` fixed for a run (train.py:
+  ``PRNGKey(config.seed + 1)``): every call, and every resumed process, then measures
+  the same coordinates. ``temperature`` is traced (a schedule does not recompile).
+  ``fn.lower(...)`` (same arguments) lowers the program without running it. On CPU it is
+  compiled with ``CPU_COMPILER_OPTIONS`` (cheap LLVM codegen: see there).
+  """
+  options = CPU_COMPILER_OPTIONS if jax.default_backend() == "cpu" else None
 
-  @jax.jit
-  def fn(variables, images, labels, temperature, key):
+  @functools.partial(jax.jit, static_argnames=("seed",), compiler_options=options)
+  def program(variables, images, labels, temperature, seed):
     return collapse_metrics(
       model,
       variables,
@@ -264,14 +337,49 @@ def make_collapse_metrics_fn(
       labels,
       temperature=temperature,
       loss_fn=loss_fn,
-      key=key,
+      subsets=host_subsets(seed),
       max_dims=max_dims,
       top_k=top_k,
       max_alignment_rows=max_alignment_rows,
       input_ranks=input_ranks,
     )
 
+  def fn(variables, images, labels, temperature, key):
+    return program(variables, images, labels, temperature, seed=key_seed(key))
+
+  fn.lower = lambda variables, images, labels, temperature, key: program.lower(
+    variables, images, labels, temperature, seed=key_seed(key))
   return fn
+
+
+def subset_indices(
+  model: nn.Module,
+  variables: dict,
+  images: jax.Array,
+  key: jax.Array,
+  *,
+  max_dims: int = 10_000,
+  max_alignment_rows: int = 4096,
+  input_ranks: bool = False,
+) -> dict[str, np.ndarray]:
+  """The subsets ``make_collapse_metrics_fn`` measures with this ``key``:
+  ``{'rep/<name>' | 'input/<path>' | 'rows/<path>': sorted int32 indices}`` for every
+  matrix with more than ``max_dims`` coordinates / ``max_alignment_rows`` rows (the
+  others are kept whole). One abstract trace (``jax.eval_shape``), no compute."""
+  draw, drawn = host_subsets(key_seed(key)), {}
+
+  def record(name, n, k):
+    drawn[name] = draw(name, n, k)
+    return drawn[name]
+
+  labels = jax.ShapeDtypeStruct(images.shape[:1], jnp.int32)
+  jax.eval_shape(
+    lambda v, x, y: collapse_metrics(
+      model, v, x, y, temperature=1.0, loss_fn=lambda *_: jnp.zeros(()), subsets=record,
+      max_dims=max_dims, top_k=1, max_alignment_rows=max_alignment_rows,
+      input_ranks=input_ranks),
+    variables, images, labels)
+  return drawn
 
 
 def write_collapse_metrics(writer, step: int, metrics: dict[str, Any], *, prefix: str = "monitor/") -> None:

@@ -314,8 +314,8 @@ class Features(NamedTuple):
 def select_coordinates(dim: int, max_dims: int | None, key: jax.Array) -> np.ndarray:
   """Sorted indices of a fixed random subset of min(dim, max_dims) coordinates (all if fewer).
 
-  Host wrapper of `metrics.spectral.feature_subset_indices` (same key -> same subset as the
-  train-time rank monitor); `max_dims` None or <= 0 keeps every coordinate.
+  Host wrapper of `metrics.spectral.feature_subset_indices` (same key -> same subset as
+  `metrics.representation_rank(..., key=key)`); `max_dims` None or <= 0 keeps every coordinate.
   """
   if max_dims is None or max_dims <= 0 or dim <= max_dims:
     return np.arange(dim, dtype=np.int32)

@@ -1,10 +1,17 @@
 """Train-time monitor on tiny Flax models following the models contract."""
 
+import json
+import os
+import subprocess
+import sys
+import zlib
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 from rankdeficit import metrics, monitor
 
@@ -180,3 +187,100 @@ def test_input_ranks_off_by_default_and_deduplicated():
           dimension_numbers=("NHWC", "HWIO", "NHWC"),
       ) + variables["params"]["conv1"]["bias"])
   assert int(out["rank/input/conv2"]) == ref(h)
+
+
+SUBSET_OPTIONS = dict(max_dims=50, top_k=4, max_alignment_rows=64, input_ranks=True)
+# TinyCNN on 12 8x8x3 images: every matrix over the limits above gets a subset.
+SUBSET_NAMES = {"rep/conv1", "rep/conv2", "input/conv1", "input/conv2", "input/fc",
+                "rows/conv1", "rows/conv2"}
+
+
+def _tiny_cnn_batch():
+  model = TinyCNN()
+  images = jax.random.normal(jax.random.PRNGKey(0), (12, 8, 8, 3))
+  labels = jnp.arange(12) % 5
+  return model, model.init(jax.random.PRNGKey(1), images, train=False), images, labels
+
+
+def _jit(fn):  # the monitor's cheap CPU codegen: these programs only run once
+  return jax.jit(fn, compiler_options=monitor.CPU_COMPILER_OPTIONS)
+
+
+def _metrics(model, variables, images, labels, **subset_choice):
+  return jax.device_get(_jit(lambda v, x: monitor.collapse_metrics(
+      model, v, x, labels, temperature=2.0, loss_fn=ce_loss, **subset_choice,
+      **SUBSET_OPTIONS))(variables, images))
+
+
+def _assert_identical(got, want):
+  assert got.keys() == want.keys()
+  for name in want:
+    np.testing.assert_allclose(np.asarray(got[name]), np.asarray(want[name]), rtol=1e-6,
+                               atol=1e-7, err_msg=name)
+    if not np.issubdtype(np.asarray(want[name]).dtype, np.floating):
+      np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+
+
+def test_given_subsets_reproduce_the_in_program_draws():
+  model, variables, images, labels = _tiny_cnn_batch()
+  key = jax.random.PRNGKey(3)
+  shapes = {}
+
+  def record(name, n, k):
+    shapes[name] = (n, k)
+    return jnp.arange(k)
+
+  jax.eval_shape(lambda v: monitor.collapse_metrics(
+      model, v, images, labels, temperature=2.0, loss_fn=ce_loss, subsets=record,
+      **SUBSET_OPTIONS), variables)
+  assert set(shapes) == SUBSET_NAMES
+  in_program = _metrics(model, variables, images, labels, key=key)
+  # the documented in-program draw, evaluated outside the program
+  drawn = {name: np.asarray(metrics.feature_subset_indices(
+      n, k, jax.random.fold_in(key, zlib.crc32(name.encode()) & 0x7FFFFFFF)))
+           for name, (n, k) in shapes.items()}
+  as_constants = _metrics(model, variables, images, labels,
+                          subsets=lambda name, n, k: drawn[name])
+  _assert_identical(as_constants, in_program)
+  as_arguments = jax.device_get(_jit(lambda v, s: monitor.collapse_metrics(
+      model, v, images, labels, temperature=2.0, loss_fn=ce_loss,
+      subsets=lambda name, n, k: s[name], **SUBSET_OPTIONS))(variables, drawn))
+  _assert_identical(as_arguments, in_program)
+
+
+def test_monitor_subsets_are_fixed_across_calls_and_resume():
+  model, variables, images, labels = _tiny_cnn_batch()
+  fn = monitor.make_collapse_metrics_fn(model, ce_loss, **SUBSET_OPTIONS)
+  first = jax.device_get(fn(variables, images, labels, 2.0, jax.random.PRNGKey(2)))
+  _assert_identical(jax.device_get(fn(variables, images, labels, 2.0, jax.random.PRNGKey(2))),
+                    first)
+  resumed = monitor.make_collapse_metrics_fn(model, ce_loss, **SUBSET_OPTIONS)  # new process
+  _assert_identical(jax.device_get(resumed(variables, images, labels, 2.0,
+                                           jax.random.key(2))), first)
+  options = {k: v for k, v in SUBSET_OPTIONS.items() if k != "top_k"}
+  subsets = monitor.subset_indices(model, variables, images, jax.random.PRNGKey(2), **options)
+  assert set(subsets) == SUBSET_NAMES
+  # the monitor measures exactly these coordinates
+  _, reps = model.apply(variables, images)
+  a = np.asarray(reps["conv1"]).reshape(12, -1)[:, subsets["rep/conv1"]]
+  assert int(first["rank/rep/conv1"]) == int(metrics.numerical_rank(a))
+  np.testing.assert_allclose(first["sv/rep/conv1"],
+                             np.linalg.svd(a.astype(np.float64), compute_uv=False)[:4],
+                             rtol=1e-4)
+  other = monitor.subset_indices(model, variables, images, jax.random.PRNGKey(5), **options)
+  assert not np.array_equal(other["rep/conv1"], subsets["rep/conv1"])
+  # another process, with another string hash seed, draws the same subset
+  code = ("from rankdeficit import monitor; "
+          "print(monitor.host_subsets((0, 2))('rep/conv1', 384, 50).tolist())")
+  result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True, env={**os.environ, "PYTHONHASHSEED": "123",
+                                           "JAX_PLATFORMS": "cpu"})
+  assert json.loads(result.stdout) == subsets["rep/conv1"].tolist()
+
+
+def test_collapse_metrics_needs_one_subset_choice():
+  model, variables, images, labels = _tiny_cnn_batch()
+  for choice in ({}, {"key": jax.random.PRNGKey(0), "subsets": monitor.host_subsets(0)}):
+    with pytest.raises(ValueError, match="exactly one of key= .* or subsets="):
+      monitor.collapse_metrics(model, variables, images, labels, temperature=1.0,
+                               loss_fn=ce_loss, **choice)

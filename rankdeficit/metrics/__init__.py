@@ -79,6 +79,7 @@ from rankdeficit.metrics.spectral import (
     rank_tolerance,
     representation_matrix,
     representation_rank,
+    seeded_subset_indices,
     singular_values,
     softmax_rank,
     stable_rank,

@@ -34,6 +34,7 @@ from typing import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from rankdeficit.metrics import numerics, placement, spectral
 
@@ -113,8 +114,22 @@ def layer_input_matrix(layer_input: jax.Array, in_features: int) -> jax.Array:
   return jnp.reshape(layer_input, (-1, in_features))
 
 
-def subsample_rows(a: jax.Array, max_rows: int | None, key: jax.Array | None) -> jax.Array:
-  """At most ``max_rows`` rows of ``a`` (a fixed random subset from ``key``)."""
+def subsample_rows(
+    a: jax.Array,
+    max_rows: int | None,
+    key: jax.Array | None = None,
+    *,
+    indices: jax.Array | np.ndarray | None = None,
+) -> jax.Array:
+  """At most ``max_rows`` rows of ``a`` (a fixed random subset from ``key``).
+
+  ``indices`` (e.g. ``spectral.seeded_subset_indices(len(a), max_rows, seed)``) gives
+  the rows to keep instead, so a jitted program only gathers (``key`` and ``max_rows``
+  are then ignored). Drawn from ``key`` under ``jit``, the subset is a sort-based
+  shuffle inside the program, slow to compile.
+  """
+  if indices is not None:
+    return jnp.take(placement.replicated(a), jnp.asarray(indices), axis=0)
   if max_rows is None or a.shape[0] <= max_rows:
     return a
   key = jax.random.PRNGKey(0) if key is None else key

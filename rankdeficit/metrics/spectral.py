@@ -38,9 +38,11 @@ Numerics (the paper's conventions, Section 2 / App. A):
 from __future__ import annotations
 
 import functools
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from rankdeficit.metrics import checks, numerics, placement
 
@@ -57,6 +59,7 @@ __all__ = [
     "softmax_rank",
     "flatten_features",
     "feature_subset_indices",
+    "seeded_subset_indices",
     "representation_matrix",
     "representation_rank",
 ]
@@ -283,7 +286,8 @@ def feature_subset_indices(num_features: int, max_dims: int, key: jax.Array) -> 
   Sorted indices drawn without replacement with ``jax.random.choice(key, ...)``; the
   same ``key`` always selects the same coordinates (keep it fixed across a run so
   the rank curve is comparable step to step). All coordinates when
-  ``num_features <= max_dims``.
+  ``num_features <= max_dims``. Under ``jit`` the draw is part of the program (a
+  sort-based shuffle: slow to compile); ``seeded_subset_indices`` draws on the host.
   """
   if num_features <= max_dims:
     return jnp.arange(num_features)
@@ -291,12 +295,40 @@ def feature_subset_indices(num_features: int, max_dims: int, key: jax.Array) -> 
   return jnp.sort(idx)
 
 
+def seeded_subset_indices(num_features: int, max_dims: int,
+                          seed: int | Sequence[int]) -> np.ndarray:
+  """Host (numpy) twin of ``feature_subset_indices``: sorted int32 indices of a fixed
+  random subset of ``min(num_features, max_dims)`` coordinates out of ``num_features``.
+
+  The ``max_dims`` positions with the smallest of ``num_features`` raw 64-bit PCG64
+  draws, the generator seeded by ``np.random.SeedSequence(seed)`` (``seed``: an int or
+  a sequence of non-negative ints). Both algorithms are fixed by numpy's stream
+  policy, so the subset depends only on ``(num_features, max_dims, seed)``: the same in
+  every process, numpy version and platform. Pass the result as ``indices=`` to
+  ``representation_matrix`` / ``representation_rank`` / ``alignment.subsample_rows``:
+  a jitted program then only gathers (no random draw to compile).
+  """
+  if num_features <= max_dims:
+    return np.arange(num_features, dtype=np.int32)
+  bits = np.random.PCG64(np.random.SeedSequence(seed)).random_raw(num_features)
+  return np.sort(np.argsort(bits, kind="stable")[:max_dims]).astype(np.int32)
+
+
 def representation_matrix(
-    reps: jax.Array, *, max_dims: int = 10_000, key: jax.Array | None = None
+    reps: jax.Array,
+    *,
+    max_dims: int = 10_000,
+    key: jax.Array | None = None,
+    indices: jax.Array | np.ndarray | None = None,
 ) -> jax.Array:
   """``[n, d']`` matrix of a layer's representation: flattened, at most ``max_dims``
-  coordinates (a fixed random subset chosen by ``feature_subset_indices``)."""
+  coordinates (a fixed random subset chosen by ``feature_subset_indices``).
+
+  ``indices`` (e.g. from ``seeded_subset_indices``) gives the coordinates to keep
+  instead (then ``key`` and ``max_dims`` are ignored)."""
   a = flatten_features(reps)
+  if indices is not None:
+    return jnp.take(a, jnp.asarray(indices), axis=1)
   d = a.shape[1]
   if d <= max_dims:
     return a
@@ -310,6 +342,7 @@ def representation_rank(
     *,
     max_dims: int = 10_000,
     key: jax.Array | None = None,
+    indices: jax.Array | np.ndarray | None = None,
     atol: float | jax.Array | None = None,
     rtol: float | jax.Array | None = None,
     row_mask: jax.Array | None = None,
@@ -317,15 +350,16 @@ def representation_rank(
   """Numerical rank of a layer representation ``[n, ...]`` (see ``representation_matrix``).
 
   ``key`` defaults to ``PRNGKey(0)`` (only used when the layer has more than
-  ``max_dims`` coordinates). Tolerances as in ``numerical_rank``.
+  ``max_dims`` coordinates); ``indices`` replaces the random subset by given
+  coordinates. Tolerances as in ``numerical_rank``.
   """
   checks.tolerance("atol", atol)
   checks.tolerance("rtol", rtol)
-  return _representation_rank(reps, max_dims, key, atol, rtol, row_mask)
+  return _representation_rank(reps, max_dims, key, indices, atol, rtol, row_mask)
 
 
 @functools.partial(jax.jit, static_argnums=(1,))
 @placement.replicate_inputs
-def _representation_rank(reps, max_dims, key, atol, rtol, row_mask):
-  a = representation_matrix(reps, max_dims=max_dims, key=key)
+def _representation_rank(reps, max_dims, key, indices, atol, rtol, row_mask):
+  a = representation_matrix(reps, max_dims=max_dims, key=key, indices=indices)
   return _numerical_rank(a, atol, rtol, row_mask)

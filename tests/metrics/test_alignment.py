@@ -1,6 +1,7 @@
 """Alignment, conv patches ordering and gradient rank."""
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -74,3 +75,16 @@ def test_gradient_rank_of_dense_and_conv():
   assert int(metrics.gradient_rank(x.T @ delta)) == 3
   g = RNG.standard_normal((3, 3, 4, 2)).astype(np.float32)
   assert int(metrics.gradient_rank(g)) == 2
+
+
+def test_subsample_rows_with_given_indices_matches_the_key_draw():
+  a = RNG.standard_normal((200, 6)).astype(np.float32)
+  key = jax.random.PRNGKey(4)
+  by_key = metrics.subsample_rows(a, 50, key)
+  idx = np.sort(np.asarray(jax.random.choice(key, 200, (50,), replace=False)))
+  np.testing.assert_array_equal(metrics.subsample_rows(a, 50, indices=idx), by_key)
+  np.testing.assert_array_equal(by_key, a[idx])
+  host = metrics.seeded_subset_indices(200, 50, 4)
+  np.testing.assert_array_equal(
+      jax.jit(lambda x, i: metrics.subsample_rows(x, None, indices=i))(a, host), a[host])
+  np.testing.assert_array_equal(metrics.subsample_rows(a, 500, key), a)  # under the limit

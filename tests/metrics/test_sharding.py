@@ -58,14 +58,20 @@ CASES = {
     'flatten_features': (metrics.flatten_features, (IMAGES,)),
     'feature_subset_indices': (lambda x: metrics.feature_subset_indices(
         x.shape[1], 5, KEY), (FEATS,)),
+    'seeded_subset_indices': (lambda x: metrics.seeded_subset_indices(
+        x.shape[1], 5, 0), (FEATS,)),
     'representation_matrix': (lambda x: metrics.representation_matrix(
         x, max_dims=50, key=KEY), (IMAGES,)),
     'representation_rank': (lambda x: metrics.representation_rank(
         x, max_dims=50, key=KEY), (IMAGES,)),
+    'representation_rank_indices': (lambda x: metrics.representation_rank(
+        x, indices=metrics.seeded_subset_indices(108, 50, 0)), (IMAGES,)),
     'kernel_as_matrix': (metrics.kernel_as_matrix, (KERNEL,)),
     'conv_patches': (lambda x: metrics.conv_patches(x, (3, 3)), (IMAGES,)),
     'layer_input_matrix': (lambda x: metrics.layer_input_matrix(x, 3), (IMAGES,)),
     'subsample_rows': (lambda x: metrics.subsample_rows(x, 20, KEY), (FEATS,)),
+    'subsample_rows_indices': (lambda x: metrics.subsample_rows(
+        x, 20, indices=metrics.seeded_subset_indices(N, 20, 0)), (FEATS,)),
     'top_right_singular_vectors': (lambda x: jnp.abs(
         metrics.top_right_singular_vectors(x, 3)), (FEATS,)),
     'singular_vector_alignment': (lambda w, a: metrics.singular_vector_alignment(

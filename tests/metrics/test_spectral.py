@@ -136,3 +136,40 @@ def test_representation_rank_subset_is_fixed_and_flattens():
   assert len(np.unique(np.asarray(idx1))) == 100
   assert metrics.representation_matrix(reps, max_dims=100, key=key).shape == (40, 100)
   assert metrics.representation_matrix(reps, max_dims=1000).shape == (40, 256)
+
+
+@pytest.mark.parametrize("num,max_dims", [(1000, 37), (64, 64), (10, 100)])
+def test_seeded_subset_indices_are_a_fixed_sorted_subset(num, max_dims):
+  idx = metrics.seeded_subset_indices(num, max_dims, (3, 7))
+  assert idx.dtype == np.int32 and len(idx) == min(num, max_dims)
+  assert np.all(np.diff(idx) > 0) and idx[0] >= 0 and idx[-1] < num
+  np.testing.assert_array_equal(idx, metrics.seeded_subset_indices(num, max_dims, [3, 7]))
+  if num > max_dims:
+    assert not np.array_equal(idx, metrics.seeded_subset_indices(num, max_dims, (3, 8)))
+  else:
+    np.testing.assert_array_equal(idx, np.arange(num))
+
+
+def test_seeded_subset_indices_are_uniform():
+  # Each of 20 coordinates is kept with probability 5/20 over 2000 seeds: counts ~ 500.
+  counts = np.zeros(20)
+  for seed in range(2000):
+    counts[metrics.seeded_subset_indices(20, 5, seed)] += 1
+  assert np.all(np.abs(counts - 500) < 5 * np.sqrt(2000 * 0.25 * 0.75))
+
+
+def test_given_indices_replace_the_key_draw():
+  reps = RNG.standard_normal((30, 4, 4, 8)).astype(np.float32)
+  key = jax.random.PRNGKey(5)
+  idx = metrics.feature_subset_indices(128, 40, key)
+  by_key = metrics.representation_matrix(reps, max_dims=40, key=key)
+  by_indices = metrics.representation_matrix(reps, indices=np.asarray(idx))
+  np.testing.assert_array_equal(by_indices, by_key)
+  np.testing.assert_array_equal(by_indices, reps.reshape(30, -1)[:, np.asarray(idx)])
+  assert int(metrics.representation_rank(reps, max_dims=40, key=key)) == int(
+      metrics.representation_rank(reps, indices=idx)) == _np_rank_default(
+          reps.reshape(30, -1)[:, np.asarray(idx)])
+  # indices are an ordinary traced argument: jit and vmap see one program
+  ranks = jax.jit(jax.vmap(lambda r, i: metrics.representation_rank(r, indices=i)))(
+      np.stack([reps, reps]), np.stack([idx, idx[::-1]]))
+  assert ranks.tolist() == [int(metrics.representation_rank(reps, indices=idx))] * 2
