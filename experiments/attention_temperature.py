@@ -3,6 +3,7 @@
     python -m experiments.attention_temperature [--seeds=3]
         [--outdir=experiments/results/beyond_cpu] [--runs_dir=DIR] [--data_dir=DIR]
         [--render_only] [--list] [--quick] [--taus=0.25,1,4] [--temperatures=1,100]
+        [--compilation_cache=DIR]
 
 Issue 12.1. Every attention layer applies softmax(q k^T / (tau sqrt(d_head))), the paper's
 temperature softmax with its own temperature tau (`model.attention_temperature`); the
@@ -67,6 +68,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
   p.add_argument('--render_only', action='store_true', help='never train or analyse')
   p.add_argument('--list', action='store_true', help='print the plan and its cost, run nothing')
   p.add_argument('--quick', action='store_true', help='smoke-test budget (not a result)')
+  p.add_argument('--compilation_cache', default=None,
+                 help="JAX persistent compilation cache (default <runs_dir>/jax_cache; '' = "
+                      'off): the runs of one (tau, T) share executables, so only the first '
+                      'seed compiles')
   p.add_argument('--taus', type=_floats, default=TAUS)
   p.add_argument('--temperatures', type=_floats, default=TEMPERATURES)
   args = p.parse_args(argv)
@@ -76,6 +81,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if not getattr(args, name) or min(getattr(args, name)) <= 0:
       p.error(f'--{name} must be a comma-separated list of positive numbers')
   args.runs_dir = args.runs_dir or os.path.join(args.outdir, 'runs')
+  if args.compilation_cache is None:
+    args.compilation_cache = os.path.join(args.runs_dir, 'jax_cache')
   return args
 
 
@@ -95,6 +102,8 @@ def plan(args: argparse.Namespace) -> list[tuple[str, Request, float, int]]:
 
 def train_missing(args: argparse.Namespace) -> None:
   """Trains and analyses every planned run that is not finished (diverged ones are skipped)."""
+  from rankdeficit import runtime  # pylint: disable=import-outside-toplevel
+  runtime.enable_compilation_cache(args.compilation_cache)
   setting = QUICK if args.quick else FULL
   for workdir, req, t, s in plan(args):
     try:

@@ -137,6 +137,7 @@ def test_plan_and_configs():
   assert len(plan) == 2 * len(exp.TAUS) * len(exp.TEMPERATURES)
   assert [p[3] for p in plan[:6]] == [0] * 6  # seed-major
   assert plan[0][0] == os.path.join('o', 'runs', 'vit_c10-tau0.25', 'T1_s0')
+  assert args.compilation_cache == os.path.join('o', 'runs', 'jax_cache')
   quick = exp.plan(exp.parse_args(['--outdir', 'o', '--quick']))
   assert not {p[0] for p in quick} & {p[0] for p in plan}  # smoke runs never count as results
   config = runs.make_config(exp.FULL, exp.request(4.0, (100.0,)), 100.0, 1, None)
