@@ -18,6 +18,17 @@ sweep has every configuration of seed 0 before seed 1 starts.
 
 `--quick`: a few steps on a few hundred images and a tiny analysis, in separate run folders
 (`vit_c10_quick-...`), to check the pipeline end to end (not a result).
+
+Cost of the full preset (18 runs, one process), estimated ~25 min (range 22-30) on 2
+otherwise idle CPU cores: ~2,350 CPU-seconds = one-time decoding of the CIFAR-10 and MNIST
+splits into memory (~80 CPU-s) + 6 first-seed runs (~165 CPU-s each: XLA compilation, 156
+steps, 9 monitor calls, the final pass over the 10k test images, analysis) + 12 runs that
+reuse the compiled executables (`--compilation_cache`, ~105 CPU-s each), divided by an
+assumed 1.3-1.8 busy cores. Measured on 2 cores shared with jobs at load average 8-10:
+40-step runs in one process took 216 CPU-s (first: decoding + compiling), 137 CPU-s
+(decoded, compiling) and 76 CPU-s (decoded, cached executables) -- wall time was twice that
+(the process got half a core); a batch-128 train step took 0.47 CPU-s (batch 64: taken as
+half) and a monitor call ~1.7 CPU-s (a quarter of the measured 6.7 s at batch 256).
 """
 from __future__ import annotations
 
@@ -44,8 +55,8 @@ SEEDS = 3
 _ANALYSIS = (('max_examples', 1000), ('max_dims', 1024), ('probe_epochs', 10),
              ('probe_batch_size', 256), ('layer_ranks', False), ('plots', False))
 FULL = Setting('vit_c10', 'vit_c10_cpu', (), (
-    'ViT (patch 4, width 64, depth 4, 4 heads), CIFAR-10 JPEG (10k train), from scratch, '
-    'OOD MNIST'), _ANALYSIS, minutes=3)
+    'ViT (patch 4, width 64, depth 4, 4 heads), CIFAR-10 JPEG (10k train, 1 epoch), from '
+    'scratch, OOD MNIST'), _ANALYSIS, minutes=1.4)
 QUICK = Setting('vit_c10_quick', 'vit_c10_cpu', (
     ('train_subset', 256), ('batch_size', 32), ('num_train_steps', 6), ('warmup_epochs', 0),
     ('lr_milestones', ()), ('metrics_every_steps', 3), ('metrics_batch_size', 32),

@@ -103,7 +103,7 @@ def test_caption_states_setup_tables_and_gaps(rendered):
   assert '![attention_temperature](attention_temperature.png)' in text
   assert 'Not finished (left out): (tau 4, T 100)' in text
   assert 'vit_mini (patch 4, width 64, depth 4, 4 heads' in text
-  assert 'steps of batch 128 (adam, lr 0.001' in text
+  assert 'steps of batch 64 (adam, lr 0.001' in text
   assert 'Dong et al. (2021)' in text and 'Zhai et al. (2023)' in text
   acc = np.mean([r['test_accuracy'] for r in truth[(1.0, 100.0)]])
   assert f'| 1 | 100 | 2 | {100 * acc:.1f} ± ' in text
