@@ -3,6 +3,7 @@
     python -m experiments.attention_temperature [--seeds=3]
         [--outdir=experiments/results/beyond_cpu] [--runs_dir=DIR] [--data_dir=DIR]
         [--render_only] [--list] [--quick] [--taus=0.25,1,4] [--temperatures=1,100]
+        [--compilation_cache=DIR]
 
 Issue 12.1. Every attention layer applies softmax(q k^T / (tau sqrt(d_head))), the paper's
 temperature softmax with its own temperature tau (`model.attention_temperature`); the
@@ -17,6 +18,17 @@ sweep has every configuration of seed 0 before seed 1 starts.
 
 `--quick`: a few steps on a few hundred images and a tiny analysis, in separate run folders
 (`vit_c10_quick-...`), to check the pipeline end to end (not a result).
+
+Cost of the full preset (18 runs, one process), estimated ~25 min (range 22-30) on 2
+otherwise idle CPU cores: ~2,350 CPU-seconds = one-time decoding of the CIFAR-10 and MNIST
+splits into memory (~80 CPU-s) + 6 first-seed runs (~165 CPU-s each: XLA compilation, 156
+steps, 9 monitor calls, the final pass over the 10k test images, analysis) + 12 runs that
+reuse the compiled executables (`--compilation_cache`, ~105 CPU-s each), divided by an
+assumed 1.3-1.8 busy cores. Measured on 2 cores shared with jobs at load average 8-10:
+40-step runs in one process took 216 CPU-s (first: decoding + compiling), 137 CPU-s
+(decoded, compiling) and 76 CPU-s (decoded, cached executables) -- wall time was twice that
+(the process got half a core); a batch-128 train step took 0.47 CPU-s (batch 64: taken as
+half) and a monitor call ~1.7 CPU-s (a quarter of the measured 6.7 s at batch 256).
 """
 from __future__ import annotations
 
@@ -43,8 +55,8 @@ SEEDS = 3
 _ANALYSIS = (('max_examples', 1000), ('max_dims', 1024), ('probe_epochs', 10),
              ('probe_batch_size', 256), ('layer_ranks', False), ('plots', False))
 FULL = Setting('vit_c10', 'vit_c10_cpu', (), (
-    'ViT (patch 4, width 64, depth 4, 4 heads), CIFAR-10 JPEG (10k train), from scratch, '
-    'OOD MNIST'), _ANALYSIS, minutes=3)
+    'ViT (patch 4, width 64, depth 4, 4 heads), CIFAR-10 JPEG (10k train, 1 epoch), from '
+    'scratch, OOD MNIST'), _ANALYSIS, minutes=1.4)
 QUICK = Setting('vit_c10_quick', 'vit_c10_cpu', (
     ('train_subset', 256), ('batch_size', 32), ('num_train_steps', 6), ('warmup_epochs', 0),
     ('lr_milestones', ()), ('metrics_every_steps', 3), ('metrics_batch_size', 32),
@@ -67,6 +79,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
   p.add_argument('--render_only', action='store_true', help='never train or analyse')
   p.add_argument('--list', action='store_true', help='print the plan and its cost, run nothing')
   p.add_argument('--quick', action='store_true', help='smoke-test budget (not a result)')
+  p.add_argument('--compilation_cache', default=None,
+                 help="JAX persistent compilation cache (default <runs_dir>/jax_cache; '' = "
+                      'off): the runs of one (tau, T) share executables, so only the first '
+                      'seed compiles')
   p.add_argument('--taus', type=_floats, default=TAUS)
   p.add_argument('--temperatures', type=_floats, default=TEMPERATURES)
   args = p.parse_args(argv)
@@ -76,6 +92,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if not getattr(args, name) or min(getattr(args, name)) <= 0:
       p.error(f'--{name} must be a comma-separated list of positive numbers')
   args.runs_dir = args.runs_dir or os.path.join(args.outdir, 'runs')
+  if args.compilation_cache is None:
+    args.compilation_cache = os.path.join(args.runs_dir, 'jax_cache')
   return args
 
 
@@ -95,6 +113,8 @@ def plan(args: argparse.Namespace) -> list[tuple[str, Request, float, int]]:
 
 def train_missing(args: argparse.Namespace) -> None:
   """Trains and analyses every planned run that is not finished (diverged ones are skipped)."""
+  from rankdeficit import runtime  # pylint: disable=import-outside-toplevel
+  runtime.enable_compilation_cache(args.compilation_cache)
   setting = QUICK if args.quick else FULL
   for workdir, req, t, s in plan(args):
     try:

@@ -103,7 +103,7 @@ def test_caption_states_setup_tables_and_gaps(rendered):
   assert '![attention_temperature](attention_temperature.png)' in text
   assert 'Not finished (left out): (tau 4, T 100)' in text
   assert 'vit_mini (patch 4, width 64, depth 4, 4 heads' in text
-  assert 'steps of batch 128 (adam, lr 0.001' in text
+  assert 'steps of batch 64 (adam, lr 0.001' in text
   assert 'Dong et al. (2021)' in text and 'Zhai et al. (2023)' in text
   acc = np.mean([r['test_accuracy'] for r in truth[(1.0, 100.0)]])
   assert f'| 1 | 100 | 2 | {100 * acc:.1f} ± ' in text
@@ -137,6 +137,7 @@ def test_plan_and_configs():
   assert len(plan) == 2 * len(exp.TAUS) * len(exp.TEMPERATURES)
   assert [p[3] for p in plan[:6]] == [0] * 6  # seed-major
   assert plan[0][0] == os.path.join('o', 'runs', 'vit_c10-tau0.25', 'T1_s0')
+  assert args.compilation_cache == os.path.join('o', 'runs', 'jax_cache')
   quick = exp.plan(exp.parse_args(['--outdir', 'o', '--quick']))
   assert not {p[0] for p in quick} & {p[0] for p in plan}  # smoke runs never count as results
   config = runs.make_config(exp.FULL, exp.request(4.0, (100.0,)), 100.0, 1, None)
