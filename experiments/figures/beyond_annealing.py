@@ -26,15 +26,17 @@ MLP = runs.Setting(
      ('metrics_every_steps', 0), ('log_every_steps', 10), ('checkpoint_every_steps', 10**4)),
     'MLP 8x256 (Kaiming init), CIFAR-10 JPEG (first 5,000 train images), 4 epochs of SGD '
     'lr 0.05 (no momentum, batch 128: 156 steps), OOD MNIST',
-    (('max_examples', 2000), ('probe_epochs', 10), ('max_dims', 256)))
+    (('max_examples', 2000), ('probe_epochs', 10), ('max_dims', 256), ('layer_ranks', False),
+     ('plots', False)))
 RESNET20 = runs.Setting(
     'anneal_resnet20', 'resnet20_c10_cpu',
-    (('train_subset', 2500), ('num_epochs', 2), ('lr_milestones', ()),
-     ('eval_every_steps', 10**9), ('metrics_every_steps', 0), ('log_every_steps', 5),
+    (('train_subset', 2000), ('num_epochs', 2), ('lr_milestones', ()),
+     ('eval_every_steps', 10**9), ('metrics_every_steps', 0), ('log_every_steps', 3),
      ('checkpoint_every_steps', 10**4)),
-    'ResNet-20, CIFAR-10 JPEG (first 2,500 train images, CIFAR augmentation), 2 epochs of '
-    'SGD lr 0.1, momentum 0.9, wd 1e-4 (batch 128: 38 steps), OOD MNIST',
-    (('max_examples', 1000), ('probe_epochs', 10), ('max_dims', 1024)))
+    'ResNet-20, CIFAR-10 JPEG (first 2,000 train images, CIFAR augmentation), 2 epochs of '
+    'SGD lr 0.1, momentum 0.9, wd 1e-4 (batch 128: 30 steps), OOD MNIST',
+    (('max_examples', 500), ('probe_epochs', 10), ('max_dims', 512), ('layer_ranks', False),
+     ('plots', False)))
 SETTINGS = ((MLP, 'MLP'), (RESNET20, 'ResNet-20'))
 SMOKE = (('num_train_steps', 4), ('train_subset', 500), ('num_epochs', 2))
 

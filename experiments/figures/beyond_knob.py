@@ -32,9 +32,10 @@ MLP = runs.Setting(
      ('checkpoint_every_steps', 10**4)),
     'MLP 8x256 (7 hidden ReLU layers + classifier), CIFAR-10 JPEG (first 5,000 train '
     'images), 4 epochs of SGD lr 0.05 (no momentum, batch 128: 156 steps), OOD MNIST',
-    (('max_examples', 2000), ('probe_epochs', 10), ('max_dims', 256)))
+    (('max_examples', 2000), ('probe_epochs', 10), ('max_dims', 256), ('plots', False)))
 SMOKE = (('num_train_steps', 3), ('train_subset', 500), ('num_epochs', 1))
-SMOKE_ANALYSIS = (('max_examples', 200), ('probe_epochs', 1), ('max_dims', 64))
+SMOKE_ANALYSIS = (('max_examples', 200), ('probe_epochs', 1), ('max_dims', 64),
+                  ('plots', False))
 
 # (key, title, percent?) of the panels and the table.
 METRICS = (('accuracy', 'test accuracy', True), ('kappa', 'kappa (effective depth)', True),
