@@ -81,8 +81,8 @@ def one_curve_r2(xs: np.ndarray, ys: np.ndarray) -> float:
   """R^2 of y ~ quadratic(log10 x) over runs: 1 = every run on one curve of n0 / T."""
   keep = np.isfinite(ys) & (xs > 0)
   xs, ys = np.log10(xs[keep]), ys[keep]
-  if len(ys) < 4 or np.var(ys) == 0:
-    return float('nan')
+  if len(ys) < 4 or np.ptp(ys) < 1e-9 * max(1.0, np.abs(ys).max()):
+    return float('nan')  # (nearly) constant: nothing to explain
   fit = np.polyval(np.polyfit(xs, ys, 2), xs)
   return float(1 - np.mean((ys - fit) ** 2) / np.var(ys))
 

@@ -136,3 +136,8 @@ def test_render_only_without_runs_is_an_error(tmp_path):
 def test_smoke_needs_its_own_outdir():
   with pytest.raises(SystemExit):
     logits_norm_knob.main(['--smoke', '--render_only'])
+
+
+def test_one_curve_r2_of_a_constant_is_undefined():
+  xs = np.logspace(-3, 1, 12)
+  assert np.isnan(beyond_knob.one_curve_r2(xs, np.full(12, 1 / 9)))  # float noise only
