@@ -199,7 +199,7 @@ def render(loaded: grid.Loaded, outdir: str) -> None:
       'Does annealing keep the detection gain and recover generalization? Share of the '
       f'T = {HIGH_T:g} AUROC gain over T = 1 kept by the annealed run, share of its rho '
       f'increase recovered: {_tradeoff_text(tradeoff(loaded))}.\n\n'
-      'Budget: about 20 CPU-seconds per MLP run and 1.5-2.5 CPU-minutes per ResNet-20 run '
+      'Budget: about 20 CPU-seconds per MLP run and 2-3.5 CPU-minutes per ResNet-20 run '
       '(mostly compilation and the final evaluation of the 10,000 test images), far below '
       'the paper\'s budgets (MLP 100 epochs, ResNet-20 164 epochs on 50,000 images); at '
       'this budget the results may or may not show the paper\'s effects.')
