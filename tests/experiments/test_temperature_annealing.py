@@ -51,10 +51,11 @@ def rendered(tmp_path_factory):
   return out, loaded
 
 
-def test_every_cell_is_a_valid_config_and_anneals_to_one():
+def test_every_cell_is_a_valid_config_and_anneals_to_one(local_data_dir):
   for smoke in (False, True):
     for cell in beyond_annealing.cells(smoke):
-      config = runs.make_config(cell.setting, grid.request(cell), cell.temperature, 0, None)
+      config = runs.make_config(cell.setting, grid.request(cell), cell.temperature, 0,
+                                local_data_dir)
       validation.validate_config(config, None, 1, create=False)
       if cell.name in ('cosine', 'step'):
         assert config.temperature == 100 and config.final_temperature == 1
