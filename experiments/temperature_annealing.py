@@ -2,7 +2,7 @@
 
     python -m experiments.temperature_annealing [--seeds=3]
         [--outdir=experiments/results/beyond_cpu] [--render_only] [--runs_dir=DIR]
-        [--data_dir=data/tfds] [--smoke --outdir=DIR]
+        [--data_dir=data/tfds] [--settings=anneal_mlp,anneal_resnet20] [--smoke --outdir=DIR]
 
 Trains (or resumes; finished runs are skipped) an MLP and a ResNet-20 on CIFAR-10 with
 constant T = 1, constant T = 100, and T annealed 100 -> 1 (cosine over training; one step at

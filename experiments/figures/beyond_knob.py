@@ -32,9 +32,10 @@ MLP = runs.Setting(
      ('checkpoint_every_steps', 10**4)),
     'MLP 8x256 (7 hidden ReLU layers + classifier), CIFAR-10 JPEG (first 5,000 train '
     'images), 4 epochs of SGD lr 0.05 (no momentum, batch 128: 156 steps), OOD MNIST',
-    (('max_examples', 2000), ('probe_epochs', 10), ('max_dims', 256)))
+    (('max_examples', 2000), ('probe_epochs', 10), ('max_dims', 256), ('plots', False)))
 SMOKE = (('num_train_steps', 3), ('train_subset', 500), ('num_epochs', 1))
-SMOKE_ANALYSIS = (('max_examples', 200), ('probe_epochs', 1), ('max_dims', 64))
+SMOKE_ANALYSIS = (('max_examples', 200), ('probe_epochs', 1), ('max_dims', 64),
+                  ('plots', False))
 
 # (key, title, percent?) of the panels and the table.
 METRICS = (('accuracy', 'test accuracy', True), ('kappa', 'kappa (effective depth)', True),
@@ -80,8 +81,8 @@ def one_curve_r2(xs: np.ndarray, ys: np.ndarray) -> float:
   """R^2 of y ~ quadratic(log10 x) over runs: 1 = every run on one curve of n0 / T."""
   keep = np.isfinite(ys) & (xs > 0)
   xs, ys = np.log10(xs[keep]), ys[keep]
-  if len(ys) < 4 or np.var(ys) == 0:
-    return float('nan')
+  if len(ys) < 4 or np.ptp(ys) < 1e-9 * max(1.0, np.abs(ys).max()):
+    return float('nan')  # (nearly) constant: nothing to explain
   fit = np.polyval(np.polyfit(xs, ys, 2), xs)
   return float(1 - np.mean((ys - fit) ** 2) / np.var(ys))
 

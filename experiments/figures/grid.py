@@ -198,6 +198,9 @@ def parse_args(name: str, description: str, argv: Sequence[str] | None) -> argpa
   p.add_argument('--runs_dir', default=None, help='run directories (default <outdir>/runs)')
   p.add_argument('--data_dir', default=None, help="tfds data_dir (default: each config's)")
   p.add_argument('--render_only', action='store_true', help='never train or analyse')
+  p.add_argument('--settings', default='',
+                 help='train only the cells of these setting names (e.g. anneal_mlp); '
+                 'render every finished run')
   p.add_argument('--smoke', action='store_true',
                  help='tiny budget (a few steps per run, small analysis): plumbing check only')
   args = p.parse_args(argv)
@@ -206,6 +209,7 @@ def parse_args(name: str, description: str, argv: Sequence[str] | None) -> argpa
   if args.smoke and args.outdir == BEYOND_RESULTS:
     p.error('--smoke: pass --outdir (smoke numbers must not overwrite the results)')
   args.runs_dir = args.runs_dir or os.path.join(args.outdir, 'runs')
+  args.settings = [x for x in args.settings.split(',') if x]
   return args
 
 
@@ -215,12 +219,17 @@ def main(experiment: Experiment, description: str, argv: Sequence[str] | None = 
   from rankdeficit import runtime  # pylint: disable=import-outside-toplevel
   args = parse_args(experiment.name, description, argv)
   cells = experiment.cells(args.smoke)
+  unknown = sorted(set(args.settings) - {c.setting.name for c in cells})
+  if unknown:
+    raise SystemExit(f'--settings: unknown {unknown}; choose from '
+                     f'{sorted({c.setting.name for c in cells})}.')
   if not args.render_only:
     # Seeds of a cell compile identical programs, and the analysis programs depend only on
     # the shapes: the persistent cache compiles each once for the whole grid.
     runtime.enable_compilation_cache(os.path.abspath(os.path.join(args.runs_dir,
                                                                   'jax_cache')))
-    train_missing(cells, args.runs_dir, args.seeds, args.data_dir)
+    train_missing([c for c in cells if not args.settings or c.setting.name in args.settings],
+                  args.runs_dir, args.seeds, args.data_dir)
   loaded = load_cells(cells, args.runs_dir, args.seeds)
   if not loaded.runs:
     raise SystemExit(f'{experiment.name}: no analysed run under {args.runs_dir}; run without '

@@ -68,10 +68,11 @@ def _csv(out) -> dict[str, dict]:
     return {row['cell']: row for row in csv.DictReader(f)}
 
 
-def test_every_cell_is_a_valid_config():
+def test_every_cell_is_a_valid_config(local_data_dir):
   for smoke in (False, True):
     for cell in beyond_knob.cells(smoke):
-      config = runs.make_config(cell.setting, grid.request(cell), cell.temperature, 0, None)
+      config = runs.make_config(cell.setting, grid.request(cell), cell.temperature, 0,
+                                local_data_dir)
       validation.validate_config(config, None, 1, create=False)  # raises on a bad field
       assert (config.target_logits_norm > 0) == bool(cell.get('target'))
 
@@ -136,3 +137,8 @@ def test_render_only_without_runs_is_an_error(tmp_path):
 def test_smoke_needs_its_own_outdir():
   with pytest.raises(SystemExit):
     logits_norm_knob.main(['--smoke', '--render_only'])
+
+
+def test_one_curve_r2_of_a_constant_is_undefined():
+  xs = np.logspace(-3, 1, 12)
+  assert np.isnan(beyond_knob.one_curve_r2(xs, np.full(12, 1 / 9)))  # float noise only

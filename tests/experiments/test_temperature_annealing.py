@@ -51,10 +51,11 @@ def rendered(tmp_path_factory):
   return out, loaded
 
 
-def test_every_cell_is_a_valid_config_and_anneals_to_one():
+def test_every_cell_is_a_valid_config_and_anneals_to_one(local_data_dir):
   for smoke in (False, True):
     for cell in beyond_annealing.cells(smoke):
-      config = runs.make_config(cell.setting, grid.request(cell), cell.temperature, 0, None)
+      config = runs.make_config(cell.setting, grid.request(cell), cell.temperature, 0,
+                                local_data_dir)
       validation.validate_config(config, None, 1, create=False)
       if cell.name in ('cosine', 'step'):
         assert config.temperature == 100 and config.final_temperature == 1
@@ -123,3 +124,17 @@ def test_step0_values_of_a_resumed_run_come_from_its_events(tmp_path):
   writer.close()
   run = runs.load_run(workdir, 1.0, 0)
   assert grid.initial_norm(run) == 0.125 and grid.trained_temperature(run) == 0.25
+
+
+def test_settings_trains_only_those_cells(tmp_path, monkeypatch):
+  from rankdeficit import runtime  # pylint: disable=import-outside-toplevel
+  calls = []
+  monkeypatch.setattr(runtime, 'enable_compilation_cache', lambda path: None)
+  monkeypatch.setattr(runs, 'ensure_run',
+                      lambda workdir, setting, *a, **k: calls.append(setting.name))
+  with pytest.raises(SystemExit, match='no analysed run'):  # nothing really trained
+    temperature_annealing.main(['--settings=anneal_mlp', '--seeds=1', '--outdir',
+                                str(tmp_path)])
+  assert calls == ['anneal_mlp'] * len(beyond_annealing.SCHEDULES)
+  with pytest.raises(SystemExit, match="unknown \\['resnet'\\]"):
+    temperature_annealing.main(['--settings=resnet', '--outdir', str(tmp_path)])
