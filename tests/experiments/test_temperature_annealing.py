@@ -138,3 +138,18 @@ def test_settings_trains_only_those_cells(tmp_path, monkeypatch):
   assert calls == ['anneal_mlp'] * len(beyond_annealing.SCHEDULES)
   with pytest.raises(SystemExit, match="unknown \\['resnet'\\]"):
     temperature_annealing.main(['--settings=resnet', '--outdir', str(tmp_path)])
+
+
+def test_no_share_of_a_gain_that_high_t_does_not_have(tmp_path, monkeypatch):
+  # T = 100 worse at detection (AUROC 0.40 < 0.60) and better at OOD generalization
+  # (rho 0.10 < 0.20) than T = 1: nothing to keep or recover, whatever the annealed runs do.
+  monkeypatch.setitem(TRUTH, 'T100', (0.40, 0.10, 0.35))
+  root = tmp_path / 'runs'
+  for cell in beyond_annealing.cells():
+    fake_run(grid.workdir(str(root), cell, 0), cell, 0)
+  loaded = temperature_annealing.main(['--render_only', '--seeds=1', '--outdir',
+                                       str(tmp_path)])
+  shares = beyond_annealing.tradeoff(loaded)['MLP']['cosine']
+  assert np.isnan(shares['auroc_gain_kept']) and np.isnan(shares['rho_loss_recovered'])
+  assert 'AUROC gain kept n/a (T = 100 has none)' in (
+      tmp_path / 'temperature_annealing.md').read_text()
