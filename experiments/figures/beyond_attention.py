@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import io
 import os
 from typing import Sequence
 
 import numpy as np
 
 from experiments import markdown_table
-from experiments.figures.render import MAX_PNG_BYTES, MissingRuns, mean_std, pyplot
+from experiments.figures.render import MissingRuns, mean_std, pyplot, save_png
 from experiments.figures.runs import Run, metric
 
 NAME = 'attention_temperature'
@@ -219,21 +218,6 @@ def draw_figure(groups: Groups, layers: Sequence[str], rows: Sequence[Row]):
       ax.axis('off')
   fig.tight_layout()
   return fig
-
-
-def save_png(fig, path: str) -> None:
-  """Writes `fig` at the largest of a few resolutions that stays under MAX_PNG_BYTES."""
-  plt = pyplot()
-  data = b''
-  for dpi in (110, 80, 60, 45):
-    buf = io.BytesIO()
-    fig.savefig(buf, format='png', dpi=dpi, bbox_inches='tight')
-    data = buf.getvalue()
-    if len(data) < MAX_PNG_BYTES:
-      break
-  plt.close(fig)
-  with open(path, 'wb') as f:
-    f.write(data)
 
 
 def describe_setup(run: Run) -> str:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
-import io
 import os
 from typing import Any, Callable, Sequence
 
@@ -156,18 +155,8 @@ def cell_text(mean: float, std: float, pct: bool = False, digits: int = 3) -> st
 def save_outputs(outdir: str, name: str, fig, caption: str, header: Sequence[str],
                  rows: Sequence[Sequence], csv_rows: Sequence[dict], seeds: int) -> None:
   """`<name>.png` (< 300 KB), `<name>.md` (caption, table, command) and `<name>.csv`."""
-  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
   os.makedirs(outdir, exist_ok=True)
-  data = b''
-  for dpi in (110, 80, 60, 45):
-    buf = io.BytesIO()
-    fig.savefig(buf, format='png', dpi=dpi, bbox_inches='tight')
-    data = buf.getvalue()
-    if len(data) < render.MAX_PNG_BYTES:
-      break
-  plt.close(fig)
-  with open(os.path.join(outdir, f'{name}.png'), 'wb') as f:
-    f.write(data)
+  render.save_png(fig, os.path.join(outdir, f'{name}.png'))
   with open(os.path.join(outdir, f'{name}.md'), 'w') as f:
     f.write(f'![{name}]({name}.png)\n\n{caption}\n\n{markdown_table(header, rows)}\n\n'
             f'Regenerate (trains only missing runs): `python -m experiments.{name} '

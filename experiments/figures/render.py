@@ -20,6 +20,22 @@ from experiments.figures.runs import Request, Run, Setting, load_run, run_dir
 MAX_PNG_BYTES = 300_000
 
 
+def save_png(fig, path: str) -> None:
+  """Writes `fig` to `path` at the largest of a few resolutions under MAX_PNG_BYTES, then
+  closes it (committed figures stay small)."""
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  data = b''
+  for dpi in (110, 80, 60, 45):
+    buf = io.BytesIO()
+    fig.savefig(buf, format='png', dpi=dpi, bbox_inches='tight')
+    data = buf.getvalue()
+    if len(data) < MAX_PNG_BYTES:
+      break
+  plt.close(fig)
+  with open(path, 'wb') as f:
+    f.write(data)
+
+
 class MissingRuns(RuntimeError):
   """A renderer found none of the runs it needs (train them first)."""
 
@@ -92,19 +108,9 @@ class Context:
 
   def save_figure(self, fig, what: str, runs_lines: Sequence[str], notes: str = '') -> str:
     """`<key>.png` (< 300 KB) and its `<key>.md` caption."""
-    import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
     key = self.entry.key
     os.makedirs(self.outdir, exist_ok=True)
-    data = b''
-    for dpi in (110, 80, 60, 45):
-      buf = io.BytesIO()
-      fig.savefig(buf, format='png', dpi=dpi, bbox_inches='tight')
-      data = buf.getvalue()
-      if len(data) < MAX_PNG_BYTES:
-        break
-    plt.close(fig)
-    with open(os.path.join(self.outdir, f'{key}.png'), 'wb') as f:
-      f.write(data)
+    save_png(fig, os.path.join(self.outdir, f'{key}.png'))
     self._caption(f'![{key}]({key}.png)\n\n{what}', runs_lines, notes)
     return os.path.join(self.outdir, f'{key}.png')
 
