@@ -175,7 +175,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     workdir_lock.LockedError: another live process trains in `workdir`.
     ValueError: `workdir` holds checkpoints of a different config (config_diff.py).
     preemption.Stopped: on SIGTERM/SIGINT (or a multi-host preemption), after saving a
-      checkpoint at the step reached.
+      checkpoint at the step reached; also when the signal arrives during the last step or
+      the final evaluation, after the run has completed.
   """
   mesh = sharding.create_mesh(devices)
   info = validation.validate_config(config, workdir, num_devices=mesh.devices.size)
@@ -185,7 +186,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     target_norm.adopt_saved_temperature(config, workdir)  # T chosen at step 0
     config_diff.check_resumable(config, workdir)
     runtime.record_run_info(workdir)
-    return _train(config, workdir, mesh, info, stop, lock)
+    state, results = _train(config, workdir, mesh, info, stop, lock)
+    if stop.requested:
+      # The signal came during the last step or the final evaluation: the run is complete
+      # and saved, but a driver training run after run in this process (sweeps, the
+      # experiment grids) must stop too rather than go on to its next run.
+      raise preemption.Stopped(int(state.step), stop.signum)
+    return state, results
 
 
 def _train(config, workdir: str, mesh, info, stop: preemption.StopRequest,

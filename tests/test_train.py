@@ -13,7 +13,7 @@ import pytest
 
 from configs import base
 from rankdeficit import checkpointing, input_pipeline, losses, models, optim, sharding, steps
-from rankdeficit import train, validation
+from rankdeficit import preemption, train, validation
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -261,3 +261,22 @@ def test_vit_fine_tuning_starts_from_the_local_pretrained_file(local_data_dir, t
   config.model.pretrained_path = str(tmp_path / 'missing.npz')
   with pytest.raises(ValueError, match='does not exist'):
     validation.validate_config(config, num_devices=1)
+
+
+def test_a_signal_during_the_final_evaluation_still_stops_the_caller(local_data_dir,
+                                                                      tmp_path, monkeypatch):
+  # A sweep driver trains run after run in one process: a SIGTERM that lands after the last
+  # step must not be swallowed when the run completes.
+  config = tiny_config(local_data_dir, num_train_steps=2, checkpoint_every_steps=10,
+                       eval_every_steps=10, metrics_every_steps=0)
+  real_evaluate = train.evaluate
+
+  def signalled_evaluate(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGTERM)
+    return real_evaluate(*args, **kwargs)
+
+  monkeypatch.setattr(train, 'evaluate', signalled_evaluate)
+  with pytest.raises(preemption.Stopped) as stopped:
+    train.train_and_evaluate(config, str(tmp_path), devices=jax.devices()[:1])
+  assert stopped.value.step == 2 and stopped.value.exit_code == 128 + signal.SIGTERM
+  assert checkpointing.Checkpointer(str(tmp_path)).latest_step == 2  # the run completed
