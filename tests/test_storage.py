@@ -68,10 +68,10 @@ def _config(num_steps: int):
   return c
 
 
-def test_workdir_path_never_mangles_uris(tmp_path):
+def test_workdir_path_never_mangles_uris(tmp_path, monkeypatch):
   assert os.fspath(storage.workdir_path('gs://b/run')) == 'gs://b/run'
   assert os.fspath(storage.workdir_path('s3://b/x/y')) == 's3://b/x/y'
-  os.chdir(tmp_path)
+  monkeypatch.chdir(tmp_path)  # restored afterwards: later tests keep the repo as cwd
   assert os.fspath(storage.workdir_path('runs/a')) == os.path.join(tmp_path, 'runs', 'a')
 
 

@@ -153,15 +153,22 @@ def test_no_recompiles_after_the_first_step(local_data_dir, tmp_path):
   assert count(12, tmp_path / 'long') == count(2, tmp_path / 'short')
 
 
-def _run_main(workdir, data_dir, steps, extra=()):
+# The CLI run of the SIGKILL test: tiny_config with the cifar augmentation, as flags.
+KILLED_RUN = {'augment': 'cifar', 'eval_batch_size': 100, 'checkpoint_every_steps': 2,
+              'log_every_steps': 2}
+
+
+def _run_main(workdir, data_dir, steps):
+  config = tiny_config(data_dir, num_train_steps=steps, **KILLED_RUN)
+  flags = [f'--config.{k}={v}' for k, v in config.items()
+           if k in ('dataset', 'ood_dataset', 'data_dir', 'augment', 'train_subset',
+                    'batch_size', 'eval_batch_size', 'metrics_batch_size', 'learning_rate',
+                    'momentum', 'weight_decay', 'lr_milestones', 'num_train_steps',
+                    'log_every_steps', 'eval_every_steps', 'checkpoint_every_steps',
+                    'metrics_every_steps')]
+  flags += [f'--config.model.{k}={config.model[k]}' for k in ('name', 'width', 'depth', 'init')]
   cmd = [sys.executable, '-m', 'rankdeficit.main', f'--config={REPO}/configs/base.py',
-         f'--workdir={workdir}', '--config.dataset=cifar10_jpeg', f'--config.data_dir={data_dir}',
-         '--config.model.name=mlp', '--config.model.width=64', '--config.model.depth=3',
-         '--config.augment=cifar', '--config.train_subset=512', '--config.batch_size=64',
-         '--config.eval_batch_size=100', '--config.metrics_batch_size=64',
-         '--config.lr_milestones=()', f'--config.num_train_steps={steps}',
-         '--config.checkpoint_every_steps=2', '--config.eval_every_steps=1000',
-         '--config.log_every_steps=2', '--config.metrics_every_steps=0', *extra]
+         f'--workdir={workdir}', *flags]
   env = {**os.environ, 'XLA_FLAGS': '--xla_force_host_platform_device_count=1'}
   return cmd, env
 
@@ -183,8 +190,9 @@ def test_resume_after_sigkill_is_bitwise_identical(local_data_dir, tmp_path):
   killed_at = max(int(p.name) for p in ckpt_dir.glob('*') if p.name.isdigit())
   assert killed_at < num_steps, 'the run finished before it could be killed'
   subprocess.run(cmd, env=env, cwd=REPO, check=True, capture_output=True)
-  cmd, env = _run_main(tmp_path / 'straight', local_data_dir, num_steps)
-  subprocess.run(cmd, env=env, cwd=REPO, check=True, capture_output=True)
+  # The uninterrupted reference trains in this process: the same config on one device.
+  train.train_and_evaluate(tiny_config(local_data_dir, num_train_steps=num_steps, **KILLED_RUN),
+                           str(tmp_path / 'straight'), devices=jax.devices()[:1])
   _, _, resumed, step_a = checkpointing.load_run(str(tmp_path / 'killed'))
   _, _, straight, step_b = checkpointing.load_run(str(tmp_path / 'straight'))
   assert step_a == step_b == num_steps
