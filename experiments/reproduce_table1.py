@@ -365,6 +365,16 @@ def _points(spec, seeds, only, temperatures):
         yield exp, temperature, seed
 
 
+def merge_records(recorded: dict, made: dict, spec) -> list[dict]:
+  """Every record of the preset's experiments: those already in runs.jsonl, updated by this
+  call's `made` ones, in point order (seed, experiment, T). A call restricted by --only,
+  --temperatures or --seeds must not drop the other points from runs.jsonl or the table."""
+  order = {exp.name: i for i, exp in enumerate(spec['experiments'])}
+  merged = {key: rec for key, rec in recorded.items() if key[0] in order}
+  merged.update(made)
+  return [merged[key] for key in sorted(merged, key=lambda k: (k[2], order[k[0]], k[1]))]
+
+
 def write_runs(records: list[dict], outdir: str) -> None:
   with open(os.path.join(outdir, 'runs.jsonl'), 'w') as f:
     for rec in records:
@@ -377,6 +387,9 @@ def reproduce(preset: str, *, seeds: int | None = None, outdir: str | None = Non
               analysis_overrides: dict | None = None, stage: str = 'all') -> list[dict]:
   """Runs a preset end to end; returns the aggregated rows (also written to outdir).
 
+  The tables aggregate every point of the preset recorded in `runs.jsonl`, not only those
+  this call selects (`only`, `temperatures`, `seeds`).
+
   Finished runs are not retrained and analysed runs are not re-analysed (unless `force`),
   so calling it again continues an interrupted preset; points already in `runs.jsonl`
   (committed by an earlier session, whose run directories are gone) are reused as they are. `stage` = 'train' | 'analyze' |
@@ -386,16 +399,19 @@ def reproduce(preset: str, *, seeds: int | None = None, outdir: str | None = Non
   seeds = int(seeds or spec['seeds'])
   outdir = outdir or os.path.join('experiments', 'results', f'table1_{preset}')
   os.makedirs(outdir, exist_ok=True)
-  records, recorded = [], read_runs(outdir)
+  made, recorded = {}, read_runs(outdir)
+  records = merge_records(recorded, made, spec)
   for exp, temperature, seed in _points(spec, seeds, only, temperatures):
     logging.info('=== %s T=%g seed=%d ===', exp.name, temperature, seed)
-    rec = recorded.get((exp.name, float(temperature), int(seed)))
+    key = (exp.name, float(temperature), int(seed))
+    rec = recorded.get(key)
     if rec is None or force:
       rec = run_one(exp, temperature, seed, outdir=outdir, data_dir=data_dir, force=force,
                     analysis_overrides=analysis_overrides, stage=stage)
     if rec is None:
       continue
-    records.append(rec)
+    made[key] = rec
+    records = merge_records(recorded, made, spec)
     if not distributed.is_main_process():
       continue  # process 0 writes the tables
     write_runs(records, outdir)

@@ -186,6 +186,24 @@ def test_reproduce_reuses_points_recorded_in_runs_jsonl(tmp_path):
   assert len((tmp_path / 'runs.jsonl').read_text().splitlines()) == 2
 
 
+def test_reproduce_with_a_subset_keeps_every_recorded_point(tmp_path):
+  # --seeds=1 (or --only / --temperatures) must not drop other recorded points from
+  # runs.jsonl or the table; a point of an experiment the preset no longer has is dropped.
+  from experiments import reproduce_table1 as rt  # pylint: disable=import-outside-toplevel
+  lines = [json.dumps({'experiment': exp, 'temperature': t, 'seed': seed, 'label': 'MLP',
+                       'paper': 'CIFAR-10 / MLP', 'kappa': 0.5, 'rho': 0.1 * (seed + 1)})
+           for exp, t, seed in (('mlp_c10', 1.0, 1), ('retired', 1.0, 0), ('mlp_c10', 1.0, 0),
+                                ('mlp_c10', 100.0, 0))]
+  (tmp_path / 'runs.jsonl').write_text('\n'.join(lines) + '\n')
+  rows = rt.reproduce('smoke', seeds=1, outdir=str(tmp_path),
+                      data_dir=str(tmp_path / 'no_data'))
+  kept = [json.loads(line) for line in (tmp_path / 'runs.jsonl').read_text().splitlines()]
+  assert [(r['experiment'], r['temperature'], r['seed']) for r in kept] == [
+      ('mlp_c10', 1.0, 0), ('mlp_c10', 100.0, 0), ('mlp_c10', 1.0, 1)]
+  assert [(r['temperature'], r['seeds']) for r in rows] == [(1.0, 2), (100.0, 1)]
+  assert rows[0]['rho_mean'] == pytest.approx(0.15)
+
+
 @pytest.mark.parametrize('schedule,expected', [('constant', 100.0), ('cosine', 1.0),
                                                ('step', 1.0), ('linear', 1.0)])
 def test_an_annealed_run_is_analysed_at_its_final_temperature(schedule, expected):
