@@ -121,6 +121,27 @@ def test_eval_process_shards_disjoint_and_cover(local_data_dir):
   np.testing.assert_array_equal(labels, [int(src[i]['label']) for i in idx])
 
 
+def test_small_eval_subset_is_read_without_decoding_the_split(local_data_dir, monkeypatch):
+  # An analysis of 100 of 2,000 train images must not decode all 2,000 into memory first,
+  # and must see exactly the records the in-memory path serves.
+  from rankdeficit.data import memory  # pylint: disable=import-outside-toplevel
+  monkeypatch.setattr(memory, '_CACHE', {})
+  config = _config(local_data_dir)
+  def subset():
+    return list(ip.create_eval_iterator(config, 'cifar10_jpeg', 'train', batch_size=32,
+                                        num_examples=100, shuffle_seed=0))
+  lazy = subset()
+  assert not datasets.is_decoded_in_memory('cifar10_jpeg', 'train', local_data_dir)
+  list(ip.create_eval_iterator(config, 'cifar10_jpeg', 'train', batch_size=500,
+                               num_examples=1000))  # a large subset decodes the split
+  assert datasets.is_decoded_in_memory('cifar10_jpeg', 'train', local_data_dir)
+  held = subset()
+  assert len(lazy) == len(held) == 4
+  for a, b in zip(lazy, held):
+    for key in ('image', 'label', 'mask'):
+      np.testing.assert_array_equal(a[key], b[key])
+
+
 def test_train_process_shards_disjoint_and_cover(local_data_dir):
   config = _config(local_data_dir, train_subset=90, augment='none', batch_size=30)
   src = datasets.open_source('cifar10_jpeg', 'train', local_data_dir)

@@ -98,6 +98,11 @@ def resolve_data_dir(data_dir: str | None) -> str:
                             or '~/tensorflow_datasets')
 
 
+def is_decoded_in_memory(name: str, split: str, data_dir: str | None) -> bool:
+  """Whether `open_source(..., in_memory=True)` would return an already decoded split."""
+  return memory.is_decoded(name, split, resolve_data_dir(data_dir))
+
+
 def fix_command(name: str, data_dir: str | None) -> str:
   spec, d = get_spec(name), resolve_data_dir(data_dir)
   if spec.kind == 'offline':

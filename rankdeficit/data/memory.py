@@ -70,6 +70,11 @@ def decode_all(source, description: str) -> InMemorySource:
 _CACHE: dict[tuple[str, str, str], InMemorySource] = {}
 
 
+def is_decoded(name: str, split: str, data_dir: str) -> bool:
+  """Whether `name`/`split` of (resolved) `data_dir` is already held by this process."""
+  return (name, split, data_dir) in _CACHE
+
+
 def in_memory_source(name: str, split: str, data_dir: str,
                      open_fn: Callable[[], Any]) -> InMemorySource:
   """The decoded `open_fn()` source, decoded on first use per (name, split, data_dir)."""
