@@ -17,13 +17,15 @@ import os
 import platform
 import subprocess
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from absl import logging
 import jax
-from clu import periodic_actions
 
 from rankdeficit import distributed, storage
+
+if TYPE_CHECKING:  # CLU imports TensorFlow: only where a hook is made
+  from clu import periodic_actions
 
 RUN_INFO_FILE = 'run_info.json'
 PACKAGES = ('rankdeficit', 'jax', 'jaxlib', 'flax', 'optax', 'orbax-checkpoint', 'grain',
@@ -45,6 +47,7 @@ def profile_hook(config, workdir: str) -> periodic_actions.Profile | None:
   """A CLU profiler hook (process 0, `config.profile`), or None."""
   if not config.get('profile', False) or not distributed.is_main_process():
     return None
+  from clu import periodic_actions  # pylint: disable=import-outside-toplevel,redefined-outer-name
   return periodic_actions.Profile(
       logdir=os.fspath(storage.workdir_path(workdir)),
       num_profile_steps=int(config.get('profile_num_steps', 5)),

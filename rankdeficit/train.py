@@ -16,7 +16,6 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
-from clu import metric_writers, periodic_actions
 
 from rankdeficit import checkpointing, input_pipeline, losses, models, optim, sharding
 from rankdeficit import monitor, preemption, steps
@@ -237,6 +236,9 @@ def _train(config, workdir: str, mesh, info, stop: preemption.StopRequest,
       [m * steps_per_epoch for m in config.temperature_milestones])
   checkpointing.save_config(config, workdir)
 
+  # CLU's writers import TensorFlow (~6-12 CPU-s); imported here, not at module level, so
+  # that a CLI refusing bad input answers before paying for it.
+  from clu import metric_writers, periodic_actions  # pylint: disable=import-outside-toplevel
   writer = metric_writers.create_default_writer(
       workdir, just_logging=jax.process_index() > 0)
   if start_step == 0:
