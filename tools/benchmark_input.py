@@ -15,8 +15,8 @@ training transform on real JPEGs: without --jpeg_dir it writes `--jpeg_count` JP
 Gaussian noise of std `--jpeg_noise` grey levels so that the files carry photo-like
 entropy, encoded by Pillow at quality 90) into a temporary tfds array_record dataset, through
 the project's import path (rankdeficit/data/local_import.py). It then reads every record in
-one thread, timing CPU seconds (`time.process_time`, far less sensitive to other processes
-than wall time), transforming and stacking batches of 32 as grain does, in ONE run for
+one thread, timing CPU seconds (`time.process_time`, less sensitive to other processes than
+wall time), transforming and stacking batches of 32 as grain does, in ONE run for
   old:     tfds decodes the JPEG, float32 TrainTransform (what the issue's 170/s measured:
            full decode, crop + resize, float32 colour jitter, normalisation on the host);
   encoded: tfds SkipDecoding, float32 TrainTransform: JPEG draft decode, crop + resize in
@@ -32,32 +32,50 @@ the trainer. (`grain.experimental.pick_performance_config` sizes workers from el
 and a RAM budget for IterDataset pipelines, not from CPU cost, and the project uses
 grain.DataLoader; a measured per-core rate is the rule that follows the CPU cost.)
 
-PROVISIONAL figures, measured UNDER HEAVY LOAD (load average 9.5-10 on the 2-core EPYC, a
-training job and other helpers running; CPU time is less load-sensitive than wall time, but
-shared caches and SMT siblings still inflate it ~2x: the previous helper measured the old
-path at 3.12 ms under load 7.6-11). The integrator reruns idle. 224x224 crops, augment=
-imagenet, best of --repeats:
-  | JPEGs (mean size)   | old ms (img/s) | encoded ms (img/s) | new ms (img/s) | new/old | new/170 |
-  | 400x350 q90 (64 KB) | 5.84 (171)     | 4.54 (220)         | 3.02 (332)     | 1.94x   | 1.95x   |
-  | 800x700 q90 (245 KB)| 14.31 (70)     | 10.41 (96)         | 8.01 (125)     | 1.79x   | 0.73x   |
-(400x350 run: 200 JPEGs, 3 repeats; 800x700: 100 JPEGs, 2 repeats.) The moved part,
-normalise + jitter jitted by XLA on this loaded CPU: 0.69-0.92 ms/image (on a TPU/GPU a few
-elementwise ops on a 150 KB image inside the step). Host -> device: 602 KB float32 -> 150.5 KB
-uint8 per 224x224 image, 4x less (12,000 images/s: 7.2 -> 1.8 GB/s per host).
-What remains on the host is JPEG decode + antialiased crop-resize, both in C (libjpeg-turbo,
-Pillow): at 400x350 a 224 crop never allows a DCT reduction (it needs a >= 448-pixel box), and
-Pillow cannot decode part of a JPEG (decoding only the rows a crop needs raises "broken data
-stream"; libjpeg-turbo's jpeg_skip_scanlines/jpeg_crop_scanline would, through PyTurboJPEG,
-which needs the system libturbojpeg, absent here). So, per core, the uint8 path is ~2x the old
-path under this load, not 3x. Against the issue's 170/s the 3x holds iff the old path runs
-at >= 3 / 1.94 x 170 = 263/s idle: the previous helper's 3.12 ms (320/s) would give
-1.94 x 320 = ~620/s = 3.65x; this loaded run gives 1.95x. The idle rerun decides.
+Figures, measured IDLE (load average 1.23 before the run, only the benchmark running; 2-core
+Intel Xeon with AMX, Pillow 13.0 with its libjpeg-turbo), default settings (300 JPEGs of
+400x350 at quality 90, mean 64 KB; 224x224 crops, augment=imagenet), median of 3 repeats
+with the paths interleaved:
+  | path                                 | ms/image | images per CPU-second |
+  | old (tfds decode, float32 transform) | 5.48 | 183 |
+  | encoded, float32 transform           | 4.26 | 235 |
+  | new (encoded, uint8 + device jitter) | 2.61 | 383 |
+  new / old = 2.10x in the same run; new / the issue's 170/s = 2.25x (the 3x target
+  is NOT met). The per-core rate of this VM varies between runs more than load explains:
+  the same new path measured 415-516 images/s in runs at load 2-6 (2.4-3.0x).
+The moved part, normalise + jitter jitted by XLA on this CPU: 0.315 ms/image (on a TPU/GPU a
+few elementwise ops on a 150 KB image inside the step). Host -> device: 602 KB float32 ->
+150.5 KB uint8 per 224x224 image, 4x less (12,000 images/s: 7.2 -> 1.8 GB/s per host).
+
+Where the new path's 2-2.6 ms go (cProfile and single-component timings, same JPEGs): JPEG
+decode ~0.9-1.0 ms (libjpeg-turbo, the whole image), antialiased crop-resize ~0.4-0.5 ms
+(Pillow, C), the tfds record read + parse 0.1-0.3 ms (array_record + tf.Example parsing;
+more when caches are cold between records), crop-box sampling, jitter draws, flip and batch
+stacking ~0.2 ms. At 400x350 a 224 crop never allows a DCT reduction (`draft` needs a >=
+448-pixel box), so the decode of the whole image is the floor. Tried, side by side with the
+current path on the same records, and not adopted:
+  - simplejpeg (libjpeg-turbo, numpy out; bit-identical decode): no end-to-end gain (1.89 vs
+    1.84 ms); with fastdct + fastupsample: 1.86 ms, and pixels differ by up to 14 levels;
+  - TensorFlow's region decode (`tf.io.decode_and_crop_jpeg`): it does skip work (a 100x100
+    top-left region 0.37 ms vs 0.99 ms for the whole image) but eager dispatch costs ~0.07 ms
+    a call and its decoder's pixels differ from Pillow's by up to 14 levels: 356-404 vs
+    469-483 images/s for the current path;
+  - libjpeg-turbo 3's own region decode (tj3SetCroppingRegion, through ctypes on the
+    libturbojpeg bundled by the `turbojpeg` wheel): +6-12% (515-536 vs 466-509 images/s),
+    pixels again differ (up to 15 levels: a different libjpeg-turbo build and upsampling);
+    not worth a hand-written C binding to a 0.0.2 wheel;
+  - OpenCV (imdecode + INTER_AREA/INTER_LINEAR resize): the crop path 1.45 vs 1.88 ms, but
+    INTER_AREA is a box filter, not the antialiased bilinear of torchvision/Pillow (changed
+    augmentation semantics), and a 61 MB dependency;
+  - Pillow micro-cuts (formats=, numpy flip instead of PIL transpose): within noise.
+So on these JPEGs the new path is at 2.25x (idle) to 3.0x the issue's rate, bounded by one full
+libjpeg-turbo decode plus one Pillow resize per image; a further step needs region decoding
+built into the decoder the pipeline already uses.
 TPU v4-8 host (assumed: 4 chips at ~3,000 ResNet-50 images/s each in bf16 = 12,000 images/s;
 240 vCPUs = 120 cores): num_workers = ceil(12,000 / per-core rate) + 1 trainer core:
-  old path   171/s (under load): ceil(12,000 / 171) = 71 workers, 72 of 120 cores;
-  new path   332/s (under load): ceil(12,000 / 332) = 37 workers, 38 of 120 cores;
-  i.e. at the new rate 120 cores sustain 119 x 332 = ~39,500 images/s, 3.3x what 4 chips eat;
-  with 800x700 JPEGs (125/s): ceil(12,000 / 125) = 97 workers (old: 172, more than the host).
+  old path   183/s: ceil(12,000 / 183) = 66 workers;
+  new path   383/s: ceil(12,000 / 383) = 32 workers, i.e. 120 cores sustain
+  119 x 383 = 45,577 images/s, 3.8x what 4 chips eat.
 """
 import argparse
 import io
