@@ -55,7 +55,8 @@ def fake_gcs(monkeypatch, tmp_path):
                       lambda path: False)
   monkeypatch.setattr(storage, 'gcs_client_installed', lambda: True)
   # CLU's TensorBoard writer uses TensorFlow's own GCS client: log to absl instead.
-  monkeypatch.setattr(train.metric_writers, 'create_default_writer',
+  # (train imports clu's writers when it makes one: patched in clu itself.)
+  monkeypatch.setattr(metric_writers, 'create_default_writer',
                       lambda *a, **k: metric_writers.LoggingWriter())
   yield
 
