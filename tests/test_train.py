@@ -40,7 +40,7 @@ def _params(state):
   return jax.tree.map(np.asarray, jax.device_get(state.params))
 
 
-def test_short_run_on_real_cifar10_reduces_the_loss(local_data_dir, tmp_path):
+def test_short_run_on_real_cifar10_reduces_the_loss(local_data_dir, tmp_path, monkeypatch):
   config = tiny_config(local_data_dir, num_train_steps=48, log_every_steps=8,
                        metrics_every_steps=24)
   losses, monitored = [], {}
@@ -61,11 +61,10 @@ def test_short_run_on_real_cifar10_reduces_the_loss(local_data_dir, tmp_path):
     def __getattr__(self, name):
       return getattr(self._writer, name)
 
-  metric_writers.create_default_writer = lambda *a, **k: Recorder(orig(*a, **k))
-  try:  # train imports clu's writers when it makes one: patch them in clu itself
-    _, results = train.train_and_evaluate(config, str(tmp_path), devices=jax.devices()[:1])
-  finally:
-    metric_writers.create_default_writer = orig
+  # train imports clu's writers when it makes one: patch them in clu itself.
+  monkeypatch.setattr(metric_writers, 'create_default_writer',
+                      lambda *a, **k: Recorder(orig(*a, **k)))
+  _, results = train.train_and_evaluate(config, str(tmp_path), devices=jax.devices()[:1])
   assert len(losses) == 6
   assert losses[-1] < 0.9 * losses[0], losses
   assert results['eval/num_examples'] == 500  # the whole test subset, exactly once

@@ -214,10 +214,11 @@ def imagenet_transform_rates(args) -> None:
   paths = (('old: tfds decode, float32 TrainTransform', None, float_transform),
            ('encoded, float32 TrainTransform', 'skip', float_transform),
            ('new: encoded, uint8 TrainTransform', 'skip', uint8_transform))
-  sources = [tfds.data_source(args.jpeg_dataset, split='train', data_dir=data_dir,
-                               download=False,
-                               decoders={'image': tfds.decode.SkipDecoding()} if decode else None)
-             for _, decode, _ in paths]
+  by_decode = {decode: tfds.data_source(
+      args.jpeg_dataset, split='train', data_dir=data_dir, download=False,
+      decoders={'image': tfds.decode.SkipDecoding()} if decode else None)
+               for decode in {decode for _, decode, _ in paths}}
+  sources = [by_decode[decode] for _, decode, _ in paths]
   # Paths interleaved within each repeat, so that load drift hits them alike; medians.
   samples = [[] for _ in paths]
   for _ in range(args.repeats):
