@@ -24,6 +24,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.image_size = 32  # network input resolution (images are resized when it differs)
   c.num_workers = 0  # grain worker processes per host (0 = in-process)
   c.in_memory = True  # decode fixed-size datasets (all but ImageNet) once into host memory
+  c.device_resize_canvas = 0  # imagenet/vit: N > 0 ships crop windows (NxN) for the step to resize
   c.batch_size = 128  # global batch, split over all devices of all hosts
   c.eval_batch_size = 500  # global; the last batch is padded and masked
 

@@ -24,6 +24,7 @@ BOOKKEEPING_FIELDS = frozenset({
     'metrics_every_steps', 'metrics_batch_size', 'metrics_input_ranks', 'max_feature_dims',
     'eval_batch_size', 'data_dir', 'distributed', 'ood_dataset', 'ood_detection_dataset',
     'download', 'in_memory', 'compilation_cache_dir', 'profile',
+    'device_resize_canvas',  # host or device resize: pixels differ by < 1 grey level
 })
 EXTENDABLE_FIELDS = frozenset({'num_train_steps', 'num_epochs'})
 

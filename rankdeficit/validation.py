@@ -129,6 +129,9 @@ def _check_numbers(config: ml_collections.ConfigDict) -> None:
   for field in ('metrics_every_steps', 'train_subset', 'num_workers'):
     _require(config[field] >= 0, field, config[field], 'an integer >= 0 (0 = off/all)')
   _require(config.image_size >= 1, 'image_size', config.image_size, 'an integer >= 1')
+  _require(config.device_resize_canvas == 0 or
+           config.device_resize_canvas >= config.image_size, 'device_resize_canvas',
+           config.device_resize_canvas, '0 (resize on the host) or >= image_size')
   _require(config.max_feature_dims >= 1, 'max_feature_dims', config.max_feature_dims,
            'an integer >= 1')
   for field in ('width', 'depth'):

@@ -202,6 +202,7 @@ def test_default_workdir_separates_runs_that_differ_in_weights():
     ({'log_every_steps': 0}, 'log_every_steps'),
     ({'model.width': 0}, 'model.width'),
     ({'image_size': 0}, 'image_size'),
+    ({'device_resize_canvas': 8}, 'device_resize_canvas'),
     ({'train_subset': -1}, 'train_subset'),
     ({'batch_size': 2048}, 'batch_size'),
     ({'num_train_steps': 0}, 'num_train_steps'),

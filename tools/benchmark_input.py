@@ -20,46 +20,55 @@ wall time), transforming and stacking batches of 32 as grain does, in ONE run fo
   old:     tfds decodes the JPEG, float32 TrainTransform (what the issue's 170/s measured:
            full decode, crop + resize, float32 colour jitter, normalisation on the host);
   encoded: tfds SkipDecoding, float32 TrainTransform: JPEG draft decode, crop + resize in
-           one Pillow call, uint8 colour jitter, host normalisation (the previous step);
-  new:     tfds SkipDecoding, TrainTransform(device_normalize=True), as input_pipeline now
-           runs augment=imagenet/vit: uint8 crop + flip and the jitter's random draws; the
-           jitter and normalisation run in the train step (data/device_preprocess.py);
-and prints images per CPU-second (= per fully used core), the ratio new / old and new / the
-issue's 170/s, what the moved part costs when jitted on this CPU (a CPU-only run pays it in
-the step; an accelerator hides it), the host -> device bytes per image, and the grain
-workers needed for `--target_rate` images/s: ceil(target / per-core rate), plus one core for
-the trainer. (`grain.experimental.pick_performance_config` sizes workers from element sizes
-and a RAM budget for IterDataset pipelines, not from CPU cost, and the project uses
-grain.DataLoader; a measured per-core rate is the rule that follows the CPU cost.)
+           one Pillow call, uint8 colour jitter, host normalisation;
+  uint8:   tfds SkipDecoding, TrainTransform(device_normalize=True), what input_pipeline
+           runs for augment=imagenet/vit by default: uint8 crop + flip and the jitter's
+           random draws; the jitter and normalisation run in the train step
+           (data/device_preprocess.py);
+  windows: as uint8 with device_resize_canvas = 2 x image_size (config.device_resize_canvas,
+           opt-in): the decoded window around each crop box in a zero canvas; the step also
+           resizes (Pillow's coefficients, < 1 grey level from the host's resize) and flips;
+and prints images per CPU-second (= per fully used core), the ratios against the old path
+and the issue's 170/s, what the moved part costs when jitted on this CPU (a CPU-only run
+pays it in the step; an accelerator hides it), how many windows did not fit the canvas,
+the host -> device bytes per image, and the grain workers needed for `--target_rate`
+images/s: ceil(target / per-core rate), plus one core for the trainer.
+(`grain.experimental.pick_performance_config` sizes workers from element sizes and a RAM
+budget for IterDataset pipelines, not from CPU cost, and the project uses grain.DataLoader;
+a measured per-core rate is the rule that follows the CPU cost.)
 
-Figures, measured IDLE (load average 1.23 before the run, only the benchmark running; 2-core
-Intel Xeon with AMX, Pillow 13.0 with its libjpeg-turbo), default settings (300 JPEGs of
-400x350 at quality 90, mean 64 KB; 224x224 crops, augment=imagenet), median of 3 repeats
-with the paths interleaved:
-  | path                                 | ms/image | images per CPU-second |
-  | old (tfds decode, float32 transform) | 5.48 | 183 |
-  | encoded, float32 transform           | 4.26 | 235 |
-  | new (encoded, uint8 + device jitter) | 2.61 | 383 |
-  new / old = 2.10x in the same run; new / the issue's 170/s = 2.25x (the 3x target
-  is NOT met). The per-core rate of this VM varies between runs more than load explains:
-  the same new path measured 415-516 images/s in runs at load 2-6 (2.4-3.0x).
-The moved part, normalise + jitter jitted by XLA on this CPU: 0.315 ms/image (on a TPU/GPU a
-few elementwise ops on a 150 KB image inside the step). Host -> device: 602 KB float32 ->
-150.5 KB uint8 per 224x224 image, 4x less (12,000 images/s: 7.2 -> 1.8 GB/s per host).
+Figures (2026-11-29), the experiment job SIGSTOPped for the run so the 2 cores were idle
+(the 1-minute load average still read 2.4 from before), Pillow 13.0 with its libjpeg-turbo,
+default settings (300 JPEGs of 400x350 at quality 90, mean 64 KB; 224x224 crops,
+augment=imagenet), medians of 3 repeats with the paths interleaved:
+  | path                                 | ms/image | images per CPU-second | vs old |
+  | old (tfds decode, float32 transform) | 4.09 | 245 | 1.00x |
+  | encoded, float32 transform           | 3.34 | 299 | 1.22x |
+  | uint8 (encoded, uint8 + device jitter) | 2.05 | 487 | 1.99x |
+  | windows (448x448, device resize too) | 1.76 | 568 | 2.32x |
+  windows / the issue's 170/s = 3.34x, uint8 / 170/s = 2.87x. The same old path measured
+  183/s in an idle run of 2026-11-28 (uint8 then 383/s = 2.10x it): this VM's per-core speed
+  moves between sessions by more than load explains, so the ratio within one run (2.32x)
+  is the robust figure, and the 170/s baseline was taken on a slower day.
+Step-side cost on this CPU (XLA, jitted): jitter + normalise 0.375 ms/image; resize + flip +
+jitter + normalise of 448-canvases 7.0 ms/image (two f32 matrix products per image, 0.40
+GFLOP), which is why windows are off by default and never worth it on a CPU backend.
+Host -> device: 602 KB float32, 150.5 KB uint8 crop, 602 KB window per 224x224 image.
 
-Where the new path's 2-2.6 ms go (cProfile and single-component timings, same JPEGs): JPEG
-decode ~0.9-1.0 ms (libjpeg-turbo, the whole image), antialiased crop-resize ~0.4-0.5 ms
-(Pillow, C), the tfds record read + parse 0.1-0.3 ms (array_record + tf.Example parsing;
-more when caches are cold between records), crop-box sampling, jitter draws, flip and batch
-stacking ~0.2 ms. At 400x350 a 224 crop never allows a DCT reduction (`draft` needs a >=
-448-pixel box), so the decode of the whole image is the floor. Tried, side by side with the
-current path on the same records, and not adopted:
+Where the windows path's ~1.5-1.8 ms go (cProfile and single-component timings, same JPEGs):
+JPEG decode 1.0 ms (libjpeg-turbo, the whole image; 65% of the profile), the window's copy
+out of Pillow (crop + np.asarray) 0.2-0.3 ms, the tfds record read + parse 0.08 ms, the JPEG
+header 0.03 ms, crop-box sampling, flip and jitter draws and batch stacking ~0.15 ms. The
+uint8 path spends ~0.55 ms more on Pillow's resize. At 400x350 a 224 crop never allows a DCT
+reduction (`draft` needs a >= 448-pixel box), so one full decode is the floor: 3x the
+same-run old path (1.36 ms/image) would leave 0.36 ms for everything but the decode. Tried,
+side by side with the uint8 path on the same records, and not adopted:
   - simplejpeg (libjpeg-turbo, numpy out; bit-identical decode): no end-to-end gain (1.89 vs
     1.84 ms); with fastdct + fastupsample: 1.86 ms, and pixels differ by up to 14 levels;
   - TensorFlow's region decode (`tf.io.decode_and_crop_jpeg`): it does skip work (a 100x100
     top-left region 0.37 ms vs 0.99 ms for the whole image) but eager dispatch costs ~0.07 ms
     a call and its decoder's pixels differ from Pillow's by up to 14 levels: 356-404 vs
-    469-483 images/s for the current path;
+    469-483 images/s for the uint8 path;
   - libjpeg-turbo 3's own region decode (tj3SetCroppingRegion, through ctypes on the
     libturbojpeg bundled by the `turbojpeg` wheel): +6-12% (515-536 vs 466-509 images/s),
     pixels again differ (up to 15 levels: a different libjpeg-turbo build and upsampling);
@@ -67,15 +76,14 @@ current path on the same records, and not adopted:
   - OpenCV (imdecode + INTER_AREA/INTER_LINEAR resize): the crop path 1.45 vs 1.88 ms, but
     INTER_AREA is a box filter, not the antialiased bilinear of torchvision/Pillow (changed
     augmentation semantics), and a 61 MB dependency;
+  - shipping Pillow's 4-byte RGBX rows (a memcpy, 0.09 vs 0.15 ms for packed RGB): numpy's
+    strided drop of the 4th channel then costs 0.5 ms, and shipping 4 channels adds 33%;
   - Pillow micro-cuts (formats=, numpy flip instead of PIL transpose): within noise.
-So on these JPEGs the new path is at 2.25x (idle) to 3.0x the issue's rate, bounded by one full
-libjpeg-turbo decode plus one Pillow resize per image; a further step needs region decoding
-built into the decoder the pipeline already uses.
 TPU v4-8 host (assumed: 4 chips at ~3,000 ResNet-50 images/s each in bf16 = 12,000 images/s;
 240 vCPUs = 120 cores): num_workers = ceil(12,000 / per-core rate) + 1 trainer core:
-  old path   183/s: ceil(12,000 / 183) = 66 workers;
-  new path   383/s: ceil(12,000 / 383) = 32 workers, i.e. 120 cores sustain
-  119 x 383 = 45,577 images/s, 3.8x what 4 chips eat.
+  old path     245/s: 49 workers;
+  uint8 path   487/s: 25 workers, i.e. 120 cores sustain 119 x 487 = 58,000 images/s;
+  windows      568/s: 22 workers (67,600 images/s), for 4x the PCIe bytes (7.2 GB/s).
 """
 import argparse
 import io
@@ -173,7 +181,7 @@ def per_core_rate(source, transform, count: int) -> float:
 
 
 def device_part_rate(transform, prep, source, count: int) -> float:
-  """Images per CPU-second of the step's jitted normalise (+ jitter) run on this CPU.
+  """Images per CPU-second of the step's jitted part of the transform run on this CPU.
 
   On an accelerator this runs inside the train step; it is timed here only to show what
   moved (and what it would cost a CPU-only run, where "device" = this host)."""
@@ -185,7 +193,7 @@ def device_part_rate(transform, prep, source, count: int) -> float:
   outs = [transform.random_map(source[i % len(source)], np.random.default_rng(i))
           for i in range(BATCH)]
   batch = jax.device_put({k: np.stack([o[k] for o in outs]) for k in outs[0]})
-  fn = jax.jit(device_preprocess.DeviceNormalize(prep.mean, prep.std))
+  fn = jax.jit(device_preprocess.DeviceNormalize(prep.mean, prep.std, prep.image_size))
   fn(batch).block_until_ready()
   repeats = max(1, count // BATCH)
   start = time.process_time()
@@ -197,6 +205,7 @@ def device_part_rate(transform, prep, source, count: int) -> float:
 def imagenet_transform_rates(args) -> None:
   """Prints per-core rates of the old (decoded, float32) and new (encoded, uint8) paths."""
   # pylint: disable=import-outside-toplevel
+  import numpy as np
   import tensorflow_datasets as tfds
 
   from rankdeficit.data import augment, datasets
@@ -209,11 +218,15 @@ def imagenet_transform_rates(args) -> None:
   print(f'load average (1 min): {os.getloadavg()[0]:.2f}; JPEGs {args.jpeg_size}, '
         f'mean {mean_bytes or 0:,.0f} bytes, in {data_dir}', flush=True)
   prep = augment.Preprocess(args.image_size, *datasets.IMAGENET_STATS, variable_size=True)
+  canvas = 2 * args.image_size
   float_transform = augment.TrainTransform(args.augment, prep)
   uint8_transform = augment.TrainTransform(args.augment, prep, device_normalize=True)
+  window_transform = augment.TrainTransform(args.augment, prep, device_normalize=True,
+                                            device_resize_canvas=canvas)
   paths = (('old: tfds decode, float32 TrainTransform', None, float_transform),
            ('encoded, float32 TrainTransform', 'skip', float_transform),
-           ('new: encoded, uint8 TrainTransform', 'skip', uint8_transform))
+           ('uint8: encoded, uint8 crops (CPU default)', 'skip', uint8_transform),
+           (f'windows: {canvas}x{canvas} crop windows', 'skip', window_transform))
   by_decode = {decode: tfds.data_source(
       args.jpeg_dataset, split='train', data_dir=data_dir, download=False,
       decoders={'image': tfds.decode.SkipDecoding()} if decode else None)
@@ -228,19 +241,29 @@ def imagenet_transform_rates(args) -> None:
   for (name, _, _), rate, rates_of_path in zip(paths, rates, samples):
     print(f'  {name:42s} {rate:7,.0f} images per CPU-second ({1e3 / rate:.2f} ms/image; '
           f'median of {", ".join(f"{r:,.0f}" for r in rates_of_path)})', flush=True)
-  source = sources[-1]
-  old, new = rates[0], rates[-1]
-  device = device_part_rate(uint8_transform, prep, source, args.jpeg_count)
-  print(f'  (moved into the step: normalise{" + colour jitter" * (args.augment == "imagenet")}'
-        f' jitted on this CPU: {1e3 / device:.3f} ms/image)')
-  print(f'  per core: new / old = {new / old:.2f}x; new / issue baseline '
-        f'({ISSUE_BASELINE_RATE:.0f}/s) = {new / ISSUE_BASELINE_RATE:.2f}x')
+  old, uint8, new = rates[0], rates[2], rates[3]
+  for name, transform in (('uint8', uint8_transform), ('windows', window_transform)):
+    device = device_part_rate(transform, prep, sources[-1], args.jpeg_count)
+    moved = 'resize + flip + ' * (name == 'windows') + 'colour jitter + ' * (
+        args.augment == 'imagenet') + 'normalise'
+    print(f'  {name}: the step\'s part ({moved}) jitted on this CPU: '
+          f'{1e3 / device:.3f} ms/image')
+  print(f'  per core: windows / old = {new / old:.2f}x, uint8 / old = {uint8 / old:.2f}x; '
+        f'windows / issue baseline ({ISSUE_BASELINE_RATE:.0f}/s) = '
+        f'{new / ISSUE_BASELINE_RATE:.2f}x, uint8 / issue baseline = '
+        f'{uint8 / ISSUE_BASELINE_RATE:.2f}x')
+  count = min(args.jpeg_count, len(sources[-1]))
+  on_host = sum(bool((window_transform.random_map(sources[-1][i], np.random.default_rng(i))
+                      ['resize_box'] == (0, 0, args.image_size, args.image_size)).all())
+                for i in range(count))
+  print(f'  windows resized on the host (larger than the canvas): {on_host} of {count}')
   pixels = args.image_size ** 2 * 3
-  print(f'  host -> device per image: {4 * pixels / 1e3:,.1f} KB float32 -> '
-        f'{pixels / 1e3:,.1f} KB uint8 (4x less)')
+  print(f'  host -> device per image: {4 * pixels / 1e3:,.1f} KB float32, '
+        f'{pixels / 1e3:,.1f} KB uint8 crops, {canvas ** 2 * 3 / 1e3:,.1f} KB windows')
   print(f'  for {args.target_rate:,.0f} images/s: num_workers >= '
         f'{math.ceil(args.target_rate / new)} = ceil({args.target_rate:,.0f} / {new:,.0f}) '
-        f'(old path: {math.ceil(args.target_rate / old)}), +1 core for the trainer')
+        f'with windows (uint8: {math.ceil(args.target_rate / uint8)}, old: '
+        f'{math.ceil(args.target_rate / old)}), +1 core for the trainer')
 
 
 def main(argv=None) -> None:

@@ -26,6 +26,8 @@ With `device_normalize=True` (augment imagenet/vit; what the input pipeline uses
 transform stops at the uint8 crop + flip and returns the colour jitter's random draws
 (`draw_color_jitter`) beside it; the train step applies them and normalises on the device
 (rankdeficit/data/device_preprocess.py), with the same draws from the same generator.
+With `device_resize_canvas` too it stops one step earlier: `decode_crop_window` ships the
+decoded window around the crop box, and the device resizes and flips.
 """
 from __future__ import annotations
 
@@ -165,20 +167,75 @@ def decode_random_resized_crop(data: bytes, rng: np.random.Generator, size: int,
 
 def _decode_random_resized_crop(data: bytes, rng, size: int, scale, ratio) -> Image.Image:
   with Image.open(io.BytesIO(data)) as pil:
-    width, height = pil.size
-    left, top, w, h = sample_crop_box(height, width, rng, scale, ratio)
-    if pil.format == 'JPEG':
-      # At least DRAFT_GAP x the output size is left for the final antialiased resize (as
-      # Pillow's thumbnail(reducing_gap=2) does): the DCT reduction is a box filter.
-      need = DRAFT_GAP * max(size / w, size / h)
-      pil.draft('RGB', (math.ceil(width * need), math.ceil(height * need)))
-    # A reduced pixel covers exactly `reduction` source pixels (the last one partially).
-    reduction = 2 ** round(math.log2(width / pil.size[0]))
-    fx = fy = 1.0 / reduction
+    box = _draft_crop_box(pil, rng, size, scale, ratio)
     if pil.mode != 'RGB':
       pil = pil.convert('RGB')
-    return pil.resize((size, size), Image.BILINEAR,
-                      box=(left * fx, top * fy, (left + w) * fx, (top + h) * fy))
+    return pil.resize((size, size), Image.BILINEAR, box=box)
+
+
+def _draft_crop_box(pil: Image.Image, rng, size: int, scale, ratio) -> tuple[float, ...]:
+  """Draws the crop box from the header's size, sets a JPEG's DCT reduction, and returns the
+  box (l, t, r, b) in the pixels of the image as it will decode."""
+  width, height = pil.size
+  left, top, w, h = sample_crop_box(height, width, rng, scale, ratio)
+  if pil.format == 'JPEG':
+    # At least DRAFT_GAP x the output size is left for the final antialiased resize (as
+    # Pillow's thumbnail(reducing_gap=2) does): the DCT reduction is a box filter.
+    need = DRAFT_GAP * max(size / w, size / h)
+    pil.draft('RGB', (math.ceil(width * need), math.ceil(height * need)))
+  # A reduced pixel covers exactly `reduction` source pixels (the last one partially).
+  f = 1.0 / 2 ** round(math.log2(width / pil.size[0]))
+  return left * f, top * f, (left + w) * f, (top + h) * f
+
+
+def decode_crop_window(data, rng: np.random.Generator, size: int, canvas: int,
+                       scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)) -> dict[str, np.ndarray]:
+  """`random_resized_crop`'s crop, left for the device to resize (data/device_preprocess.py).
+
+  `data` is an encoded image (bytes) or a uint8 HWC array. The box is drawn (and a JPEG
+  draft-decoded) as in `decode_random_resized_crop`, but instead of resizing, the window of
+  the image that Pillow's antialiased bilinear resize of the box reads (the box plus the
+  filter's reach, clipped to the image) is copied into the top-left corner of a zero uint8
+  (canvas, canvas, 3) array. Returns {'image': that array, 'resize_box': float32 (x0, y0,
+  x1, y1), the box in canvas pixels, 'resize_valid': int32 (rows, cols) of the window};
+  `device_preprocess.resize_crops` then rebuilds Pillow's coefficients, so the image edge,
+  and only it, clips the filter as on the host. A window larger than the canvas is resized
+  on the host instead and shipped as a (size, size) window with box (0, 0, size, size),
+  which the device's resize leaves as it is.
+  """
+  if isinstance(data, bytes):
+    with Image.open(io.BytesIO(data)) as pil:
+      box = _draft_crop_box(pil, rng, size, scale, ratio)
+      window = _filter_window(box, pil.size, size)
+      fits = max(window[2] - window[0], window[3] - window[1]) <= canvas
+      pil = pil.crop(window) if fits else pil.resize((size, size), Image.BILINEAR, box=box)
+      pixels = np.asarray(pil if pil.mode == 'RGB' else pil.convert('RGB'))
+  else:
+    image = to_rgb(to_uint8_hwc(data))
+    left, top, w, h = sample_crop_box(image.shape[0], image.shape[1], rng, scale, ratio)
+    box = (left, top, left + w, top + h)
+    window = _filter_window(box, image.shape[1::-1], size)
+    fits = max(window[2] - window[0], window[3] - window[1]) <= canvas
+    pixels = (image[window[1]:window[3], window[0]:window[2]] if fits
+              else resize(image, size, size, box=box))
+  out = np.zeros((canvas, canvas, 3), np.uint8)
+  out[:pixels.shape[0], :pixels.shape[1]] = pixels
+  x0, y0 = (window[0], window[1]) if fits else (0, 0)
+  box = (box[0] - x0, box[1] - y0, box[2] - x0, box[3] - y0) if fits else (0, 0, size, size)
+  return {'image': out, 'resize_box': np.asarray(box, np.float32),
+          'resize_valid': np.asarray(pixels.shape[:2], np.int32)}
+
+
+def _filter_window(box, image_size: tuple[int, int], size: int) -> tuple[int, int, int, int]:
+  """(l, t, r, b) of the pixels that a bilinear resize of `box` to `size` reads: Pillow's
+  filter reaches max(1, box extent / size) pixels past the box; one more for its rounding."""
+
+  def reads(lo: float, hi: float, n: int) -> tuple[int, int]:
+    reach = max(1.0, (hi - lo) / size)
+    return max(math.floor(lo - reach) - 1, 0), min(math.ceil(hi + reach) + 1, n)
+
+  (l, r), (t, b) = reads(box[0], box[2], image_size[0]), reads(box[1], box[3], image_size[1])
+  return l, t, r, b
 
 
 def _grey(image: np.ndarray) -> np.ndarray:
@@ -263,15 +320,20 @@ class TrainTransform(grain.transforms.RandomMap):
   way, so a record gets the same crop, flip and jitter in both modes.
   """
 
-  def __init__(self, augment: str, prep: Preprocess, *, device_normalize: bool = False):
+  def __init__(self, augment: str, prep: Preprocess, *, device_normalize: bool = False,
+               device_resize_canvas: int = 0):
     if augment not in ('cifar', 'imagenet', 'vit', 'none'):
       raise ValueError(f"Unknown augment {augment!r}; choose cifar|imagenet|vit|none.")
     if device_normalize and augment not in DEVICE_NORMALIZED:
       raise ValueError(f'device_normalize needs augment in {DEVICE_NORMALIZED}, not '
                        f'{augment!r}.')
+    if device_resize_canvas and (not device_normalize or device_resize_canvas < prep.image_size):
+      raise ValueError(f'device_resize_canvas={device_resize_canvas} needs device_normalize '
+                       f'and a canvas of at least image_size={prep.image_size} pixels.')
     self.augment = augment
     self.prep = prep
     self.device_normalize = device_normalize
+    self.device_resize_canvas = device_resize_canvas
 
   def random_map(self, element, rng: np.random.Generator):
     p = self.prep
@@ -318,14 +380,20 @@ class TrainTransform(grain.transforms.RandomMap):
 
   def _uint8_random_map(self, element, rng: np.random.Generator):
     """Crop + flip to uint8 (from bytes or an array); jitter and normalisation are left to
-    the device. Same draws, in the same order, as the float paths."""
-    if isinstance(element['image'], bytes):
-      image = np.asarray(self._encoded_crop_flip(element['image'], rng))
+    the device. Same draws, in the same order, as the float paths. With a
+    `device_resize_canvas` the crop's window and the flip draw are shipped instead
+    (`decode_crop_window`): the device resizes and flips too."""
+    if self.device_resize_canvas:
+      out = decode_crop_window(element['image'], rng, self.prep.image_size,
+                               self.device_resize_canvas, self._scale(), (3 / 4, 4 / 3))
+      out['flip'] = np.bool_(rng.random() < 0.5)  # random_flip's draw
+    elif isinstance(element['image'], bytes):
+      out = {'image': np.asarray(self._encoded_crop_flip(element['image'], rng))}
     else:
       image = random_resized_crop(to_uint8_hwc(element['image']), rng, self.prep.image_size,
                                   self._scale())
-      image = random_flip(to_rgb(image), rng)
-    out = {'image': image, 'label': np.int32(element['label'])}
+      out = {'image': random_flip(to_rgb(image), rng)}
+    out['label'] = np.int32(element['label'])
     if self.augment == 'imagenet':
       out['color_factors'], out['color_order'] = draw_color_jitter(rng)
     return out

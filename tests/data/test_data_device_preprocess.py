@@ -119,3 +119,106 @@ def test_model_images_passes_float_through_and_refuses_bare_uint8():
 def test_device_normalize_needs_a_crop_augment():
   with pytest.raises(ValueError, match='device_normalize'):
     augment.TrainTransform('cifar', augment.Preprocess(32, MEAN, STD), device_normalize=True)
+
+
+# --- Crop windows resized on the device (augment.decode_crop_window + resize_crops) ---
+
+@pytest.fixture(scope='module')
+def real_jpegs(shared_data):
+  """12 real Tiny-ImageNet photos upscaled to 120x100 (plus grain noise), JPEG q90."""
+  with np.load(shared_data / 'tinyimagenet200_train100_32x32.npz') as arrays:
+    images = arrays['image'][:12]
+  rng = np.random.default_rng(0)
+  out = []
+  for image in images:
+    big = np.asarray(Image.fromarray(image).resize((120, 100), Image.BICUBIC), np.float32)
+    big = np.clip(big + rng.normal(0, 8, big.shape), 0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(big).save(buf, 'JPEG', quality=90)
+    out.append(buf.getvalue())
+  return out
+
+
+def _resized_on_device(windows, size):
+  batch = {k: np.stack([w[k] for w in windows]) for k in windows[0]}
+  resize = jax.jit(device_preprocess.resize_crops, static_argnums=3)
+  return np.asarray(resize(batch['image'].astype(np.float32), batch['resize_box'],
+                           batch['resize_valid'], size))
+
+
+@pytest.mark.parametrize('canvas', [128, 56])  # every window fits / many are resized on the host
+def test_device_resize_of_crop_windows_is_pillows(real_jpegs, canvas):
+  size, seeds = 48, range(4)
+  want, windows = [], []
+  for data in real_jpegs:
+    for seed in seeds:
+      want.append(augment.decode_random_resized_crop(data, np.random.default_rng(seed), size))
+      windows.append(augment.decode_crop_window(data, np.random.default_rng(seed), size, canvas))
+  got = _resized_on_device(windows, size)
+  assert got.shape == (len(want), size, size, 3)
+  diff = np.abs(got - np.stack(want).astype(np.float32))
+  # Pillow rounds to uint8 after each axis (<= 0.5 + 0.5 grey levels); the device does not.
+  assert diff.max() <= 1.0 + 1e-3 and diff.mean() < 0.5
+  on_host = [(w['resize_box'] == (0, 0, size, size)).all() for w in windows]
+  assert not any(on_host) if canvas == 128 else 0 < sum(on_host) < len(on_host)
+
+
+def test_only_the_image_edge_clips_the_device_filter(real_jpegs):
+  """The whole image as the box: Pillow's filter is cut at all four edges. Past
+  'resize_valid' the canvas is zero padding; read as image, it darkens the border."""
+  image = np.asarray(Image.open(io.BytesIO(real_jpegs[0])).convert('RGB'))  # 100 x 120
+  canvas = np.zeros((128, 128, 3), np.uint8)
+  canvas[:100, :120] = image
+  window = {'image': canvas, 'resize_box': np.array([0, 0, 120, 100], np.float32),
+            'resize_valid': np.array([100, 120], np.int32)}
+  want = np.asarray(Image.fromarray(image).resize((48, 48), Image.BILINEAR), np.float32)
+  got = _resized_on_device([window], 48)[0]
+  assert np.abs(got - want).max() <= 1.0 + 1e-3
+  window['resize_valid'] = np.array([128, 128], np.int32)
+  assert np.abs(_resized_on_device([window], 48)[0] - want).max() > 10
+
+
+def test_resize_weights_are_identity_at_scale_one():
+  w = np.asarray(device_preprocess.bilinear_weights(
+      np.float32(0), np.float32(24), np.int32(24), 40, 24))
+  np.testing.assert_array_equal(w, np.eye(24, 40, dtype=np.float32))
+
+
+@pytest.mark.parametrize('kind', ['imagenet', 'vit'])
+def test_window_transform_plus_device_equals_the_host_path(real_jpegs, kind):
+  prep = augment.Preprocess(48, MEAN, STD, variable_size=True)
+  host = augment.TrainTransform(kind, prep, device_normalize=True)
+  ship = augment.TrainTransform(kind, prep, device_normalize=True, device_resize_canvas=96)
+  crops, windows = [], []
+  for i, data in enumerate(real_jpegs):
+    rng_a, rng_b = np.random.default_rng(i), np.random.default_rng(i)
+    crops.append(host.random_map({'image': data, 'label': 3}, rng_a))
+    windows.append(ship.random_map({'image': data, 'label': 3}, rng_b))
+    assert rng_a.random() == rng_b.random()  # as many draws as the host path
+    assert windows[-1]['image'].shape == (96, 96, 3) and windows[-1]['label'] == 3
+  assert {w['flip'].item() for w in windows} == {True, False}
+  stack = lambda outs: {k: np.stack([o[k] for o in outs]) for k in outs[0]}  # noqa: E731
+  normalize = jax.jit(device_preprocess.DeviceNormalize(MEAN, STD, image_size=48))
+  got, want = np.asarray(normalize(stack(windows))), np.asarray(normalize(stack(crops)))
+  # < 1 grey level before the jitter, whose factors (<= 1.4 per op) can scale it up.
+  assert np.abs(got - want).max() <= 3.0 / (255 * min(STD))
+  assert np.abs(got - want).mean() <= 0.5 / (255 * min(STD))
+  with pytest.raises(ValueError, match='image_size'):
+    device_preprocess.DeviceNormalize(MEAN, STD)(stack(windows))
+
+
+def test_arrays_and_png_bytes_give_the_same_windows():
+  image = _smooth_image(40, 56)
+  for seed in range(6):
+    a = augment.decode_crop_window(image, np.random.default_rng(seed), 24, 48)
+    b = augment.decode_crop_window(_encode_png(image), np.random.default_rng(seed), 24, 48)
+    for key in a:
+      np.testing.assert_array_equal(a[key], b[key])
+
+
+def test_device_resize_canvas_needs_device_normalize_and_room():
+  prep = augment.Preprocess(32, MEAN, STD)
+  with pytest.raises(ValueError, match='device_resize_canvas'):
+    augment.TrainTransform('imagenet', prep, device_resize_canvas=64)
+  with pytest.raises(ValueError, match='device_resize_canvas'):
+    augment.TrainTransform('imagenet', prep, device_normalize=True, device_resize_canvas=16)
