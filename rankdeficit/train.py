@@ -266,6 +266,8 @@ def _train(config, workdir: str, mesh, info, stop: preemption.StopRequest,
                steps_per_epoch, mesh.devices.size)
 
   results: dict[str, float] = {}
+  if start_step > 0:
+    results.update(_recorded_scalars(workdir))
   if start_step == 0:
     # The initial logits norm decides the regime (paper App. E): always record it.
     results['init/logits_norm'] = initial_norm
@@ -287,7 +289,17 @@ def _train(config, workdir: str, mesh, info, stop: preemption.StopRequest,
     checkpointer.close()
     writer.flush()
   if start_step >= total_steps:
-    # Re-running a finished run: report its final metrics instead of nothing.
+    # Re-running a finished run (or one killed after its last checkpoint): its final metrics.
     results.update(evaluate(p_eval_step, state, config, mesh,
                             float(temperature_fn(total_steps))))
   return state, results
+
+
+def _recorded_scalars(workdir: str) -> dict[str, float]:
+  """The last `init/` and `train/` scalars that earlier processes of a resumed run logged,
+  so that its results hold the initial logits norm and train metrics however it was killed."""
+  recorded = {}
+  for prefix in ('init/', 'train/'):
+    for tag, (_, values) in monitor_log.read_event_scalars(workdir, prefix).items():
+      recorded[tag] = float(values[-1])
+  return recorded

@@ -109,6 +109,17 @@ def finished_run(tmp_path_factory) -> Path:
   return workdir
 
 
+def test_rerun_of_a_finished_run_reports_what_it_recorded(tmp_path):
+  """A run killed after its last checkpoint, rerun: the results still hold the initial
+  logits norm and the last train metrics (from its event files), as the first call's did."""
+  import jax  # pylint: disable=import-outside-toplevel
+  from rankdeficit import train  # pylint: disable=import-outside-toplevel
+  first = train.train_and_evaluate(digits_config(), str(tmp_path), devices=jax.devices()[:1])[1]
+  again = train.train_and_evaluate(digits_config(), str(tmp_path), devices=jax.devices()[:1])[1]
+  for key in ('init/logits_norm', 'init/temperature', 'train/loss', 'eval/accuracy'):
+    assert again[key] == pytest.approx(first[key], rel=1e-6), key
+
+
 @pytest.mark.parametrize('damage', ['flipped_bytes', 'truncated', 'garbage_iterator_json'])
 def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(finished_run, tmp_path,
                                                                   damage, caplog):
