@@ -13,6 +13,8 @@ follow torch_ref.py ('vgg19' there is VGG-19 with BatchNorm, our 'vgg19_bn'). `-
 alternate per block). The 1-minute load average is printed first, with a warning above 0.5:
 only figures from an idle machine count. `--conv_impl` selects config.model.conv_impl
 (rankdeficit/models/cpu_conv.py; 'auto' = per-shape choice on CPU, XLA's conv elsewhere).
+`--peak_tflops=P` adds each step's FLOPs (XLA's cost analysis of the compiled step), the
+TFLOP/s reached and the MFU against P (e.g. `--dtype=bfloat16 --peak_tflops=989` on an H200).
 
 PyTorch is a benchmark-only dependency, not a project one: install it into the venv from
 PyPI (`pip install torch`, the CPU wheel on a machine without CUDA) to run the comparison.
@@ -138,6 +140,12 @@ class JaxStep:
     for _ in range(warmup):
       self.state, metrics = self.step(self.state, self.data)
       self.losses.append(float(metrics['loss']))
+
+  def flops(self) -> float | None:
+    """FLOPs of one compiled step by XLA's cost analysis (None where the backend gives none)."""
+    cost = self.step.lower(self.state, self.data).compile().cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost  # older jax: one per module
+    return float(cost['flops']) if cost and cost.get('flops') else None
 
   def time(self, num_steps: int) -> float:
     """Seconds per step over `num_steps` steps."""
@@ -268,6 +276,9 @@ def main():
   parser.add_argument('--torch_modes', default='eager,compile',
                       help='comma-separated torch_ref.py modes: eager, compile, compile_bf16')
   parser.add_argument('--conv_impl', default='auto', help='config.model.conv_impl')
+  parser.add_argument('--peak_tflops', type=float, default=0.0,
+                      help="the device's peak TFLOP/s for --dtype (e.g. 989 for an H200 in "
+                           "bf16, dense): adds XLA's FLOPs per step, TFLOP/s and MFU")
   parser.add_argument('--flags', default='',
                       help="';'-separated NAME=XLA_FLAGS sets to compare, e.g. "
                            "'default=;ynn_off=--xla_cpu_experimental_ynn_fusion_type='")
@@ -301,6 +312,17 @@ def main():
     ratio = f'{best_s / jax_s:.2f}x ({best_mode})' if best_s else '-'
     print(f'| {name} | {args.batch} | {args.batch / jax_s:.1f} | {jax_s * 1e3:.1f} | '
           f'{cells}{ratio} |', flush=True)
+    if args.peak_tflops:
+      print('    ' + mfu_line(bench.flops(), jax_s, args.peak_tflops), flush=True)
+
+
+def mfu_line(flops: float | None, seconds: float, peak_tflops: float) -> str:
+  """'XLA FLOPs/step ..., ... TFLOP/s, MFU ...%' (model FLOPs utilisation against the peak)."""
+  if not flops:
+    return 'MFU: the backend reports no FLOP count'
+  achieved = flops / seconds / 1e12
+  return (f'XLA FLOPs/step {flops / 1e9:,.1f} G, {achieved:,.2f} TFLOP/s, '
+          f'MFU {100 * achieved / peak_tflops:.1f}% of {peak_tflops:g} TFLOP/s')
 
 if __name__ == '__main__':
   main()

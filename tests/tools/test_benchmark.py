@@ -34,3 +34,14 @@ def test_report_load_warns_only_when_busy(monkeypatch, capsys):
   monkeypatch.setattr(benchmark.os, 'getloadavg', lambda: (0.1, 0.0, 0.0))
   benchmark.report_load()
   assert 'WARNING' not in capsys.readouterr().out
+
+
+def test_flops_of_the_mlp_step_and_the_mfu_line():
+  bench = benchmark.JaxStep('mlp', batch=8, warmup=1)
+  flops = bench.flops()
+  # Forward 2 * 8 * (3072*2048 + 7*2048^2 + 2048*10) multiply-adds, backward ~2x that.
+  forward = 2 * 8 * (3072 * 2048 + 7 * 2048 ** 2 + 2048 * 10)
+  assert 2.5 * forward < flops < 4 * forward
+  line = benchmark.mfu_line(flops, seconds=flops / 2e12, peak_tflops=10.0)
+  assert '2.00 TFLOP/s' in line and 'MFU 20.0% of 10 TFLOP/s' in line
+  assert 'no FLOP count' in benchmark.mfu_line(None, 1.0, 10.0)
