@@ -208,8 +208,11 @@ def decode_crop_window(data, rng: np.random.Generator, size: int, canvas: int,
       box = _draft_crop_box(pil, rng, size, scale, ratio)
       window = _filter_window(box, pil.size, size)
       fits = max(window[2] - window[0], window[3] - window[1]) <= canvas
-      pil = pil.crop(window) if fits else pil.resize((size, size), Image.BILINEAR, box=box)
-      pixels = np.asarray(pil if pil.mode == 'RGB' else pil.convert('RGB'))
+      if fits:
+        pil = pil.crop(window)
+      if pil.mode != 'RGB':  # before resizing, as the host path does
+        pil = pil.convert('RGB')
+      pixels = np.asarray(pil if fits else pil.resize((size, size), Image.BILINEAR, box=box))
   else:
     image = to_rgb(to_uint8_hwc(data))
     left, top, w, h = sample_crop_box(image.shape[0], image.shape[1], rng, scale, ratio)

@@ -222,3 +222,17 @@ def test_device_resize_canvas_needs_device_normalize_and_room():
     augment.TrainTransform('imagenet', prep, device_resize_canvas=64)
   with pytest.raises(ValueError, match='device_resize_canvas'):
     augment.TrainTransform('imagenet', prep, device_normalize=True, device_resize_canvas=16)
+
+
+def test_grey_jpeg_windows_come_out_rgb_and_match_the_host(real_jpegs):
+  grey = Image.open(io.BytesIO(real_jpegs[1])).convert('L')
+  buf = io.BytesIO()
+  grey.save(buf, 'JPEG', quality=90)
+  want = np.stack([augment.decode_random_resized_crop(buf.getvalue(),
+                                                      np.random.default_rng(s), 32)
+                   for s in range(4)]).astype(np.float32)
+  for canvas in (128, 40):  # every window fits / most are resized on the host
+    windows = [augment.decode_crop_window(buf.getvalue(), np.random.default_rng(s), 32, canvas)
+               for s in range(4)]
+    assert all(w['image'].shape == (canvas, canvas, 3) for w in windows)
+    assert np.abs(_resized_on_device(windows, 32) - want).max() <= 1.0 + 1e-3
