@@ -299,7 +299,12 @@ def _recorded_scalars(workdir: str) -> dict[str, float]:
   """The last `init/` and `train/` scalars that earlier processes of a resumed run logged,
   so that its results hold the initial logits norm and train metrics however it was killed."""
   recorded = {}
-  for prefix in ('init/', 'train/'):
-    for tag, (_, values) in monitor_log.read_event_scalars(workdir, prefix).items():
-      recorded[tag] = float(values[-1])
+  try:
+    for prefix in ('init/', 'train/'):
+      for tag, (_, values) in monitor_log.read_event_scalars(workdir, prefix).items():
+        recorded[tag] = float(values[-1])
+  except Exception as e:  # pylint: disable=broad-except
+    # Reporting only: an unreadable event file (another filesystem, a torn write) must not
+    # stop the resumed training itself.
+    logging.warning('Could not read the earlier scalars of %s: %s', workdir, e)
   return recorded
