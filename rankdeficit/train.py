@@ -100,11 +100,15 @@ def _summarize(train_metrics, done: int, checkpointer, workdir: str) -> dict[str
   return summary
 
 
-def _save(checkpointer, p_all_finite, done: int, state, train_iter, workdir: str) -> None:
+def _check_finite(p_all_finite, state, done: int, checkpointer, workdir: str) -> None:
   if not bool(p_all_finite(state.params)):
     raise FloatingPointError(
         f'Non-finite parameters at step {done}; not saving. The last good checkpoint '
         f'(step {checkpointer.latest_step}) is kept in {workdir}.')
+
+
+def _save(checkpointer, p_all_finite, done: int, state, train_iter, workdir: str) -> None:
+  _check_finite(p_all_finite, state, done, checkpointer, workdir)
   checkpointer.save(done, state, train_iter)
 
 
@@ -150,12 +154,16 @@ def _train_loop(config, workdir, mesh, state, train_iter, checkpointer, writer, 
                       'resume.', done, os.path.join(workdir, checkpointing.CHECKPOINT_DIR,
                                                     str(done)))
       raise preemption.Stopped(done, stop.signum or signal.SIGTERM)
-    if done % eval_every == 0 or done == total_steps:
+    evaluating = done % eval_every == 0 or done == total_steps
+    monitoring = watch and (done % config.metrics_every_steps == 0 or done == total_steps)
+    if evaluating or monitoring:  # a diverged run stops here, before a log step notices
+      _check_finite(p_all_finite, state, done, checkpointer, workdir)
+    if evaluating:
       eval_results = evaluate(p_eval_step, state, config, mesh, float(temperature_fn(done)))
       writer.write_scalars(done, {k: v for k, v in eval_results.items()})
       logging.info('step %d: %s', done, json.dumps(eval_results))
       results.update(eval_results)
-    if watch and (done % config.metrics_every_steps == 0 or done == total_steps):
+    if monitoring:
       watch(done, state, temperature_fn(done), writer)
   return state, results
 

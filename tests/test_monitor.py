@@ -284,3 +284,23 @@ def test_collapse_metrics_needs_one_subset_choice():
     with pytest.raises(ValueError, match="exactly one of key= .* or subsets="):
       monitor.collapse_metrics(model, variables, images, labels, temperature=1.0,
                                loss_fn=ce_loss, **choice)
+
+
+def test_non_finite_spectra_and_matrices_are_kept_out_of_histograms_and_images():
+  calls = {}
+
+  class Recorder:
+
+    def __getattr__(self, name):
+      return lambda step, values: calls.setdefault(name, {}).update(values)
+
+  monitor.write_collapse_metrics(Recorder(), 3, {
+      'rank/x': np.float32(4.0),
+      'sv/good': np.array([2.0, 1.0], np.float32),
+      'sv/bad': np.array([np.nan, 1.0], np.float32),
+      'alignment/good': np.eye(2, dtype=np.float32),
+      'alignment/bad': np.full((2, 2), np.nan, np.float32)})
+  assert set(calls['write_histograms']) == {'monitor/sv/good'}
+  assert set(calls['write_images']) == {'monitor/alignment/good'}
+  assert np.isnan(calls['write_scalars']['monitor/sv/bad/sigma_1'])
+  assert calls['write_scalars']['monitor/sv/good/sigma_1'] == 2.0

@@ -215,6 +215,15 @@ def test_nan_keeps_the_last_good_checkpoint(local_data_dir, tmp_path):
   assert all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree.leaves(variables))
 
 
+def test_divergence_before_any_log_step_stops_at_the_monitor(local_data_dir, tmp_path):
+  """NaN weights reach a monitor step before a log step checks the loss: the run stops with
+  the non-finite error (as a log step would), not in the metric writer's NaN histograms."""
+  config = tiny_config(local_data_dir, num_train_steps=12, log_every_steps=100,
+                       metrics_every_steps=3, learning_rate=1e30)
+  with pytest.raises(FloatingPointError, match='Non-finite parameters at step 3'):
+    train.train_and_evaluate(config, str(tmp_path), devices=jax.devices()[:1])
+
+
 @pytest.mark.parametrize('overrides, message', [
     ({'model.name': 'resnet99'}, 'Unknown model'),
     ({'dataset': 'cifar11'}, 'Unknown dataset'),
