@@ -103,7 +103,7 @@ def _summarize(train_metrics, done: int, checkpointer, workdir: str) -> dict[str
 def _check_finite(p_all_finite, state, done: int, checkpointer, workdir: str) -> None:
   if not bool(p_all_finite(state.params)):
     raise FloatingPointError(
-        f'Non-finite parameters at step {done}; not saving. The last good checkpoint '
+        f'Non-finite parameters at step {done} (not saved); the last good checkpoint '
         f'(step {checkpointer.latest_step}) is kept in {workdir}.')
 
 
