@@ -110,3 +110,12 @@ def test_train_step_on_crop_windows_equals_the_host_resized_batch():
   assert abs(got_loss - want_loss) < 3e-4 * abs(want_loss)
   for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
     np.testing.assert_allclose(a, b, rtol=0, atol=3e-3)
+
+
+def test_crop_windows_train_sharded_over_every_device(tmp_path):
+  """The window batch's extra leaves ('resize_box', 'resize_valid', bool 'flip') shard over
+  the data axis like the images do."""
+  config = digits_config('imagenet', device_resize_canvas=24)
+  devices = jax.devices()[:8]
+  _, results = train.train_and_evaluate(config, str(tmp_path), devices=devices)
+  assert np.isfinite(results['train/loss']) and results['eval/accuracy'] > 0
