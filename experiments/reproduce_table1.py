@@ -411,11 +411,14 @@ def reproduce(preset: str, *, seeds: int | None = None, outdir: str | None = Non
     if rec is None:
       continue
     made[key] = rec
-    records = merge_records(recorded, made, spec)
+    # Re-read: another call on the same outdir (e.g. one per temperature, run side by side)
+    # may have recorded points since this one started.
+    records = merge_records(read_runs(outdir), made, spec)
     if not distributed.is_main_process():
       continue  # process 0 writes the tables
     write_runs(records, outdir)
     write_tables(aggregate(records), outdir, preset)  # partial tables while it runs
+  records = merge_records(read_runs(outdir), made, spec)
   rows = aggregate(records)
   if records and distributed.is_main_process():
     write_tables(rows, outdir, preset)

@@ -204,6 +204,27 @@ def test_reproduce_with_a_subset_keeps_every_recorded_point(tmp_path):
   assert rows[0]['rho_mean'] == pytest.approx(0.15)
 
 
+def test_reproduce_keeps_points_another_call_records_meanwhile(tmp_path, monkeypatch):
+  # Two calls on one outdir side by side (say --temperatures=1 and --temperatures=100): each
+  # writes runs.jsonl after every point and must keep what the other wrote since it started.
+  from experiments import reproduce_table1 as rt  # pylint: disable=import-outside-toplevel
+
+  def record(exp, temperature, seed):
+    return {'experiment': exp, 'temperature': temperature, 'seed': seed, 'label': 'MLP',
+            'paper': 'CIFAR-10 / MLP', 'kappa': 0.5, 'rho': 0.25}
+
+  def run_one(exp, temperature, seed, **_):
+    other = record(exp.name, 100.0, seed)  # the other call finishes its point first
+    with open(tmp_path / 'runs.jsonl', 'a') as f:
+      f.write(json.dumps(other) + '\n')
+    return record(exp.name, float(temperature), seed)
+
+  monkeypatch.setattr(rt, 'run_one', run_one)
+  rt.reproduce('smoke', seeds=1, outdir=str(tmp_path), temperatures=[1.0])
+  kept = [json.loads(line) for line in (tmp_path / 'runs.jsonl').read_text().splitlines()]
+  assert [(r['temperature'], r['seed']) for r in kept] == [(1.0, 0), (100.0, 0)]
+
+
 @pytest.mark.parametrize('schedule,expected', [('constant', 100.0), ('cosine', 1.0),
                                                ('step', 1.0), ('linear', 1.0)])
 def test_an_annealed_run_is_analysed_at_its_final_temperature(schedule, expected):
