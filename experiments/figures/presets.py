@@ -71,7 +71,8 @@ _VGG_C10 = Setting(
 _VGG_TIN = Setting(
     'vgg19_tin', 'vgg19_c100',
     _CPU_LOOP + (('data_dir', 'data/tfds'), ('dataset', 'tiny_imagenet32'),
-                 ('ood_dataset', 'cifar10_jpeg'), ('train_subset', 3000), ('num_epochs', 2),
+                 ('ood_dataset', 'cifar10_jpeg'), ('ood_detection_dataset', ''),
+                 ('train_subset', 3000), ('num_epochs', 2),
                  ('lr_milestones', ()), ('metrics_every_steps', 40)),
     'VGG-19-BN, Tiny-ImageNet-200 32x32 (3k train), 2 epochs, OOD CIFAR-10 JPEG',
     _CONV_ANALYSIS, minutes=12)

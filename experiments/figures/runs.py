@@ -86,6 +86,8 @@ def ensure_run(workdir: str, setting: Setting, request: Request, temperature: fl
     logging.info('Training %s', workdir)
     t0 = time.perf_counter()
     config = make_config(setting, request, temperature, seed, data_dir)
+    if request.analyze:
+      check_analysis_data(config)
     _, results = train.train_and_evaluate(config, workdir)
     results = {k: float(v) for k, v in results.items()}
     results['train_seconds'] = time.perf_counter() - t0
@@ -94,6 +96,14 @@ def ensure_run(workdir: str, setting: Setting, request: Request, temperature: fl
   if request.analyze and not os.path.exists(os.path.join(workdir, ANALYSIS)):
     logging.info('Analysing %s', workdir)
     analyze.analyze_run(workdir, data_dir=data_dir, **dict(setting.analysis))
+
+
+def check_analysis_data(config) -> None:
+  """Raises DatasetNotFoundError (naming the fix) for a dataset the analysis will read, before
+  a run trains for minutes only to fail there."""
+  from rankdeficit import input_pipeline  # pylint: disable=import-outside-toplevel
+  for name in {config.dataset, config.ood_dataset, config.ood_detection_dataset} - {''}:
+    input_pipeline.dataset_info(name, config.data_dir)
 
 
 def load_run(workdir: str, temperature: float, seed: int) -> Run | None:

@@ -148,3 +148,25 @@ def test_trains_only_the_selected_settings_and_survives_divergence(tmp_path, mon
   status = paper.main(['--only=table_1', '--settings=mlp_c10', '--outdir', str(tmp_path)])
   assert sorted(calls) == [('mlp_c10', 1.0, 0), ('mlp_c10', 100.0, 0)]
   assert status['table_1'].startswith('missing')
+
+
+def test_every_cpu_setting_reads_only_offline_datasets():
+  """A CPU run trains for minutes before its analysis reads the OOD sets: each must be one
+  that tools.import_data makes offline (vgg19_tin once inherited NECO's 'cifar10')."""
+  from experiments.figures import presets, runs  # pylint: disable=import-outside-toplevel
+  offline = {'cifar10_jpeg', 'mnist', 'tiny_imagenet32', 'digits', ''}
+  for paper_setting, setting in presets.CPU.items():
+    config = runs.make_config(setting, runs.Request(paper_setting, (1.0,)), 1.0, 0, None)
+    used = {config.dataset, config.ood_dataset, config.ood_detection_dataset}
+    assert used <= offline, (setting.name, used - offline)
+
+
+def test_a_missing_analysis_dataset_stops_before_training(tmp_path):
+  from experiments.figures import presets, runs  # pylint: disable=import-outside-toplevel
+  from rankdeficit.data import datasets  # pylint: disable=import-outside-toplevel
+  setting = presets.CPU['cifar10/vgg19']
+  workdir = tmp_path / 'run'
+  with pytest.raises(datasets.DatasetNotFoundError, match='import_data'):
+    runs.ensure_run(str(workdir), setting, runs.Request('cifar10/vgg19', (1.0,)), 1.0, 0,
+                    data_dir=str(tmp_path / 'empty'))
+  assert not (workdir / 'checkpoints').exists()
