@@ -19,7 +19,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.ood_detection_dataset = ''  # OOD set for NECO detection ('' = same as ood_dataset)
   c.data_dir = config_dict.placeholder(str)  # tfds data_dir; None -> $TFDS_DATA_DIR or ~/tensorflow_datasets
   c.download = True  # missing cifar10/cifar100/svhn_cropped/mnist: tfds download+prepare (array_record) on first use; ImageNet stays manual
-  c.train_subset = 0  # use only the first N training examples (0 = the whole split)
+  c.train_subset = 0  # N training examples: the first N (evenly spaced if class-sorted); 0 = all
   c.augment = 'cifar'  # cifar | imagenet | vit | none
   c.image_size = 32  # network input resolution (images are resized when it differs)
   c.num_workers = 0  # grain worker processes per host (0 = in-process)

@@ -115,7 +115,8 @@ def _train_source(config):
                                 # random crops decode from the bytes (data/augment.py)
                                 decode=config.augment not in ('imagenet', 'vit'))
   if config.train_subset and config.train_subset < len(source):
-    source = datasets.IndexedSource(source, np.arange(config.train_subset))
+    source = datasets.IndexedSource(
+        source, datasets.subset_indices(config.dataset, len(source), config.train_subset))
   return source
 
 

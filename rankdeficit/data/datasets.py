@@ -41,6 +41,7 @@ class Spec:
   kind: str  # 'download' (tfds downloads it) | 'manual' (imagenet) | 'offline' | 'memory'
   tfds_name: str | None = None
   splits: tuple = (('train', 'train'), ('test', 'test'))  # our split -> tfds split
+  class_sorted: bool = False  # records grouped by class (a prefix holds few classes)
 
   @property
   def variable_size(self) -> bool:
@@ -61,7 +62,8 @@ SPECS: dict[str, Spec] = {
     'mnist': Spec(10, (28, 28, 1), (0.1307,) * 3, (0.3081,) * 3, 'offline', 'mnist'),
     'cifar10_jpeg': Spec(10, (32, 32, 3), *CIFAR10_STATS, 'offline', 'cifar10_jpeg'),
     'tiny_imagenet32': Spec(200, (32, 32, 3), (0.4819, 0.4496, 0.3991),
-                            (0.2618, 0.2535, 0.2679), 'offline', 'tiny_imagenet32'),
+                            (0.2618, 0.2535, 0.2679), 'offline', 'tiny_imagenet32',
+                            class_sorted=True),  # as ../shared/data stores it
     'digits': Spec(10, (8, 8, 1), (0.3048,) * 3, (0.3755,) * 3, 'memory'),
 }
 DATASET_NAMES = tuple(SPECS)
@@ -74,6 +76,14 @@ _NEAR_OOD = {'cifar10': 'cifar100', 'cifar100': 'cifar10', 'cifar10_jpeg': 'tiny
              'tiny_imagenet32': 'cifar10_jpeg', 'imagenet2012': 'cifar100',
              'imagenet100': 'cifar100', 'svhn_cropped': 'mnist', 'mnist': 'digits',
              'digits': 'mnist'}
+
+
+def subset_indices(name: str, size: int, n: int) -> np.ndarray:
+  """Indices of an n-example subset of a split of `size` records: the first n, or n evenly
+  spaced through the split when its records are grouped by class (every class kept)."""
+  if not get_spec(name).class_sorted:
+    return np.arange(n)
+  return np.arange(n) * size // n
 
 
 def get_spec(name: str) -> Spec:
