@@ -27,6 +27,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import importlib
+import io
 import json
 import math
 import os
@@ -309,22 +310,30 @@ def to_markdown(rows: list[dict], preset: str) -> str:
   return '\n'.join(lines)
 
 
+def _write_atomically(path: str, text: str) -> None:
+  """Readers (another call on the same outdir) see the old file or the new one, never half."""
+  tmp = f'{path}.tmp{os.getpid()}'
+  with open(tmp, 'w', newline='') as f:
+    f.write(text)
+  os.replace(tmp, path)
+
+
 def write_tables(rows: list[dict], outdir: str, preset: str) -> None:
-  with open(os.path.join(outdir, 'table1.md'), 'w') as f:
-    f.write(to_markdown(rows, preset))
+  _write_atomically(os.path.join(outdir, 'table1.md'), to_markdown(rows, preset))
   fields = ['experiment', 'label', 'temperature', 'seeds'] + [
       f'{k}_{s}' for k, _, _ in METRICS + CONVENTION_METRICS for s in ('mean', 'std')] + [
       'paper', 'paper_kappa', 'paper_rho', 'paper_sr']
-  with open(os.path.join(outdir, 'table1.csv'), 'w', newline='') as f:
-    w = csv.DictWriter(f, fieldnames=fields, extrasaction='ignore')
-    w.writeheader()
-    for row in rows:
-      paper = PAPER_TABLE1.get(row['paper'] or '')
-      extra = {}
-      if paper:
-        k, r, sr = paper[0] if row['temperature'] == 1 else paper[1]
-        extra = {'paper_kappa': k / 100, 'paper_rho': r / 100, 'paper_sr': sr}
-      w.writerow({**row, **extra})
+  text = io.StringIO()
+  w = csv.DictWriter(text, fieldnames=fields, extrasaction='ignore')
+  w.writeheader()
+  for row in rows:
+    paper = PAPER_TABLE1.get(row['paper'] or '')
+    extra = {}
+    if paper:
+      k, r, sr = paper[0] if row['temperature'] == 1 else paper[1]
+      extra = {'paper_kappa': k / 100, 'paper_rho': r / 100, 'paper_sr': sr}
+    w.writerow({**row, **extra})
+  _write_atomically(os.path.join(outdir, 'table1.csv'), text.getvalue())
 
 
 # Per-run fields kept in runs.jsonl (one line per run, rewritten on every update).
@@ -376,9 +385,8 @@ def merge_records(recorded: dict, made: dict, spec) -> list[dict]:
 
 
 def write_runs(records: list[dict], outdir: str) -> None:
-  with open(os.path.join(outdir, 'runs.jsonl'), 'w') as f:
-    for rec in records:
-      f.write(json.dumps({k: rec.get(k) for k in RUN_FIELDS}) + '\n')
+  _write_atomically(os.path.join(outdir, 'runs.jsonl'), ''.join(
+      json.dumps({k: rec.get(k) for k in RUN_FIELDS}) + '\n' for rec in records))
 
 
 def reproduce(preset: str, *, seeds: int | None = None, outdir: str | None = None,
