@@ -72,15 +72,16 @@ def test_train_step_on_uint8_equals_the_host_float_batch():
     _one_step(config, stack(uint8s), None)
 
 
-def test_resumed_uint8_run_is_bitwise_identical(tmp_path):
+def test_resumed_uint8_run_is_bitwise_identical(tmp_path, caplog):
   devices, config = jax.devices()[:1], digits_config(checkpoint_every_steps=2)
   straight, _ = train.train_and_evaluate(config, str(tmp_path / 'a'), devices=devices)
   # A run killed after saving step 2: the same workdir without its last checkpoint.
   shutil.copytree(tmp_path / 'a', tmp_path / 'b')
   shutil.rmtree(tmp_path / 'b' / checkpointing.CHECKPOINT_DIR / '4')
   assert checkpointing.Checkpointer(str(tmp_path / 'b')).latest_step == 2
-  resumed, results = train.train_and_evaluate(config, str(tmp_path / 'b'), devices=devices)
-  assert 'init/logits_norm' not in results  # it resumed at step 2 rather than restarting
+  caplog.set_level('INFO')
+  resumed, _ = train.train_and_evaluate(config, str(tmp_path / 'b'), devices=devices)
+  assert 'Resumed from checkpoint at step 2.' in caplog.text  # rather than restarting
   assert checkpointing.Checkpointer(str(tmp_path / 'b')).latest_step == 4
   for a, b in zip(jax.tree.leaves(jax.device_get(resumed.params)),
                   jax.tree.leaves(jax.device_get(straight.params))):
