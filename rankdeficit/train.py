@@ -107,11 +107,6 @@ def _check_finite(p_all_finite, state, done: int, checkpointer, workdir: str) ->
         f'(step {checkpointer.latest_step}) is kept in {workdir}.')
 
 
-def _save(checkpointer, p_all_finite, done: int, state, train_iter, workdir: str) -> None:
-  _check_finite(p_all_finite, state, done, checkpointer, workdir)
-  checkpointer.save(done, state, train_iter)
-
-
 def _close_workers(train_iter) -> None:
   """Stops grain's worker processes now rather than at garbage collection (or never)."""
   inner = getattr(train_iter, '_iterator', None)  # grain.DataLoaderIterator's dataset iter
@@ -146,18 +141,21 @@ def _train_loop(config, workdir, mesh, state, train_iter, checkpointer, writer, 
     # about preemption every step (orbax's sync point), even when stopping anyway.
     preempted = checkpointer.reached_preemption(done)
     stopping = (stop.requested or preempted) and done < total_steps
-    if stopping or done == total_steps or checkpointer.should_save(done):
-      _save(checkpointer, p_all_finite, done, state, train_iter, workdir)
+    saving = stopping or done == total_steps or checkpointer.should_save(done)
+    evaluating = done % eval_every == 0 or done == total_steps
+    monitoring = watch and (done % config.metrics_every_steps == 0 or done == total_steps)
+    if saving or evaluating or monitoring:
+      # One check per step that needs finite weights: a diverged run is never saved, and it
+      # stops here rather than in the metric writers, even before a log step notices.
+      _check_finite(p_all_finite, state, done, checkpointer, workdir)
+    if saving:
+      checkpointer.save(done, state, train_iter)
     if stopping:
       checkpointer.wait_until_finished()
       logging.warning('Stopped at step %d: saved checkpoint %s; rerun the same command to '
                       'resume.', done, os.path.join(workdir, checkpointing.CHECKPOINT_DIR,
                                                     str(done)))
       raise preemption.Stopped(done, stop.signum or signal.SIGTERM)
-    evaluating = done % eval_every == 0 or done == total_steps
-    monitoring = watch and (done % config.metrics_every_steps == 0 or done == total_steps)
-    if evaluating or monitoring:  # a diverged run stops here, before a log step notices
-      _check_finite(p_all_finite, state, done, checkpointer, workdir)
     if evaluating:
       eval_results = evaluate(p_eval_step, state, config, mesh, float(temperature_fn(done)))
       writer.write_scalars(done, {k: v for k, v in eval_results.items()})
