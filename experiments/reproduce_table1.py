@@ -408,14 +408,13 @@ def reproduce(preset: str, *, seeds: int | None = None, outdir: str | None = Non
   outdir = outdir or os.path.join('experiments', 'results', f'table1_{preset}')
   os.makedirs(outdir, exist_ok=True)
   made, recorded = {}, read_runs(outdir)
-  records = merge_records(recorded, made, spec)
   for exp, temperature, seed in _points(spec, seeds, only, temperatures):
     logging.info('=== %s T=%g seed=%d ===', exp.name, temperature, seed)
     key = (exp.name, float(temperature), int(seed))
-    rec = recorded.get(key)
-    if rec is None or force:
-      rec = run_one(exp, temperature, seed, outdir=outdir, data_dir=data_dir, force=force,
-                    analysis_overrides=analysis_overrides, stage=stage)
+    if key in recorded and not force:
+      continue  # in runs.jsonl already: nothing to run or rewrite
+    rec = run_one(exp, temperature, seed, outdir=outdir, data_dir=data_dir, force=force,
+                  analysis_overrides=analysis_overrides, stage=stage)
     if rec is None:
       continue
     made[key] = rec
@@ -429,6 +428,7 @@ def reproduce(preset: str, *, seeds: int | None = None, outdir: str | None = Non
   records = merge_records(read_runs(outdir), made, spec)
   rows = aggregate(records)
   if records and distributed.is_main_process():
+    write_runs(records, outdir)  # in point order, without retired experiments
     write_tables(rows, outdir, preset)
   return rows
 
