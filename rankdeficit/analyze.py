@@ -51,6 +51,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rankdeficit import distributed
+from rankdeficit import feature_extraction
 from rankdeficit import metrics
 from rankdeficit import models
 from rankdeficit import probe_layers
@@ -94,70 +95,6 @@ def _head(variables) -> tuple[np.ndarray, np.ndarray] | None:
 
 def _f(x) -> float:
   return float(np.asarray(x))
-
-
-def _extract(config, model, variables, dataset: str, split: str, *, batch_size: int,
-             max_examples: int | None, coords, key, max_dims: int | None):
-  from rankdeficit import input_pipeline  # pylint: disable=import-outside-toplevel
-  batches = input_pipeline.create_eval_iterator(
-      config, dataset, split, batch_size=batch_size, num_examples=max_examples,
-      shuffle_seed=0 if max_examples else None)
-  return _gather_processes(probes.extract_features(model, variables, batches,
-                                                   max_dims=max_dims, key=key, coords=coords))
-
-
-def _gather_processes(features: probes.Features) -> probes.Features:
-  """The whole split on every process: each one extracted a contiguous block of it."""
-  layers = list(features.reps)
-  logits, labels, reps = distributed.allgather_rows(
-      (features.logits, features.labels, [features.reps[l] for l in layers]))
-  return features._replace(logits=logits, labels=labels, reps=dict(zip(layers, reps)))
-
-
-def _with_final_layers(features: probes.Features, temperature: float) -> probes.Features:
-  """Adds the final layer pre- and post-softmax (`logits`, `softmax`) as probed layers."""
-  final = probe_layers.final_layer_features(features.logits, temperature)
-  coords = dict(features.coords)
-  for name in final:
-    coords[name] = np.arange(features.logits.shape[1], dtype=np.int32)
-  return features._replace(reps={**features.reps, **final}, coords=coords)
-
-
-def extract_splits(config, model, variables, *, temperature: float, batch_size: int,
-                   max_examples: int | None, max_train_examples: int | None, key,
-                   max_dims: int, timer) -> dict[str, probes.Features]:
-  """Step 1: features of ID test/train and, with an OOD set, OOD test/train and the NECO
-  detection set (`det_test`, the OOD test split unless `ood_detection_dataset` differs).
-
-  Every split uses the coordinate subsets drawn on ID test, and carries the final layer
-  pre- and post-softmax as the layers `logits` and `softmax`.
-  """
-  ex = dict(config=config, model=model, variables=variables, batch_size=batch_size,
-            key=key, max_dims=max_dims)
-  n_train = max_train_examples or max_examples
-  splits = {}
-  with timer('extract_id_test'):
-    splits['id_test'] = _extract(dataset=config.dataset, split='test', coords=None,
-                                 max_examples=max_examples, **ex)
-  coords = splits['id_test'].coords
-  with timer('extract_id_train'):
-    splits['id_train'] = _extract(dataset=config.dataset, split='train', coords=coords,
-                                  max_examples=n_train, **ex)
-  ood = config.ood_dataset or ''
-  if ood:
-    with timer('extract_ood_test'):
-      splits['ood_test'] = _extract(dataset=ood, split='test', coords=coords,
-                                    max_examples=max_examples, **ex)
-    with timer('extract_ood_train'):
-      splits['ood_train'] = _extract(dataset=ood, split='train', coords=coords,
-                                     max_examples=n_train, **ex)
-    detection = config.ood_detection_dataset or ood
-    splits['det_test'] = splits['ood_test']
-    if detection != ood:
-      with timer('extract_detection_test'):
-        splits['det_test'] = _extract(dataset=detection, split='test', coords=coords,
-                                      max_examples=max_examples, **ex)
-  return {k: _with_final_layers(v, temperature) for k, v in splits.items()}
 
 
 def logit_metrics(id_test: probes.Features, *, temperature: float, num_classes: int,
@@ -324,6 +261,24 @@ def check_analyzable(workdir: str) -> None:
                      f'(python -m rankdeficit.main ... --workdir={workdir}).')
 
 
+def _run_header(workdir, config, step, splits, full_dims, hidden, *, num_classes: int,
+                temperature: float, seed: int, probe_config: dict) -> dict[str, Any]:
+  """What was analysed and how: the run, its layers and widths, split sizes, probe settings."""
+  id_test = splits['id_test']
+  layers = list(id_test.reps)
+  return {
+      'workdir': os.fspath(storage.workdir_path(workdir)), 'step': int(step),
+      'model': config.model.name, 'dataset': config.dataset,
+      'ood_dataset': config.ood_dataset or '', 'temperature': temperature,
+      'num_classes': num_classes, 'seed': seed, 'layers': layers, 'hidden_layers': hidden,
+      'feature_dims': {l: [int(len(id_test.coords[l])), full_dims[l]] for l in layers},
+      'num_examples': {k: int(len(v.labels)) for k, v in splits.items() if k != 'det_test'},
+      'probe_config': {'optimizer': 'adam (torch.optim.Adam semantics)',
+                       'weight_decay_mode': 'coupled L2', **probe_config},
+      'probe_conventions': probe_layers.DESCRIPTIONS,
+  }
+
+
 def analyze_run(workdir: str, *, ood_dataset: str | None = None, data_dir: str | None = None,
                 max_examples: int | None = None, max_train_examples: int | None = None,
                 probe_epochs: int = 50,
@@ -335,7 +290,7 @@ def analyze_run(workdir: str, *, ood_dataset: str | None = None, data_dir: str |
                 ) -> dict[str, Any]:
   """Analyses the run in `workdir` and (if `write`) writes `workdir/analysis/`.
 
-  The steps, in order: `extract_splits` -> `logit_metrics` + `representation_ranks` ->
+  The steps, in order: `feature_extraction.extract_splits` -> `logit_metrics` + `representation_ranks` ->
   `probe_metrics` -> `collapse_metrics` -> `ood_detection` -> `write_analysis`.
 
   Args:
@@ -373,31 +328,21 @@ def analyze_run(workdir: str, *, ood_dataset: str | None = None, data_dir: str |
       config.dataset, config.data_dir).num_classes)
   temperature = _run_temperature(config)
   coord_key, probe_key = jax.random.split(jax.random.PRNGKey(seed))
-  splits = extract_splits(config, model, variables, temperature=temperature,
-                          batch_size=int(batch_size or config.eval_batch_size),
-                          max_examples=max_examples, max_train_examples=max_train_examples,
-                          key=coord_key, max_dims=max_dims, timer=timer)
+  splits = feature_extraction.extract_splits(
+      config, model, variables, temperature=temperature,
+      batch_size=int(batch_size or config.eval_batch_size), max_examples=max_examples,
+      max_train_examples=max_train_examples, key=coord_key, max_dims=max_dims, timer=timer)
   id_test = splits['id_test']
-  layers = list(id_test.reps)
-  hidden = [l for l in layers if l not in probe_layers.FINAL_LAYERS]
-  full_dims = _full_dims(config, model, variables, hidden)
+  hidden = [l for l in id_test.reps if l not in probe_layers.FINAL_LAYERS]
+  full_dims = feature_extraction.full_dims(config, model, variables, hidden)
   full_dims.update({l: num_classes for l in probe_layers.FINAL_LAYERS})
   head = _head(variables)
 
-  out: dict[str, Any] = {
-      'workdir': os.fspath(storage.workdir_path(workdir)), 'step': int(ckpt_step),
-      'model': config.model.name, 'dataset': config.dataset, 'ood_dataset': ood,
-      'temperature': temperature, 'num_classes': num_classes, 'seed': seed,
-      'layers': layers, 'hidden_layers': hidden,
-      'feature_dims': {l: [int(len(id_test.coords[l])), full_dims[l]] for l in layers},
-      'num_examples': {k: int(len(v.labels)) for k, v in splits.items() if k != 'det_test'},
-      'probe_config': {'optimizer': 'adam (torch.optim.Adam semantics)',
-                       'learning_rate': probe_lr, 'weight_decay': probe_weight_decay,
-                       'weight_decay_mode': 'coupled L2', 'epochs': probe_epochs,
-                       'batch_size': probe_batch_size, 'standardize': standardize,
-                       'max_dims': max_dims},
-      'probe_conventions': probe_layers.DESCRIPTIONS,
-  }
+  out = _run_header(workdir, config, ckpt_step, splits, full_dims, hidden,
+                    num_classes=num_classes, temperature=temperature, seed=seed,
+                    probe_config=dict(learning_rate=probe_lr, weight_decay=probe_weight_decay,
+                                      epochs=probe_epochs, batch_size=probe_batch_size,
+                                      standardize=standardize, max_dims=max_dims))
   with timer('logits_metrics'):
     out.update(logit_metrics(id_test, temperature=temperature, num_classes=num_classes,
                              penultimate_width=full_dims[hidden[-1]],
@@ -428,19 +373,6 @@ def analyze_run(workdir: str, *, ood_dataset: str | None = None, data_dir: str |
   if write and distributed.is_main_process():  # every process holds the same results
     write_analysis(out, workdir, plots=plots, timer=timer)
   return out
-
-
-def _full_dims(config, model, variables, layers) -> dict[str, int]:
-  """Flattened width of each hidden representation (before the coordinate subset)."""
-  rep_shapes = jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables,
-                              jax.ShapeDtypeStruct((1, *config_image_shape(config)),
-                                                   jnp.float32))[1]
-  return {l: int(np.prod(rep_shapes[l].shape[1:])) for l in layers}
-
-
-def config_image_shape(config) -> tuple[int, int, int]:
-  from rankdeficit import input_pipeline  # pylint: disable=import-outside-toplevel
-  return tuple(input_pipeline.input_shape(config))
 
 
 def _define_flags():
