@@ -198,35 +198,10 @@ def _alignment_input(module, layer_input, max_rows: int) -> jax.Array | None:
   return a
 
 
-def collapse_metrics(
-  model: nn.Module,
-  variables: dict,
-  images: jax.Array,
-  labels: jax.Array,
-  *,
-  temperature: float | jax.Array,
-  loss_fn: LossFn,
-  key: jax.Array | None = None,
-  subsets: SubsetFn | None = None,
-  max_dims: int = 10_000,
-  top_k: int = 15,
-  max_alignment_rows: int = 4096,
-  input_ranks: bool = False,
-) -> dict[str, jax.Array]:
-  """All train-time collapse metrics on one batch (see module docstring). Jittable with
-  ``model``, ``loss_fn``, ``subsets``, ``max_dims``, ``top_k``, ``max_alignment_rows``,
-  ``input_ranks`` static.
-
-  Exactly one of ``subsets`` (e.g. ``host_subsets(seed)``: numpy subsets, constants of
-  the program; what ``make_collapse_metrics_fn`` uses) or ``key`` (subsets drawn inside
-  the program with ``jax.random``: the same numbers for the same indices, but a
-  sort-based shuffle per subset to compile) chooses the coordinate and row subsets.
-  """
-  if (key is None) == (subsets is None):
-    raise ValueError("collapse_metrics: pass exactly one of key= (subsets drawn in the "
-                     "program) or subsets= (e.g. monitor.host_subsets(seed))")
-  draw = _key_subsets(key) if subsets is None else subsets
-  pick = lambda name, n, k: draw(name, n, k) if n > k else None
+def _differentiate_with_capture(model, variables, images, labels, temperature, loss_fn):
+  """The loss and its parameter gradients on one batch, with what the metrics need from
+  inside the forward pass: logits, representations, every Dense/Conv input, the modules,
+  which inputs alias a representation or an earlier input, and sown attention logits."""
   params = variables["params"]
   rest = {k: v for k, v in variables.items() if k != "params"}
 
@@ -261,6 +236,41 @@ def collapse_metrics(
   with jax.default_matmul_precision("highest"):
     (loss, (logits, reps, inputs, attention)), grads = jax.value_and_grad(
         loss_for_grad, has_aux=True)(params)
+  return loss, logits, reps, inputs, attention, grads, modules_box, alias_box
+
+
+def collapse_metrics(
+  model: nn.Module,
+  variables: dict,
+  images: jax.Array,
+  labels: jax.Array,
+  *,
+  temperature: float | jax.Array,
+  loss_fn: LossFn,
+  key: jax.Array | None = None,
+  subsets: SubsetFn | None = None,
+  max_dims: int = 10_000,
+  top_k: int = 15,
+  max_alignment_rows: int = 4096,
+  input_ranks: bool = False,
+) -> dict[str, jax.Array]:
+  """All train-time collapse metrics on one batch (see module docstring). Jittable with
+  ``model``, ``loss_fn``, ``subsets``, ``max_dims``, ``top_k``, ``max_alignment_rows``,
+  ``input_ranks`` static.
+
+  Exactly one of ``subsets`` (e.g. ``host_subsets(seed)``: numpy subsets, constants of
+  the program; what ``make_collapse_metrics_fn`` uses) or ``key`` (subsets drawn inside
+  the program with ``jax.random``: the same numbers for the same indices, but a
+  sort-based shuffle per subset to compile) chooses the coordinate and row subsets.
+  """
+  if (key is None) == (subsets is None):
+    raise ValueError("collapse_metrics: pass exactly one of key= (subsets drawn in the "
+                     "program) or subsets= (e.g. monitor.host_subsets(seed))")
+  draw = _key_subsets(key) if subsets is None else subsets
+  pick = lambda name, n, k: draw(name, n, k) if n > k else None
+  params = variables["params"]
+  loss, logits, reps, inputs, attention, grads, modules_box, alias_box = (
+    _differentiate_with_capture(model, variables, images, labels, temperature, loss_fn))
 
   out: dict[str, jax.Array] = {"loss": loss}
   logits = logits.astype(jnp.float32)
