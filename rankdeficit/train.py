@@ -200,6 +200,37 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     return state, results
 
 
+def _initial_state(config, model, tx, mesh) -> steps.TrainState:
+  """The step-0 state, replicated over `mesh`: fresh, or from local pretrained weights."""
+  repl = sharding.replicated(mesh)
+  image_shape = (config.image_size, config.image_size, 3)
+  state = jax.jit(functools.partial(steps.create_train_state, model=model, tx=tx,
+                                    image_shape=image_shape),
+                  out_shardings=repl)(jax.random.PRNGKey(config.seed))
+  if config.model.pretrained_path:
+    # Fine-tuning: start from local pretrained weights (a new head if the classes differ).
+    params = models.vit.load_pretrained(jax.device_get(state.params),
+                                        config.model.pretrained_path)
+    params = jax.device_put(params, repl)
+    state = state.replace(params=params, opt_state=jax.jit(tx.init, out_shardings=repl)(params))
+  return state
+
+
+def _jitted_steps(config, model, tx, loss_fn, temperature_fn, mesh):
+  """The train step (state donated) and eval step, batches sharded over the `data` axis."""
+  repl, data = sharding.replicated(mesh), sharding.data_sharded(mesh)
+  p_train_step = jax.jit(
+      functools.partial(steps.train_step, model=model, tx=tx, loss_fn=loss_fn,
+                        temperature_fn=temperature_fn,
+                        preprocess=input_pipeline.device_preprocess(config)),
+      in_shardings=(repl, data), out_shardings=(repl, repl), donate_argnums=0)
+  p_eval_step = jax.jit(
+      functools.partial(steps.eval_step, model=model, loss_fn=loss_fn,
+                        temperature_fn=temperature_fn),
+      in_shardings=(repl, data), out_shardings=(repl, repl, repl))
+  return p_train_step, p_eval_step
+
+
 def _train(config, workdir: str, mesh, info, stop: preemption.StopRequest,
            lock: workdir_lock.WorkdirLock):
   """train_and_evaluate after validation: build, restore, train, save, evaluate."""
@@ -212,17 +243,7 @@ def _train(config, workdir: str, mesh, info, stop: preemption.StopRequest,
   tx = optim.create_optimizer(config, steps_per_epoch)
   loss_fn = losses.get_loss_fn(config.loss)
 
-  repl = sharding.replicated(mesh)
-  image_shape = (config.image_size, config.image_size, 3)
-  state = jax.jit(functools.partial(steps.create_train_state, model=model, tx=tx,
-                                    image_shape=image_shape),
-                  out_shardings=repl)(jax.random.PRNGKey(config.seed))
-  if config.model.pretrained_path:
-    # Fine-tuning: start from local pretrained weights (a new head if the classes differ).
-    params = models.vit.load_pretrained(jax.device_get(state.params),
-                                        config.model.pretrained_path)
-    params = jax.device_put(params, repl)
-    state = state.replace(params=params, opt_state=jax.jit(tx.init, out_shardings=repl)(params))
+  state = _initial_state(config, model, tx, mesh)
   train_iter = input_pipeline.create_train_iterator(config, seed=config.seed)
   checkpointer = checkpointing.Checkpointer(workdir, keep=config.keep_checkpoints,
                                             every_steps=config.checkpoint_every_steps)
@@ -250,16 +271,8 @@ def _train(config, workdir: str, mesh, info, stop: preemption.StopRequest,
   if start_step == 0:
     writer.write_hparams(checkpointing.flat_hparams(config))
 
-  p_train_step = jax.jit(
-      functools.partial(steps.train_step, model=model, tx=tx, loss_fn=loss_fn,
-                        temperature_fn=temperature_fn,
-                        preprocess=input_pipeline.device_preprocess(config)),
-      in_shardings=(repl, sharding.data_sharded(mesh)), out_shardings=(repl, repl),
-      donate_argnums=0)
-  p_eval_step = jax.jit(
-      functools.partial(steps.eval_step, model=model, loss_fn=loss_fn,
-                        temperature_fn=temperature_fn),
-      in_shardings=(repl, sharding.data_sharded(mesh)), out_shardings=(repl, repl, repl))
+  p_train_step, p_eval_step = _jitted_steps(config, model, tx, loss_fn, temperature_fn,
+                                            mesh)
   p_all_finite = jax.jit(_all_finite)
   watch = _collapse_monitor(config, models.measurement_model(model), loss_fn, mesh,  # f32
                             workdir, start_step)
