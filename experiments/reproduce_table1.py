@@ -9,7 +9,8 @@ killed run; a finished run is not retrained), analyse it with
 `rankdeficit.analyze.analyze_run` (skipped when its analysis.json exists, unless --force),
 then aggregate mean +- std over seeds into `<outdir>/table1.md` and `<outdir>/table1.csv`,
 next to the paper's numbers (SPEC section 5). Every run's analysis is also appended to
-`<outdir>/runs.jsonl`.
+`<outdir>/runs.jsonl`, and `<outdir>/probe_profiles.png` draws every setting's per-layer
+probe accuracies and effective ranks over seeds (`experiments.table1_plot`).
 
 Presets:
 * `smoke`: tiny models / steps, 1 seed; for tests (about a minute on 2 CPU cores).
@@ -39,6 +40,7 @@ from absl import flags
 from absl import logging
 import numpy as np
 
+from experiments import table1_plot
 from rankdeficit import distributed
 from rankdeficit import monitor_log
 from rankdeficit import probe_layers
@@ -423,14 +425,20 @@ def reproduce(preset: str, *, seeds: int | None = None, outdir: str | None = Non
     records = merge_records(read_runs(outdir), made, spec)
     if not distributed.is_main_process():
       continue  # process 0 writes the tables
-    write_runs(records, outdir)
-    write_tables(aggregate(records), outdir, preset)  # partial tables while it runs
+    _write_outputs(records, outdir, preset)  # partial tables while it runs
   records = merge_records(read_runs(outdir), made, spec)
   rows = aggregate(records)
   if records and distributed.is_main_process():
-    write_runs(records, outdir)  # in point order, without retired experiments
-    write_tables(rows, outdir, preset)
+    _write_outputs(records, outdir, preset)  # in point order, without retired experiments
   return rows
+
+
+def _write_outputs(records: list[dict], outdir: str, preset: str) -> None:
+  """runs.jsonl, table1.md/.csv and probe_profiles.png (once a run has probes)."""
+  write_runs(records, outdir)
+  write_tables(aggregate(records), outdir, preset)
+  if any(rec.get('id_probe_accuracy') for rec in records):
+    table1_plot.plot_probe_profiles(records, os.path.join(outdir, 'probe_profiles.png'))
 
 
 def _define_flags():

@@ -176,7 +176,8 @@ def test_reproduce_reuses_points_recorded_in_runs_jsonl(tmp_path):
                        'paper': 'CIFAR-10 / MLP', 'kappa': 0.5, 'rho': r,
                        'kappa_by_convention': {'paper': 0.5, 'post_softmax': 0.25,
                                                'hidden': 1.0},
-                       'rho_by_convention': {'paper': r, 'post_softmax': r, 'hidden': 0.0}})
+                       'rho_by_convention': {'paper': r, 'post_softmax': r, 'hidden': 0.0},
+                       'id_probe_accuracy': {'dense_0': 0.5, 'logits': r}})
            for t, r in ((1.0, 0.25), (100.0, 0.5))]
   (tmp_path / 'runs.jsonl').write_text('\n'.join(lines) + '\n')
   rows = rt.reproduce('smoke', outdir=str(tmp_path), data_dir=str(tmp_path / 'no_data'))
@@ -184,6 +185,7 @@ def test_reproduce_reuses_points_recorded_in_runs_jsonl(tmp_path):
   assert [r['rho_mean'] for r in rows] == [0.25, 0.5]
   assert rows[0]['kappa_hidden_mean'] == 1.0
   assert len((tmp_path / 'runs.jsonl').read_text().splitlines()) == 2
+  assert (tmp_path / 'probe_profiles.png').stat().st_size > 0  # drawn from runs.jsonl
 
 
 def test_reproduce_with_a_subset_keeps_every_recorded_point(tmp_path):
@@ -202,6 +204,7 @@ def test_reproduce_with_a_subset_keeps_every_recorded_point(tmp_path):
       ('mlp_c10', 1.0, 0), ('mlp_c10', 100.0, 0), ('mlp_c10', 1.0, 1)]
   assert [(r['temperature'], r['seeds']) for r in rows] == [(1.0, 2), (100.0, 1)]
   assert rows[0]['rho_mean'] == pytest.approx(0.15)
+  assert not (tmp_path / 'probe_profiles.png').exists()  # no run has probes to draw
 
 
 def test_reproduce_keeps_points_another_call_records_meanwhile(tmp_path, monkeypatch):

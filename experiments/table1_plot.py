@@ -1,0 +1,101 @@
+"""Per-layer probe accuracy and effective rank of a Table 1 reproduction, over seeds.
+
+    python -m experiments.table1_plot --outdir=experiments/results/table1_paper_cpu
+
+Reads `<outdir>/runs.jsonl` (one line per run, written by `reproduce_table1`) and draws
+`<outdir>/probe_profiles.png`: one column per setting (experiment), the ID and OOD linear
+probe accuracy of every probed layer on top and the layer's effective rank below, one colour
+per temperature, the line the mean over seeds and the band +-1 std. kappa and rho are
+single numbers taken from these curves; the curves show why they come out as they do (e.g.
+probes that peak mid-network make kappa 1/L under every convention).
+"""
+from __future__ import annotations
+
+import collections
+import json
+import os
+
+from absl import app, flags
+import numpy as np
+
+
+def _by_setting(records: list[dict]) -> dict[str, dict[float, list[dict]]]:
+  """{experiment: {temperature: [record per seed]}}, in the order records first name them."""
+  out: dict[str, dict[float, list[dict]]] = collections.defaultdict(
+      lambda: collections.defaultdict(list))
+  for rec in records:
+    out[rec['experiment']][float(rec['temperature'])].append(rec)
+  return out
+
+
+def _curve(runs: list[dict], key: str, layers: list[str]) -> tuple[np.ndarray, np.ndarray]:
+  """Mean and std (ddof 1; 0 for one seed) over runs of `run[key][layer]` per layer."""
+  values = np.array([[run[key][l] for l in layers] for run in runs], np.float64)
+  std = values.std(axis=0, ddof=1) if len(runs) > 1 else np.zeros(len(layers))
+  return values.mean(axis=0), std
+
+
+def _band(ax, x, mean, std, **style):
+  line, = ax.plot(x, mean, **style)
+  ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=.2, lw=0)
+
+
+def plot_probe_profiles(records: list[dict], path: str) -> None:
+  """Writes the figure described in the module docstring for `records` to `path` (PNG).
+
+  Raises:
+    ValueError: no record has per-layer probe accuracies.
+  """
+  records = [r for r in records if r.get('id_probe_accuracy')]
+  if not records:
+    raise ValueError('plot_probe_profiles: no run has per-layer probe accuracies')
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  settings = _by_setting(records)
+  fig, axes = plt.subplots(2, len(settings), figsize=(4.2 * len(settings), 6.4),
+                           squeeze=False)
+  for col, (name, by_t) in enumerate(settings.items()):
+    top, bottom = axes[0, col], axes[1, col]
+    for i, (temperature, runs) in enumerate(sorted(by_t.items())):
+      layers = list(runs[0]['id_probe_accuracy'])
+      x = np.arange(1, len(layers) + 1)
+      colour = f'C{i}'
+      _band(top, x, *_curve(runs, 'id_probe_accuracy', layers), color=colour, marker='o',
+            ms=3, label=f'T={temperature:g} ID ({len(runs)} seeds)')
+      if runs[0].get('ood_probe_accuracy'):
+        _band(top, x, *_curve(runs, 'ood_probe_accuracy', layers), color=colour,
+              marker='s', ms=3, ls='--', label=f'T={temperature:g} OOD')
+      if runs[0].get('representation_effective_rank'):
+        _band(bottom, x, *_curve(runs, 'representation_effective_rank', layers),
+              color=colour, marker='o', ms=3, label=f'T={temperature:g}')
+    for ax in (top, bottom):
+      ax.set_xticks(x, layers, rotation=45, ha='right', fontsize=7)
+      ax.grid(alpha=.3)
+      ax.legend(fontsize=7)
+    top.set_title(runs[0].get('label') or name, fontsize=8)
+    top.set_ylim(0, 1)
+    top.set_ylabel('linear probe accuracy')
+    bottom.set_yscale('log')
+    bottom.set_ylabel('effective rank (ID test)')
+  fig.tight_layout()
+  tmp = path + '.tmp'
+  fig.savefig(tmp, format='png', dpi=100)
+  plt.close(fig)
+  os.replace(tmp, path)  # a reader never sees half a PNG
+
+
+def main(argv):
+  del argv
+  outdir = flags.FLAGS.outdir
+  with open(os.path.join(outdir, 'runs.jsonl')) as f:
+    records = [json.loads(line) for line in f if line.strip()]
+  path = os.path.join(outdir, 'probe_profiles.png')
+  plot_probe_profiles(records, path)
+  print(f'Wrote {path}')
+
+
+if __name__ == '__main__':
+  flags.DEFINE_string('outdir', None, 'A reproduce_table1 output folder (has runs.jsonl).',
+                      required=True)
+  app.run(main)
