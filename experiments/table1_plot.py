@@ -4,10 +4,11 @@
 
 Reads `<outdir>/runs.jsonl` (one line per run, written by `reproduce_table1`) and draws
 `<outdir>/probe_profiles.png`: one column per setting (experiment), the ID and OOD linear
-probe accuracy of every probed layer on top and the layer's effective rank below, one colour
-per temperature, the line the mean over seeds and the band +-1 std. kappa and rho are
-single numbers taken from these curves; the curves show why they come out as they do (e.g.
-probes that peak mid-network make kappa 1/L under every convention).
+probe accuracy of every probed layer on top and the layer's effective rank below (when
+runs.jsonl has ranks), one colour per temperature, the line the mean over seeds and the
+band +-1 std. kappa and rho are single numbers read off these curves; the curves show why
+they come out as they do (e.g. ID probes that peak mid-network and fall towards the logits
+put kappa at 1/L under the `paper` convention).
 """
 from __future__ import annotations
 
@@ -20,11 +21,13 @@ import numpy as np
 
 
 def _by_setting(records: list[dict]) -> dict[str, dict[float, list[dict]]]:
-  """{experiment: {temperature: [record per seed]}}, in the order records first name them."""
+  """{experiment: {temperature: [record per seed]}}, in the order records first name them;
+  of two records of one seed (an old runs.jsonl appended to) the later one counts."""
+  latest = {(r['experiment'], float(r['temperature']), r.get('seed')): r for r in records}
   out: dict[str, dict[float, list[dict]]] = collections.defaultdict(
       lambda: collections.defaultdict(list))
-  for rec in records:
-    out[rec['experiment']][float(rec['temperature'])].append(rec)
+  for (experiment, temperature, _), rec in latest.items():
+    out[experiment][temperature].append(rec)
   return out
 
 
@@ -53,10 +56,11 @@ def plot_probe_profiles(records: list[dict], path: str) -> None:
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
   settings = _by_setting(records)
-  fig, axes = plt.subplots(2, len(settings), figsize=(4.2 * len(settings), 6.4),
-                           squeeze=False)
+  ranks = any(r.get('representation_effective_rank') for r in records)
+  fig, axes = plt.subplots(1 + ranks, len(settings),
+                           figsize=(4.2 * len(settings), 3.2 * (1 + ranks)), squeeze=False)
   for col, (name, by_t) in enumerate(settings.items()):
-    top, bottom = axes[0, col], axes[1, col]
+    top, bottom = axes[0, col], axes[-1, col] if ranks else None
     for i, (temperature, runs) in enumerate(sorted(by_t.items())):
       layers = list(runs[0]['id_probe_accuracy'])
       x = np.arange(1, len(layers) + 1)
@@ -66,18 +70,19 @@ def plot_probe_profiles(records: list[dict], path: str) -> None:
       if runs[0].get('ood_probe_accuracy'):
         _band(top, x, *_curve(runs, 'ood_probe_accuracy', layers), color=colour,
               marker='s', ms=3, ls='--', label=f'T={temperature:g} OOD')
-      if runs[0].get('representation_effective_rank'):
+      if bottom is not None and runs[0].get('representation_effective_rank'):
         _band(bottom, x, *_curve(runs, 'representation_effective_rank', layers),
               color=colour, marker='o', ms=3, label=f'T={temperature:g}')
-    for ax in (top, bottom):
+    for ax in (top, bottom) if ranks else (top,):
       ax.set_xticks(x, layers, rotation=45, ha='right', fontsize=7)
       ax.grid(alpha=.3)
       ax.legend(fontsize=7)
     top.set_title(runs[0].get('label') or name, fontsize=8)
     top.set_ylim(0, 1)
     top.set_ylabel('linear probe accuracy')
-    bottom.set_yscale('log')
-    bottom.set_ylabel('effective rank (ID test)')
+    if ranks:
+      bottom.set_yscale('log')
+      bottom.set_ylabel('effective rank (ID test)')
   fig.tight_layout()
   tmp = path + '.tmp'
   fig.savefig(tmp, format='png', dpi=100)

@@ -24,15 +24,21 @@ def test_curve_is_the_mean_and_sample_std_over_seeds():
 
 
 def test_plot_writes_one_png_per_call_and_groups_by_setting(tmp_path):
-  records = [_record(exp, t, s, (0.5, 0.6, 0.4), (0.9, 0.8, 0.5))
-             for exp in ('mlp', 'tin') for t in (1.0, 100.0) for s in (0, 1)]
+  stale = _record('mlp', 1.0, 0, (0.1, 0.1, 0.1), (0.1, 0.1, 0.1))  # replaced below
+  records = [stale] + [_record(exp, t, s, (0.5, 0.6, 0.4), (0.9, 0.8, 0.5))
+                       for exp in ('mlp', 'tin') for t in (1.0, 100.0) for s in (0, 1)]
   settings = table1_plot._by_setting(records)
   assert list(settings) == ['mlp', 'tin'] and sorted(settings['mlp']) == [1.0, 100.0]
   assert [r['seed'] for r in settings['tin'][100.0]] == [0, 1]
+  assert [r['id_probe_accuracy']['dense_0'] for r in settings['mlp'][1.0]] == [0.5, 0.5]
   path = tmp_path / 'probe_profiles.png'
   table1_plot.plot_probe_profiles(records, str(path))
   assert path.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
   assert [p.name for p in tmp_path.iterdir()] == ['probe_profiles.png']  # no .tmp left
+  for rec in records:  # without ranks: the probe row alone
+    del rec['representation_effective_rank']
+  table1_plot.plot_probe_profiles(records, str(path))
+  assert path.stat().st_size > 0
 
 
 def test_plot_without_probes_is_refused(tmp_path):
