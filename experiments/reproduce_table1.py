@@ -427,18 +427,20 @@ def reproduce(preset: str, *, seeds: int | None = None, outdir: str | None = Non
       continue  # process 0 writes the tables
     _write_outputs(records, outdir, preset)  # partial tables while it runs
   records = merge_records(read_runs(outdir), made, spec)
-  rows = aggregate(records)
   if records and distributed.is_main_process():
-    _write_outputs(records, outdir, preset)  # in point order, without retired experiments
-  return rows
+    return _write_outputs(records, outdir, preset)  # point order, no retired experiments
+  return aggregate(records)
 
 
-def _write_outputs(records: list[dict], outdir: str, preset: str) -> None:
-  """runs.jsonl, table1.md/.csv and probe_profiles.png (once a run has probes)."""
+def _write_outputs(records: list[dict], outdir: str, preset: str) -> list[dict]:
+  """Writes runs.jsonl, table1.md/.csv and probe_profiles.png (once a run has probes);
+  returns the aggregated rows."""
   write_runs(records, outdir)
-  write_tables(aggregate(records), outdir, preset)
+  rows = aggregate(records)
+  write_tables(rows, outdir, preset)
   if any(rec.get('id_probe_accuracy') for rec in records):
     table1_plot.plot_probe_profiles(records, os.path.join(outdir, 'probe_profiles.png'))
+  return rows
 
 
 def _define_flags():

@@ -13,7 +13,6 @@ put kappa at 1/L under the `paper` convention).
 from __future__ import annotations
 
 import collections
-import json
 import os
 
 from absl import app, flags
@@ -84,7 +83,8 @@ def plot_probe_profiles(records: list[dict], path: str) -> None:
       bottom.set_yscale('log')
       bottom.set_ylabel('effective rank (ID test)')
   fig.tight_layout()
-  tmp = path + '.tmp'
+  # Per-process temporary name: two reproduce_table1 calls may draw into one outdir.
+  tmp = f'{path}.tmp{os.getpid()}'
   fig.savefig(tmp, format='png', dpi=100)
   plt.close(fig)
   os.replace(tmp, path)  # a reader never sees half a PNG
@@ -92,11 +92,11 @@ def plot_probe_profiles(records: list[dict], path: str) -> None:
 
 def main(argv):
   del argv
+  # Imported here: reproduce_table1 imports this module to draw the figure with its tables.
+  from experiments import reproduce_table1  # pylint: disable=import-outside-toplevel
   outdir = flags.FLAGS.outdir
-  with open(os.path.join(outdir, 'runs.jsonl')) as f:
-    records = [json.loads(line) for line in f if line.strip()]
   path = os.path.join(outdir, 'probe_profiles.png')
-  plot_probe_profiles(records, path)
+  plot_probe_profiles(list(reproduce_table1.read_runs(outdir).values()), path)
   print(f'Wrote {path}')
 
 

@@ -290,8 +290,9 @@ def analyze_run(workdir: str, *, ood_dataset: str | None = None, data_dir: str |
                 ) -> dict[str, Any]:
   """Analyses the run in `workdir` and (if `write`) writes `workdir/analysis/`.
 
-  The steps, in order: `feature_extraction.extract_splits` -> `logit_metrics` + `representation_ranks` ->
-  `probe_metrics` -> `collapse_metrics` -> `ood_detection` -> `write_analysis`.
+  The steps, in order: `feature_extraction.extract_splits` -> `logit_metrics` +
+  `representation_ranks` -> `probe_metrics` -> `collapse_metrics` -> `ood_detection` ->
+  `write_analysis`.
 
   Args:
     workdir: run directory (config.json + checkpoints/).
