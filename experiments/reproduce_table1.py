@@ -126,6 +126,32 @@ PRESETS: dict[str, dict[str, Any]] = {
                     ('log_every_steps', 156)),
                    paper='CIFAR-100 / ResNet18',
                    label='Tiny-ImageNet-200 32x32 / MLP 4x512, kaiming init, 10 epochs'),)),
+    # Which protocol choice decides the Table 1 MLP directions (issue 21): the paper_cpu
+    # Kaiming recipe on the 2 x 2 grid augmentation {none, cifar} x depth {7, 8 hidden
+    # layers}. The (cifar, 7) cell is paper_cpu's `mlp_c10_kaiming` (same config, same
+    # name): its records are imported from table1_paper_cpu/runs.jsonl.
+    'factors_cpu': dict(seeds=1, experiments=tuple(
+        Experiment('mlp_c10_kaiming' if (augment, depth) == ('cifar', 7)
+                   else f'mlp_c10_kaiming_aug-{augment}_d{depth}', 'mlp_c10_cpu',
+                   (('model.init', 'kaiming'), ('model.depth', depth), ('train_subset', 0),
+                    ('num_epochs', 100), ('augment', augment), ('eval_every_steps', 3910),
+                    ('metrics_every_steps', 3910), ('checkpoint_every_steps', 1955),
+                    ('log_every_steps', 391)),
+                   paper='CIFAR-10 / MLP',
+                   label=f'CIFAR-10 (JPEG, 50k) / MLP {depth}+1 x 512, kaiming, augment {augment}')
+        for augment in ('cifar', 'none') for depth in (7, 8))),
+    # A convnet row at a budget where it trains (issue 21): ResNet-20 with the paper's
+    # CIFAR recipe (SGD 0.1, momentum 0.9, wd 1e-4, batch 128, pad-4 crop + flip) on all
+    # 50,000 CIFAR-10 JPEG images, the 164-epoch schedule scaled to 30 epochs (decay at
+    # 15 and 23, the paper's 50% / 75%), Kaiming init, OOD MNIST. Measured: 1.4-1.5
+    # steps/s on one core while the other trains too (2.2 h for the 11,700 steps).
+    'resnet20_cpu': dict(seeds=3, experiments=(
+        Experiment('resnet20_c10', 'resnet20_c10_cpu',
+                   (('train_subset', 0), ('num_epochs', 30), ('lr_milestones', (15, 23)),
+                    ('eval_every_steps', 1950), ('metrics_every_steps', 1950),
+                    ('checkpoint_every_steps', 390), ('log_every_steps', 390)),
+                   paper='CIFAR-10 / ResNet20',
+                   label='CIFAR-10 (JPEG, 50k train) / ResNet-20, 30 epochs'),)),
     # Full scale. ImageNet probes train on a fixed random 100,000-image subset of the train
     # split (the paper computes the ImageNet-1k SR on 100,000 samples; its probe subset is
     # not stated); SR uses the whole validation split (50,000 images).
@@ -238,6 +264,7 @@ def run_one(exp: Experiment, temperature: float, seed: int, *, outdir: str,
     config = json.load(f)
   rec.update(experiment=exp.name, label=exp.label, paper=exp.paper, seed=seed,
              temperature=temperature, run=workdir, init=config['model']['init'],
+             augment=config['augment'], depth=config['model']['depth'],
              num_epochs=config['num_epochs'], num_train=train_results.get('num_train'),
              init_logits_norm=train_results.get('init/logits_norm'),
              train_seconds=train_results.get('train_seconds'),
@@ -340,7 +367,8 @@ def write_tables(rows: list[dict], outdir: str, preset: str) -> None:
 
 # Per-run fields kept in runs.jsonl (one line per run, rewritten on every update).
 RUN_FIELDS = (
-    'experiment', 'init', 'temperature', 'seed', 'num_train', 'num_epochs', 'run',
+    'experiment', 'init', 'augment', 'depth', 'temperature', 'seed', 'num_train',
+    'num_epochs', 'run',
     'test_accuracy', 'probe_convention', 'kappa', 'rho', 'kappa_by_convention',
     'rho_by_convention', 'solution_rank', 'post_softmax_rank', 'logits_norm_mean',
     'init_logits_norm', 'orthodev', 'neco_auroc', 'neco_fpr95', 'id_probe_accuracy',

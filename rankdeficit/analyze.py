@@ -33,8 +33,12 @@ Outputs in `workdir/analysis/`: `analysis.json`, `analysis.md` (Markdown tables)
 `representation_rank.png`.
 
 `--max_examples=N` caps EVERY split at a fixed random subset of N examples (for speed; the
-SR is then over N test examples, recorded as `num_examples`). Memory: every split's kept
-features live on the host (examples x layers x <= 10,000 float32); cap with max_examples on
+SR is then over N test examples, recorded as `num_examples`). Memory: the kept features live
+on the host (examples x layers x <= 10,000 float32). `memory_plan` splits the layers into
+consecutive groups whose features over every split fit `--max_feature_gib` (default 6 GiB),
+extracting the splits once per group (a ResNet-20 on all 50,000 CIFAR-10 images with OOD
+MNIST holds ~37 GiB of features over 12 layers: 9 passes of <= 5 GiB). The grouping is
+recorded as `layer_groups` and does not change the numbers. Cap with max_examples on
 ImageNet-scale training sets.
 """
 from __future__ import annotations
@@ -46,6 +50,7 @@ from typing import Any
 
 from absl import app
 from absl import flags
+from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -60,6 +65,8 @@ from rankdeficit import storage
 from rankdeficit.analysis_report import to_markdown, write_plots  # noqa: F401 (public)
 
 ANALYSIS_DIR = 'analysis'
+# Host memory for one layer group's features (analyze_run's memory plan).
+DEFAULT_MAX_FEATURE_GIB = 6.0
 
 
 class _Timer:
@@ -128,37 +135,42 @@ def representation_ranks(id_test: probes.Features) -> dict[str, dict[str, float]
   }
 
 
-def probe_metrics(splits: dict[str, probes.Features], hidden: list[str], *, num_classes: int,
-                  ood_num_classes: int | None, key, config: probes.ProbeConfig, timer
-                  ) -> dict[str, Any]:
-  """Step 3: per-layer ID/OOD probe accuracies (forward order, `logits` and `softmax` last)
-  and kappa / rho under every convention of `rankdeficit.probe_layers`."""
+def probe_accuracies(splits: dict[str, probes.Features], *, num_classes: int,
+                     ood_num_classes: int | None, key, config: probes.ProbeConfig, timer
+                     ) -> dict[str, dict[str, float]]:
+  """Step 3a: ID (and OOD) probe accuracy of every layer the splits hold, forward order."""
   def fit(train, test, classes, fold):
     return probes.fit_layer_probes(train.reps, train.labels, test.reps, test.labels, classes,
                                    key=jax.random.fold_in(key, fold), config=config)
 
-  out: dict[str, Any] = {'probe_convention': probe_layers.DEFAULT_CONVENTION}
   with timer('id_probes'):
-    out['id_probe_accuracy'] = fit(splits['id_train'], splits['id_test'], num_classes, 0)
-  out['kappa_by_convention'] = probe_layers.kappa_by_convention(out['id_probe_accuracy'],
-                                                                hidden)
-  out['kappa'] = out['kappa_by_convention'][probe_layers.DEFAULT_CONVENTION]
-  out['rho'] = out['rho_by_convention'] = None
+    out = {'id_probe_accuracy': fit(splits['id_train'], splits['id_test'], num_classes, 0)}
   if 'ood_train' in splits:
     with timer('ood_probes'):
-      ood_acc = fit(splits['ood_train'], splits['ood_test'], ood_num_classes, 1)
-    out['ood_probe_accuracy'] = ood_acc
-    out['rho_by_convention'] = probe_layers.rho_by_convention(ood_acc, hidden)
-    out['rho'] = out['rho_by_convention'][probe_layers.DEFAULT_CONVENTION]
-    out['ood_best_layer'] = max(ood_acc, key=ood_acc.get)
+      out['ood_probe_accuracy'] = fit(splits['ood_train'], splits['ood_test'],
+                                      ood_num_classes, 1)
   return out
 
 
-def collapse_metrics(splits: dict[str, probes.Features], hidden: list[str], *,
-                     num_classes: int, head, full_dims: dict[str, int]) -> dict[str, Any]:
-  """Step 4: Neural Collapse NC1-NC4 on ID train penultimate features, and OrthoDev (ID test
-  class means vs the OOD test global mean) per hidden layer."""
-  id_train, penult = splits['id_train'], hidden[-1]
+def depth_metrics(id_accuracy: dict[str, float], ood_accuracy: dict[str, float] | None,
+                  hidden: list[str]) -> dict[str, Any]:
+  """Step 3b: kappa / rho under every convention of `rankdeficit.probe_layers`."""
+  out: dict[str, Any] = {'probe_convention': probe_layers.DEFAULT_CONVENTION,
+                         'id_probe_accuracy': id_accuracy}
+  out['kappa_by_convention'] = probe_layers.kappa_by_convention(id_accuracy, hidden)
+  out['kappa'] = out['kappa_by_convention'][probe_layers.DEFAULT_CONVENTION]
+  out['rho'] = out['rho_by_convention'] = None
+  if ood_accuracy is not None:
+    out['ood_probe_accuracy'] = ood_accuracy
+    out['rho_by_convention'] = probe_layers.rho_by_convention(ood_accuracy, hidden)
+    out['rho'] = out['rho_by_convention'][probe_layers.DEFAULT_CONVENTION]
+    out['ood_best_layer'] = max(ood_accuracy, key=ood_accuracy.get)
+  return out
+
+
+def neural_collapse_metrics(id_train: probes.Features, penult: str, *, num_classes: int,
+                            head, full_width: int) -> dict[str, Any]:
+  """Step 4a: Neural Collapse NC1-NC4 on ID train penultimate features."""
   coords = id_train.coords[penult]
   present = int(len(np.unique(id_train.labels)))
   if present < num_classes:  # NC is defined over every class (metrics raise otherwise)
@@ -170,19 +182,19 @@ def collapse_metrics(splits: dict[str, probes.Features], hidden: list[str], *,
         logits=jnp.asarray(id_train.logits), classifier=classifier)
     nc = {k: _f(v) for k, v in nc.items()}
   nc['split'] = 'id_train'
-  if len(coords) < full_dims[penult]:
-    nc['note'] = f'on a random subset of {len(coords)} of {full_dims[penult]} coordinates'
-  out: dict[str, Any] = {'neural_collapse': nc}
-  if 'ood_test' in splits:
-    id_test, ood_test = splits['id_test'], splits['ood_test']
-    per_layer = {}
-    for l in hidden:
-      stats = metrics.class_stats_from_features(
-          jnp.asarray(id_test.reps[l]), jnp.asarray(id_test.labels), num_classes)
-      per_layer[l] = _f(metrics.orthodev(stats.means,
-                                         jnp.mean(jnp.asarray(ood_test.reps[l]), axis=0)))
-    out['orthodev'] = per_layer[penult]
-    out['orthodev_per_layer'] = per_layer
+  if len(coords) < full_width:
+    nc['note'] = f'on a random subset of {len(coords)} of {full_width} coordinates'
+  return nc
+
+
+def orthodev_per_layer(id_test: probes.Features, ood_test: probes.Features,
+                       layers: list[str], *, num_classes: int) -> dict[str, float]:
+  """Step 4b: OrthoDev (ID test class means vs the OOD test global mean) per layer."""
+  out = {}
+  for l in layers:
+    stats = metrics.class_stats_from_features(
+        jnp.asarray(id_test.reps[l]), jnp.asarray(id_test.labels), num_classes)
+    out[l] = _f(metrics.orthodev(stats.means, jnp.mean(jnp.asarray(ood_test.reps[l]), axis=0)))
   return out
 
 
@@ -261,22 +273,85 @@ def check_analyzable(workdir: str) -> None:
                      f'(python -m rankdeficit.main ... --workdir={workdir}).')
 
 
-def _run_header(workdir, config, step, splits, full_dims, hidden, *, num_classes: int,
-                temperature: float, seed: int, probe_config: dict) -> dict[str, Any]:
+def _run_header(workdir, config, step, splits, full_dims, hidden, *, coords, num_classes: int,
+                temperature: float, seed: int, probe_config: dict, groups) -> dict[str, Any]:
   """What was analysed and how: the run, its layers and widths, split sizes, probe settings."""
-  id_test = splits['id_test']
-  layers = list(id_test.reps)
+  layers = list(coords)
   return {
       'workdir': os.fspath(storage.workdir_path(workdir)), 'step': int(step),
       'model': config.model.name, 'dataset': config.dataset,
       'ood_dataset': config.ood_dataset or '', 'temperature': temperature,
       'num_classes': num_classes, 'seed': seed, 'layers': layers, 'hidden_layers': hidden,
-      'feature_dims': {l: [int(len(id_test.coords[l])), full_dims[l]] for l in layers},
+      'feature_dims': {l: [int(len(coords[l])), full_dims[l]] for l in layers},
       'num_examples': {k: int(len(v.labels)) for k, v in splits.items() if k != 'det_test'},
+      'layer_groups': groups,
       'probe_config': {'optimizer': 'adam (torch.optim.Adam semantics)',
                        'weight_decay_mode': 'coupled L2', **probe_config},
       'probe_conventions': probe_layers.DESCRIPTIONS,
   }
+
+
+def memory_plan(config, coords: dict[str, np.ndarray], *, max_examples: int | None,
+                max_train_examples: int | None, max_feature_gib: float) -> list[list[str]]:
+  """Layer groups whose features (every split, float32) fit `max_feature_gib` of host memory.
+
+  Each group is one extraction pass over every split; only one group's features are held
+  at a time (0 = one group: every layer at once). The plan is logged.
+  """
+  rows = feature_extraction.split_rows(config, max_examples=max_examples,
+                                       max_train_examples=max_train_examples)
+  widths = {l: len(c) for l, c in coords.items()}
+  groups = feature_extraction.plan_layer_groups(widths, sum(rows.values()),
+                                                int(max_feature_gib * 2**30))
+  total = 4 * sum(rows.values()) * sum(widths.values())
+  logging.info('Analysis memory plan: %s rows (%s) x %d coordinates = %.2f GiB of features '
+               'in %d extraction pass(es), at most %.2f GiB at a time: %s',
+               sum(rows.values()), rows, sum(widths.values()), total / 2**30, len(groups),
+               max(4 * sum(rows.values()) * sum(widths[l] for l in g) for g in groups) / 2**30,
+               groups)
+  return groups
+
+
+def _without_final_layers(splits: dict[str, probes.Features]) -> dict[str, probes.Features]:
+  return {k: v._replace(reps={l: x for l, x in v.reps.items()
+                              if l not in probe_layers.FINAL_LAYERS})
+          for k, v in splits.items()}
+
+
+def _layer_metrics(splits, layers, *, num_classes, ood_classes, key, probe_config,
+                   layer_ranks, timer) -> dict[str, dict[str, float]]:
+  """Per-layer results of one layer group: ranks, probe accuracies, OrthoDev."""
+  out = {}
+  if layer_ranks:
+    with timer('representation_ranks'):
+      out.update(representation_ranks(splits['id_test']))
+  out.update(probe_accuracies(splits, num_classes=num_classes, ood_num_classes=ood_classes,
+                              key=key, config=probe_config, timer=timer))
+  if 'ood_test' in splits:
+    with timer('collapse'):
+      out['orthodev_per_layer'] = orthodev_per_layer(
+          splits['id_test'], splits['ood_test'], layers, num_classes=num_classes)
+  return out
+
+
+def _final_metrics(config, splits, hidden, *, num_classes, temperature, head, full_dims,
+                   neco_dim, timer) -> dict[str, Any]:
+  """Logits (SR, norms), Neural Collapse and NECO: from the group holding the penultimate
+  layer and the final layers."""
+  penult = hidden[-1]
+  with timer('logits_metrics'):
+    out = logit_metrics(splits['id_test'], temperature=temperature, num_classes=num_classes,
+                        penultimate_width=full_dims[penult], has_bias=head is not None)
+  with timer('collapse'):
+    out['neural_collapse'] = neural_collapse_metrics(
+        splits['id_train'], penult, num_classes=num_classes, head=head,
+        full_width=full_dims[penult])
+  if 'det_test' in splits:
+    with timer('neco'):
+      out['ood_detection'] = ood_detection(
+          splits, penult, num_classes=num_classes, neco_dim=neco_dim,
+          detection_dataset=config.ood_detection_dataset or config.ood_dataset)
+  return out
 
 
 def analyze_run(workdir: str, *, ood_dataset: str | None = None, data_dir: str | None = None,
@@ -286,13 +361,15 @@ def analyze_run(workdir: str, *, ood_dataset: str | None = None, data_dir: str |
                 probe_weight_decay: float = 1e-3, standardize: bool = True,
                 max_dims: int = 10_000, batch_size: int | None = None,
                 neco_dim: int | None = None, step: int | None = None, seed: int = 0,
-                layer_ranks: bool = True, plots: bool = True, write: bool = True
-                ) -> dict[str, Any]:
+                layer_ranks: bool = True, plots: bool = True, write: bool = True,
+                max_feature_gib: float = DEFAULT_MAX_FEATURE_GIB) -> dict[str, Any]:
   """Analyses the run in `workdir` and (if `write`) writes `workdir/analysis/`.
 
-  The steps, in order: `feature_extraction.extract_splits` -> `logit_metrics` +
-  `representation_ranks` -> `probe_metrics` -> `collapse_metrics` -> `ood_detection` ->
-  `write_analysis`.
+  The steps, in order: `memory_plan` (layer groups), then per group
+  `feature_extraction.extract_splits` -> `representation_ranks` -> `probe_accuracies` ->
+  `orthodev_per_layer`; then `depth_metrics` (kappa / rho over every layer), and on the
+  group holding the penultimate layer `logit_metrics`, `neural_collapse_metrics` and
+  `ood_detection`; then `write_analysis`. The numbers do not depend on the grouping.
 
   Args:
     workdir: run directory (config.json + checkpoints/).
@@ -309,68 +386,70 @@ def analyze_run(workdir: str, *, ood_dataset: str | None = None, data_dir: str |
     seed: selects the coordinate subsets and the probes' shuffling.
     layer_ranks: compute per-layer representation ranks (an SVD per layer).
     plots: write the PNG figures.
+    write: write `workdir/analysis/` (process 0).
+    max_feature_gib: host memory for one layer group's features (see `memory_plan`).
   Returns:
     The analysis as a JSON-serialisable dict (also written to analysis.json).
   """
   from rankdeficit import checkpointing, input_pipeline  # pylint: disable=import-outside-toplevel
   check_analyzable(workdir)
-  timer = _Timer()
-  t_start = time.perf_counter()
+  timer, t_start = _Timer(), time.perf_counter()
   with timer('load_run'):
     config, model, variables, ckpt_step = checkpointing.load_run(workdir, step)
   model = models.measurement_model(model)  # float32 features even from a bf16-trained run
   with config.unlocked():
-    if data_dir is not None:
-      config.data_dir = data_dir
-    if ood_dataset is not None:
-      config.ood_dataset = ood_dataset
-  ood = config.ood_dataset or ''
-  num_classes = int(config.model.num_classes or input_pipeline.dataset_info(
-      config.dataset, config.data_dir).num_classes)
-  temperature = _run_temperature(config)
+    config.data_dir = config.data_dir if data_dir is None else data_dir
+    config.ood_dataset = config.ood_dataset if ood_dataset is None else ood_dataset
+  info = lambda name: input_pipeline.dataset_info(name, config.data_dir)  # noqa: E731
+  num_classes = int(config.model.num_classes or info(config.dataset).num_classes)
+  ood_classes = info(config.ood_dataset).num_classes if config.ood_dataset else None
+  temperature, head = _run_temperature(config), _head(variables)
   coord_key, probe_key = jax.random.split(jax.random.PRNGKey(seed))
-  splits = feature_extraction.extract_splits(
-      config, model, variables, temperature=temperature,
-      batch_size=int(batch_size or config.eval_batch_size), max_examples=max_examples,
-      max_train_examples=max_train_examples, key=coord_key, max_dims=max_dims, timer=timer)
-  id_test = splits['id_test']
-  hidden = [l for l in id_test.reps if l not in probe_layers.FINAL_LAYERS]
-  full_dims = feature_extraction.full_dims(config, model, variables, hidden)
-  full_dims.update({l: num_classes for l in probe_layers.FINAL_LAYERS})
-  head = _head(variables)
-
-  out = _run_header(workdir, config, ckpt_step, splits, full_dims, hidden,
-                    num_classes=num_classes, temperature=temperature, seed=seed,
-                    probe_config=dict(learning_rate=probe_lr, weight_decay=probe_weight_decay,
-                                      epochs=probe_epochs, batch_size=probe_batch_size,
-                                      standardize=standardize, max_dims=max_dims))
-  with timer('logits_metrics'):
-    out.update(logit_metrics(id_test, temperature=temperature, num_classes=num_classes,
-                             penultimate_width=full_dims[hidden[-1]],
-                             has_bias=head is not None))
-  if layer_ranks:
-    with timer('representation_ranks'):
-      out.update(representation_ranks(id_test))
+  coords = probes.layer_coordinates(model, variables, feature_extraction.config_image_shape(
+      config), max_dims=max_dims, key=coord_key)
+  hidden = list(coords)
+  groups = memory_plan(config, coords, max_examples=max_examples,
+                       max_train_examples=max_train_examples, max_feature_gib=max_feature_gib)
   pcfg = probes.ProbeConfig(learning_rate=probe_lr, weight_decay=probe_weight_decay,
                             num_epochs=probe_epochs, batch_size=probe_batch_size,
                             standardize=standardize)
-  ood_classes = input_pipeline.dataset_info(ood, config.data_dir).num_classes if ood else None
-  out.update(probe_metrics(splits, hidden, num_classes=num_classes,
-                           ood_num_classes=ood_classes, key=probe_key, config=pcfg,
-                           timer=timer))
-  with timer('collapse'):
-    out.update(collapse_metrics(splits, hidden, num_classes=num_classes, head=head,
-                                full_dims=full_dims))
-  if ood:
-    with timer('neco'):
-      out['ood_detection'] = ood_detection(
-          splits, hidden[-1], num_classes=num_classes, neco_dim=neco_dim,
-          detection_dataset=config.ood_detection_dataset or ood)
+  per_layer: dict[str, dict[str, float]] = {}
+  for i, group in enumerate(groups):
+    splits = feature_extraction.extract_splits(
+        config, model, variables, temperature=temperature,
+        batch_size=int(batch_size or config.eval_batch_size), max_examples=max_examples,
+        max_train_examples=max_train_examples, key=coord_key, max_dims=max_dims, timer=timer,
+        coords={l: coords[l] for l in group})
+    if i < len(groups) - 1:  # the final layers are measured once, with the last group
+      splits = _without_final_layers(splits)
+    for name, values in _layer_metrics(
+        splits, group, num_classes=num_classes, ood_classes=ood_classes, key=probe_key,
+        probe_config=pcfg, layer_ranks=layer_ranks, timer=timer).items():
+      per_layer.setdefault(name, {}).update(values)
+  full_dims = feature_extraction.full_dims(config, model, variables, hidden)
+  full_dims.update({l: num_classes for l in probe_layers.FINAL_LAYERS})
+  out = _run_header(workdir, config, ckpt_step, splits, full_dims, hidden,
+                    coords={**coords, **{l: splits['id_test'].coords[l]
+                                         for l in probe_layers.FINAL_LAYERS}},
+                    num_classes=num_classes, temperature=temperature, seed=seed,
+                    groups=groups, probe_config=dict(
+                        learning_rate=probe_lr, weight_decay=probe_weight_decay,
+                        epochs=probe_epochs, batch_size=probe_batch_size,
+                        standardize=standardize, max_dims=max_dims))
+  out.update(_final_metrics(config, splits, hidden, num_classes=num_classes,
+                            temperature=temperature, head=head, full_dims=full_dims,
+                            neco_dim=neco_dim, timer=timer))
+  out.update({k: per_layer[k] for k in ('representation_rank', 'representation_effective_rank')
+              if k in per_layer})
+  out.update(depth_metrics(per_layer['id_probe_accuracy'], per_layer.get('ood_probe_accuracy'),
+                           hidden))
+  if 'orthodev_per_layer' in per_layer:
+    out['orthodev'] = per_layer['orthodev_per_layer'][hidden[-1]]
+    out['orthodev_per_layer'] = per_layer['orthodev_per_layer']
   if config.model.name.startswith('vit'):
     with timer('attention'):
       out['attention'] = attention_metrics(config, model, variables)
-  out['timings_s'] = timer.timings
-  out['timings_s']['total'] = round(time.perf_counter() - t_start, 3)
+  out['timings_s'] = dict(timer.timings, total=round(time.perf_counter() - t_start, 3))
   if write and distributed.is_main_process():  # every process holds the same results
     write_analysis(out, workdir, plots=plots, timer=timer)
   return out
@@ -390,6 +469,9 @@ def _define_flags():
   flags.DEFINE_integer('neco_dim', None, 'NECO PCA dimension (default: number of classes).')
   flags.DEFINE_integer('step', None, 'Checkpoint step (default: latest).')
   flags.DEFINE_integer('seed', 0, 'Seed of the coordinate subsets and probe shuffling.')
+  flags.DEFINE_float('max_feature_gib', DEFAULT_MAX_FEATURE_GIB,
+                     'Host memory for the features of one layer group; layers are extracted '
+                     'in as many passes as needed (0 = all layers in one pass).')
   distributed.define_flags()
 
 
@@ -406,7 +488,7 @@ def main(argv):
                     max_train_examples=FLAGS.max_train_examples,
                     probe_epochs=FLAGS.probe_epochs, probe_batch_size=FLAGS.probe_batch_size,
                     max_dims=FLAGS.max_dims, neco_dim=FLAGS.neco_dim, step=FLAGS.step,
-                    seed=FLAGS.seed)
+                    seed=FLAGS.seed, max_feature_gib=FLAGS.max_feature_gib)
   except (ValueError, input_pipeline.DatasetNotFoundError) as e:
     sys.exit(f'error: {e}')
   if distributed.is_main_process():

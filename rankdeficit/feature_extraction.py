@@ -50,13 +50,14 @@ def _with_final_layers(features: probes.Features, temperature: float) -> probes.
 
 def extract_splits(config, model, variables, *, temperature: float, batch_size: int,
                    max_examples: int | None, max_train_examples: int | None, key,
-                   max_dims: int, timer=None) -> dict[str, probes.Features]:
+                   max_dims: int, timer=None, coords=None) -> dict[str, probes.Features]:
   """Features of ID test/train and, with an OOD set, OOD test/train and the NECO
   detection set (`det_test`, the OOD test split unless `ood_detection_dataset` differs).
 
-  Every split uses the coordinate subsets drawn on ID test, and carries the final layer
-  pre- and post-softmax as the layers `logits` and `softmax`. `timer(name)`, if given, is
-  a context manager timing each split's extraction.
+  Every split uses the coordinate subsets drawn on ID test (or the given `coords`, which
+  also selects the layers: `probes.layer_coordinates` with the same `key` draws the same
+  subsets), and carries the final layer pre- and post-softmax as the layers `logits` and
+  `softmax`. `timer(name)`, if given, is a context manager timing each split's extraction.
   """
   timer = timer or (lambda name: contextlib.nullcontext())
   ex = dict(config=config, model=model, variables=variables, batch_size=batch_size,
@@ -64,7 +65,7 @@ def extract_splits(config, model, variables, *, temperature: float, batch_size: 
   n_train = max_train_examples or max_examples
   splits = {}
   with timer('extract_id_test'):
-    splits['id_test'] = _extract(dataset=config.dataset, split='test', coords=None,
+    splits['id_test'] = _extract(dataset=config.dataset, split='test', coords=coords,
                                  max_examples=max_examples, **ex)
   coords = splits['id_test'].coords
   with timer('extract_id_train'):
@@ -85,6 +86,53 @@ def extract_splits(config, model, variables, *, temperature: float, batch_size: 
         splits['det_test'] = _extract(dataset=detection, split='test', coords=coords,
                                       max_examples=max_examples, **ex)
   return {k: _with_final_layers(v, temperature) for k, v in splits.items()}
+
+
+def split_rows(config, *, max_examples: int | None, max_train_examples: int | None
+               ) -> dict[str, int]:
+  """Rows of every split `extract_splits` reads under these caps (for the memory plan)."""
+  from rankdeficit import input_pipeline  # pylint: disable=import-outside-toplevel
+
+  def rows(dataset, split, cap):
+    info = input_pipeline.dataset_info(dataset, config.data_dir)
+    n = info.num_train if split == 'train' else info.num_test
+    return min(n, cap) if cap else n
+
+  n_train = max_train_examples or max_examples
+  out = {'id_test': rows(config.dataset, 'test', max_examples),
+         'id_train': rows(config.dataset, 'train', n_train)}
+  ood = config.ood_dataset or ''
+  if ood:
+    out['ood_test'] = rows(ood, 'test', max_examples)
+    out['ood_train'] = rows(ood, 'train', n_train)
+    detection = config.ood_detection_dataset or ood
+    if detection != ood:
+      out['det_test'] = rows(detection, 'test', max_examples)
+  return out
+
+
+def plan_layer_groups(widths: dict[str, int], rows: int, budget_bytes: int
+                      ) -> list[list[str]]:
+  """Consecutive layers packed so that each group's float32 features fit the budget.
+
+  Args:
+    widths: kept coordinates per layer, in forward order.
+    rows: examples over all splits (`sum(split_rows(...).values())`).
+    budget_bytes: host bytes the features of one group may take; <= 0 = one group.
+  Returns:
+    Layer groups in forward order; a layer alone over the budget is a group of its own.
+  """
+  groups: list[list[str]] = []
+  used = 0
+  for layer, width in widths.items():
+    size = 4 * rows * width
+    if groups and (budget_bytes <= 0 or used + size <= budget_bytes):
+      groups[-1].append(layer)
+      used += size
+    else:
+      groups.append([layer])
+      used = size
+  return groups
 
 
 def full_dims(config, model, variables, layers) -> dict[str, int]:

@@ -81,6 +81,42 @@ def test_analyze_run_end_to_end(tiny_run):
   assert '| dense_2 |' in md and '| softmax |' in md and 'post_softmax convention' in md
 
 
+def test_plan_layer_groups_packs_consecutive_layers_within_the_budget():
+  from rankdeficit import feature_extraction  # pylint: disable=import-outside-toplevel
+  widths = {'a': 10, 'b': 10, 'c': 30, 'd': 5, 'e': 5}
+  # 4 bytes x 100 rows per coordinate: a layer of 10 coordinates takes 4,000 bytes.
+  plan = feature_extraction.plan_layer_groups(widths, 100, 8_000)
+  assert plan == [['a', 'b'], ['c'], ['d', 'e']]  # 'c' alone exceeds the budget
+  assert feature_extraction.plan_layer_groups(widths, 100, 0) == [list(widths)]
+  assert feature_extraction.plan_layer_groups(widths, 100, 1) == [[l] for l in widths]
+
+
+def test_grouped_analysis_equals_one_pass(tiny_run):
+  # A budget below one layer's features forces one extraction pass per layer.
+  opts = dict(max_examples=300, probe_epochs=2, probe_batch_size=128, plots=False,
+              write=False)
+  one = analyze.analyze_run(tiny_run, max_feature_gib=0, **opts)
+  per_layer = analyze.analyze_run(tiny_run, max_feature_gib=1e-9, **opts)
+  assert one['layer_groups'] == [['dense_0', 'dense_1', 'dense_2']]
+  assert per_layer['layer_groups'] == [['dense_0'], ['dense_1'], ['dense_2']]
+  for key in ('id_probe_accuracy', 'ood_probe_accuracy', 'representation_rank',
+              'representation_effective_rank', 'orthodev_per_layer', 'kappa_by_convention',
+              'rho_by_convention', 'neural_collapse', 'ood_detection', 'solution_rank',
+              'logits_norm_mean', 'num_examples', 'feature_dims', 'layers'):
+    a, b = one[key], per_layer[key]
+    if isinstance(a, dict):
+      assert list(a) == list(b), key
+      for k in a:
+        if isinstance(a[k], float):
+          assert b[k] == pytest.approx(a[k], rel=1e-5, abs=1e-6), (key, k)
+        else:
+          assert b[k] == a[k], (key, k)
+    elif isinstance(a, float):
+      assert b == pytest.approx(a, rel=1e-5), key
+    else:
+      assert b == a, key
+
+
 def test_analyze_cli_without_ood(tiny_run):
   cmd = [sys.executable, '-m', 'rankdeficit.analyze', f'--workdir={tiny_run}', '--ood_dataset=',
          '--max_examples=200', '--probe_epochs=1']
