@@ -11,8 +11,11 @@ needs that are not finished (`rankdeficit.train.train_and_evaluate`; a killed ru
 from its checkpoint), analyses them once (`rankdeficit.analyze.analyze_run`), then renders
 the entry from the run directories alone into `--outdir` (default
 `experiments/results/paper_<preset>/`): `figure_<N>.png` + `figure_<N>.md`, or
-`table_<N>.md` + `table_<N>.csv`. `--render_only` never trains: entries whose runs are
-missing are reported and skipped; `--settings` trains only the runs of those settings
+`table_<N>.md` + `table_<N>.csv`. `--render_only` never trains: it reads each run from its directory or, where that is
+absent (a fresh clone), from its compact record in `--records_dir` (default
+`<outdir>/records/`, committed; `experiments.records`: configs, analyses, monitor
+histories and scalars, no checkpoints), which is written for every finished run; entries
+whose runs are missing are reported and skipped; `--settings` trains only the runs of those settings
 (renderers draw whatever runs exist, e.g. a Table 1 with one row). Runs go to `<outdir>/runs/` (git-ignored) and are shared
 between entries that ask for the same setting and temperature. With
 $RANKDEFICIT_QUICK_SYNTHETIC set, Figures 6 and 21 use their scripts' --quick sizes (tests).
@@ -27,9 +30,10 @@ from typing import Sequence
 
 from absl import logging
 
+from experiments import records
 from experiments.figures import REGISTRY, presets
 from experiments.figures.render import Context, Entry, MissingRuns
-from experiments.figures.runs import ensure_run
+from experiments.figures.runs import ensure_run, load_run
 
 RESULTS = os.path.join(os.path.dirname(__file__), 'results')
 
@@ -45,6 +49,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                  help='train only runs of these setting names (e.g. mlp_c10); render all')
   p.add_argument('--outdir', default=None)
   p.add_argument('--runs_dir', default=None)
+  p.add_argument('--records_dir', default=None,
+                 help='compact run records (default <outdir>/records): written for every '
+                      'finished run, read where a run directory is absent')
   p.add_argument('--data_dir', default=None, help="tfds data_dir (default: each config's)")
   args = p.parse_args(argv)
   keys = [k for k in args.only.split(',') if k]
@@ -62,7 +69,8 @@ def make_context(args: argparse.Namespace) -> Context:
   outdir = args.outdir or os.path.join(RESULTS, f'paper_{args.preset}')
   return Context(preset=args.preset, outdir=outdir,
                  root=args.runs_dir or os.path.join(outdir, 'runs'),
-                 seeds=args.seeds or presets.DEFAULT_SEEDS[args.preset])
+                 seeds=args.seeds or presets.DEFAULT_SEEDS[args.preset],
+                 records=args.records_dir or os.path.join(outdir, 'records'))
 
 
 def planned_runs(ctx: Context, entry: Entry) -> dict[str, tuple]:
@@ -109,6 +117,9 @@ def train_missing(ctx: Context, entry: Entry, data_dir: str | None,
       ensure_run(workdir, setting, request, t, s, data_dir=data_dir)
     except FloatingPointError as e:  # diverged (the paper: "did not finish successfully")
       logging.warning('%s failed, left out of the figures: %s', workdir, e)
+      continue
+    if load_run(workdir, t, s) is not None:
+      records.write_record(workdir, ctx.record_dir(workdir))
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, str]:

@@ -62,6 +62,9 @@ def main(argv=None):
       rows,
       title="Proposition K.1: B = A~ A~^T (rank 2) vs rank(softmax(c B)), float32 numerical rank",
   )
+  from experiments.figures import verdicts  # pylint: disable=import-outside-toplevel
+
+  verdicts.append_theory(args.outdir, NAME, not args.quick and args.seeds == 5 and args.seed == 0)
 
   import matplotlib
 

@@ -7,7 +7,9 @@ For every (experiment, temperature, seed) of the preset: train with
 `rankdeficit.train.train_and_evaluate` into `<outdir>/runs/<exp>_T<T>_s<seed>/` (resumes a
 killed run; a finished run is not retrained), analyse it with
 `rankdeficit.analyze.analyze_run` (skipped when its analysis.json exists, unless --force),
-then aggregate mean +- std over seeds into `<outdir>/table1.md` and `<outdir>/table1.csv`,
+write its compact record (`experiments.records`: no checkpoints) to
+`<outdir>/records/<exp>_T<T>_s<seed>/`, then aggregate mean +- std over seeds into
+`<outdir>/table1.md` and `<outdir>/table1.csv`,
 next to the paper's numbers (SPEC section 5). Every run's analysis is also appended to
 `<outdir>/runs.jsonl`, and `<outdir>/probe_profiles.png` draws every setting's per-layer
 probe accuracies and effective ranks over seeds (`experiments.table1_plot`).
@@ -40,6 +42,7 @@ from absl import flags
 from absl import logging
 import numpy as np
 
+from experiments import records
 from experiments import table1_plot
 from rankdeficit import distributed
 from rankdeficit import monitor_log
@@ -259,6 +262,9 @@ def run_one(exp: Experiment, temperature: float, seed: int, *, outdir: str,
   else:
     with open(analysis_path) as f:
       a = json.load(f)
+  if distributed.is_main_process():
+    records.write_record(workdir, os.path.join(outdir, 'records', run_name(exp, temperature,
+                                                                           seed)))
   rec = _flat(a)
   with open(os.path.join(workdir, 'config.json')) as f:
     config = json.load(f)

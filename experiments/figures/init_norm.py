@@ -152,6 +152,6 @@ ENTRIES = [
           'runs).'),
     Entry('figure_17', 'Initialisation, initial logits norm, rank; LayerNorm (App. E)',
           _F17 + _F17_CALIBRATED, render_app_e,
-          'CPU: the calibrated normal(0.01) scheme trains at T ~ 4e-6 (its n0 is ~4e-6 on '
+          'CPU: the calibrated normal(0.01) scheme trains at T ~ 1e-6 (its n0 is ~1e-6 on '
           'the 8x512 stand-in): the 1 / T gradient scale makes it the likeliest to diverge.'),
 ]

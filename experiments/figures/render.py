@@ -3,7 +3,8 @@
 A renderer is `render(ctx) -> None`; it reads runs with `ctx.runs(request)` (never trains),
 draws with matplotlib and writes `figure_<N>.png` + `figure_<N>.md` (`ctx.save_figure`) or
 `table_<N>.md` + `table_<N>.csv` (`ctx.save_table`), each caption naming the runs used and
-the stand-in when the preset's setting is not the paper's.
+the stand-in when the preset's setting is not the paper's, and the verdict of
+`verdicts.py` on it where one was judged.
 """
 from __future__ import annotations
 
@@ -41,6 +42,28 @@ class MissingRuns(RuntimeError):
 
 
 @dataclasses.dataclass(frozen=True)
+class SameRuns:
+  """Figure `figure` draws `request` too; `differs` says what this figure shows instead.
+
+  Where a preset has one stand-in for two of the paper's models (or the paper repeats an
+  experiment), two figures read the same runs: the second draws another view of them and its
+  caption opens with `sentence`, so it is never a copy of the first.
+  """
+  figure: int
+  request: Request
+  differs: str
+
+  def sentence(self, ctx: 'Context', request: Request) -> str:
+    """'Same runs as Figure N; ...' when `ctx` draws `request` from Figure N's runs, else ''."""
+    mine = {w for *_, w in ctx.workdirs(request)}
+    if not mine & {w for *_, w in ctx.workdirs(self.request)}:
+      return ''
+    extra = sorted(set(ctx.temperatures(request)) - set(ctx.temperatures(self.request)))
+    plus = ', plus T = ' + ', '.join(f'{t:g}' for t in extra) if extra else ''
+    return f'Same runs as Figure {self.figure}{plus}; {self.differs} '
+
+
+@dataclasses.dataclass(frozen=True)
 class Entry:
   """One figure or table of the paper and the runs it is drawn from."""
   key: str  # 'figure_3', 'table_1', 'sweep_cifar10_mlp'
@@ -58,6 +81,7 @@ class Context:
   root: str  # run directories
   seeds: int
   entry: Entry | None = None
+  records: str | None = None  # compact records (experiments.records), read when a run is absent
   quick: bool = False  # synthetic figures at their --quick sizes (tests)
 
   def setting(self, paper: str) -> Setting:
@@ -78,6 +102,10 @@ class Context:
       for s in range(self.seeds_of(request)):
         yield t, s, run_dir(self.root, setting, request, t, s)
 
+  def record_dir(self, workdir: str) -> str:
+    """Where the compact record of the run in `workdir` lives."""
+    return os.path.join(self.records, os.path.relpath(workdir, self.root))
+
   def runs(self, request: Request, *, need_analysis: bool | None = None
            ) -> dict[float, list[Run]]:
     """{T: [finished runs]}; raises MissingRuns when none has finished."""
@@ -85,6 +113,8 @@ class Context:
     out: dict[float, list[Run]] = {}
     for t, s, workdir in self.workdirs(request):
       run = load_run(workdir, t, s)
+      if run is None and self.records:
+        run = load_run(self.record_dir(workdir), t, s)
       if run is not None and (run.analysis is not None or not need):
         out.setdefault(t, []).append(run)
     if not out:
@@ -126,10 +156,12 @@ class Context:
     self._caption(body, runs_lines, notes)
 
   def _caption(self, body: str, runs_lines: Sequence[str], notes: str) -> None:
+    from experiments.figures import verdicts  # pylint: disable=import-outside-toplevel
     entry = self.entry
     text = [f'# {entry.key.replace("_", " ").capitalize()}: {entry.title}', '', body, '',
             f'Runs (preset `{self.preset}`, from `{os.path.relpath(self.root)}`):', *runs_lines]
-    for note in (entry.cpu_note if self.preset == 'cpu' else '', notes):
+    for note in (entry.cpu_note if self.preset == 'cpu' else '', notes,
+                 verdicts.for_caption(self.preset, entry.key, runs_lines)):
       if note:
         text += ['', note]
     text += ['', f'Regenerate: `python -m experiments.paper --preset={self.preset} '

@@ -17,6 +17,7 @@ from typing import Any
 
 from absl import logging
 
+from experiments import records
 from rankdeficit import monitor_log
 
 TRAIN_RESULTS = 'train_results.json'
@@ -58,7 +59,7 @@ class Run:
   monitor: monitor_log.MonitorHistory
 
   def events(self, prefix: str = '') -> dict:
-    return monitor_log.read_event_scalars(self.workdir, prefix)
+    return records.event_scalars(self.workdir, prefix)
 
 
 def run_dir(root: str, setting: Setting, request: Request, temperature: float,
@@ -107,7 +108,8 @@ def check_analysis_data(config) -> None:
 
 
 def load_run(workdir: str, temperature: float, seed: int) -> Run | None:
-  """The run in `workdir`, or None when it has not finished training."""
+  """The run (or its record, `experiments.records`) in `workdir`, or None when it has not
+  finished training."""
   record = os.path.join(workdir, TRAIN_RESULTS)
   if not os.path.exists(record):
     return None

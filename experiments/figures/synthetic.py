@@ -33,8 +33,13 @@ def render_script(ctx: Context, module, what: str) -> None:
   text = [f'# {key.replace("_", " ").capitalize()}: {ctx.entry.title}', '',
           f'![{key}]({key}.png)', '', what, '', table, '',
           f'Synthetic matrices, no trained model: the same on every preset{size}. '
-          f'Also `python -m {module.__name__}`.', '',
-          f'Regenerate: `python -m experiments.paper --only={key}`', '']
+          f'Also `python -m {module.__name__}`.', '']
+  # Judged on the full sizes: a --quick render marks its verdict as made on other output.
+  from experiments.figures import verdicts  # pylint: disable=import-outside-toplevel
+  verdict = verdicts.for_caption(ctx.preset, key, ['--quick'] if ctx.quick else [])
+  if verdict:
+    text += [verdict, '']
+  text += [f'Regenerate: `python -m experiments.paper --only={key}`', '']
   with open(os.path.join(ctx.outdir, f'{key}.md'), 'w') as f:
     f.write('\n'.join(text))
 

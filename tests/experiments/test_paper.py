@@ -1,12 +1,16 @@
 """Every registered figure and table renders from synthetic run directories, in seconds."""
 import json
 import os
+import re
+import shutil
 
 import numpy as np
 import pytest
 
 from experiments import paper
-from experiments.figures import REGISTRY
+from experiments import records
+from experiments.figures import REGISTRY, verdicts
+from experiments.figures import runs as runs_lib
 from rankdeficit import monitor_log
 
 FIGURES = [f'figure_{n}' for n in range(1, 26)]
@@ -170,3 +174,145 @@ def test_a_missing_analysis_dataset_stops_before_training(tmp_path):
     runs.ensure_run(str(workdir), setting, runs.Request('cifar10/vgg19', (1.0,)), 1.0, 0,
                     data_dir=str(tmp_path / 'empty'))
   assert not (workdir / 'checkpoints').exists()
+
+
+_VERDICT_LINE = re.compile(r'^Verdict: (' + '|'.join(verdicts.WORDS) + r')( \(.*\))?$', re.M)
+COMMITTED = os.path.join(os.path.dirname(paper.__file__), 'results', 'paper_cpu')
+
+
+def test_every_cpu_entry_has_a_verdict_with_an_allowed_word():
+  for key in REGISTRY:
+    verdict = verdicts.lookup('cpu', key)
+    assert verdict is not None, key
+    assert verdict.verdict in verdicts.WORDS, key
+    assert len(verdict.evidence) > 80, key  # the numbers it rests on, not just a word
+
+
+@pytest.mark.parametrize('key', sorted(REGISTRY))
+def test_rendered_caption_carries_the_verdict(rendered, key):
+  out, _ = rendered
+  caption = (out / f'{key}.md').read_text()
+  match = _VERDICT_LINE.search(caption)
+  assert match and match.group(1) == verdicts.lookup('cpu', key).verdict
+  assert verdicts.lookup('cpu', key).evidence in caption
+  assert caption.index('Verdict: ') < caption.index('Regenerate: ')
+
+
+@pytest.mark.parametrize('key', sorted(REGISTRY))
+def test_committed_caption_has_what_a_rerender_writes(key):
+  """The committed .md carries the verdict the renderer writes for its runs, not stale."""
+  text = open(os.path.join(COMMITTED, f'{key}.md')).read()
+  paragraph = verdicts.for_caption('cpu', key, verdicts.runs_lines_of(text))
+  assert f'\n\n{paragraph}\n\nRegenerate: `' in text
+  assert 'judged on other runs' not in paragraph  # judged on exactly these runs
+
+
+def test_a_verdict_on_other_runs_is_marked():
+  verdict = verdicts.lookup('cpu', 'figure_1')
+  assert 'judged on other runs' in verdicts.markdown(verdict, ['- other runs; T = 1 (3 seeds)'])
+
+
+def test_theory_verdicts_are_appended(tmp_path):
+  (tmp_path / 'prop_k1.md').write_text('| n |\n|---|\n')
+  verdicts.append_theory(str(tmp_path), 'prop_k1', judged_sizes=False)
+  text = (tmp_path / 'prop_k1.md').read_text()
+  assert _VERDICT_LINE.search(text) and 'judged on other runs' in text
+
+
+SAME_RUNS = {'figure_13': 11, 'figure_14': 12, 'figure_18': 5, 'figure_19': 5}
+
+
+def test_figures_drawn_from_shared_runs_are_not_copies(rendered, tmp_path):
+  """Figures whose runs overlap on the cpu preset draw different PNGs (the fixture's runs
+  differ only by T and seed, so figures of different settings may coincide here)."""
+  out, _ = rendered
+  ctx = paper.make_context(paper.parse_args(['--outdir', str(tmp_path)]))
+  runs = {key: set(paper.planned_runs(ctx, REGISTRY[key])) for key in FIGURES}
+  pairs = [(a, b) for i, a in enumerate(FIGURES) for b in FIGURES[i + 1:]
+           if runs[a] & runs[b]]
+  assert ('figure_11', 'figure_13') in pairs and ('figure_5', 'figure_19') in pairs
+  same = [(a, b) for a, b in pairs
+          if (out / f'{a}.png').read_bytes() == (out / f'{b}.png').read_bytes()]
+  assert same == []
+
+
+@pytest.mark.parametrize('key', sorted(SAME_RUNS))
+def test_a_figure_on_shared_runs_says_so(rendered, key):
+  out, _ = rendered
+  sentence = f'Same runs as Figure {SAME_RUNS[key]}'
+  assert sentence in (out / f'{key}.md').read_text()
+  assert sentence in open(os.path.join(COMMITTED, f'{key}.md')).read()
+
+
+def test_same_runs_sentence_only_where_the_runs_are_shared(tmp_path):
+  """On the paper preset Figures 11 and 13 are two models: no 'same runs' sentence."""
+  from experiments.figures import probes  # pylint: disable=import-outside-toplevel
+  same = probes._SAME_11  # pylint: disable=protected-access
+  request = REGISTRY['figure_13'].requests[0]
+  cpu = paper.make_context(paper.parse_args(['--outdir', str(tmp_path)]))
+  full = paper.make_context(paper.parse_args(['--preset=paper', '--outdir', str(tmp_path)]))
+  assert same.sentence(cpu, request).startswith('Same runs as Figure 11, plus T = 1000;')
+  assert same.sentence(full, request) == ''
+
+
+@pytest.mark.parametrize('name', sorted(verdicts.THEORY))
+def test_committed_theory_results_carry_their_verdict(name):
+  text = open(os.path.join(os.path.dirname(COMMITTED), f'{name}.md')).read()
+  assert text.endswith('\n' + verdicts.markdown(verdicts.THEORY[name], []) + '\n')
+
+
+def _run_with_events(workdir: str) -> None:
+  from clu import metric_writers  # pylint: disable=import-outside-toplevel
+  _fake_run(workdir, 100.0, 1)
+  os.makedirs(os.path.join(workdir, 'checkpoints', '10'))
+  with open(os.path.join(workdir, 'checkpoints', '10', 'blob'), 'wb') as f:
+    f.write(b'\0' * 100_000)
+  writer = metric_writers.create_default_writer(workdir, asynchronous=False)
+  for step in (1, 5, 10):
+    writer.write_scalars(step, {'train/loss': 1.0 / step, 'init/logits_norm': 0.5})
+  writer.close()
+
+
+def test_a_compact_record_reads_back_like_its_run(tmp_path):
+  run_dir, record_dir = str(tmp_path / 'run'), str(tmp_path / 'records' / 'x')
+  _run_with_events(run_dir)
+  size = records.write_record(run_dir, record_dir)
+  assert size == records.record_bytes(record_dir) < 100_000  # no checkpoints
+  assert not os.path.exists(os.path.join(record_dir, 'checkpoints'))
+  assert not [f for f in os.listdir(record_dir) if f.startswith('events.out')]
+  run = runs_lib.load_run(run_dir, 100.0, 1)
+  rec = runs_lib.load_run(record_dir, 100.0, 1)
+  assert rec.analysis == run.analysis and rec.config == run.config
+  assert rec.train_results == run.train_results
+  assert [r['step'] for r in rec.monitor.records] == [r['step'] for r in run.monitor.records]
+  np.testing.assert_array_equal(rec.monitor.arrays(10)['alignment/head'],
+                                run.monitor.arrays(10)['alignment/head'])
+  ev_run, ev_rec = run.events('train/'), rec.events('train/')
+  assert list(ev_rec) == ['train/loss']
+  np.testing.assert_array_equal(ev_rec['train/loss'][0], [1, 5, 10])
+  np.testing.assert_allclose(ev_rec['train/loss'][1], ev_run['train/loss'][1])
+  # Writing again replaces the record (a re-analysed run).
+  with open(os.path.join(run_dir, 'train_results.json'), 'w') as f:
+    json.dump({'init/logits_norm': 7.0}, f)
+  records.write_record(run_dir, record_dir)
+  assert runs_lib.load_run(record_dir, 100.0, 1).train_results == {'init/logits_norm': 7.0}
+
+
+def test_render_only_draws_every_entry_from_records_alone(tmp_path):
+  out = tmp_path / 'paper_cpu'
+  ctx = paper.make_context(paper.parse_args(['--outdir', str(out)]))
+  plan = {}
+  for entry in REGISTRY.values():
+    plan.update(paper.planned_runs(ctx, entry))
+  for workdir, (_, _, t, seed) in plan.items():
+    _fake_run(workdir, t, seed)
+    records.write_record(workdir, ctx.record_dir(workdir))
+  shutil.rmtree(ctx.root)  # a fresh clone: records only
+  os.environ['RANKDEFICIT_QUICK_SYNTHETIC'] = '1'
+  try:
+    status = paper.main(['--preset=cpu', '--render_only', '--outdir', str(out),
+                         '--only=figure_3,figure_11,table_1'])
+  finally:
+    del os.environ['RANKDEFICIT_QUICK_SYNTHETIC']
+  assert status == {'figure_3': 'ok', 'figure_11': 'ok', 'table_1': 'ok'}
+  assert (out / 'figure_3.png').stat().st_size > 0
