@@ -77,3 +77,10 @@ def class_counts(counts: Any) -> None:
   if np.any(n == 0):
     raise ValueError(f'classes {np.flatnonzero(n == 0)[:5].tolist()} have no samples; '
                      'NC metrics need every class (pass num_classes = classes present).')
+
+
+def real(name: str, x: Any) -> None:
+  """A real (non-complex) array; raises under ``jit`` too, since the dtype is static."""
+  if jnp.iscomplexobj(x):
+    raise ValueError(f'{name} is complex ({jnp.result_type(x)}); this metric needs real '
+                     f'input: pass jnp.real(x), jnp.abs(x) or a real matrix.')

@@ -12,22 +12,38 @@ Numerics (the paper's conventions, Section 2 / App. A):
 * Strongly rectangular matrices are first reduced by a Householder QR (``x = QR``,
   ``sigma(x) = sigma(R)``; still the matrix itself, not a Gram matrix).
 * The SVD runs in float32 (float64 stays float64 when ``jax_enable_x64`` is on);
-  bf16/f16/integer inputs are cast up first. Any matmul the SVD lowers to (GPU/TPU)
-  runs at ``precision=HIGHEST``.
+  bf16/f16/integer inputs are cast up first. Complex input (complex64/complex128) is an
+  SVD of the complex matrix (real singular values) in ``singular_values``,
+  ``numerical_rank``, ``effective_rank``, ``stable_rank``, ``top_k_singular_values``
+  and ``representation_rank``; the logits metrics (``softmax_rank``, ``logits_norm``,
+  ``mean_per_sample_norm``) raise ``ValueError`` for it. Any matmul the SVD lowers to
+  (GPU/TPU) runs at ``precision=HIGHEST``.
 * Numerical rank (PyTorch ``torch.linalg.matrix_rank`` semantics)::
 
       rank(X) = #{ i : sigma_i(X) > tol },
       tol     = max(atol, rtol * sigma_1)                      if atol or rtol given
-      tol     = sigma_1 * max(m, n) * eps(input dtype)         otherwise
+      tol     = sigma_1 * max(m, n) * eps(input dtype) + S       otherwise
 
   (an unset ``atol`` counts as 0; an unset ``rtol`` counts as 0 when ``atol`` is
-  given, as in PyTorch). ``eps`` is that of the input's dtype BEFORE the cast up
-  (bf16: 2^-7, f16: 2^-10, float32: 2^-23; integers: float32's), as in PyTorch, so
-  the rounding noise of a low-precision matrix is not counted as rank. ``atol`` and
-  ``rtol`` are traced (new values do not recompile); a negative or NaN tolerance
-  raises ``ValueError`` eagerly and gives rank ``-1`` under ``jit``.
-* Scale: ranks, effective and stable rank are computed on ``x / max|x|`` (they are
-  scale-invariant), so |x| ~ 1e30 does not overflow.
+  given, as in PyTorch; integers use float32's eps and no ``S``). ``S = tiny(dtype) *
+  (sqrt(m) + sqrt(n))``, ``tiny`` the smallest subnormal, bounds the rounding of
+  subnormal entries and is negligible unless ``max|X|`` is near the subnormal range.
+  For bf16/f16 (any float narrower than 32 bits) the default instead bounds the
+  spectral norm of the rounding noise of the entries (derivation in docs/metrics.md,
+  "Rank tolerance of bf16/f16 input")::
+
+      tol = max(sigma_1 * max(m, n) * eps(float32), eps(dtype) * (R + C) + S)
+
+  with ``R``/``C`` the largest row/column Euclidean norm of ``X`` (``rms(X) * sqrt(n)``
+  and ``rms(X) * sqrt(m)`` for evenly spread entries). ``R, C <= sigma_1``, so the
+  rounding term is at most ``2 eps sigma_1``: a non-zero matrix never has rank 0.
+  ``atol`` and ``rtol`` are traced (new values do not recompile); a negative or NaN
+  tolerance raises ``ValueError`` eagerly and gives rank ``-1`` under ``jit``.
+* Scale: the SVD runs on ``x / 2**e`` with ``max|x| / 2**e`` in ``[1, 2)`` (exact, from
+  the bits), so |x| ~ 1e30 does not overflow and subnormal input (|x| ~ 1e-40, which
+  XLA's CPU flushes to zero in float arithmetic) keeps its rank, effective and stable
+  rank. Singular values are returned in the units of ``x``; values below float32's
+  normal range (1.2e-38) flush to 0 on CPU.
 * Sharding: inputs sharded over an Explicit mesh are replicated first
   (``placement.replicated``; memory cost in that module). ``jnp.linalg.matrix_rank(x, rtol=...)`` treats its tolerance
   as absolute (jax 0.10.2), so the threshold is built here from the singular values.
@@ -68,19 +84,39 @@ INVALID_RANK = -1
 compute_dtype = numerics.compute_dtype
 
 
-def _unit_singular_values(x: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """Singular values of ``x / max|x|`` and that scale ``[...]`` (NaN if not finite).
+def _unit_matrix(x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """``(x / 2**e, e, finite)``, int32 ``e [...]`` with ``max|x| / 2**e`` in ``[1, 2)``.
 
-  Scale-invariant metrics use these directly: for |x| ~ 1e30 the squares inside the
-  SVD would overflow float32.
+  ``numerics.pow2_normalize``: exact, and it rescales subnormal input. Non-finite
+  matrices become zeros (``finite`` is False for them).
   """
-  x = numerics.as_float(x)
+  x = numerics.as_inexact(x)
   finite = numerics.all_finite(x)
-  scale = numerics.max_abs_scale(x)
-  safe = jnp.where(finite[..., None, None], x / scale, jnp.zeros_like(x))
+  unit, e = numerics.pow2_normalize(x)
+  unit = jnp.where(finite[..., None, None], unit, jnp.zeros_like(unit))
+  return unit, e[..., 0, 0], finite
+
+
+def _svdvals(unit: jax.Array, finite: jax.Array) -> jax.Array:
   with jax.default_matmul_precision("highest"):
-    s = jnp.linalg.svd(_square_core(safe), compute_uv=False)
-  return jnp.where(finite[..., None], s, jnp.nan), scale[..., 0, 0]
+    s = jnp.linalg.svd(_square_core(unit), compute_uv=False)
+  return jnp.where(finite[..., None], s, jnp.nan)
+
+
+def _unit_singular_values(x: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Singular values of ``x / 2**e`` and ``e [...]`` (see ``_unit_matrix``; NaN if not
+  finite). Scale-invariant metrics use these directly: for |x| ~ 1e30 the squares
+  inside the SVD would overflow float32."""
+  unit, e, finite = _unit_matrix(x)
+  return _svdvals(unit, finite), e
+
+
+def _line_norms(x: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Largest row and column Euclidean norms of ``x [..., m, n]``, ``[...]`` each."""
+  sq = jnp.square(jnp.abs(x))
+  rows = jnp.max(jnp.sum(sq, axis=-1), axis=-1, initial=0.0)
+  cols = jnp.max(jnp.sum(sq, axis=-2), axis=-1, initial=0.0)
+  return jnp.sqrt(rows), jnp.sqrt(cols)
 
 
 @jax.jit
@@ -89,10 +125,12 @@ def singular_values(x: jax.Array) -> jax.Array:
   """Singular values of ``x [..., m, n]`` in descending order, ``[..., min(m, n)]``.
 
   SVD of the matrix itself (``compute_uv=False``), float32, matmul precision HIGHEST,
-  computed on ``x / max|x|`` and scaled back. Non-finite input gives NaN.
+  computed on ``x / 2**e`` (``max|x| / 2**e`` in ``[1, 2)``) and scaled back. Complex
+  input gives the (real) singular values of the complex matrix. Non-finite input
+  gives NaN.
   """
-  s, scale = _unit_singular_values(x)
-  return s * scale[..., None]
+  s, e = _unit_singular_values(x)
+  return numerics.ldexp(s, e[..., None])
 
 
 def _square_core(x: jax.Array) -> jax.Array:
@@ -114,22 +152,55 @@ def rank_tolerance(
     atol: float | jax.Array | None = None,
     rtol: float | jax.Array | None = None,
     dtype=jnp.float32,
+    line_norms: tuple[jax.Array, jax.Array] | None = None,
 ) -> jax.Array:
   """Threshold ``tol`` of the numerical rank from singular values ``sigma [..., k]``.
 
-  ``shape`` is ``(m, n)`` of the matrix (``max(m, n)`` enters the default rule; it may
-  be traced, e.g. the number of unmasked rows). ``dtype`` is the dtype of the matrix
-  BEFORE any cast up: its eps enters the default rule. See the module docstring.
+  ``shape`` is ``(m, n)`` of the matrix (it enters the default rule; it may be traced,
+  e.g. the number of unmasked rows). ``dtype`` is the dtype of the matrix BEFORE any
+  cast up: it selects the default rule. The bf16/f16 rule needs ``line_norms =
+  (max_i ||X[i, :]||, max_j ||X[:, j]||)`` (``numerical_rank`` computes them); without
+  them it uses their bound ``sigma_1`` (``tol = 2 eps sigma_1``: safe but coarser).
+  See the module docstring.
   """
   sigma = jnp.asarray(sigma)
-  sigma_max = sigma[..., 0] if sigma.shape[-1] > 0 else jnp.zeros(sigma.shape[:-1])
   if atol is None and rtol is None:
-    eps = numerics.tolerance_eps(dtype)
-    big = jnp.maximum(jnp.asarray(shape[0]), jnp.asarray(shape[1])).astype(sigma.dtype)
-    return sigma_max * big * eps
+    return _default_tolerance(sigma, shape, dtype, line_norms)
   a = 0.0 if atol is None else atol
   r = 0.0 if rtol is None else rtol
-  return jnp.maximum(jnp.asarray(a, sigma.dtype), r * sigma_max)
+  return jnp.maximum(jnp.asarray(a, sigma.dtype), r * _largest(sigma))
+
+
+def _largest(sigma: jax.Array) -> jax.Array:
+  return sigma[..., 0] if sigma.shape[-1] > 0 else jnp.zeros(sigma.shape[:-1], sigma.dtype)
+
+
+def _is_low_precision(dtype) -> bool:
+  dtype = jnp.dtype(dtype)
+  return jnp.issubdtype(dtype, jnp.floating) and jnp.finfo(dtype).bits < 32
+
+
+def _default_tolerance(sigma, shape, dtype, line_norms=None, log2_unit=0):
+  """The default rule; ``sigma`` and ``line_norms`` are in units of ``2**log2_unit``
+  times those of ``X`` (that unit only matters for the subnormal term)."""
+  m, n = (jnp.asarray(d).astype(sigma.dtype) for d in shape)
+  top = _largest(sigma)
+  dtype = jnp.dtype(dtype)
+  low = _is_low_precision(dtype)
+  # PyTorch's rule (for bf16/f16: with the eps of the float32 SVD, as a floor).
+  pytorch = top * jnp.maximum(m, n) * numerics.tolerance_eps(sigma.dtype if low else dtype)
+  if not jnp.issubdtype(dtype, jnp.inexact):
+    return pytorch  # integers are exact
+  # A subnormal entry is rounded to an absolute, not relative, error (<= tiny / 2).
+  info = jnp.finfo(dtype)
+  tiny = numerics.ldexp(jnp.ones((), sigma.dtype), info.minexp - info.nmant - log2_unit)
+  subnormal = tiny * (jnp.sqrt(m) + jnp.sqrt(n))
+  if not low:
+    return pytorch + subnormal
+  # Rounding noise of the entries (docs/metrics.md): 2 sqrt(3) times the bound
+  # (u R + tiny/2 sqrt(n) + u C + tiny/2 sqrt(m)) / sqrt(3) on its spectral norm.
+  row, col = (top, top) if line_norms is None else line_norms
+  return jnp.maximum(float(info.eps) * (row + col) + subnormal, pytorch)
 
 
 def numerical_rank(
@@ -142,11 +213,13 @@ def numerical_rank(
   """Numerical rank ``#{sigma_i(x) > tol}`` of ``x [..., m, n]`` as int32 ``[...]``.
 
   Args:
-    x: matrix or batch of matrices (any dtype; the SVD runs in float32).
+    x: matrix or batch of matrices (any real or complex dtype; the SVD runs in
+      float32, or complex64 for complex input).
     atol: absolute threshold (traced: new values do not recompile).
     rtol: threshold relative to ``sigma_1``. ``tol = max(atol, rtol * sigma_1)``.
-      With neither, ``tol = sigma_1 * max(m, n) * eps(x.dtype)`` (PyTorch default; the
-      eps of the input dtype, e.g. bf16's 2^-7, before the cast to float32).
+      With neither, ``tol = sigma_1 * max(m, n) * eps(x.dtype)`` (PyTorch default) for
+      float32/float64/complex/integer input; for bf16/f16 input the rounding-noise rule
+      of ``rank_tolerance`` (a bf16 matrix of 128+ rows is not rank 0).
     row_mask: optional ``[..., m]`` bool; masked-out rows are zeroed (they carry no
       rank) and ``m`` in the default rule becomes the number of valid rows, so the
       result equals the rank of the matrix with those rows removed (padded eval
@@ -165,18 +238,23 @@ def numerical_rank(
 @placement.replicate_inputs
 def _numerical_rank(x, atol, rtol, row_mask):
   input_dtype = jnp.asarray(x).dtype
-  x = numerics.as_float(x)
+  x = numerics.as_inexact(x)
   m, n = x.shape[-2], x.shape[-1]
   rows = m
   if row_mask is not None:
     x = jnp.where(row_mask[..., :, None], x, jnp.zeros_like(x))
     rows = jnp.sum(row_mask.astype(jnp.int32), axis=-1)
-  s, scale = _unit_singular_values(x)
-  if atol is not None:
-    atol = atol / scale  # the absolute threshold, in the units of x / max|x|
-  tol = rank_tolerance(s, (rows, n), atol=atol, rtol=rtol, dtype=input_dtype)
+  unit, e, finite = _unit_matrix(x)
+  s = _svdvals(unit, finite)
+  valid = finite & checks.tolerance_ok(atol) & checks.tolerance_ok(rtol)
+  if atol is None and rtol is None:
+    norms = _line_norms(unit) if _is_low_precision(input_dtype) else None
+    tol = _default_tolerance(s, (rows, n), input_dtype, norms, log2_unit=e)
+  else:
+    if atol is not None:  # the absolute threshold, in the units of x / 2**e
+      atol = numerics.ldexp(jnp.asarray(atol, s.dtype), -e)
+    tol = rank_tolerance(s, (rows, n), atol=atol, rtol=rtol)
   rank = jnp.sum(s > tol[..., None], axis=-1).astype(jnp.int32)
-  valid = numerics.all_finite(x) & checks.tolerance_ok(atol) & checks.tolerance_ok(rtol)
   return jnp.where(valid, rank, INVALID_RANK)
 
 
@@ -186,7 +264,8 @@ def effective_rank(x: jax.Array) -> jax.Array:
   """Roy & Vetterli (2007) effective rank ``exp(H(p))``, ``p_i = sigma_i / sum_j sigma_j``.
 
   ``H(p) = -sum_i p_i log p_i`` (with ``0 log 0 = 0``). Lies in ``[1, min(m, n)]`` for a
-  non-zero matrix; 0 for the zero matrix; NaN for non-finite input. Scale-invariant.
+  non-zero matrix; 0 for the zero matrix; NaN for non-finite input. Scale-invariant;
+  complex input uses the singular values of the complex matrix.
   """
   s, _ = _unit_singular_values(x)
   total = jnp.sum(s, axis=-1, keepdims=True)
@@ -201,7 +280,8 @@ def effective_rank(x: jax.Array) -> jax.Array:
 def stable_rank(x: jax.Array) -> jax.Array:
   """Stable rank ``||X||_F^2 / sigma_1(X)^2 = sum_i sigma_i^2 / sigma_1^2`` (0 for X = 0).
 
-  Scale-invariant (computed on ``x / max|x|``); NaN for non-finite input.
+  Scale-invariant (computed on ``x / 2**e``); complex input as in ``singular_values``;
+  NaN for non-finite input.
   """
   s, _ = _unit_singular_values(x)
   top = s[..., 0] ** 2
@@ -212,7 +292,8 @@ def stable_rank(x: jax.Array) -> jax.Array:
 @functools.partial(jax.jit, static_argnames=("k",))
 @placement.replicate_inputs
 def top_k_singular_values(x: jax.Array, k: int) -> jax.Array:
-  """The ``k`` largest singular values ``[..., k]`` (zero-padded if ``min(m, n) < k``)."""
+  """The ``k`` largest singular values ``[..., k]`` (zero-padded if ``min(m, n) < k``),
+  in the units of ``x`` (complex input as in ``singular_values``)."""
   s = singular_values(x)
   have = s.shape[-1]
   if have >= k:
@@ -226,9 +307,10 @@ def top_k_singular_values(x: jax.Array, k: int) -> jax.Array:
 def logits_norm(logits: jax.Array, mask: jax.Array | None = None) -> jax.Array:
   """Frobenius norm ``||M||_F`` of the logits matrix ``M [n, c]`` (masked rows dropped).
 
-  Computed as ``max|M| * ||M / max|M|||_F``, so |M| ~ 1e30 does not overflow.
+  Computed as ``max|M| * ||M / max|M|||_F``, so |M| ~ 1e30 does not overflow. Complex
+  logits raise ``ValueError``.
   """
-  m = numerics.as_float(logits)
+  m = numerics.as_float(logits, 'logits')
   if mask is not None:
     m = jnp.where(mask[..., None], m, 0.0)
   return numerics.norm(m, axis=(-2, -1))
@@ -237,8 +319,8 @@ def logits_norm(logits: jax.Array, mask: jax.Array | None = None) -> jax.Array:
 @jax.jit
 @placement.replicate_inputs
 def mean_per_sample_norm(logits: jax.Array, mask: jax.Array | None = None) -> jax.Array:
-  """Mean per-sample L2 norm ``(1/n) sum_i ||M_i||_2`` (independent of n)."""
-  m = numerics.as_float(logits)
+  """Mean per-sample L2 norm ``(1/n) sum_i ||M_i||_2`` (independent of n; real logits)."""
+  m = numerics.as_float(logits, 'logits')
   norms = numerics.norm(m, axis=-1)
   if mask is None:
     return jnp.mean(norms, axis=-1)
@@ -258,9 +340,11 @@ def softmax_rank(
 
   Masked rows are removed (a padded row would otherwise become a uniform
   probability row and could add one to the rank). ``temperature`` must be > 0: a
-  ``ValueError`` eagerly, rank ``-1`` under ``jit``. The default tolerance uses the
-  eps of the probabilities' dtype (float32; float64 under x64).
+  ``ValueError`` eagerly, rank ``-1`` under ``jit``. Complex logits raise ``ValueError``
+  (also under ``jit``). The default tolerance uses the eps of the probabilities' dtype
+  (float32; float64 under x64).
   """
+  checks.real("logits", logits)
   checks.positive("temperature", temperature)
   checks.tolerance("atol", atol)
   checks.tolerance("rtol", rtol)
@@ -270,7 +354,7 @@ def softmax_rank(
 @jax.jit
 @placement.replicate_inputs
 def _softmax_rank(logits, temperature, atol, rtol, row_mask):
-  probs = jax.nn.softmax(numerics.as_float(logits) / temperature, axis=-1)
+  probs = jax.nn.softmax(numerics.as_float(logits, "logits") / temperature, axis=-1)
   rank = _numerical_rank(probs, atol, rtol, row_mask)
   return jnp.where(jnp.asarray(temperature) > 0, rank, INVALID_RANK)
 

@@ -130,15 +130,53 @@ def test_neco_fit_dim_out_of_range_is_an_error(dim):
 
 
 @pytest.mark.parametrize('dtype', [jnp.bfloat16, jnp.float16])
-def test_default_tolerance_uses_the_input_dtype_eps(dtype):
-  x = jnp.asarray(_low_rank(64, 32, 3), dtype)
+def test_default_tolerance_of_low_precision_input_bounds_its_rounding_noise(dtype):
+  x32 = _low_rank(64, 32, 3)
+  x = jnp.asarray(x32, dtype)
   assert int(metrics.numerical_rank(x)) == 3
   # the same rounded matrix in float32 is full rank under float32's eps: the rounding
   # noise is real but not rank
   assert int(metrics.numerical_rank(x.astype(jnp.float32))) > 3
-  tol = metrics.rank_tolerance(metrics.singular_values(x), x.shape, dtype=x.dtype)
-  s = np.linalg.svd(np.asarray(x, np.float64), compute_uv=False)
-  np.testing.assert_allclose(float(tol), s[0] * 64 * float(jnp.finfo(dtype).eps), rtol=1e-4)
+  # float64 reference of the rule: eps(dtype) * (largest row norm + largest column norm)
+  x64 = np.asarray(x, np.float64)
+  s = np.linalg.svd(x64, compute_uv=False)
+  rows, cols = np.linalg.norm(x64, axis=1).max(), np.linalg.norm(x64, axis=0).max()
+  want = float(jnp.finfo(dtype).eps) * (rows + cols)
+  sigma = metrics.singular_values(x)
+  tol = metrics.rank_tolerance(sigma, x.shape, dtype=x.dtype, line_norms=(rows, cols))
+  np.testing.assert_allclose(float(tol), want, rtol=1e-4)
+  # the rounding noise lies well below it, the rank-3 signal far above
+  noise = np.linalg.norm(x64 - x32.astype(np.float64), 2)
+  assert noise < want / 3 and s[2] > 10 * want
+  # without line norms: their bound sigma_1, so tol = 2 eps sigma_1 (< sigma_1)
+  np.testing.assert_allclose(
+      float(metrics.rank_tolerance(sigma, x.shape, dtype=x.dtype)),
+      2 * float(jnp.finfo(dtype).eps) * s[0], rtol=1e-4)
+
+
+def test_float32_default_tolerance_is_still_pytorchs():
+  x = _low_rank(300, 40, 3)
+  s = np.linalg.svd(x.astype(np.float64), compute_uv=False)
+  tol = metrics.rank_tolerance(metrics.singular_values(x), x.shape)
+  np.testing.assert_allclose(float(tol), s[0] * 300 * np.finfo(np.float32).eps, rtol=1e-5)
+
+
+COMPLEX_REFUSED = {
+    'softmax_rank': metrics.softmax_rank,
+    'logits_norm': metrics.logits_norm,
+    'mean_per_sample_norm': metrics.mean_per_sample_norm,
+    'top_right_singular_vectors': lambda x: metrics.top_right_singular_vectors(x, 2),
+    'orthodev': lambda x: metrics.orthodev(x, x[0]),
+}
+
+
+@pytest.mark.parametrize('name', sorted(COMPLEX_REFUSED))
+def test_complex_input_is_refused_where_it_has_no_meaning(name):
+  # Before: the imaginary part was silently dropped (a purely imaginary matrix was 0).
+  x = (1j * RNG.standard_normal((12, 5))).astype(np.complex64)
+  for fn in (COMPLEX_REFUSED[name], jax.jit(COMPLEX_REFUSED[name])):
+    with pytest.raises(ValueError, match='complex'):
+      fn(x)
 
 
 def test_values_near_1e30_give_the_numbers_of_the_rescaled_input():

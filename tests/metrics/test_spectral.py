@@ -173,3 +173,117 @@ def test_given_indices_replace_the_key_draw():
   ranks = jax.jit(jax.vmap(lambda r, i: metrics.representation_rank(r, indices=i)))(
       np.stack([reps, reps]), np.stack([idx, idx[::-1]]))
   assert ranks.tolist() == [int(metrics.representation_rank(reps, indices=idx))] * 2
+
+
+def _np_effective_rank(x):
+  s = np.linalg.svd(x, compute_uv=False)
+  p = s[s > 0] / s.sum()
+  return float(np.exp(-np.sum(p * np.log(p))))
+
+
+def _np_stable_rank(x):
+  s = np.linalg.svd(x, compute_uv=False)
+  return float(np.sum(s**2) / s[0] ** 2)
+
+
+def _product(rng, m, n, k, row_scale=None):
+  """float64 ``m x n`` product of Gaussian ``m x k`` and ``k x n`` factors (rank ``k``)."""
+  a = rng.standard_normal((m, k))
+  if row_scale is not None:
+    a = a * row_scale(rng, m)[:, None]
+  return a @ rng.standard_normal((k, n))
+
+
+LOW_PRECISION_CASES = {
+    "300x40 rank 3": lambda rng: _product(rng, 300, 40, 3),
+    "40x300 rank 3": lambda rng: _product(rng, 40, 300, 3),
+    "1000x256 rank 17": lambda rng: _product(rng, 1000, 256, 17),
+    "512x512 rank 50": lambda rng: _product(rng, 512, 512, 50),
+    "128x16 rank 2": lambda rng: _product(rng, 128, 16, 2),
+    "64x32 rank 4": lambda rng: _product(rng, 64, 32, 4),
+    "300x40 full rank": lambda rng: rng.standard_normal((300, 40)),
+    # uneven magnitudes: lognormal row scales; one row 100x the others
+    "600x100 rank 3 lognormal rows": lambda rng: _product(
+        rng, 600, 100, 3, lambda r, m: r.lognormal(0.0, 1.0, m)),
+    "500x100 rank 2 one big row": lambda rng: _product(
+        rng, 500, 100, 2, lambda r, m: np.r_[100.0, np.ones(m - 1)]),
+}
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16], ids=["bf16", "f16"])
+@pytest.mark.parametrize("case", list(LOW_PRECISION_CASES))
+def test_low_precision_rank_is_the_float64_rank_of_the_unrounded_matrix(case, dtype):
+  # Before: tol = sigma_1 * max(m, n) * eps(dtype) >= sigma_1 once max(m, n) >= 1/eps
+  # (bf16: 128), so every bf16 matrix of 128+ rows had rank 0.
+  x = LOW_PRECISION_CASES[case](np.random.default_rng(7))
+  want = int(np.linalg.matrix_rank(x))  # float64, unrounded
+  assert int(metrics.numerical_rank(jnp.asarray(x, dtype))) == want
+
+
+def test_low_precision_rank_under_jit_and_vmap():
+  rng = np.random.default_rng(8)
+  xs = jnp.asarray(np.stack([_product(rng, 200, 30, k) for k in (1, 2, 3, 30)]), jnp.bfloat16)
+  np.testing.assert_array_equal(np.asarray(jax.jit(jax.vmap(metrics.numerical_rank))(xs)),
+                                [1, 2, 3, 30])
+  mask = np.arange(200) < 150  # padded rows: the rank of the first 150 rows
+  ranks = jax.jit(lambda x: metrics.numerical_rank(x, row_mask=mask))(xs)
+  np.testing.assert_array_equal(np.asarray(ranks), [1, 2, 3, 30])
+
+
+def test_rank_is_scale_invariant_down_to_subnormal_input():
+  rng = np.random.default_rng(9)
+  x64 = _product(rng, 20, 10, 3)
+  tiny = x64.astype(np.float32) * np.float32(1e-40)
+  assert 0 < np.abs(tiny).max() < np.finfo(np.float32).tiny  # every entry is subnormal
+  # Before: rank 0 (XLA's CPU flushes subnormals to zero, so x / max|x| was 0).
+  assert int(metrics.numerical_rank(tiny)) == np.linalg.matrix_rank(x64) == 3
+  assert int(jax.jit(metrics.numerical_rank)(tiny)) == 3
+  assert int(metrics.numerical_rank(tiny, rtol=1e-3)) == 3
+  assert int(metrics.numerical_rank(jnp.asarray(x64 * 1e-6, jnp.float16))) == 3  # f16 subnormals
+  # the rounded subnormal entries keep ~17 significant bits: close to the float64 values
+  np.testing.assert_allclose(float(metrics.effective_rank(tiny)), _np_effective_rank(x64),
+                             rtol=1e-4)
+  np.testing.assert_allclose(float(metrics.stable_rank(tiny)), _np_stable_rank(x64), rtol=1e-4)
+  # singular values stay in the units of x (normal range: 1e-30)
+  small = (x64 * 1e-30).astype(np.float32)
+  s = np.linalg.svd(small.astype(np.float64), compute_uv=False)
+  np.testing.assert_allclose(np.asarray(metrics.top_k_singular_values(small, 4)), s[:4],
+                             rtol=1e-5, atol=1e-5 * s[0])
+  np.testing.assert_allclose(np.asarray(metrics.singular_values(small)), s, rtol=1e-5,
+                             atol=1e-5 * s[0])
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16, jnp.float16, jnp.complex64])
+def test_all_zero_matrix_has_rank_zero_in_every_dtype(dtype):
+  z = jnp.zeros((300, 40), dtype)
+  assert int(metrics.numerical_rank(z)) == 0
+  assert int(jax.jit(metrics.numerical_rank)(z)) == 0
+  assert float(metrics.effective_rank(z)) == 0.0 and float(metrics.stable_rank(z)) == 0.0
+  np.testing.assert_array_equal(np.asarray(metrics.top_k_singular_values(z, 3)), 0.0)
+
+
+def test_complex_input_is_the_svd_of_the_complex_matrix():
+  rng = np.random.default_rng(10)
+  a = rng.standard_normal((30, 4)) + 1j * rng.standard_normal((30, 4))
+  x = a @ (rng.standard_normal((4, 12)) + 1j * rng.standard_normal((4, 12)))
+  assert np.linalg.matrix_rank(x) == 4 and np.linalg.matrix_rank(x.real) == 8
+  xc = x.astype(np.complex64)
+  # Before: the imaginary part was dropped (rank 8 here; a purely imaginary matrix: 0).
+  assert int(metrics.numerical_rank(xc)) == 4
+  assert int(metrics.numerical_rank(1j * _product(rng, 30, 12, 4))) == 4
+  s = np.linalg.svd(x, compute_uv=False)
+  got = metrics.singular_values(xc)
+  assert got.dtype == jnp.float32
+  np.testing.assert_allclose(np.asarray(got), s, rtol=1e-5, atol=1e-5 * s[0])
+  np.testing.assert_allclose(np.asarray(metrics.top_k_singular_values(xc, 5)), s[:5],
+                             rtol=1e-5, atol=1e-5 * s[0])
+  np.testing.assert_allclose(float(metrics.effective_rank(xc)), _np_effective_rank(x), rtol=1e-4)
+  np.testing.assert_allclose(float(metrics.stable_rank(xc)), _np_stable_rank(x), rtol=1e-5)
+  np.testing.assert_allclose(float(metrics.stable_rank(1e30 * xc)), _np_stable_rank(x),
+                             rtol=1e-5)
+  xs = np.stack([1j * _product(rng, 20, 10, k) for k in (1, 2, 5)]).astype(np.complex64)
+  np.testing.assert_array_equal(np.asarray(jax.jit(jax.vmap(metrics.numerical_rank))(xs)),
+                                [1, 2, 5])
+  xs[1, 0, 0] = complex(0, np.nan)
+  np.testing.assert_array_equal(np.asarray(metrics.numerical_rank(xs)), [1, -1, 5])
+  assert np.isnan(float(metrics.effective_rank(xs[1])))
