@@ -19,6 +19,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from rankdeficit.metrics import checks
 from rankdeficit.metrics import placement
 from rankdeficit.metrics import spectral
 
@@ -27,6 +28,7 @@ from rankdeficit.metrics import spectral
 @placement.replicate_inputs
 def attention_probabilities(logits: jax.Array) -> jax.Array:
   """softmax over keys, in float32: [N, heads, queries, keys]."""
+  checks.real('logits', logits)
   return jax.nn.softmax(jnp.asarray(logits, jnp.float32), axis=-1)
 
 
@@ -37,6 +39,7 @@ def attention_entropy(logits: jax.Array) -> jax.Array:
 
   log(keys) for uniform attention, 0 for one-hot attention.
   """
+  checks.real('logits', logits)
   logp = jax.nn.log_softmax(jnp.asarray(logits, jnp.float32), axis=-1)
   entropy = -jnp.sum(jnp.exp(logp) * logp, axis=-1)  # [N, H, Q]
   return jnp.mean(entropy, axis=(0, 2))
@@ -63,6 +66,7 @@ def attention_effective_rank(logits: jax.Array) -> jax.Array:
 def attention_logits_norm(logits: jax.Array) -> jax.Array:
   """Mean per-query L2 norm of the softmax input, per head [heads]: the attention analogue
   of the paper's mean per-sample logits norm (the temperature is already divided in)."""
+  checks.real('logits', logits)
   norms = jnp.linalg.norm(jnp.asarray(logits, jnp.float32), axis=-1)  # [N, H, Q]
   return jnp.mean(norms, axis=(0, 2))
 

@@ -76,6 +76,7 @@ def neco_fit(train_feats: jax.Array, dim: int) -> NecoParams:
   so features near 1e30 do not overflow. Needs ``n >= 1`` and ``1 <= dim <= D``.
   """
   checks.non_empty("train_feats", train_feats)
+  checks.real("train_feats", train_feats)
   num_features = math.prod(jnp.shape(train_feats)[1:])
   if not 1 <= dim <= num_features:
     raise ValueError(f"neco_fit: dim must be in [1, D={num_features}] (feature size), got {dim}.")
@@ -111,6 +112,7 @@ def neco_score(params: NecoParams, feats: jax.Array, logits: jax.Array | None = 
 
   Each ``z`` is rescaled by its own ``max|z|`` first (the ratio is scale-invariant).
   """
+  checks.real("feats", feats)
   h = jnp.reshape(jnp.asarray(feats, jnp.float32), (feats.shape[0], -1))
   z = (h - params.mean) / params.scale
   z = z / numerics.max_abs_scale(z, -1)
@@ -129,6 +131,8 @@ def _nan_if_any_nan(value: jax.Array, *scores: jax.Array) -> jax.Array:
 def _check_scores(id_scores, ood_scores) -> None:
   checks.non_empty("id_scores", id_scores)
   checks.non_empty("ood_scores", ood_scores)
+  checks.real("id_scores", id_scores)
+  checks.real("ood_scores", ood_scores)
 
 
 def _sorted_with_groups(id_scores, ood_scores, positive_is_id: bool):

@@ -167,6 +167,14 @@ COMPLEX_REFUSED = {
     'mean_per_sample_norm': metrics.mean_per_sample_norm,
     'top_right_singular_vectors': lambda x: metrics.top_right_singular_vectors(x, 2),
     'orthodev': lambda x: metrics.orthodev(x, x[0]),
+    'neco_fit': lambda x: metrics.neco_fit(x, 2),
+    'neco_score': lambda x: metrics.neco_score(
+        metrics.neco_fit(np.ones((4, 5), np.float32), 2), x),
+    'auroc': lambda x: metrics.auroc(x[:, 0], x[:, 1]),
+    'fpr_at_95_tpr': lambda x: metrics.fpr_at_95_tpr(x[:, 0], x[:, 1]),
+    'attention_entropy': lambda x: metrics.attention.attention_entropy(x[None, None]),
+    'attention_rank': lambda x: metrics.attention.attention_rank(x[None, None]),
+    'attention_logits_norm': lambda x: metrics.attention.attention_logits_norm(x[None, None]),
 }
 
 
