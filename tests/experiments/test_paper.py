@@ -71,21 +71,32 @@ def _fake_run(workdir: str, t: float, seed: int) -> None:
   _monitor(workdir, t, seed)
 
 
-@pytest.fixture(scope='module')
-def rendered(tmp_path_factory):
-  out = tmp_path_factory.mktemp('paper_cpu')
+def _fake_runs(out, *, records_too: bool = False):
+  """Fake runs of every entry of the cpu preset under `out` (and their records)."""
   ctx = paper.make_context(paper.parse_args(['--outdir', str(out)]))
   plan = {}
   for entry in REGISTRY.values():
     plan.update(paper.planned_runs(ctx, entry))
   for workdir, (_, _, t, seed) in plan.items():
     _fake_run(workdir, t, seed)
+    if records_too:
+      records.write_record(workdir, ctx.record_dir(workdir))
+  return ctx
+
+
+def _render_only(out, *flags) -> dict[str, str]:
   os.environ['RANKDEFICIT_QUICK_SYNTHETIC'] = '1'
   try:
-    status = paper.main(['--preset=cpu', '--render_only', '--outdir', str(out)])
+    return paper.main(['--preset=cpu', '--render_only', '--outdir', str(out), *flags])
   finally:
     del os.environ['RANKDEFICIT_QUICK_SYNTHETIC']
-  return out, status
+
+
+@pytest.fixture(scope='module')
+def rendered(tmp_path_factory):
+  out = tmp_path_factory.mktemp('paper_cpu')
+  _fake_runs(out)
+  return out, _render_only(out)
 
 
 def test_every_entry_renders(rendered):
@@ -300,19 +311,8 @@ def test_a_compact_record_reads_back_like_its_run(tmp_path):
 
 def test_render_only_draws_every_entry_from_records_alone(tmp_path):
   out = tmp_path / 'paper_cpu'
-  ctx = paper.make_context(paper.parse_args(['--outdir', str(out)]))
-  plan = {}
-  for entry in REGISTRY.values():
-    plan.update(paper.planned_runs(ctx, entry))
-  for workdir, (_, _, t, seed) in plan.items():
-    _fake_run(workdir, t, seed)
-    records.write_record(workdir, ctx.record_dir(workdir))
+  ctx = _fake_runs(out, records_too=True)
   shutil.rmtree(ctx.root)  # a fresh clone: records only
-  os.environ['RANKDEFICIT_QUICK_SYNTHETIC'] = '1'
-  try:
-    status = paper.main(['--preset=cpu', '--render_only', '--outdir', str(out),
-                         '--only=figure_3,figure_11,table_1'])
-  finally:
-    del os.environ['RANKDEFICIT_QUICK_SYNTHETIC']
+  status = _render_only(out, '--only=figure_3,figure_11,table_1')
   assert status == {'figure_3': 'ok', 'figure_11': 'ok', 'table_1': 'ok'}
   assert (out / 'figure_3.png').stat().st_size > 0
