@@ -250,15 +250,17 @@ def write_analysis(out: dict[str, Any], workdir: str, *, plots: bool, timer) -> 
 
 def check_analyzable(workdir: str) -> None:
   """Raises ValueError (one line naming the file, field and fix) unless `workdir` holds a
-  readable config.json with a valid temperature and at least one checkpoint. Reads only."""
-  from rankdeficit import config_diff  # pylint: disable=import-outside-toplevel
+  readable config (config.json, else the copy stored in its checkpoints) with a valid
+  temperature and at least one checkpoint. Reads only."""
+  from rankdeficit import checkpointing, config_diff  # pylint: disable=import-outside-toplevel
   path = storage.workdir_path(workdir)
   config_path = path / config_diff.CONFIG_FILE
-  if not config_path.exists():
+  stored = None if config_path.exists() else checkpointing.stored_config(path)
+  if not config_path.exists() and stored is None:
     raise ValueError(f'{config_path} does not exist: --workdir must be a run directory '
                      f'written by python -m rankdeficit.main.')
   try:
-    saved = storage.read_json(config_path)
+    saved = storage.read_json(config_path) if stored is None else stored
   except ValueError as e:
     raise ValueError(f'{config_path} is not valid JSON ({str(e).splitlines()[0]}); restore '
                      f'it from the run that wrote the checkpoints.') from e
@@ -271,6 +273,21 @@ def check_analyzable(workdir: str) -> None:
   if not config_diff.has_checkpoint(path):
     raise ValueError(f'No checkpoint in {path / "checkpoints"}: train the run first '
                      f'(python -m rankdeficit.main ... --workdir={workdir}).')
+
+
+def warn_if_training(workdir: str) -> str | None:
+  """Logs and returns a warning when a live process holds `workdir`'s lock (see
+  rankdeficit/workdir_lock.py): the run is still training, so its latest checkpoint, not
+  its final weights, is what gets analysed. None otherwise."""
+  from rankdeficit import workdir_lock  # pylint: disable=import-outside-toplevel
+  holder = workdir_lock.live_holder(storage.workdir_path(workdir))
+  if holder is None:
+    return None
+  message = (f'{workdir} is still training (locked by {workdir_lock.describe(holder)}): '
+             f'this analyses its latest checkpoint, not its final weights; analyse it '
+             f'again when the run has finished.')
+  logging.warning('%s', message)
+  return message
 
 
 def _run_header(workdir, config, step, splits, full_dims, hidden, *, coords, num_classes: int,
@@ -393,6 +410,7 @@ def analyze_run(workdir: str, *, ood_dataset: str | None = None, data_dir: str |
   """
   from rankdeficit import checkpointing, input_pipeline  # pylint: disable=import-outside-toplevel
   check_analyzable(workdir)
+  warn_if_training(workdir)  # a live lock holder: the latest checkpoint, not the final one
   timer, t_start = _Timer(), time.perf_counter()
   with timer('load_run'):
     config, model, variables, ckpt_step = checkpointing.load_run(workdir, step)

@@ -1,9 +1,13 @@
 """What may change when a run directory is resumed, and the default run directory name.
 
-A checkpoint holds weights trained under the config saved next to it (config.json).
-Resuming under a different loss, temperature, width, data or optimiser would continue
-those weights under a config they were not trained with, and config.json would then say
-something false. `check_resumable` refuses that, naming every differing field, unless
+A checkpoint holds weights trained under the config stored inside it (its item `config`,
+sealed by the checkpoint's checksums; see rankdeficit/checkpointing.py) and copied next to
+it as config.json. The stored copy is the run's identity: deleting or editing config.json
+changes nothing, and a missing or unreadable config.json is restored from it
+(`restore_config_file`). Checkpoints written before configs were stored fall back on
+config.json. Resuming under a different loss, temperature, width, data or optimiser would
+continue those weights under a config they were not trained with, and config.json would
+then say something false. `check_resumable` refuses that, naming every differing field, unless
 the field only affects bookkeeping (`BOOKKEEPING_FIELDS`) or is a longer budget
 (`EXTENDABLE_FIELDS`, only with a temperature schedule that does not depend on the
 total number of steps). `num_workers` is not bookkeeping: grain's saved iterator state
@@ -14,7 +18,9 @@ from __future__ import annotations
 import hashlib
 import json
 
+import jax
 import ml_collections
+from absl import logging
 from etils import epath
 
 CONFIG_FILE = 'config.json'
@@ -76,16 +82,40 @@ def has_checkpoint(workdir: epath.PathLike) -> bool:
   return directory.exists() and any(p.name.isdigit() for p in directory.iterdir())
 
 
-def check_resumable(config: ml_collections.ConfigDict, workdir: epath.PathLike) -> None:
-  """Raises ValueError if `workdir` holds checkpoints trained under a different config."""
+def _read_config_file(workdir: epath.PathLike) -> dict | None:
+  """config.json as a dict, None if absent; ValueError (one line) if it holds no config."""
   path = epath.Path(workdir) / CONFIG_FILE
-  if not (has_checkpoint(workdir) and path.exists()):
-    return
+  if not path.exists():
+    return None
+  fix = ('it describes the checkpoints next to it: restore it, or choose another '
+         '--workdir.')
   try:
     saved = json.loads(path.read_text())
   except ValueError as e:
-    raise ValueError(f'{path} is not valid JSON ({e}); it describes the checkpoints next to '
-                     f'it: restore it, or choose another --workdir.') from e
+    raise ValueError(f'{path} is not valid JSON ({e}); {fix}') from e
+  if not isinstance(saved, dict):
+    raise ValueError(f'{path} holds {json.dumps(saved)[:40]}, not a config object; {fix}')
+  return saved
+
+
+def saved_config(workdir: epath.PathLike) -> dict | None:
+  """The config `workdir`'s checkpoints were trained under (nested dict), None if unknown.
+
+  The copy stored in the newest checkpoint comes first; checkpoints written before configs
+  were stored fall back on config.json (ValueError if it is not a JSON object).
+  """
+  from rankdeficit import checkpointing  # pylint: disable=import-outside-toplevel  (orbax)
+  stored = checkpointing.stored_config(workdir)
+  return stored if stored is not None else _read_config_file(workdir)
+
+
+def check_resumable(config: ml_collections.ConfigDict, workdir: epath.PathLike) -> None:
+  """Raises ValueError if `workdir` holds checkpoints trained under a different config."""
+  if not has_checkpoint(workdir):
+    return
+  saved = saved_config(workdir)
+  if saved is None:
+    return  # old checkpoints without config.json: only the restore can tell
   found = differences(saved, config)
   if found:
     raise ValueError(
@@ -93,6 +123,28 @@ def check_resumable(config: ml_collections.ConfigDict, workdir: epath.PathLike) 
         f'{"; ".join(found)}. Resume with the saved values, or choose another --workdir '
         f'(only {", ".join(sorted(BOOKKEEPING_FIELDS))} and a longer num_train_steps/'
         f'num_epochs may change).')
+
+
+def restore_config_file(workdir: epath.PathLike) -> bool:
+  """Rewrites a missing or unreadable config.json from the config stored in the newest
+  checkpoint (process 0); returns whether it did."""
+  from rankdeficit import checkpointing  # pylint: disable=import-outside-toplevel  (orbax)
+  if not has_checkpoint(workdir):
+    return False
+  try:
+    if _read_config_file(workdir) is not None:
+      return False
+  except ValueError:
+    pass  # unreadable: replaced below when the checkpoint holds the config
+  stored = checkpointing.stored_config(workdir)
+  if stored is None:
+    return False
+  path = epath.Path(workdir) / CONFIG_FILE
+  if jax.process_index() == 0:
+    path.write_text(json.dumps(stored, indent=2, sort_keys=True))
+  logging.warning('%s was missing or unreadable: restored it from the config stored in '
+                  'the checkpoints.', path)
+  return True
 
 
 def run_name(config: ml_collections.ConfigDict, config_stem: str) -> str:

@@ -49,16 +49,23 @@ def seal(step_dir: epath.PathLike) -> None:
   entries = {name: {'size': p.stat().length, 'sha256': _digest(p)}
              for name, p in sorted(_files(step_dir).items())}
   tmp = step_dir / (MANIFEST + '.tmp')
-  tmp.write_text(json.dumps(entries, indent=1))
-  tmp.rename(step_dir / MANIFEST)
+  try:
+    tmp.write_text(json.dumps(entries, indent=1))
+    tmp.replace(step_dir / MANIFEST)  # a re-seal overwrites
+  except BaseException:
+    tmp.unlink(missing_ok=True)  # e.g. a full disk: the step stays complete, unsealed
+    raise
 
 
 def is_sealed(step_dir: epath.PathLike) -> bool:
   return (epath.Path(step_dir) / MANIFEST).exists()
 
 
-def verify(step_dir: epath.PathLike) -> str | None:
-  """Returns None if the step matches its manifest (or has none), else what is wrong."""
+def verify(step_dir: epath.PathLike, under: str | None = None) -> str | None:
+  """Returns None if the step matches its manifest (or has none), else what is wrong.
+
+  With `under` (an item of the step, e.g. 'config'), only that folder's files are checked.
+  """
   step_dir = epath.Path(step_dir)
   manifest = step_dir / MANIFEST
   if not manifest.exists():
@@ -68,7 +75,11 @@ def verify(step_dir: epath.PathLike) -> str | None:
     expected = {name: (int(e['size']), str(e['sha256'])) for name, e in entries.items()}
   except (ValueError, TypeError, KeyError, AttributeError) as e:
     return f'unreadable checksum manifest {manifest} ({e})'
-  present = _files(step_dir)
+  folder = step_dir if under is None else step_dir / under
+  present = _files(folder) if folder.exists() else {}
+  if under is not None:
+    present = {f'{under}/{name}': p for name, p in present.items()}
+    expected = {k: v for k, v in expected.items() if k.startswith(f'{under}/')}
   for name, (size, sha) in expected.items():
     if name not in present:
       return f'missing file {step_dir / name}'

@@ -13,6 +13,7 @@ Multi-process: add `--coordinator_address=HOST:PORT --num_processes=P --process_
 each process's command, or `--config.distributed=True` on a TPU pod or under SLURM (see
 rankdeficit/distributed.py). The workdir may be a bucket (gs://...).
 """
+import gc
 import logging as py_logging
 import os
 import sys
@@ -21,8 +22,8 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from rankdeficit import config_diff, distributed, input_pipeline, preemption, runtime
-from rankdeficit import storage, train, validation, workdir_lock
+from rankdeficit import checkpointing, config_diff, distributed, input_pipeline, preemption
+from rankdeficit import runtime, storage, target_norm, train, validation, workdir_lock
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Run directory (config, logs, checkpoints). '
@@ -34,10 +35,33 @@ distributed.define_flags()
 
 
 class _QuietLibraries(py_logging.Filter):
-  """Keeps orbax's per-save INFO chatter out of the run log; warnings still pass."""
+  """Keeps orbax's per-save INFO chatter out of the run log; warnings still pass.
+
+  A full disk is reported once, as main's last line: the tracebacks orbax's threads log
+  for it are cut to their message, and asyncio's later 'exception was never retrieved'
+  about the same writes is dropped.
+  """
 
   def filter(self, record):
+    if record.exc_info and checkpointing.is_disk_full(record.exc_info[1]):
+      if record.name == 'asyncio':
+        return False
+      record.exc_info, record.exc_text = None, None
     return record.levelno >= py_logging.WARNING or '/orbax/' not in record.pathname
+
+
+def _quiet_unraisable(default):
+  """sys.unraisablehook without two kinds of noise that follow a failed orbax save: its
+  writes completing into an event loop that is already closed, and coroutines of those
+  writes collected while the interpreter shuts down."""
+
+  def hook(unraisable):
+    text = str(unraisable.exc_value)
+    if 'Event loop is closed' in text or 'Python is likely shutting down' in text:
+      return
+    default(unraisable)
+
+  return hook
 
 
 def default_workdir(config, config_path: str | None = None) -> str:
@@ -62,13 +86,77 @@ def parse_flags(argv: list[str]) -> list[str]:
     sys.exit(f'error: cannot load --config ({lines[-1]}); give a file from configs/.')
 
 
+class _GiveUpOnError:
+  """Logging handler mixin: the first failed write (a full disk) prints one line and turns
+  the handler off, instead of a traceback for every record that follows."""
+  failed = False
+
+  def emit(self, record):
+    if not self.failed:
+      super().emit(record)
+
+  def handleError(self, record):  # pylint: disable=invalid-name
+    if not self.failed:
+      self.failed = True
+      error = sys.exc_info()[1]
+      sys.stderr.write(f'warning: cannot write the log file ({error}); logging to the '
+                       f'console only.\n')
+
+
+class _FileHandler(_GiveUpOnError, py_logging.FileHandler):
+  pass
+
+
+class _StreamHandler(_GiveUpOnError, py_logging.StreamHandler):
+  pass
+
+
 def _log_file_handler(workdir: str) -> py_logging.Handler:
   """workdir/log<process>.txt; on object stores (gs://) written through epath, and only
   complete once the run closes it (the console log is the live one there)."""
   path = storage.workdir_path(workdir) / f'log{jax.process_index()}.txt'
   if storage.is_uri(workdir):
-    return py_logging.StreamHandler(path.open('a' if path.exists() else 'w'))
-  return py_logging.FileHandler(os.fspath(path))
+    return _StreamHandler(path.open('a' if path.exists() else 'w'))
+  return _FileHandler(os.fspath(path))
+
+
+def _resolve_workdir(config) -> str:
+  """--workdir, or the default run directory; an empty --workdir is refused."""
+  if FLAGS.workdir is None:
+    return default_workdir(config, config_flags.get_config_filename(FLAGS['config']))
+  if not FLAGS.workdir.strip():
+    sys.exit(f'error: --workdir={FLAGS.workdir!r} is empty; give a directory, or leave '
+             f'--workdir out for the default runs/<config>_T<T>_seed<seed>_<hash>.')
+  return FLAGS.workdir
+
+
+def _check_before_writing(config, workdir: str) -> None:
+  """Config, data, lock and resume errors: one line, before anything compiles or is
+  written."""
+  try:
+    validation.validate_config(config, workdir, create=False)
+    workdir_lock.check_unlocked(workdir)
+    target_norm.adopt_saved_temperature(config, workdir)  # T chosen at step 0
+    config_diff.check_resumable(config, workdir)
+    storage.check_writable(workdir)
+    storage.check_shared_workdir(workdir)
+  except (ValueError, OSError, workdir_lock.LockedError,
+          input_pipeline.DatasetNotFoundError) as e:
+    sys.exit(f'error: {e}')
+
+
+def _disk_full_message(error: BaseException, workdir: str) -> str:
+  """'no space left on <device> while ...; the last good checkpoint is step M'."""
+  if isinstance(error, checkpointing.DiskFullError):
+    return str(error)
+  steps = checkpointing.finished_steps(workdir)
+  cause, name = error, None
+  while cause is not None and name is None:
+    name = getattr(cause, 'filename', None)
+    cause = cause.__cause__ or cause.__context__
+  return (f'no space left on {storage.device_of(workdir)} while writing '
+          f'{name or "to the run directory"}; the last good checkpoint is '
+          f'{f"step {steps[-1]}" if steps else "none (none was saved yet)"}')
 
 
 def main(argv):
@@ -88,33 +176,32 @@ def main(argv):
   runtime.enable_compilation_cache(config.compilation_cache_dir)
   if config.matmul_precision != 'default':
     jax.config.update('jax_default_matmul_precision', config.matmul_precision)
-  workdir = FLAGS.workdir or default_workdir(
-      config, config_flags.get_config_filename(FLAGS['config']))
-  try:
-    # Config, data, lock and resume errors surface before anything compiles or is written.
-    validation.validate_config(config, workdir, create=False)
-    workdir_lock.check_unlocked(workdir)
-    config_diff.check_resumable(config, workdir)
-    storage.check_writable(workdir)
-    storage.check_shared_workdir(workdir)
-  except (ValueError, OSError, workdir_lock.LockedError,
-          input_pipeline.DatasetNotFoundError) as e:
-    sys.exit(f'error: {e}')
+  workdir = _resolve_workdir(config)
+  _check_before_writing(config, workdir)
+  sys.unraisablehook = _quiet_unraisable(sys.unraisablehook)
   logging.get_absl_handler().addFilter(_QuietLibraries())
   handler = _log_file_handler(workdir)
   handler.setFormatter(py_logging.Formatter('%(asctime)s %(levelname)s %(message)s'))
   handler.addFilter(_QuietLibraries())
   logging.get_absl_logger().addHandler(handler)
+  logging.info('Run directory: %s', storage.workdir_path(workdir))
   logging.info('JAX process %d/%d, local devices %s', jax.process_index(),
                jax.process_count(), jax.local_devices())
   try:
     _, results = train.train_and_evaluate(config, workdir)
-  except workdir_lock.LockedError as e:  # lost a race with a process started meanwhile
+  except (workdir_lock.LockedError, checkpointing.RestoreError) as e:
+    # Lost a race with a process started meanwhile, or checkpoints too old to hold their
+    # config that do not fit this one.
     sys.exit(f'error: {e}')
   except preemption.Stopped as e:
     # 128 + signal: what schedulers see for a job killed by it, so they requeue/retry it.
     logging.warning('%s', e)
     sys.exit(e.exit_code)
+  except Exception as e:  # pylint: disable=broad-except
+    if not checkpointing.is_disk_full(e):
+      raise
+    gc.collect()  # orbax's abandoned writes report now, not after the line below
+    sys.exit(f'error: {_disk_full_message(e, workdir)}')
   logging.info('Finished: %s', results)
   print({k: round(v, 4) if isinstance(v, float) else v for k, v in results.items()})
 

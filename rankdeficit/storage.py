@@ -39,6 +39,29 @@ def workdir_path(workdir: str | os.PathLike) -> epath.Path:
   return epath.Path(os.path.abspath(os.fspath(workdir)))
 
 
+def device_of(path: str | os.PathLike) -> str:
+  """The filesystem holding `path`, for messages: '/mnt/scratch (tmpfs)' (its mount point
+  and type, from /proc/mounts), or the bucket of a URI ('gs://bucket')."""
+  if is_uri(path):
+    scheme, rest = os.fspath(path).split('://', 1)
+    return f'{scheme}://{rest.split("/")[0]}'
+  real = os.path.realpath(os.fspath(path))
+  mount, kind = '', ''
+  try:
+    with open('/proc/mounts', encoding='utf-8') as f:
+      for line in f:
+        fields = line.split()
+        if len(fields) < 3:
+          continue
+        point = fields[1].replace('\\040', ' ')
+        inside = real == point or real.startswith(point.rstrip('/') + '/')
+        if inside and len(point) > len(mount):
+          mount, kind = point, fields[2]
+  except OSError:  # not Linux: name the directory itself
+    return real
+  return f'{mount} ({kind})' if mount else real
+
+
 def write_json(path: epath.PathLike, obj: Any, **kwargs) -> None:
   """Writes `obj` as JSON (replaces the file; on object stores a write is atomic anyway)."""
   epath.Path(path).write_text(json.dumps(obj, **kwargs))

@@ -6,7 +6,9 @@
 
 A sweep file (configs/sweeps/*.py) defines `get_sweep()` returning a dict:
 
-* `config`: path of the base config (a file of configs/);
+* `config`: path of the base config (a file of configs/); a relative path is read from
+  the repository root (the checkout holding rankdeficit/ and configs/), wherever the sweep
+  file is;
 * `points`: list of override dicts, dotted config keys -> values, like big_vision's
   `get_hyper` ({'temperature': 100, 'seed': 2}); a point may carry its own `config`;
 * `slurm`: sbatch parameters in submitit's `SlurmExecutor` names (`time` in minutes,
@@ -19,9 +21,14 @@ Each point trains in `<root>/<sweep name>/<point name>`, the name built from the
 that differ between points (`resnet50_in1k_temperature-100_seed-2`); a job resumes its
 point's latest checkpoint, so resubmitting a sweep skips the finished points (done or
 diverged) and resumes the killed and failed ones.
-A job's state lives in its workdir (see `point_status`): `sweep_status.json` (written at
-start, end and failure by process 0) and a heartbeat file refreshed every minute, so a job
-killed without notice (preemption, timeout) shows as `killed` rather than `running`.
+Before anything is submitted (and for `--dry_run`), every point's config is built and
+checked (`validation.validate_fields`); a bad point stops the sweep with one line naming
+it and the field. A job's state lives in its workdir (see `point_status`):
+`sweep_job.json` (written at submission: job id, submitit folder), `sweep_status.json`
+(written at start, end and failure by process 0) and a heartbeat file refreshed every
+minute, so a job killed without notice (preemption, timeout) shows as `killed` rather than
+`running`, and one that died before it started (its submitit result, its pid, or SLURM's
+sacct says so) as `failed`.
 Multi-node points (`nodes` x `ntasks_per_node` > 1 processes) start JAX's distributed
 runtime from SLURM's environment (`config.distributed=True`).
 """
@@ -30,22 +37,33 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import os
+import pickle
 import re
+import shutil
+import socket
+import subprocess
 import sys
 import threading
 import time
 from typing import Any
 
+import ml_collections
 from absl import app, flags, logging
 from etils import epath
 
 from rankdeficit import storage
 
 STATUS_FILE = 'sweep_status.json'
+JOB_FILE = 'sweep_job.json'
+# The checkout holding rankdeficit/ and configs/: relative config paths are read from here.
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HEARTBEAT_FILE = 'sweep_heartbeat'
 HEARTBEAT_S = 60
 STALE_AFTER_S = 5 * HEARTBEAT_S  # no heartbeat for this long: the job is gone
 FINISHED = ('done', 'diverged')
+# sacct states of a job that is over (a point whose job is over and never started failed).
+_SLURM_ENDED = ('BOOT_FAIL', 'CANCELLED', 'COMPLETED', 'DEADLINE', 'FAILED', 'NODE_FAIL',
+                'OUT_OF_MEMORY', 'PREEMPTED', 'REVOKED', 'TIMEOUT')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,8 +121,6 @@ def load_sweep(path: str, root: str = 'runs/sweeps') -> Sweep:
   """Reads a sweep file; raises ValueError naming the problem."""
   spec = _load_module(path).get_sweep()
   name = os.path.splitext(os.path.basename(path))[0]
-  base_dir = os.path.dirname(os.path.abspath(path))
-  repo = os.path.dirname(os.path.dirname(base_dir))  # configs/sweeps/x.py -> repo root
   slurm = dict(spec.get('slurm', {}))
   processes = int(slurm.get('nodes', 1)) * int(slurm.get('ntasks_per_node', 1))
   points, names = [], set()
@@ -112,9 +128,11 @@ def load_sweep(path: str, root: str = 'runs/sweeps') -> Sweep:
   for overrides in spec['points']:
     overrides = dict(overrides)
     config = overrides.get('config', spec['config'])
-    config = config if os.path.isabs(config) else os.path.join(repo, config)
+    config = config if os.path.isabs(config) else os.path.join(REPO_ROOT, config)
     if not os.path.isfile(config):
-      raise ValueError(f'Sweep {name}: config {config!r} does not exist.')
+      raise ValueError(f'Sweep {name}: config {config!r} does not exist (a relative path is '
+                       f'read from the repository root {REPO_ROOT}; give an absolute path '
+                       f'for a config elsewhere).')
     pname = point_name({k: v for k, v in overrides.items() if k in varying})
     if pname in names:
       raise ValueError(f'Sweep {name}: two points are both named {pname!r}; make their '
@@ -132,15 +150,48 @@ def build_config(point: Point):
   for key, value in point.overrides.items():
     *parents, leaf = key.split('.')
     node = config
-    for p in parents:
-      node = node[p]
-    if leaf not in node:
-      raise ValueError(f'Unknown config field {key!r} in a sweep point; see configs/base.py.')
-    node[leaf] = value
+    for part in parents + [leaf]:
+      if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+        raise ValueError(f'Unknown config field {key!r} in a sweep point; see '
+                         f'configs/base.py.')
+      parent, node = node, node[part]
+    try:
+      parent[leaf] = value
+    except TypeError as e:  # ml_collections: a value of another type than the field's
+      raise ValueError(f'config field {key!r} cannot be set to {value!r} in a sweep point '
+                       f'({e}).') from e
   if point.num_processes > 1:
     config.distributed = True
   config.lock()
   return config
+
+
+def job_devices(sweep: Sweep, executor: str) -> int | None:
+  """The devices a job of `sweep` trains on, for the batch-size checks: this machine's
+  (None: jax.device_count()) for 'local'; nodes x gpus_per_node on SLURM (nodes x
+  ntasks_per_node CPU processes when the sweep asks for no GPU)."""
+  if executor == 'local':
+    return None
+  nodes = int(sweep.slurm.get('nodes', 1))
+  gpus = sweep.slurm.get('gpus_per_node')
+  if not gpus:
+    return nodes * int(sweep.slurm.get('ntasks_per_node', 1))
+  try:
+    return nodes * int(str(gpus).rsplit(':', 1)[-1])  # 8 or 'a100:8'
+  except ValueError:
+    return 1  # unknown: only what holds for every device count is checked
+
+
+def check_points(sweep: Sweep, num_devices: int | None = None) -> None:
+  """Builds every point's config and checks it as `rankdeficit.main` does (the checks of
+  `validation.validate_fields`; the data and files are checked by each job where it
+  runs). Raises ValueError naming the point and the field."""
+  from rankdeficit import validation  # pylint: disable=import-outside-toplevel
+  for point in sweep.points:
+    try:
+      validation.validate_fields(build_config(point), num_devices)
+    except ValueError as e:
+      raise ValueError(f'sweep {sweep.name}, point {point.name}: {e}') from e
 
 
 def _write_status(workdir: epath.Path, state: str, **extra) -> None:
@@ -164,15 +215,15 @@ class TrainPoint:
 
   def __call__(self) -> dict[str, Any]:
     from rankdeficit import analyze, distributed, train  # pylint: disable=import-outside-toplevel
-    config = build_config(self.point)
-    distributed.initialize(auto=config.distributed)
     workdir = storage.workdir_path(self.point.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    _write_status(workdir, 'running', job_id=os.environ.get('SLURM_JOB_ID'))
     stop = threading.Event()
-    if distributed.is_main_process():
-      threading.Thread(target=_heartbeat, args=(workdir, stop), daemon=True).start()
-    try:
+    try:  # every failure, building the config included, is recorded as 'failed'
+      config = build_config(self.point)
+      distributed.initialize(auto=config.distributed)
+      _write_status(workdir, 'running', job_id=os.environ.get('SLURM_JOB_ID'))
+      if distributed.is_main_process():
+        threading.Thread(target=_heartbeat, args=(workdir, stop), daemon=True).start()
       _, results = train.train_and_evaluate(config, self.point.workdir)
       if self.point.analyze:
         analyze.analyze_run(self.point.workdir, **self.point.analyze)
@@ -195,18 +246,78 @@ class TrainPoint:
 
 
 def point_status(point: Point) -> dict[str, Any]:
-  """{'state': pending | running | killed | failed | diverged | done, ...} from the workdir."""
+  """{'state': ..., ...} of a point, from its workdir (and its job, once submitted).
+
+  States: `not submitted`; `pending` (submitted, not started); `running`; `killed` (no
+  heartbeat for STALE_AFTER_S); `failed` (the job recorded an error, or ended before it
+  started); `diverged`; `done`.
+  """
   workdir = storage.workdir_path(point.workdir)
-  status_path = workdir / STATUS_FILE
-  if not status_path.exists():
-    return {'state': 'pending'}
-  status = storage.read_json(status_path)
+  status_path, job_path = workdir / STATUS_FILE, workdir / JOB_FILE
+  status = storage.read_json(status_path) if status_path.exists() else None
+  job = storage.read_json(job_path) if job_path.exists() else None
+  if job is not None and (status is None or status.get('time', 0) < job.get('time', 0)):
+    ended = _ended_before_start(job)  # submitted after the last recorded state
+    if ended:
+      return {'state': 'failed', 'error': ended, 'job_id': job.get('job_id')}
+    return {'state': 'pending', 'job_id': job.get('job_id')}
+  if status is None:
+    return {'state': 'not submitted'}
   if status['state'] == 'running':
     beat = workdir / HEARTBEAT_FILE
     last = float(beat.read_text()) if beat.exists() else status['time']
     if time.time() - last > STALE_AFTER_S:
       status['state'] = 'killed'
   return status
+
+
+def _ended_before_start(job: dict[str, Any]) -> str | None:
+  """Why a submitted job that recorded no state is over (None while it may still start):
+  submitit's result file holds its error, its local process is gone, or sacct says so."""
+  from submitit.core import utils  # pylint: disable=import-outside-toplevel
+  job_id = str(job.get('job_id'))
+  paths = utils.JobPaths(job['folder'], job_id=job_id, task_id=0)
+  if paths.result_pickle.exists():
+    try:
+      with open(paths.result_pickle, 'rb') as f:
+        outcome, value = pickle.load(f)
+    except Exception:  # pylint: disable=broad-except  (torn or foreign file)
+      outcome, value = 'error', ''
+    if outcome == 'error':
+      lines = [l for l in str(value).splitlines() if l.strip()] or ['no traceback']
+      return f'job {job_id} failed before it started: {lines[-1].strip()[:200]}'
+    return f'job {job_id} ended without recording a state; see {paths.stderr}'
+  if job.get('executor') == 'local':
+    if job.get('host') == socket.gethostname() and not _pid_alive(int(job_id)):
+      return f'job {job_id} (local) exited without recording a state; see {paths.stderr}'
+    return None
+  state = _slurm_state(job_id)
+  if state in _SLURM_ENDED:
+    return f'SLURM job {job_id} ended {state} before it started; see {paths.stderr}'
+  return None
+
+
+def _pid_alive(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    return True
+  return True
+
+
+def _slurm_state(job_id: str) -> str | None:
+  """sacct's state of `job_id` ('FAILED', ...), or None where sacct cannot tell."""
+  if shutil.which('sacct') is None:
+    return None
+  try:
+    out = subprocess.run(['sacct', '-j', job_id, '-X', '-n', '-P', '-o', 'State'],
+                         capture_output=True, text=True, timeout=30, check=True).stdout
+  except (OSError, subprocess.SubprocessError):
+    return None
+  states = [l.split()[0] for l in out.splitlines() if l.strip()]
+  return states[-1] if states else None
 
 
 def _executor(sweep: Sweep, executor: str, log_dir: str):
@@ -232,19 +343,34 @@ def sbatch_text(sweep: Sweep, log_dir: str, num_points: int) -> str:
 
 
 def to_submit(sweep: Sweep) -> list[Point]:
-  """Points that need a job: pending, killed and failed ones (running/finished skipped)."""
+  """Points that need a job: not submitted, killed and failed ones (pending, running and
+  finished ones are skipped)."""
   return [p for p in sweep.points
-          if point_status(p)['state'] not in FINISHED + ('running',)]
+          if point_status(p)['state'] not in FINISHED + ('running', 'pending')]
+
+
+def _record_job(point: Point, job, executor: str, log_dir: str, submitted: float) -> None:
+  """workdir/sweep_job.json: which job runs the point, so `point_status` can tell a job
+  that died before it started from one still queued."""
+  workdir = storage.workdir_path(point.workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  storage.write_json(workdir / JOB_FILE, {
+      'job_id': str(job.job_id), 'executor': executor, 'folder': os.path.abspath(log_dir),
+      'host': socket.gethostname(), 'time': submitted}, indent=2)
 
 
 def submit(sweep: Sweep, executor: str, log_dir: str, *, wait: bool = False) -> list:
-  """Submits one job per point still to do (as one array); returns the submitit jobs."""
+  """Checks every point (`check_points`: ValueError before anything is submitted), then
+  submits one job per point still to do (as one array); returns the submitit jobs."""
+  check_points(sweep, job_devices(sweep, executor))
   points = to_submit(sweep)
   if not points:
     return []
   ex = _executor(sweep, executor, log_dir)
+  submitted = time.time()  # before the jobs start: any state they record is newer
   jobs = ex.submit_array([TrainPoint(p) for p in points])
   for point, job in zip(points, jobs):
+    _record_job(point, job, executor, log_dir, submitted)
     logging.info('%s: job %s -> %s', point.name, job.job_id, point.workdir)
   if wait:
     for job in jobs:
@@ -266,7 +392,7 @@ def status_table(sweep: Sweep) -> str:
                          if k in res)
     elif 'error' in status:
       detail = status['error'][:120]
-    lines.append(f'  {status["state"]:9s} {point.name:40s} {detail}')
+    lines.append(f'  {status["state"]:13s} {point.name:40s} {detail}')
   lines.append('  ' + ', '.join(f'{n} {s}' for s, n in sorted(counts.items())))
   return '\n'.join(lines)
 
@@ -286,6 +412,8 @@ def main(argv):
   fl = flags.FLAGS
   try:
     sweep = load_sweep(fl.sweep, fl.root)
+    if not fl.status:  # every point, before anything is submitted or printed
+      check_points(sweep, job_devices(sweep, fl.executor))
   except ValueError as e:
     sys.exit(f'error: {e}')
   if fl.status:

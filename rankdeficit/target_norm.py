@@ -13,14 +13,12 @@ and the tables use it; `adopt_saved_temperature` makes an unchanged command resu
 """
 from __future__ import annotations
 
-import json
 import math
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from etils import epath
 
 from rankdeficit import config_diff, input_pipeline, sharding, steps
 
@@ -55,17 +53,17 @@ def choose_temperature(config: ml_collections.ConfigDict, initial_norm: float) -
 
 
 def adopt_saved_temperature(config: ml_collections.ConfigDict, workdir) -> bool:
-  """Resuming a `target_logits_norm` run: takes T from its config.json (chosen at step 0).
+  """Resuming a `target_logits_norm` run: takes T from its saved config (chosen at step 0;
+  the copy stored in the checkpoint, else config.json).
 
   Returns whether it did (only when the workdir has checkpoints of a run with the same
   target; anything else is left to config_diff's comparison).
   """
-  path = epath.Path(workdir) / config_diff.CONFIG_FILE
-  if config.target_logits_norm <= 0 or not (config_diff.has_checkpoint(workdir)
-                                            and path.exists()):
+  if config.target_logits_norm <= 0 or not config_diff.has_checkpoint(workdir):
     return False
-  saved = json.loads(path.read_text())
-  if not np.isclose(saved.get('target_logits_norm', 0.0), config.target_logits_norm):
+  saved = config_diff.saved_config(workdir)
+  if saved is None or not np.isclose(saved.get('target_logits_norm', 0.0),
+                                     config.target_logits_norm):
     return False
   config.temperature = float(saved['temperature'])
   return True

@@ -100,6 +100,18 @@ def _summarize(train_metrics, done: int, checkpointer, workdir: str) -> dict[str
   return summary
 
 
+def _steps_averaged(count: int, done: int, start_step: int, log_every: int) -> int:
+  """`count`, the steps the train/* means at step `done` cover; logs when a resume at
+  `start_step` made them fewer than an uninterrupted run averages there (the running sums
+  are not checkpointed: the steps before the resume are in the earlier log lines)."""
+  uninterrupted = done - (done - 1) // log_every * log_every
+  if count < uninterrupted:
+    logging.warning('train/* at step %d average the %d steps since the resume at step %d, '
+                    'not the %d steps an uninterrupted run averages there.', done, count,
+                    start_step, uninterrupted)
+  return count
+
+
 def _check_finite(p_all_finite, state, done: int, checkpointer, workdir: str) -> None:
   if not bool(p_all_finite(state.params)):
     raise FloatingPointError(
@@ -112,6 +124,19 @@ def _close_workers(train_iter) -> None:
   inner = getattr(train_iter, '_iterator', None)  # grain.DataLoaderIterator's dataset iter
   if hasattr(inner, 'close'):
     inner.close()
+
+
+def _shut_down(train_iter, checkpointer, writer, *, after_error: bool = False) -> None:
+  """Stops the input workers, finishes the last save and flushes the writer. After an
+  error (e.g. a full disk) a failure here is logged, so it cannot hide the first one."""
+  for close in (lambda: _close_workers(train_iter), checkpointer.close, writer.flush):
+    try:
+      close()
+    except Exception as e:  # pylint: disable=broad-except
+      if not after_error:
+        raise
+      logging.warning('While stopping after an error: %s: %s', type(e).__name__,
+                      (str(e).splitlines() or [''])[0][:200])
 
 
 def _train_loop(config, workdir, mesh, state, train_iter, checkpointer, writer, stop,
@@ -134,9 +159,11 @@ def _train_loop(config, workdir, mesh, state, train_iter, checkpointer, writer, 
       hook(done)
     if done % config.log_every_steps == 0 or done == total_steps:
       summary = _summarize(train_metrics, done, checkpointer, workdir)
-      train_metrics = []
       writer.write_scalars(done, summary)
       results.update(summary)
+      results['train/steps_averaged'] = _steps_averaged(len(train_metrics), done, start_step,
+                                                        config.log_every_steps)
+      train_metrics = []
     # Save before evaluating, so an eval failure cannot lose the interval. Every host asks
     # about preemption every step (orbax's sync point), even when stopping anyway.
     preempted = checkpointer.reached_preemption(done)
@@ -188,6 +215,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   storage.check_shared_workdir(workdir)
   # One process per workdir; from here on SIGTERM/SIGINT stop the run cleanly.
   with workdir_lock.WorkdirLock(workdir) as lock, preemption.StopRequest() as stop:
+    config_diff.restore_config_file(workdir)  # deleted config.json: from the checkpoint
     target_norm.adopt_saved_temperature(config, workdir)  # T chosen at step 0
     config_diff.check_resumable(config, workdir)
     runtime.record_run_info(workdir)
@@ -246,7 +274,8 @@ def _train(config, workdir: str, mesh, info, stop: preemption.StopRequest,
   state = _initial_state(config, model, tx, mesh)
   train_iter = input_pipeline.create_train_iterator(config, seed=config.seed)
   checkpointer = checkpointing.Checkpointer(workdir, keep=config.keep_checkpoints,
-                                            every_steps=config.checkpoint_every_steps)
+                                            every_steps=config.checkpoint_every_steps,
+                                            config=config)  # stored in every checkpoint
   state = checkpointer.restore(state, train_iter)
   start_step = int(jax.device_get(state.step))
   initial_norm = None
@@ -303,10 +332,10 @@ def _train(config, workdir: str, mesh, info, stop: preemption.StopRequest,
         (p_train_step, p_eval_step, p_all_finite, watch, temperature_fn, hooks),
         start_step, total_steps, eval_every)
     results.update(loop_results)
-  finally:
-    _close_workers(train_iter)
-    checkpointer.close()
-    writer.flush()
+  except BaseException:
+    _shut_down(train_iter, checkpointer, writer, after_error=True)
+    raise
+  _shut_down(train_iter, checkpointer, writer)
   if start_step >= total_steps:
     # Re-running a finished run (or one killed after its last checkpoint): its final metrics.
     results.update(evaluate(p_eval_step, state, config, mesh,

@@ -15,6 +15,7 @@ from rankdeficit import input_pipeline, losses, models, optim, storage
 from rankdeficit.data import datasets
 
 AUGMENTATIONS = ('cifar', 'imagenet', 'vit', 'none')
+MAX_SEED = 2**32 - 1  # grain's samplers take a 32-bit seed
 
 
 def validate_config(config: ml_collections.ConfigDict, workdir: str | None = None,
@@ -26,37 +27,8 @@ def validate_config(config: ml_collections.ConfigDict, workdir: str | None = Non
   workdir is only checked to be creatable), so an invalid config leaves no trace on disk.
   Returns the training dataset's `DatasetInfo` (looking it up is part of the check).
   """
-  _check_numbers(config)
-  if config.model.name not in models.MODEL_NAMES:
-    raise ValueError(f'Unknown model {config.model.name!r} (config.model.name); choose one '
-                     f'of {", ".join(models.MODEL_NAMES)}.')
-  if config.dataset not in input_pipeline.DATASET_NAMES:
-    raise ValueError(f'Unknown dataset {config.dataset!r} (config.dataset); choose one of '
-                     f'{", ".join(input_pipeline.DATASET_NAMES)}.')
-  if config.ood_dataset and config.ood_dataset not in input_pipeline.DATASET_NAMES:
-    raise ValueError(f'Unknown OOD dataset {config.ood_dataset!r} (config.ood_dataset); '
-                     f'choose one of {", ".join(input_pipeline.DATASET_NAMES)} or "".')
-  if config.temperature_schedule not in losses.TEMPERATURE_SCHEDULES:
-    raise ValueError(f'Unknown temperature_schedule {config.temperature_schedule!r}; choose '
-                     f'one of {losses.TEMPERATURE_SCHEDULES}.')
-  if config.loss not in losses.LOSS_NAMES:
-    raise ValueError(f'Unknown loss {config.loss!r}; choose one of {losses.LOSS_NAMES}.')
-  if config.optimizer not in optim.OPTIMIZER_NAMES:
-    raise ValueError(f'Unknown optimizer {config.optimizer!r}; choose one of '
-                     f'{optim.OPTIMIZER_NAMES}.')
-  if config.augment not in AUGMENTATIONS:
-    raise ValueError(f'Unknown augment {config.augment!r}; choose one of {AUGMENTATIONS}.')
-  n = jax.device_count() if num_devices is None else num_devices
-  for field in ('batch_size', 'eval_batch_size', 'metrics_batch_size'):
-    size = config[field]
-    if size <= 0 or size % n or size % jax.process_count():
-      raise ValueError(
-          f'config.{field}={size} must be a positive multiple of the number of devices '
-          f'({n}) and of processes ({jax.process_count()}); try {max(n, size // n * n)}.')
+  validate_fields(config, num_devices)
   path = config.model.pretrained_path
-  if path and not config.model.name.startswith('vit'):
-    raise ValueError(f'config.model.pretrained_path is only supported for ViT models, not '
-                     f'{config.model.name!r}.')
   if path and not os.path.isfile(path):
     raise ValueError(f'config.model.pretrained_path={path!r} does not exist: give a local '
                      f'.npz of ViT weights (public big_vision/ViT naming); nothing is '
@@ -81,6 +53,52 @@ def validate_config(config: ml_collections.ConfigDict, workdir: str | None = Non
   return info
 
 
+def validate_fields(config: ml_collections.ConfigDict,
+                    num_devices: int | None = None) -> None:
+  """The checks of `validate_config` that read nothing but the config itself.
+
+  Names, numeric ranges and batch sizes (against `num_devices`, default: this process's
+  `jax.device_count()`): what a sweep checks for every point before it submits a job,
+  where the data, files and workdir are those of the machine the job will run on.
+  Raises ValueError naming the field.
+  """
+  _check_numbers(config)
+  if config.model.name not in models.MODEL_NAMES:
+    raise ValueError(f'Unknown model {config.model.name!r} (config.model.name); choose one '
+                     f'of {", ".join(models.MODEL_NAMES)}.')
+  if config.dataset not in input_pipeline.DATASET_NAMES:
+    raise ValueError(f'Unknown dataset {config.dataset!r} (config.dataset); choose one of '
+                     f'{", ".join(input_pipeline.DATASET_NAMES)}.')
+  if config.ood_dataset and config.ood_dataset not in input_pipeline.DATASET_NAMES:
+    raise ValueError(f'Unknown OOD dataset {config.ood_dataset!r} (config.ood_dataset); '
+                     f'choose one of {", ".join(input_pipeline.DATASET_NAMES)} or "".')
+  _check_choices(config)
+  n = jax.device_count() if num_devices is None else num_devices
+  for field in ('batch_size', 'eval_batch_size', 'metrics_batch_size'):
+    size = config[field]
+    if size <= 0 or size % n or size % jax.process_count():
+      raise ValueError(
+          f'config.{field}={size} must be a positive multiple of the number of devices '
+          f'({n}) and of processes ({jax.process_count()}); try {max(n, size // n * n)}.')
+  if config.model.pretrained_path and not config.model.name.startswith('vit'):
+    raise ValueError(f'config.model.pretrained_path is only supported for ViT models, not '
+                     f'{config.model.name!r}.')
+
+
+def _check_choices(config: ml_collections.ConfigDict) -> None:
+  """Fields that name one of a fixed set of choices."""
+  if config.temperature_schedule not in losses.TEMPERATURE_SCHEDULES:
+    raise ValueError(f'Unknown temperature_schedule {config.temperature_schedule!r}; choose '
+                     f'one of {losses.TEMPERATURE_SCHEDULES}.')
+  if config.loss not in losses.LOSS_NAMES:
+    raise ValueError(f'Unknown loss {config.loss!r}; choose one of {losses.LOSS_NAMES}.')
+  if config.optimizer not in optim.OPTIMIZER_NAMES:
+    raise ValueError(f'Unknown optimizer {config.optimizer!r}; choose one of '
+                     f'{optim.OPTIMIZER_NAMES}.')
+  if config.augment not in AUGMENTATIONS:
+    raise ValueError(f'Unknown augment {config.augment!r}; choose one of {AUGMENTATIONS}.')
+
+
 def _check_writable(workdir: str) -> None:
   # Through epath: the workdir may be a bucket (gs://) on a TPU pod.
   storage.check_writable(workdir)
@@ -97,17 +115,10 @@ def _finite(x) -> bool:
 
 def _check_numbers(config: ml_collections.ConfigDict) -> None:
   """Numeric fields: ranges that would otherwise divide by zero, NaN or silently no-op."""
-  target = config.get('target_logits_norm', 0.0)
-  _require(_finite(target) and target >= 0, 'target_logits_norm', target,
-           'a finite number >= 0 (0 = off)')
-  if target > 0:
-    _require(config.temperature_schedule == 'constant', 'temperature_schedule',
-             config.temperature_schedule, "'constant' when target_logits_norm > 0")
-  _require(_finite(config.temperature) and config.temperature > 0, 'temperature',
-           config.temperature, 'a finite number > 0 (the softmax temperature T)')
-  if config.final_temperature is not None:
-    _require(_finite(config.final_temperature) and config.final_temperature > 0,
-             'final_temperature', config.final_temperature, 'a finite number > 0 or None')
+  seed = config.seed
+  _require(isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed <= MAX_SEED,
+           'seed', seed, f'an integer in [0, {MAX_SEED}] (grain shuffles with a 32-bit seed)')
+  _check_temperature(config)
   _require(_finite(config.learning_rate) and config.learning_rate > 0, 'learning_rate',
            config.learning_rate, 'a finite number > 0')
   for field in ('momentum', 'weight_decay', 'warmup_epochs'):
@@ -140,6 +151,31 @@ def _check_numbers(config: ml_collections.ConfigDict) -> None:
   if config.model.num_classes is not None:
     _require(config.model.num_classes >= 1, 'model.num_classes', config.model.num_classes,
              'an integer >= 1 or None')
+
+
+def _check_temperature(config: ml_collections.ConfigDict) -> None:
+  """temperature, final_temperature, its schedule and target_logits_norm."""
+  target = config.get('target_logits_norm', 0.0)
+  _require(_finite(target) and target >= 0, 'target_logits_norm', target,
+           'a finite number >= 0 (0 = off)')
+  if target > 0:
+    _require(config.temperature_schedule == 'constant', 'temperature_schedule',
+             config.temperature_schedule, "'constant' when target_logits_norm > 0")
+  _require(_finite(config.temperature) and config.temperature > 0, 'temperature',
+           config.temperature, 'a finite number > 0 (the softmax temperature T)')
+  final, schedule = config.final_temperature, config.temperature_schedule
+  if final is not None:
+    _require(_finite(final) and final > 0, 'final_temperature', final,
+             'a finite number > 0 or None')
+  if schedule in ('linear', 'cosine', 'step'):
+    _require(final is not None, 'final_temperature', final,
+             f'a finite number > 0 with temperature_schedule={schedule!r} (the temperature '
+             f'it ends at)')
+  if schedule == 'step':
+    milestones = tuple(config.temperature_milestones)
+    _require(bool(milestones) and all(_finite(m) and m > 0 for m in milestones),
+             'temperature_milestones', milestones,
+             "a non-empty list of epochs > 0 with temperature_schedule='step'")
 
 
 def _check_npz(path: str) -> None:

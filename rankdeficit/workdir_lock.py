@@ -57,6 +57,17 @@ def _is_stale(holder: dict) -> bool:
   return time.time() - float(holder.get('heartbeat', 0)) > STALE_AFTER_S
 
 
+def live_holder(workdir: epath.PathLike) -> dict | None:
+  """The lock's holder if it is a live process (the run is training now), else None."""
+  holder = read_holder(workdir)
+  return None if holder is None or _is_stale(holder) else holder
+
+
+def describe(holder: dict) -> str:
+  """'host H pid P (since <start time>)'."""
+  return _describe(holder)
+
+
 def _describe(holder: dict) -> str:
   started = time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(holder.get('started', 0)))
   return f'host {holder.get("host")} pid {holder.get("pid")} (since {started})'

@@ -4,6 +4,9 @@ Each case is a real event a cluster produces; the expected outcome is that no fi
 work is lost and the run directory never claims something it does not hold. The same
 cases run, printed as a table, in `python -m tools.fault_drill`.
 """
+import errno
+import json
+import logging
 import os
 import shutil
 import signal
@@ -217,6 +220,10 @@ def test_default_workdir_separates_runs_that_differ_in_weights():
     ({'train_subset': -1}, 'train_subset'),
     ({'batch_size': 2048}, 'batch_size'),
     ({'num_train_steps': 0}, 'num_train_steps'),
+    ({'temperature_schedule': 'cosine'}, 'final_temperature'),
+    ({'temperature_schedule': 'step', 'final_temperature': 1.0}, 'temperature_milestones'),
+    ({'seed': -1}, 'seed'),
+    ({'seed': 2**32}, 'seed'),
 ])
 def test_bad_numbers_are_refused_naming_the_field(overrides, field):
   from rankdeficit import validation  # pylint: disable=import-outside-toplevel
@@ -276,6 +283,7 @@ def test_download_offline_gives_the_one_line_fix(tmp_path, monkeypatch):
   from rankdeficit import input_pipeline, validation  # pylint: disable=import-outside-toplevel
   from rankdeficit.data import datasets  # pylint: disable=import-outside-toplevel
   calls = []
+  monkeypatch.setattr(datasets, 'host_resolves', lambda host, timeout=0: True)
 
   def offline(name, data_dir, manual_dir=None):  # nothing may download in tests
     calls.append(name)
@@ -343,3 +351,277 @@ def test_import_bad_files_name_the_file(tmp_path, capsys, case):
   err = capsys.readouterr().err
   assert code == 1 and err.startswith('error: ') and 'Traceback' not in err
   assert str(bad) in err or case == 'builtin_name' and 'built-in' in err
+
+
+@pytest.fixture
+def run_main(monkeypatch):
+  """`python -m rankdeficit.main <digits_command args>` in this process (no JAX start-up per
+  case); returns its exit: 0, or the `sys.exit` message/code."""
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  from absl import logging as absl_logging  # pylint: disable=import-outside-toplevel
+  from rankdeficit import main  # pylint: disable=import-outside-toplevel
+  logger, console = absl_logging.get_absl_logger(), absl_logging.get_absl_handler()
+  handlers, filters = list(logger.handlers), list(console.filters)
+  monkeypatch.setattr(sys, 'unraisablehook', sys.unraisablehook)
+
+  def run(workdir, steps, *extra):
+    argv = ['main'] + digits_command(workdir, steps, *extra)[3:]
+    monkeypatch.setattr(sys, 'argv', argv)  # config_flags reads its overrides from here
+    try:
+      main.parse_flags(argv)
+      main.main(['main'])
+    except SystemExit as e:
+      return e.code
+    finally:
+      flags.FLAGS.unparse_flags()
+      for name in [n for n in flags.FLAGS if n.startswith('config.')]:
+        delattr(flags.FLAGS, name)  # defined again by the next parse
+      for handler in [h for h in logger.handlers if h not in handlers]:
+        logger.removeHandler(handler)
+        handler.close()
+      console.filters[:] = filters
+    return 0
+
+  return run
+
+
+def _snapshot(directory: Path) -> dict:
+  return {str(p.relative_to(directory)): (p.stat().st_size, p.stat().st_mtime_ns)
+          for p in sorted(directory.rglob('*'))}
+
+
+def test_the_checkpoint_keeps_the_config_when_config_json_is_gone(finished_run, tmp_path,
+                                                                  run_main):
+  """Issue 25 item 1: deleting config.json no longer lets a run resume under another config."""
+  from rankdeficit import checkpointing, config_diff  # pylint: disable=import-outside-toplevel
+  workdir = tmp_path / 'run'
+  shutil.copytree(finished_run, workdir)
+  (workdir / 'config.json').unlink()
+  assert checkpointing.stored_config(str(workdir))['temperature'] == 1.0
+  before = _snapshot(workdir)
+  for extra, field in ((['--config.temperature=100'], 'temperature (1.0 -> 100.0)'),
+                       (['--config.model.width=64'], 'model.width (32 -> 64)')):
+    message = run_main(workdir, 6, *extra)
+    assert message.startswith(f'error: workdir {workdir} holds checkpoints trained with a '
+                              f'different config: ') and field in message, message
+    assert '\n' not in message
+  assert _snapshot(workdir) == before  # refused before anything was written
+  with pytest.raises(ValueError, match=r"loss \('ce' -> 'mse'\)"):
+    config_diff.check_resumable(digits_config(loss='mse'), str(workdir))
+
+
+def test_a_resume_restores_config_json_and_says_what_train_means_cover(finished_run,
+                                                                       tmp_path, caplog):
+  """Items 1 and 8: config.json comes back from the checkpoint; the first train/* means
+  after a resume cover fewer steps than an uninterrupted run's, and the results say so."""
+  import jax  # pylint: disable=import-outside-toplevel
+  from rankdeficit import train  # pylint: disable=import-outside-toplevel
+  workdir = tmp_path / 'run'
+  shutil.copytree(finished_run, workdir)
+  (workdir / 'config.json').write_text('null')  # damaged rather than deleted
+  caplog.set_level('INFO')
+  state, results = train.train_and_evaluate(
+      digits_config(num_train_steps=6, log_every_steps=3), str(workdir),
+      devices=jax.devices()[:1])
+  assert int(state.step) == 6
+  assert json.loads((workdir / 'config.json').read_text())['num_train_steps'] == 6
+  assert any('restored it from the config stored' in r.getMessage() for r in caplog.records)
+  assert results['train/steps_averaged'] == 2  # steps 5 and 6; uninterrupted: 4, 5 and 6
+  assert any('average the 2 steps since the resume at step 4, not the 3 steps'
+             in r.getMessage() for r in caplog.records)
+
+
+def _without_stored_config(workdir: Path) -> None:
+  """Turns a run's checkpoints into ones written before configs were stored."""
+  from rankdeficit import integrity  # pylint: disable=import-outside-toplevel
+  for step_dir in (workdir / 'checkpoints').iterdir():
+    if step_dir.name.isdigit():
+      shutil.rmtree(step_dir / 'config')
+      integrity.seal(str(step_dir))
+
+
+def test_old_checkpoints_without_a_stored_config_use_config_json(finished_run, tmp_path,
+                                                                 run_main):
+  import jax  # pylint: disable=import-outside-toplevel
+  from rankdeficit import checkpointing, config_diff  # pylint: disable=import-outside-toplevel
+  from rankdeficit import train  # pylint: disable=import-outside-toplevel
+  workdir = tmp_path / 'run'
+  shutil.copytree(finished_run, workdir)
+  _without_stored_config(workdir)
+  assert checkpointing.stored_config(str(workdir)) is None
+  with pytest.raises(ValueError, match=r'temperature \(1.0 -> 100.0\)'):
+    config_diff.check_resumable(digits_config(temperature=100.0), str(workdir))
+  (workdir / 'config.json').write_text('null')  # item 6: was an AttributeError
+  before = _snapshot(workdir)
+  message = run_main(workdir, 6)
+  assert message.startswith('error: ') and 'config.json holds null, not a config' in message
+  assert _snapshot(workdir) == before
+  (workdir / 'config.json').unlink()  # nothing to compare with: resumes, as before
+  state, _ = train.train_and_evaluate(digits_config(num_train_steps=6), str(workdir),
+                                      devices=jax.devices()[:1])
+  assert int(state.step) == 6
+
+
+@pytest.mark.parametrize('extra, message', [
+    (['--config.temperature_schedule=cosine'], "error: config.final_temperature=None is "
+                                               "invalid: it must be a finite number > 0 "
+                                               "with temperature_schedule='cosine'"),
+    (['--config.seed=-1'], 'error: config.seed=-1 is invalid'),
+    (['--config.seed=4294967296'], 'error: config.seed=4294967296 is invalid'),
+])
+def test_refusals_come_before_anything_is_written(tmp_path, run_main, extra, message):
+  """Issue 25 item 6: these were tracebacks after log0.txt, run_info.json and an empty
+  checkpoints/ were written."""
+  workdir = tmp_path / 'run'
+  exit_message = run_main(workdir, 4, *extra)
+  assert exit_message.startswith(message) and '\n' not in exit_message, exit_message
+  assert not workdir.exists()
+
+
+def test_an_empty_workdir_is_refused(tmp_path, run_main, monkeypatch):
+  """Item 8: `--workdir=''` trained into ./runs/... without saying so."""
+  monkeypatch.chdir(tmp_path)
+  message = run_main('', 4)
+  assert message.startswith("error: --workdir='' is empty; give a directory, or leave "
+                            "--workdir out"), message
+  assert not any(tmp_path.iterdir())
+
+
+def _failing_save(mode: str):
+  """A CheckpointManager.save that runs out of space at step 4: at once ('sync'), or as
+  orbax's background writes do, when the save is waited for ('async')."""
+  import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
+  save, wait = ocp.CheckpointManager.save, ocp.CheckpointManager.wait_until_finished
+
+  def partial(manager) -> Path:
+    return Path(manager.directory) / '4.orbax-checkpoint-tmp' / 'state' / 'half_written'
+
+  def failing_save(self, step, *args, **kwargs):
+    if step < 4:
+      return save(self, step, *args, **kwargs)
+    if mode == 'sync':
+      raise OSError(errno.ENOSPC, 'No space left on device')
+    partial(self).parent.mkdir(parents=True)
+    partial(self).write_bytes(b'x' * 100)
+    return True
+
+  def failing_wait(self):
+    wait(self)
+    if partial(self).exists():
+      raise ValueError('RESOURCE_EXHAUSTED: Error writing "params/0" in OCDBT database: '
+                       'Failed to write 960567 bytes to file 6: No space left on device '
+                       "[os_error_code='28']")
+
+  return failing_save, failing_wait
+
+
+def test_a_full_disk_ends_in_one_line_and_keeps_the_last_good_checkpoint(
+    tmp_path, run_main, monkeypatch):
+  """Issue 25 item 5: a full disk gave ~53 tracebacks ending in an unrelated ImportError."""
+  import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
+  from rankdeficit import integrity, storage  # pylint: disable=import-outside-toplevel
+  failing_save, failing_wait = _failing_save('async')
+  monkeypatch.setattr(ocp.CheckpointManager, 'save', failing_save)
+  monkeypatch.setattr(ocp.CheckpointManager, 'wait_until_finished', failing_wait)
+  workdir = tmp_path / 'run'
+  message = run_main(workdir, 4, '--config.checkpoint_every_steps=2')
+  assert message == (f'error: no space left on {storage.device_of(workdir)} while saving '
+                     f'step 4; the last good checkpoint is step 2'), message
+  checkpoints = workdir / 'checkpoints'
+  assert sorted(p.name for p in checkpoints.iterdir()) == ['2']  # partial step 4 removed
+  assert integrity.is_sealed(str(checkpoints / '2'))
+  assert integrity.verify(str(checkpoints / '2')) is None
+  assert not (workdir / 'lock').exists()
+
+
+def test_a_save_refused_at_once_for_space_is_a_disk_full_error(tmp_path, monkeypatch):
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
+  from rankdeficit import checkpointing  # pylint: disable=import-outside-toplevel
+  monkeypatch.setattr(ocp.CheckpointManager, 'save', _failing_save('sync')[0])
+  checkpointer = checkpointing.Checkpointer(str(tmp_path), config=digits_config())
+  checkpointer.save(2, {'w': np.ones(3)}, None)
+  with pytest.raises(checkpointing.DiskFullError,
+                     match=r'while saving step 4; the last good checkpoint is step 2$'):
+    checkpointer.save(4, {'w': np.ones(3)}, None)
+  checkpointer.close()  # does not raise the same error again
+  assert checkpointing.finished_steps(str(tmp_path)) == [2]
+  assert checkpointing.stored_config(str(tmp_path))['model']['width'] == 32
+  assert checkpointing.is_disk_full(ValueError("Failed to write 9 bytes to file 6: No space "
+                                               "left on device [os_error_code='28']"))
+
+
+def test_a_failing_log_file_warns_once_instead_of_a_traceback_per_line(tmp_path, capsys):
+  from rankdeficit import main  # pylint: disable=import-outside-toplevel
+  handler = main._log_file_handler(str(tmp_path))  # pylint: disable=protected-access
+  handler.stream.close()
+  handler.stream = open(os.devnull, 'r', encoding='utf-8')  # pylint: disable=consider-using-with
+  logger = logging.getLogger('rankdeficit_test_log_file')
+  logger.addHandler(handler)
+  try:
+    for i in range(3):
+      logger.warning('line %d', i)
+  finally:
+    logger.removeHandler(handler)
+    handler.close()
+  err = capsys.readouterr().err
+  assert err.count('warning: cannot write the log file') == 1 and 'Traceback' not in err
+
+
+def test_offline_download_fails_fast_when_the_host_does_not_resolve(tmp_path, monkeypatch):
+  """Issue 25 item 7: tfds retried the look-up for 3.5 minutes before the message."""
+  import socket  # pylint: disable=import-outside-toplevel
+  from rankdeficit import input_pipeline, validation  # pylint: disable=import-outside-toplevel
+  from rankdeficit.data import datasets  # pylint: disable=import-outside-toplevel
+  for variable in ('https_proxy', 'HTTPS_PROXY', 'http_proxy', 'HTTP_PROXY', 'all_proxy',
+                   'ALL_PROXY'):
+    monkeypatch.delenv(variable, raising=False)
+  looked_up, downloads = [], []
+
+  def offline(host, *args, **kwargs):
+    looked_up.append(host)
+    raise socket.gaierror(socket.EAI_AGAIN, 'Temporary failure in name resolution')
+  monkeypatch.setattr(socket, 'getaddrinfo', offline)
+  monkeypatch.setattr(datasets, 'download_and_prepare',
+                      lambda *args, **kwargs: downloads.append(args))
+  config = digits_config(dataset='cifar100', data_dir=str(tmp_path / 'empty'), image_size=32)
+  start = time.time()
+  with pytest.raises(input_pipeline.DatasetNotFoundError,
+                     match=r'cannot resolve www\.cs\.toronto\.edu.*Fix: .*'
+                           r'tools\.import_data cifar100') as error:
+    validation.validate_config(config, num_devices=1)
+  assert time.time() - start < 5 and looked_up == ['www.cs.toronto.edu'] and not downloads
+  assert '\n' not in str(error.value)
+  # A resolver that hangs is given up on after the timeout.
+  monkeypatch.setattr(socket, 'getaddrinfo', lambda *args, **kwargs: time.sleep(30))
+  start = time.time()
+  assert not datasets.host_resolves('www.cs.toronto.edu', timeout=0.2)
+  assert time.time() - start < 2
+
+
+def test_analysing_a_run_that_is_still_training_warns(finished_run, tmp_path, monkeypatch,
+                                                      caplog):
+  """Item 8: an analysis of a run whose lock a live process holds said nothing."""
+  from rankdeficit import analyze, checkpointing  # pylint: disable=import-outside-toplevel
+  from rankdeficit import workdir_lock  # pylint: disable=import-outside-toplevel
+  assert analyze.warn_if_training(str(finished_run)) is None
+  workdir = tmp_path / 'run'
+  shutil.copytree(finished_run, workdir)
+
+  def loaded(*args, **kwargs):
+    raise InterruptedError('stop the analysis here: only its start is tested')
+  monkeypatch.setattr(checkpointing, 'load_run', loaded)
+  caplog.set_level('WARNING')
+  holder = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])
+  try:
+    (workdir / workdir_lock.LOCK_FILE).write_text(json.dumps(
+        {'host': os.uname().nodename, 'pid': holder.pid, 'started': time.time(),
+         'heartbeat': time.time()}))
+    with pytest.raises(InterruptedError):
+      analyze.analyze_run(str(workdir))
+  finally:
+    holder.kill()
+    holder.wait()
+  assert f'is still training (locked by host {os.uname().nodename} pid {holder.pid}' in (
+      caplog.text)
+  assert analyze.warn_if_training(str(workdir)) is None  # its holder is dead now

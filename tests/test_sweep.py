@@ -81,3 +81,106 @@ def test_local_smoke_sweep_runs_then_skips_and_aggregates(tmp_path, monkeypatch)
   assert len(rows) == 2 and '| 1 |' in rows[0]  # T=1 and T=100, one seed each
   for point in s.points:
     assert (Path(point.workdir) / 'analysis' / 'analysis.json').exists()
+
+
+def _sweep_file(path: Path, points) -> Path:
+  """A sweep file outside configs/sweeps/ whose base config is a relative path."""
+  path.write_text(f"def get_sweep():\n  return {{'config': 'configs/quickstart.py', "
+                  f"'points': {points!r}, 'slurm': {{'time': 5}}}}\n")
+  return path
+
+
+@pytest.mark.parametrize('key', ['no_such_field', 'model.widht', 'no_such.parent'])
+def test_a_bad_point_is_refused_before_anything_is_submitted(tmp_path, key):
+  """Issue 25 item 2: such a sweep said '2 job(s) submitted' and its jobs died."""
+  s = sweep.load_sweep(str(_sweep_file(tmp_path / 'mine.py', [
+      {'temperature': 1.0}, {'temperature': 100.0, key: 1}])), str(tmp_path / 'runs'))
+  # Item 8: a relative config is read from the repository root, wherever the sweep is.
+  assert s.points[0].config == str(REPO / 'configs' / 'quickstart.py')
+  bad = s.points[1].name
+  with pytest.raises(ValueError, match=rf"^sweep mine, point {bad}: Unknown config field "
+                                       rf"'{key}'"):
+    sweep.check_points(s)
+  with pytest.raises(ValueError, match=f"'{key}'"):
+    sweep.submit(s, 'local', str(tmp_path / 'submitit'))
+  assert not (tmp_path / 'runs').exists() and not (tmp_path / 'submitit').exists()
+
+
+def test_points_are_checked_like_main_does(tmp_path):
+  s = sweep.load_sweep(str(_sweep_file(tmp_path / 'mine.py', [
+      {'seed': 0}, {'seed': -1}])), str(tmp_path / 'runs'))
+  with pytest.raises(ValueError, match=r'point seed--1: config\.seed=-1 is invalid'):
+    sweep.check_points(s, num_devices=1)
+  table9 = sweep.load_sweep(str(SWEEPS / 'table9.py'), str(tmp_path))
+  assert sweep.job_devices(table9, 'slurm') == 8
+  sweep.check_points(table9, sweep.job_devices(table9, 'slurm'))
+
+
+def test_dry_run_refuses_a_bad_point_in_one_line(tmp_path, capsys):
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  before = set(flags.FLAGS)
+  sweep._define_flags()  # pylint: disable=protected-access
+  path = _sweep_file(tmp_path / 'mine.py', [{'temperature': 1.0}, {'no_such_field': 1}])
+  flags.FLAGS.mark_as_parsed()  # not FLAGS(argv): rankdeficit.main's --config is required
+  flags.FLAGS.sweep, flags.FLAGS.dry_run = str(path), True
+  flags.FLAGS.root = str(tmp_path / 'runs')
+  try:
+    with pytest.raises(SystemExit) as exit_:
+      sweep.main([])
+  finally:
+    flags.FLAGS.unparse_flags()
+    for name in set(flags.FLAGS) - before:  # --sweep is required: it would stop other CLIs
+      delattr(flags.FLAGS, name)
+  assert str(exit_.value.code).startswith("error: sweep mine, point no_such_field-1: "
+                                          "Unknown config field 'no_such_field'")
+  assert 'submit ' not in capsys.readouterr().out and not (tmp_path / 'runs').exists()
+
+
+def _record(point, job_id: str, *, submitted: float, executor='local', status=None,
+            result=None):
+  import pickle  # pylint: disable=import-outside-toplevel
+  workdir = storage.workdir_path(point.workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  folder = Path(point.workdir).parent / 'submitit'
+  folder.mkdir(exist_ok=True)
+  storage.write_json(workdir / sweep.JOB_FILE, {
+      'job_id': job_id, 'executor': executor, 'folder': str(folder),
+      'host': os.uname().nodename, 'time': submitted})
+  if status is not None:
+    storage.write_json(workdir / sweep.STATUS_FILE, status)
+  if result is not None:
+    (folder / f'{job_id}_0_result.pkl').write_bytes(pickle.dumps(result))
+
+
+def test_status_tells_not_submitted_pending_and_died_before_starting(tmp_path):
+  """Items 2 and 8: a job that died before it started showed 'pending' for ever, and so
+  did a point that was never submitted."""
+  s = sweep.load_sweep(str(_sweep_file(tmp_path / 'mine.py', [
+      {'seed': seed} for seed in range(5)])), str(tmp_path / 'runs'))
+  never, queued, dead, raised, restarted = s.points
+  assert sweep.point_status(never) == {'state': 'not submitted'}
+  _record(queued, str(os.getpid()), submitted=time.time())  # its process is alive
+  finished = subprocess.Popen([sys.executable, '-c', 'pass'])
+  finished.wait()
+  _record(dead, str(finished.pid), submitted=time.time())
+  _record(raised, '4242', submitted=time.time(),
+          result=('error', 'Traceback (most recent call last):\nValueError: boom\n'))
+  _record(restarted, str(finished.pid), submitted=time.time() - 60,
+          status={'state': 'done', 'time': time.time(), 'results': {}})
+  states = {p.name: sweep.point_status(p) for p in s.points}
+  assert [states[p.name]['state'] for p in s.points] == [
+      'not submitted', 'pending', 'failed', 'failed', 'done']
+  assert 'exited without recording a state' in states[dead.name]['error']
+  assert states[raised.name]['error'].endswith('ValueError: boom')
+  assert sweep.to_submit(s) == [never, dead, raised]
+  table = sweep.status_table(s)
+  assert 'not submitted' in table and '2 failed' in table
+
+
+def test_a_job_whose_config_fails_records_failed(tmp_path):
+  point = sweep.load_sweep(str(SWEEPS / 'smoke.py'), str(tmp_path)).points[0]
+  bad = sweep.Point(point.config, {'temprature': 10.0}, point.workdir, {})
+  with pytest.raises(ValueError, match="'temprature'"):
+    sweep.TrainPoint(bad)()
+  status = sweep.point_status(bad)
+  assert status['state'] == 'failed' and "'temprature'" in status['error']

@@ -5,7 +5,7 @@ import jax
 import pytest
 
 from configs import quickstart
-from rankdeficit import train, validation
+from rankdeficit import main, train, validation
 
 
 def _config(**overrides):
@@ -26,6 +26,9 @@ def test_chosen_temperature_is_initial_norm_over_target_and_survives_resume(tmp_
   assert results['init/temperature'] == pytest.approx(n0 / 0.5, rel=1e-5)
   assert saved['temperature'] == pytest.approx(n0 / 0.5, rel=1e-5)
   assert saved['temperature'] != 1.0  # the command's own T is not what trained
+  # The CLI's checks before anything is written accept the unchanged command too.
+  check_cli = main._check_before_writing  # pylint: disable=protected-access
+  check_cli(_config(num_train_steps=4), str(tmp_path))  # sys.exit if refused
   # The unchanged command (temperature=1.0 in the config) resumes under the chosen T.
   state, _ = train.train_and_evaluate(_config(num_train_steps=4), str(tmp_path),
                                       devices=devices)

@@ -1,6 +1,6 @@
 r"""Fault drill: provokes each fault a cluster or a user produces and checks the outcome.
 
-  python -m tools.fault_drill [--workdir=/tmp/fault_drill] [--keep]
+  python -m tools.fault_drill [--workdir=/tmp/fault_drill] [--keep] [--only=sweep,disk]
 
 Runs `python -m rankdeficit.main` on configs/quickstart.py (a small MLP on the digits
 bundled with scikit-learn: no data, no network) and prints a table
@@ -39,7 +39,25 @@ BAD_INPUTS = [  # (override, what the one-line error must name)
     ('--config=configs/no_such_config.py', 'cannot load --config'),
     ('--config.dataset=cifar100 --config.download=False --config.data_dir={empty}',
      'tools.import_data cifar100'),
+    ('--config.temperature_schedule=cosine', 'config.final_temperature'),
+    ('--config.seed=-1', 'config.seed'),
+    ('--config.seed=4294967296', 'config.seed'),
+    ('--workdir=', "--workdir=''"),
 ]
+# A run whose checkpoint saves hit a full disk from step 8 on, when no tmpfs can be mounted.
+_FULL_DISK_FROM_STEP_8 = """
+import errno, sys
+import orbax.checkpoint as ocp
+save = ocp.CheckpointManager.save
+def full(self, step, *args, **kwargs):
+  if step >= 8:
+    raise OSError(errno.ENOSPC, 'No space left on device')
+  return save(self, step, *args, **kwargs)
+ocp.CheckpointManager.save = full
+from absl import app
+from rankdeficit import main
+app.run(main.main, flags_parser=main.parse_flags)
+"""
 
 
 def command(workdir, steps: int, *extra: str) -> list[str]:
@@ -170,6 +188,95 @@ def bad_input_case(root: Path, override: str, must_name: str) -> tuple[str, bool
   return (lines[0][:70] if lines else out.stderr.strip().splitlines()[-1][:70]), ok
 
 
+def last_line(out: subprocess.CompletedProcess) -> str:
+  return out.stderr.strip().splitlines()[-1] if out.stderr.strip() else ''
+
+
+def snapshot(directory: Path) -> dict:
+  return {str(p.relative_to(directory)): (p.stat().st_size, p.stat().st_mtime_ns)
+          for p in sorted(directory.rglob('*'))}
+
+
+def deleted_config_case(root: Path) -> tuple[str, bool]:
+  """config.json deleted, then a different T and width: refused from the checkpoint's own
+  copy; the same command resumes and config.json comes back."""
+  workdir = root / 'deleted_config'
+  run(command(workdir, 4))
+  (workdir / 'config.json').unlink()
+  before = snapshot(workdir)
+  changed = [run(command(workdir, 8, extra)) for extra in
+             ('--config.temperature=100', '--config.model.width=64')]
+  refused = (all(out.returncode != 0 for out in changed)
+             and 'temperature (1.0 -> 100.0)' in last_line(changed[0])
+             and 'model.width (32 -> 64)' in last_line(changed[1])
+             and snapshot(workdir) == before)
+  same = run(command(workdir, 8))
+  restored = (workdir / 'config.json').exists() and same.returncode == 0
+  return (f'changed T/width refused, untouched: {refused}; same command resumed, '
+          f'config.json restored: {restored}'), refused and restored
+
+
+def null_config_case(root: Path) -> tuple[str, bool]:
+  """config.json holding `null` (was an AttributeError): restored from the checkpoint."""
+  workdir = root / 'null_config'
+  run(command(workdir, 4))
+  (workdir / 'config.json').write_text('null')
+  out = run(command(workdir, 8))
+  saved = (workdir / 'config.json').read_text()
+  ok = out.returncode == 0 and saved.startswith('{') and 'Traceback' not in out.stderr
+  return f'exit {out.returncode}, config.json restored: {saved.startswith("{")}', ok
+
+
+def sweep_case(root: Path, dry_run: bool) -> tuple[str, bool]:
+  """A sweep point with an unknown field: one line naming it, nothing submitted."""
+  sweep_file = root / 'bad_sweep.py'
+  sweep_file.write_text("def get_sweep():\n  return {'config': 'configs/quickstart.py', "
+                        "'points': [{'temperature': 1.0}, {'model.widht': 64}]}\n")
+  runs = root / 'bad_sweep_runs'
+  out = run([sys.executable, '-m', 'rankdeficit.sweep', f'--sweep={sweep_file}',
+             '--executor=local', f'--root={runs}'] + (['--dry_run'] if dry_run else []))
+  msg = last_line(out)
+  ok = (out.returncode != 0 and msg.startswith('error: sweep bad_sweep, point ')
+        and "'model.widht'" in msg and 'Traceback' not in out.stderr
+        and 'submitted' not in out.stdout and not runs.exists())
+  return f'exit {out.returncode}: {msg[:70]}', ok
+
+
+def _mount_tmpfs(path: Path, size: str) -> bool:
+  if os.geteuid() != 0 or shutil.which('mount') is None:
+    return False
+  path.mkdir(parents=True, exist_ok=True)
+  return subprocess.run(['mount', '-t', 'tmpfs', '-o', f'size={size}', 'tmpfs', str(path)],
+                        capture_output=True, check=False).returncode == 0
+
+
+def full_disk_case(root: Path) -> tuple[str, bool]:
+  """The disk fills up during a save: a 3 MB tmpfs where one can be mounted (root), else
+  saves that fail with ENOSPC from step 8. One last line, exit 1, last good step intact."""
+  from rankdeficit import integrity  # pylint: disable=import-outside-toplevel
+  disk = root / 'small_disk'
+  real = _mount_tmpfs(disk, '3m')
+  workdir = disk / 'run'
+  try:
+    if real:  # the quickstart's MLP: ~2 MB a checkpoint, so the second one does not fit
+      out = run([sys.executable, '-m', 'rankdeficit.main', '--config=configs/quickstart.py',
+                 f'--workdir={workdir}', '--config.checkpoint_every_steps=10',
+                 '--config.num_train_steps=60', '--config.log_every_steps=10'])
+    else:
+      out = run([sys.executable, '-c', _FULL_DISK_FROM_STEP_8] + command(workdir, 12)[3:])
+    msg, steps = last_line(out), steps_on_disk(workdir)
+    intact = bool(steps) and integrity.verify(str(workdir / 'checkpoints' /
+                                                  str(steps[-1]))) is None
+    ok = (out.returncode == 1 and msg.startswith('error: no space left on ')
+          and f'the last good checkpoint is step {steps[-1] if steps else "?"}' in msg
+          and out.stderr.count('Traceback') == 0 and intact)
+    kind = 'tmpfs 3 MB' if real else 'injected ENOSPC'
+    return f'{kind}: exit {out.returncode}, {msg[7:80]}', ok
+  finally:
+    if real:
+      subprocess.run(['umount', str(disk)], capture_output=True, check=False)
+
+
 def cases(root: Path):
   yield 'SIGTERM mid-run', 'exit 143, ckpt at reached step, resumes', lambda: sigterm_case(
       root, 0)
@@ -180,6 +287,15 @@ def cases(root: Path):
       lock_case(root))
   yield 'rerun with changed config', 'refused naming field, config kept', lambda: (
       changed_config_case(root))
+  yield 'config.json deleted, T/width changed', 'refused from the checkpoint; resumes', (
+      lambda: deleted_config_case(root))
+  yield 'config.json holds null', 'restored from the checkpoint, resumes', lambda: (
+      null_config_case(root))
+  yield 'sweep point with unknown field', "1-line error naming point+field, no jobs", (
+      lambda: sweep_case(root, dry_run=False))
+  yield 'same sweep, --dry_run', 'the same refusal', lambda: sweep_case(root, dry_run=True)
+  yield 'disk full while saving', "last line 'no space left on ...', exit 1", lambda: (
+      full_disk_case(root))
   for override, must_name in BAD_INPUTS:
     yield (f'bad input {override.split()[0][2:]}', f'1-line error naming {must_name}',
            lambda o=override, m=must_name: bad_input_case(root, o, m))
@@ -190,12 +306,16 @@ def main(argv=None) -> int:
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('--workdir', default=None, help='scratch folder (default: a temp dir)')
   parser.add_argument('--keep', action='store_true', help='keep the scratch folder')
+  parser.add_argument('--only', default='',
+                      help='comma-separated parts of case names: run only those cases')
   args = parser.parse_args(argv)
   root = Path(args.workdir or tempfile.mkdtemp(prefix='fault_drill_'))
   root.mkdir(parents=True, exist_ok=True)
   rows = []
   print('| case | expected | observed | ok |\n|---|---|---|---|', flush=True)
   for name, expected, check in cases(root):
+    if args.only and not any(part in name for part in args.only.split(',')):
+      continue
     try:
       observed, ok = check()
     except Exception as e:  # pylint: disable=broad-except  (a drill reports, never crashes)

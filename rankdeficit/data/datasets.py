@@ -16,6 +16,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import socket
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -194,6 +196,47 @@ def _tfds_source(name: str, tfds_split: str, data_dir: str | None, decoders=None
 
 
 DOWNLOADABLE = ('cifar10', 'cifar100', 'svhn_cropped', 'mnist')
+# Where tfds downloads each of them from (tensorflow_datasets/image_classification/*.py).
+DOWNLOAD_HOSTS = {'cifar10': 'www.cs.toronto.edu', 'cifar100': 'www.cs.toronto.edu',
+                  'svhn_cropped': 'ufldl.stanford.edu', 'mnist': 'storage.googleapis.com'}
+RESOLVE_TIMEOUT_S = 5.0
+_PROXY_VARIABLES = ('https_proxy', 'HTTPS_PROXY', 'http_proxy', 'HTTP_PROXY', 'all_proxy',
+                    'ALL_PROXY')
+
+
+def host_resolves(host: str, timeout: float = RESOLVE_TIMEOUT_S) -> bool:
+  """Whether a DNS look-up of `host` succeeds within `timeout` seconds.
+
+  `socket.getaddrinfo` has no timeout of its own, so it runs in a daemon thread that is
+  abandoned when the time is up (an offline machine usually fails at once).
+  """
+  resolved: list[bool] = []
+
+  def look_up() -> None:
+    try:
+      resolved.append(bool(socket.getaddrinfo(host, 443)))
+    except (OSError, UnicodeError):
+      resolved.append(False)
+
+  thread = threading.Thread(target=look_up, name=f'resolve {host}', daemon=True)
+  thread.start()
+  thread.join(timeout)
+  return bool(resolved and resolved[0])
+
+
+def _unreachable_reason(name: str) -> str | None:
+  """Why `name` cannot be downloaded from here, found in seconds; None if it may be.
+
+  tfds retries a failed look-up with back-off for minutes before it gives up; a host that
+  does not resolve fails here at once. Behind a proxy (https_proxy, ...) the proxy resolves
+  the host, so nothing is checked.
+  """
+  host = DOWNLOAD_HOSTS.get(name)
+  if host is None or any(os.environ.get(v) for v in _PROXY_VARIABLES):
+    return None
+  if host_resolves(host):
+    return None
+  return f'cannot resolve {host}, where tfds downloads it from: this machine is offline'
 
 
 def download_and_prepare(name: str, data_dir: str | None, manual_dir: str | None = None):
@@ -210,6 +253,11 @@ def download_and_prepare(name: str, data_dir: str | None, manual_dir: str | None
       download_config=config, file_format='array_record')
 
 
+def _download_failed(name: str, data_dir: str | None, reason: str) -> str:
+  return (f'Dataset {name!r} is not in data_dir {resolve_data_dir(data_dir)!r} and '
+          f'downloading it failed ({reason}). Fix: {fix_command(name, data_dir)}')
+
+
 def ensure_available(name: str, data_dir: str | None, download: bool) -> None:
   """Raises DatasetNotFoundError unless `name` can be opened; with `download`, a missing
   public dataset (DOWNLOADABLE) is first downloaded and prepared, as flax's examples do."""
@@ -219,13 +267,14 @@ def ensure_available(name: str, data_dir: str | None, download: bool) -> None:
   except DatasetNotFoundError:
     if not download or name not in DOWNLOADABLE:
       raise
+  reason = _unreachable_reason(name)
+  if reason is not None:
+    raise DatasetNotFoundError(_download_failed(name, data_dir, reason))
   try:
     download_and_prepare(name, data_dir)
   except Exception as e:  # pylint: disable=broad-except  (offline: any network error)
     reason = f'{type(e).__name__}: {(str(e).splitlines() or [""])[0][:200]}'
-    raise DatasetNotFoundError(
-        f'Dataset {name!r} is not in data_dir {resolve_data_dir(data_dir)!r} and '
-        f'downloading it failed ({reason}). Fix: {fix_command(name, data_dir)}') from e
+    raise DatasetNotFoundError(_download_failed(name, data_dir, reason)) from e
   open_source(name, 'train', data_dir)
 
 
