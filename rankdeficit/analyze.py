@@ -37,9 +37,9 @@ SR is then over N test examples, recorded as `num_examples`). Memory: the kept f
 on the host (examples x layers x <= 10,000 float32). `memory_plan` splits the layers into
 consecutive groups whose features over every split fit `--max_feature_gib` (default 6 GiB),
 extracting the splits once per group (a ResNet-20 on all 50,000 CIFAR-10 images with OOD
-MNIST holds ~37 GiB of features over 12 layers: 9 passes of <= 5 GiB). The grouping is
-recorded as `layer_groups` and does not change the numbers. Cap with max_examples on
-ImageNet-scale training sets.
+MNIST holds 37 GiB of features over its 11 hidden layers: 8 passes of <= 6 GiB). The
+grouping is recorded as `layer_groups` and does not change the numbers. Cap with
+max_examples on ImageNet-scale training sets.
 """
 from __future__ import annotations
 
