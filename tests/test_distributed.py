@@ -84,19 +84,24 @@ def _launch(command: list[str], num_processes: int, devices: int, env_extra=None
   return results
 
 
-def _one_process(module: str, flags: list[str], workdir) -> None:
+def _one_process(module: str, flags: list[str], workdir) -> tuple[dict, str] | None:
   """The 1-process x 8-device reference (run or analysis): in this process when pytest has
   8 devices (the README's XLA_FLAGS; saves two JAX start-ups), else a subprocess with its
-  own XLA_FLAGS. Either way its numbers are read back from its files, unrounded."""
+  own XLA_FLAGS. A run returns its final eval metrics, unrounded, and its 'Initial logits
+  norm' as logged ('%.4g'); an analysis writes analysis.json."""
   if jax.device_count() != 8:
     [(rc, _, err)] = _launch(['-m', module] + flags + [f'--workdir={workdir}'], 1, 8)
     assert rc == 0, err[-3000:]
+    if module == 'rankdeficit.main':
+      return _logged_eval(workdir), _logged_init_norm(workdir)
   elif module == 'rankdeficit.main':
     config = quickstart.get_config()
     config.update_from_flattened_dict(OVERRIDES)
-    train.train_and_evaluate(config, str(workdir))
+    _, results = train.train_and_evaluate(config, str(workdir))
+    return results, [f'{results["init/logits_norm"]:.4g}']
   else:
     analyze_lib.analyze_run(str(workdir), plots=False, **ANALYSIS)
+  return None
 
 
 def _printed_results(stdout: str) -> dict:
@@ -153,15 +158,14 @@ def test_two_processes_match_one_process_through_a_kill_and_resume(tmp_path):
   ref, multi = tmp_path / 'one_process', tmp_path / 'two_processes'
   main = ['-m', 'rankdeficit.main']
   flags = TRAIN_FLAGS + [f'--config.compilation_cache_dir={tmp_path / "xla_cache"}']
-  _one_process('rankdeficit.main', TRAIN_FLAGS, ref)
-  expected = _logged_eval(ref)
+  expected, expected_init_norm = _one_process('rankdeficit.main', TRAIN_FLAGS, ref)
 
   killed = _launch(['-c', _KILLED_MAIN] + flags + [f'--workdir={multi}'], 2, 4,
                    {'KILL_AFTER_STEP': '2'})
   assert [rc for rc, _, _ in killed] == [-9, -9], killed[0][2][-3000:]
   assert checkpointing.Checkpointer(str(multi)).latest_step == 2
   # same first eval batch: the same '%.4g' line in both logs
-  assert _logged_init_norm(multi) == _logged_init_norm(ref) != []
+  assert _logged_init_norm(multi) == expected_init_norm != []
   resumed = _launch(main + flags + [f'--workdir={multi}'], 2, 4)  # compiled: cached
   assert [rc for rc, _, _ in resumed] == [0, 0], resumed[0][2][-3000:]
   assert 'Resumed from checkpoint at step 2' in resumed[1][2]

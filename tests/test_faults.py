@@ -361,7 +361,7 @@ def run_main(monkeypatch):
   from absl import logging as absl_logging  # pylint: disable=import-outside-toplevel
   from rankdeficit import main  # pylint: disable=import-outside-toplevel
   logger, console = absl_logging.get_absl_logger(), absl_logging.get_absl_handler()
-  handlers, filters = list(logger.handlers), list(console.filters)
+  handlers, filters, level = list(logger.handlers), list(console.filters), logger.level
   monkeypatch.setattr(sys, 'unraisablehook', sys.unraisablehook)
 
   def run(workdir, steps, *extra):
@@ -380,6 +380,7 @@ def run_main(monkeypatch):
         logger.removeHandler(handler)
         handler.close()
       console.filters[:] = filters
+      logger.setLevel(level)  # unparse_flags resets absl's verbosity: later INFO logs vanish
     return 0
 
   return run

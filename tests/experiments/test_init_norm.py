@@ -72,7 +72,8 @@ def test_figure_17_has_three_panels_from_the_runs(rendered):
   png = out / 'figure_17.png'
   assert png.read_bytes()[:4] == b'\x89PNG' and png.stat().st_size < 300_000
   caption = (out / 'figure_17.md').read_text()
-  middle = caption.split('Middle: ')[-1].split('. Right: ')[0]
+  # The renderer's own 'Middle: ...' sentence (the verdict's evidence may quote it too).
+  middle = caption.split('Middle: ', 1)[1].split('. Right: ')[0]
   # The middle panel holds the calibrated runs (ranks 40+), with T = n0 / target.
   assert f'kaiming: init norm 4, T {4 / init_norm.F17_TARGET_NORM:.3g}, final rank ' \
          f'{40 + sorted(N0).index("kaiming")}' in middle
