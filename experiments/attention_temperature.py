@@ -44,6 +44,7 @@ from absl import logging
 from experiments.figures import beyond_attention
 from experiments.figures.render import MissingRuns
 from experiments.figures.runs import ANALYSIS, Request, Setting, ensure_run, load_run, run_dir
+from rankdeficit.analysis_config import AnalysisConfig
 
 OUTDIR = os.path.join('experiments', 'results', 'beyond_cpu')
 TAUS = (0.25, 1.0, 4.0)
@@ -52,8 +53,9 @@ SEEDS = 3
 
 # Analysis sized to the budget: kappa / rho from probes on 1,000 images per split, 1,024
 # coordinates per layer (a ViT block output has 65 x 64 = 4,160), 10 probe epochs.
-_ANALYSIS = (('max_examples', 1000), ('max_dims', 1024), ('probe_epochs', 10),
-             ('probe_batch_size', 256), ('layer_ranks', False), ('plots', False))
+_ANALYSIS = AnalysisConfig.from_overrides(
+    {'max_examples': 1000, 'max_dims': 1024, 'probe_epochs': 10, 'probe_batch_size': 256,
+     'layer_ranks': False, 'plots': False})
 FULL = Setting('vit_c10', 'vit_c10_cpu', (), (
     'ViT (patch 4, width 64, depth 4, 4 heads), CIFAR-10 JPEG (10k train, 1 epoch), from '
     'scratch, OOD MNIST'), _ANALYSIS, minutes=1.4)
@@ -62,8 +64,9 @@ QUICK = Setting('vit_c10_quick', 'vit_c10_cpu', (
     ('lr_milestones', ()), ('metrics_every_steps', 3), ('metrics_batch_size', 32),
     ('max_feature_dims', 256), ('eval_batch_size', 500), ('eval_every_steps', 10**9),
     ('checkpoint_every_steps', 6), ('log_every_steps', 3)), 'ViT smoke budget (6 steps)',
-    (('max_examples', 200), ('max_dims', 256), ('probe_epochs', 2),
-     ('probe_batch_size', 128), ('layer_ranks', False), ('plots', False)), minutes=3)
+    AnalysisConfig.from_overrides(
+        {'max_examples': 200, 'max_dims': 256, 'probe_epochs': 2, 'probe_batch_size': 128,
+         'layer_ranks': False, 'plots': False}), minutes=3)
 
 
 def _floats(text: str) -> tuple[float, ...]:

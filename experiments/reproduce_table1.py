@@ -47,6 +47,7 @@ from experiments import table1_plot
 from rankdeficit import distributed
 from rankdeficit import monitor_log
 from rankdeficit import probe_layers
+from rankdeficit.analysis_config import AnalysisConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,7 +57,7 @@ class Experiment:
   overrides: tuple[tuple[str, Any], ...] = ()  # dotted config keys
   temperatures: tuple[float, ...] = (1.0, 100.0)
   paper: str | None = None  # key of PAPER_TABLE1 to compare with
-  analysis: tuple[tuple[str, Any], ...] = ()  # analyze_run options
+  analysis: AnalysisConfig = AnalysisConfig()  # the analyze_run options
   label: str = ''
 
 
@@ -76,7 +77,10 @@ PAPER_TABLE1 = {
 _SMOKE_TRAIN = (('model.width', 32), ('model.depth', 3), ('train_subset', 0),
                 ('num_train_steps', 10), ('batch_size', 100), ('eval_every_steps', 10),
                 ('checkpoint_every_steps', 10), ('metrics_every_steps', 0))
-_SMOKE_ANALYSIS = (('max_examples', 200), ('probe_epochs', 2), ('probe_batch_size', 256))
+_SMOKE_ANALYSIS = AnalysisConfig.from_overrides(
+    {'max_examples': 200, 'probe_epochs': 2, 'probe_batch_size': 256})
+# Probes on 10,000 training images.
+_TRAIN_10K = AnalysisConfig.from_overrides({'max_train_examples': 10_000})
 
 PRESETS: dict[str, dict[str, Any]] = {
     'smoke': dict(seeds=1, experiments=(
@@ -93,15 +97,13 @@ PRESETS: dict[str, dict[str, Any]] = {
                     ('train_subset', 10_000), ('num_epochs', 20), ('eval_every_steps', 10**9),
                     ('metrics_every_steps', 0), ('log_every_steps', 200)),
                    paper='CIFAR-10 / MLP',
-                   analysis=(('max_train_examples', 10_000),),
-                   label='CIFAR-10 (JPEG, 10k train) / MLP 8x512'),
+                   analysis=_TRAIN_10K, label='CIFAR-10 (JPEG, 10k train) / MLP 8x512'),
         Experiment('mlp_tin', 'mlp_tin_cpu',
                    (('model.width', 512), ('model.depth', 4), ('model.init', 'kaiming'),
                     ('num_epochs', 10), ('eval_every_steps', 10**9),
                     ('metrics_every_steps', 0), ('log_every_steps', 200)),
                    paper='CIFAR-100 / ResNet18',
-                   analysis=(('max_train_examples', 10_000),),
-                   label='Tiny-ImageNet-200 32x32 / MLP 4x512'),
+                   analysis=_TRAIN_10K, label='Tiny-ImageNet-200 32x32 / MLP 4x512'),
     )),
     # The paper's own protocol and budget on CPU (issue 8): the MLP at the paper's depth
     # (7 hidden ReLU layers + classifier, configs/mlp_c10.py) and width 512, on all 50,000
@@ -160,7 +162,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # not stated); SR uses the whole validation split (50,000 images).
     'paper': dict(seeds=3, experiments=tuple(
         Experiment(name, name, paper=row, label=row,
-                   analysis=(('max_train_examples', 100_000),) if '_in' in name else ())
+                   analysis=AnalysisConfig.from_overrides(
+                       {'max_train_examples': 100_000} if '_in' in name else {}))
         for name, row in (
             ('mlp_c10', 'CIFAR-10 / MLP'), ('resnet18_c10', 'CIFAR-10 / ResNet18'),
             ('resnet20_c10', 'CIFAR-10 / ResNet20'), ('resnet18_c100', 'CIFAR-100 / ResNet18'),
@@ -223,7 +226,8 @@ def run_one(exp: Experiment, temperature: float, seed: int, *, outdir: str,
   """Trains (or resumes / reuses) and analyses one run; returns the flat analysis record.
 
   `stage='train'` only trains (returns None); `stage='analyze'` only analyses runs that
-  finished training (returns None for the others).
+  finished training (returns None for the others). `analysis_overrides`: flat
+  `AnalysisConfig` overrides (`{'probe_epochs': 10}`) applied over `exp.analysis`.
   """
   # pylint: disable-next=import-outside-toplevel
   from rankdeficit import analyze, input_pipeline, train
@@ -256,9 +260,8 @@ def run_one(exp: Experiment, temperature: float, seed: int, *, outdir: str,
   if stage == 'train':
     return None
   if force or not os.path.exists(analysis_path):
-    opts = dict(exp.analysis)
-    opts.update(analysis_overrides or {})
-    a = analyze.analyze_run(workdir, data_dir=data_dir, **opts)
+    a = analyze.analyze_run(workdir, exp.analysis.replace(
+        data_dir=data_dir, **(analysis_overrides or {})))
   else:
     with open(analysis_path) as f:
       a = json.load(f)
@@ -437,8 +440,10 @@ def reproduce(preset: str, *, seeds: int | None = None, outdir: str | None = Non
   Finished runs are not retrained and analysed runs are not re-analysed (unless `force`),
   so calling it again continues an interrupted preset; points already in `runs.jsonl`
   (committed by an earlier session, whose run directories are gone) are reused as they are. `stage` = 'train' | 'analyze' |
-  'all' (see `run_one`).
+  'all' (see `run_one`). `analysis_overrides`: flat `AnalysisConfig` overrides for every
+  run (an unknown key raises ValueError here, before anything trains).
   """
+  AnalysisConfig.from_overrides(analysis_overrides)
   spec = PRESETS[preset]
   seeds = int(seeds or spec['seeds'])
   outdir = outdir or os.path.join('experiments', 'results', f'table1_{preset}')
@@ -485,7 +490,8 @@ def _define_flags():
   flags.DEFINE_list('only', None, 'Run only these experiments (names in the preset).')
   flags.DEFINE_list('temperatures', None, 'Override the temperatures.')
   flags.DEFINE_bool('force', False, 'Retrain and re-analyse existing runs.')
-  flags.DEFINE_integer('probe_epochs', None, 'Override the probes\' epochs (paper: 50).')
+  flags.DEFINE_integer('probe_epochs', None,
+                       'Override the probes\' epochs (default: each experiment\'s analysis).')
   flags.DEFINE_enum('stage', 'all', ['all', 'train', 'analyze'],
                     'train: only train; analyze: only analyse runs that finished training.')
   distributed.define_flags()

@@ -3,6 +3,10 @@
     python -m rankdeficit.analyze --workdir=runs/x [--ood_dataset=mnist] [--max_examples=N]
         [--probe_epochs=50] [--data_dir=...] [--step=...]
 
+The options are the fields of `rankdeficit.analysis_config.AnalysisConfig` (one flag each;
+`--probe_*` set its `probes.ProbeConfig`); from Python,
+`analyze_run(workdir, AnalysisConfig.from_overrides({'max_examples': 400}))`.
+
 Loads the run (`checkpointing.load_run`: resolved config + latest checkpoint), streams every
 layer's representation (a fixed random subset of <= `max_dims` = 10,000 coordinates per
 layer, the same subset for every dataset) on four splits -- ID train/test
@@ -46,7 +50,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 from absl import app
 from absl import flags
@@ -55,6 +59,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rankdeficit import analysis_config
 from rankdeficit import distributed
 from rankdeficit import feature_extraction
 from rankdeficit import metrics
@@ -62,11 +67,10 @@ from rankdeficit import models
 from rankdeficit import probe_layers
 from rankdeficit import probes
 from rankdeficit import storage
+from rankdeficit.analysis_config import AnalysisConfig
 from rankdeficit.analysis_report import to_markdown, write_plots  # noqa: F401 (public)
 
 ANALYSIS_DIR = 'analysis'
-# Host memory for one layer group's features (analyze_run's memory plan).
-DEFAULT_MAX_FEATURE_GIB = 6.0
 
 
 class _Timer:
@@ -290,20 +294,27 @@ def warn_if_training(workdir: str) -> str | None:
   return message
 
 
-def _run_header(workdir, config, step, splits, full_dims, hidden, *, coords, num_classes: int,
-                temperature: float, seed: int, probe_config: dict, groups) -> dict[str, Any]:
+def _run_header(workdir, run: _Run, splits, full_dims, hidden, *, coords,
+                analysis: AnalysisConfig, groups) -> dict[str, Any]:
   """What was analysed and how: the run, its layers and widths, split sizes, probe settings."""
-  layers = list(coords)
+  layers, probe = list(coords), analysis.probe
   return {
-      'workdir': os.fspath(storage.workdir_path(workdir)), 'step': int(step),
-      'model': config.model.name, 'dataset': config.dataset,
-      'ood_dataset': config.ood_dataset or '', 'temperature': temperature,
-      'num_classes': num_classes, 'seed': seed, 'layers': layers, 'hidden_layers': hidden,
+      'workdir': os.fspath(storage.workdir_path(workdir)), 'step': int(run.step),
+      'model': run.config.model.name, 'dataset': run.config.dataset,
+      'ood_dataset': run.config.ood_dataset or '', 'temperature': run.temperature,
+      'num_classes': run.num_classes, 'seed': analysis.seed, 'layers': layers,
+      'hidden_layers': hidden,
       'feature_dims': {l: [int(len(coords[l])), full_dims[l]] for l in layers},
       'num_examples': {k: int(len(v.labels)) for k, v in splits.items() if k != 'det_test'},
       'layer_groups': groups,
-      'probe_config': {'optimizer': 'adam (torch.optim.Adam semantics)',
-                       'weight_decay_mode': 'coupled L2', **probe_config},
+      'probe_config': {
+          **({'optimizer': 'adamw', 'weight_decay_mode': 'decoupled'}
+             if probe.decoupled_weight_decay else
+             {'optimizer': 'adam (torch.optim.Adam semantics)',
+              'weight_decay_mode': 'coupled L2'}),
+          'learning_rate': probe.learning_rate, 'weight_decay': probe.weight_decay,
+          'epochs': probe.num_epochs, 'batch_size': probe.batch_size,
+          'standardize': probe.standardize, 'max_dims': analysis.max_dims},
       'probe_conventions': probe_layers.DESCRIPTIONS,
   }
 
@@ -371,16 +382,59 @@ def _final_metrics(config, splits, hidden, *, num_classes, temperature, head, fu
   return out
 
 
-def analyze_run(workdir: str, *, ood_dataset: str | None = None, data_dir: str | None = None,
-                max_examples: int | None = None, max_train_examples: int | None = None,
-                probe_epochs: int = 50,
-                probe_batch_size: int = 4096, probe_lr: float = 1e-3,
-                probe_weight_decay: float = 1e-3, standardize: bool = True,
-                max_dims: int = 10_000, batch_size: int | None = None,
-                neco_dim: int | None = None, step: int | None = None, seed: int = 0,
-                layer_ranks: bool = True, plots: bool = True, write: bool = True,
-                max_feature_gib: float = DEFAULT_MAX_FEATURE_GIB) -> dict[str, Any]:
-  """Analyses the run in `workdir` and (if `write`) writes `workdir/analysis/`.
+class _Run(NamedTuple):
+  """A run as the analysis reads it (`_load_run`)."""
+  config: Any  # resolved config, with the analysis's data_dir / ood_dataset
+  model: Any  # the float32 measurement model
+  variables: Any
+  step: int
+  num_classes: int
+  ood_classes: int | None
+  temperature: float  # the final one
+  head: tuple[np.ndarray, np.ndarray] | None
+
+
+def _load_run(workdir: str, analysis: AnalysisConfig, timer) -> _Run:
+  """The checkpoint at `analysis.step` (default: latest) and what the metrics need of it."""
+  from rankdeficit import checkpointing, input_pipeline  # pylint: disable=import-outside-toplevel
+  with timer('load_run'):
+    config, model, variables, step = checkpointing.load_run(workdir, analysis.step)
+  model = models.measurement_model(model)  # float32 features even from a bf16-trained run
+  with config.unlocked():
+    config.data_dir = config.data_dir if analysis.data_dir is None else analysis.data_dir
+    config.ood_dataset = (config.ood_dataset if analysis.ood_dataset is None
+                          else analysis.ood_dataset)
+  info = lambda name: input_pipeline.dataset_info(name, config.data_dir)  # noqa: E731
+  return _Run(config, model, variables, step,
+              num_classes=int(config.model.num_classes or info(config.dataset).num_classes),
+              ood_classes=info(config.ood_dataset).num_classes if config.ood_dataset else None,
+              temperature=_run_temperature(config), head=_head(variables))
+
+
+def _grouped_layer_metrics(run: _Run, analysis: AnalysisConfig, coords, groups, *, coord_key,
+                           probe_key, timer):
+  """Per-layer metrics, one extraction pass per layer group; returns them and the last
+  group's splits (which hold the penultimate layer and the final layers)."""
+  per_layer: dict[str, dict[str, float]] = {}
+  for i, group in enumerate(groups):
+    splits = feature_extraction.extract_splits(
+        run.config, run.model, run.variables, temperature=run.temperature,
+        batch_size=int(analysis.batch_size or run.config.eval_batch_size),
+        max_examples=analysis.max_examples, max_train_examples=analysis.max_train_examples,
+        key=coord_key, max_dims=analysis.max_dims, timer=timer,
+        coords={l: coords[l] for l in group})
+    if i < len(groups) - 1:  # the final layers are measured once, with the last group
+      splits = _without_final_layers(splits)
+    for name, values in _layer_metrics(
+        splits, group, num_classes=run.num_classes, ood_classes=run.ood_classes,
+        key=probe_key, probe_config=analysis.probe, layer_ranks=analysis.layer_ranks,
+        timer=timer).items():
+      per_layer.setdefault(name, {}).update(values)
+  return per_layer, splits
+
+
+def analyze_run(workdir: str, config: AnalysisConfig = AnalysisConfig()) -> dict[str, Any]:
+  """Analyses the run in `workdir` and (if `config.write`) writes `workdir/analysis/`.
 
   The steps, in order: `memory_plan` (layer groups), then per group
   `feature_extraction.extract_splits` -> `representation_ranks` -> `probe_accuracies` ->
@@ -390,73 +444,35 @@ def analyze_run(workdir: str, *, ood_dataset: str | None = None, data_dir: str |
 
   Args:
     workdir: run directory (config.json + checkpoints/).
-    ood_dataset: overrides `config.ood_dataset` ('' = skip every OOD metric).
-    data_dir: overrides `config.data_dir`.
-    max_examples: fixed random subset of at most this many examples per split.
-    max_train_examples: overrides `max_examples` for the two train splits (the probes'
-      training sets), e.g. to keep SR over the whole test split but subsample training.
-    probe_*: probe hyperparameters (paper Table 5 by default); `standardize`: see probes.py.
-    max_dims: feature coordinates kept per layer (paper: 10,000).
-    batch_size: extraction batch (default `config.eval_batch_size`).
-    neco_dim: NECO principal components (default: number of ID classes, <= feature width).
-    step: checkpoint step (default: latest).
-    seed: selects the coordinate subsets and the probes' shuffling.
-    layer_ranks: compute per-layer representation ranks (an SVD per layer).
-    plots: write the PNG figures.
-    write: write `workdir/analysis/` (process 0).
-    max_feature_gib: host memory for one layer group's features (see `memory_plan`).
+    config: the analysis options (`rankdeficit.analysis_config.AnalysisConfig`: data
+      subsets, probe settings, coordinates per layer, seed, outputs, memory); the defaults
+      are the paper's protocol. E.g. `AnalysisConfig.from_overrides({'max_examples': 400,
+      'probe_epochs': 3})`.
   Returns:
     The analysis as a JSON-serialisable dict (also written to analysis.json).
   """
-  from rankdeficit import checkpointing, input_pipeline  # pylint: disable=import-outside-toplevel
   check_analyzable(workdir)
   warn_if_training(workdir)  # a live lock holder: the latest checkpoint, not the final one
   timer, t_start = _Timer(), time.perf_counter()
-  with timer('load_run'):
-    config, model, variables, ckpt_step = checkpointing.load_run(workdir, step)
-  model = models.measurement_model(model)  # float32 features even from a bf16-trained run
-  with config.unlocked():
-    config.data_dir = config.data_dir if data_dir is None else data_dir
-    config.ood_dataset = config.ood_dataset if ood_dataset is None else ood_dataset
-  info = lambda name: input_pipeline.dataset_info(name, config.data_dir)  # noqa: E731
-  num_classes = int(config.model.num_classes or info(config.dataset).num_classes)
-  ood_classes = info(config.ood_dataset).num_classes if config.ood_dataset else None
-  temperature, head = _run_temperature(config), _head(variables)
-  coord_key, probe_key = jax.random.split(jax.random.PRNGKey(seed))
-  coords = probes.layer_coordinates(model, variables, feature_extraction.config_image_shape(
-      config), max_dims=max_dims, key=coord_key)
+  run = _load_run(workdir, config, timer)
+  coord_key, probe_key = jax.random.split(jax.random.PRNGKey(config.seed))
+  coords = probes.layer_coordinates(
+      run.model, run.variables, feature_extraction.config_image_shape(run.config),
+      max_dims=config.max_dims, key=coord_key)
   hidden = list(coords)
-  groups = memory_plan(config, coords, max_examples=max_examples,
-                       max_train_examples=max_train_examples, max_feature_gib=max_feature_gib)
-  pcfg = probes.ProbeConfig(learning_rate=probe_lr, weight_decay=probe_weight_decay,
-                            num_epochs=probe_epochs, batch_size=probe_batch_size,
-                            standardize=standardize)
-  per_layer: dict[str, dict[str, float]] = {}
-  for i, group in enumerate(groups):
-    splits = feature_extraction.extract_splits(
-        config, model, variables, temperature=temperature,
-        batch_size=int(batch_size or config.eval_batch_size), max_examples=max_examples,
-        max_train_examples=max_train_examples, key=coord_key, max_dims=max_dims, timer=timer,
-        coords={l: coords[l] for l in group})
-    if i < len(groups) - 1:  # the final layers are measured once, with the last group
-      splits = _without_final_layers(splits)
-    for name, values in _layer_metrics(
-        splits, group, num_classes=num_classes, ood_classes=ood_classes, key=probe_key,
-        probe_config=pcfg, layer_ranks=layer_ranks, timer=timer).items():
-      per_layer.setdefault(name, {}).update(values)
-  full_dims = feature_extraction.full_dims(config, model, variables, hidden)
-  full_dims.update({l: num_classes for l in probe_layers.FINAL_LAYERS})
-  out = _run_header(workdir, config, ckpt_step, splits, full_dims, hidden,
+  groups = memory_plan(run.config, coords, max_examples=config.max_examples,
+                       max_train_examples=config.max_train_examples,
+                       max_feature_gib=config.max_feature_gib)
+  per_layer, splits = _grouped_layer_metrics(run, config, coords, groups, coord_key=coord_key,
+                                             probe_key=probe_key, timer=timer)
+  full_dims = feature_extraction.full_dims(run.config, run.model, run.variables, hidden)
+  full_dims.update({l: run.num_classes for l in probe_layers.FINAL_LAYERS})
+  out = _run_header(workdir, run, splits, full_dims, hidden, analysis=config, groups=groups,
                     coords={**coords, **{l: splits['id_test'].coords[l]
-                                         for l in probe_layers.FINAL_LAYERS}},
-                    num_classes=num_classes, temperature=temperature, seed=seed,
-                    groups=groups, probe_config=dict(
-                        learning_rate=probe_lr, weight_decay=probe_weight_decay,
-                        epochs=probe_epochs, batch_size=probe_batch_size,
-                        standardize=standardize, max_dims=max_dims))
-  out.update(_final_metrics(config, splits, hidden, num_classes=num_classes,
-                            temperature=temperature, head=head, full_dims=full_dims,
-                            neco_dim=neco_dim, timer=timer))
+                                         for l in probe_layers.FINAL_LAYERS}})
+  out.update(_final_metrics(run.config, splits, hidden, num_classes=run.num_classes,
+                            temperature=run.temperature, head=run.head, full_dims=full_dims,
+                            neco_dim=config.neco_dim, timer=timer))
   out.update({k: per_layer[k] for k in ('representation_rank', 'representation_effective_rank')
               if k in per_layer})
   out.update(depth_metrics(per_layer['id_probe_accuracy'], per_layer.get('ood_probe_accuracy'),
@@ -464,32 +480,21 @@ def analyze_run(workdir: str, *, ood_dataset: str | None = None, data_dir: str |
   if 'orthodev_per_layer' in per_layer:
     out['orthodev'] = per_layer['orthodev_per_layer'][hidden[-1]]
     out['orthodev_per_layer'] = per_layer['orthodev_per_layer']
-  if config.model.name.startswith('vit'):
+  if run.config.model.name.startswith('vit'):
     with timer('attention'):
-      out['attention'] = attention_metrics(config, model, variables)
+      out['attention'] = attention_metrics(run.config, run.model, run.variables)
   out['timings_s'] = dict(timer.timings, total=round(time.perf_counter() - t_start, 3))
-  if write and distributed.is_main_process():  # every process holds the same results
-    write_analysis(out, workdir, plots=plots, timer=timer)
+  if config.write and distributed.is_main_process():  # every process holds the same results
+    write_analysis(out, workdir, plots=config.plots, timer=timer)
   return out
 
 
 def _define_flags():
-  """CLI flags, defined only when run as a script (so importing this module is side-effect free)."""
+  """CLI flags, defined only when run as a script (so importing this module is side-effect
+  free): --workdir, one flag per `AnalysisConfig` option, and the distributed flags."""
   flags.DEFINE_string('workdir', None, 'Run directory to analyse.')
-  flags.DEFINE_string('ood_dataset', None, "OOD dataset (default: the run's config.ood_dataset; "
-                      "'' disables OOD metrics).")
-  flags.DEFINE_string('data_dir', None, "tfds data_dir (default: the run's config.data_dir).")
-  flags.DEFINE_integer('max_examples', None, 'Cap every split at a random subset of N examples.')
-  flags.DEFINE_integer('max_train_examples', None, 'Overrides --max_examples for train splits.')
-  flags.DEFINE_integer('probe_epochs', 50, 'Linear-probe epochs (paper: 50).')
-  flags.DEFINE_integer('probe_batch_size', 4096, 'Linear-probe batch (paper: 4096).')
-  flags.DEFINE_integer('max_dims', 10_000, 'Feature coordinates per layer (paper: 10,000).')
-  flags.DEFINE_integer('neco_dim', None, 'NECO PCA dimension (default: number of classes).')
-  flags.DEFINE_integer('step', None, 'Checkpoint step (default: latest).')
-  flags.DEFINE_integer('seed', 0, 'Seed of the coordinate subsets and probe shuffling.')
-  flags.DEFINE_float('max_feature_gib', DEFAULT_MAX_FEATURE_GIB,
-                     'Host memory for the features of one layer group; layers are extracted '
-                     'in as many passes as needed (0 = all layers in one pass).')
+  analysis_config.define_flags()
+  flags.adopt_module_key_flags(analysis_config)  # listed by --help
   distributed.define_flags()
 
 
@@ -501,12 +506,7 @@ def main(argv):
   distributed.initialize_from_flags()
   from rankdeficit import input_pipeline  # pylint: disable=import-outside-toplevel
   try:
-    a = analyze_run(FLAGS.workdir, ood_dataset=FLAGS.ood_dataset, data_dir=FLAGS.data_dir,
-                    max_examples=FLAGS.max_examples,
-                    max_train_examples=FLAGS.max_train_examples,
-                    probe_epochs=FLAGS.probe_epochs, probe_batch_size=FLAGS.probe_batch_size,
-                    max_dims=FLAGS.max_dims, neco_dim=FLAGS.neco_dim, step=FLAGS.step,
-                    seed=FLAGS.seed, max_feature_gib=FLAGS.max_feature_gib)
+    a = analyze_run(FLAGS.workdir, analysis_config.from_flags())
   except (ValueError, input_pipeline.DatasetNotFoundError) as e:
     sys.exit(f'error: {e}')
   if distributed.is_main_process():

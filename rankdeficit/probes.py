@@ -111,6 +111,8 @@ def ood_generalization_loss(ood_acc_per_layer: Sequence[float] | Mapping[str, fl
 
 @dataclasses.dataclass(frozen=True)
 class ProbeConfig:
+  """Linear-probe settings. The defaults are the paper's (Table 5) and are written only
+  here: `analysis_config.AnalysisConfig.probe` holds one, set by its `probe_*` options."""
   learning_rate: float = 1e-3
   weight_decay: float = 1e-3
   decoupled_weight_decay: bool = False  # False: torch.optim.Adam (coupled L2); True: AdamW

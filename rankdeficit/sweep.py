@@ -14,8 +14,10 @@ A sweep file (configs/sweeps/*.py) defines `get_sweep()` returning a dict:
 * `slurm`: sbatch parameters in submitit's `SlurmExecutor` names (`time` in minutes,
   `gpus_per_node`, `cpus_per_task`, `mem`, `nodes`, `ntasks_per_node`, `partition`,
   `array_parallelism`, ...): the whole sweep is one job array;
-* `analyze` (optional): `rankdeficit.analyze.analyze_run` options; the job then also writes
-  workdir/analysis/, which `python -m experiments.aggregate` turns into tables.
+* `analyze` (optional): the analysis options as flat overrides of
+  `rankdeficit.analysis_config.AnalysisConfig` (`{'max_train_examples': 100_000,
+  'probe_epochs': 10}`; `{}`: the defaults; an unknown key stops the sweep); the job then
+  also writes workdir/analysis/, which `python -m experiments.aggregate` turns into tables.
 
 Each point trains in `<root>/<sweep name>/<point name>`, the name built from the overrides
 that differ between points (`resnet50_in1k_temperature-100_seed-2`); a job resumes its
@@ -52,6 +54,7 @@ from absl import app, flags, logging
 from etils import epath
 
 from rankdeficit import storage
+from rankdeficit.analysis_config import AnalysisConfig
 
 STATUS_FILE = 'sweep_status.json'
 JOB_FILE = 'sweep_job.json'
@@ -72,7 +75,7 @@ class Point:
   config: str  # absolute path of the base config file
   overrides: dict[str, Any]
   workdir: str
-  analyze: dict[str, Any]
+  analyze: AnalysisConfig | None  # None: train only
   num_processes: int = 1
 
   @property
@@ -121,6 +124,11 @@ def load_sweep(path: str, root: str = 'runs/sweeps') -> Sweep:
   """Reads a sweep file; raises ValueError naming the problem."""
   spec = _load_module(path).get_sweep()
   name = os.path.splitext(os.path.basename(path))[0]
+  try:
+    analysis = None if spec.get('analyze') is None else AnalysisConfig.from_overrides(
+        spec['analyze'])
+  except ValueError as e:
+    raise ValueError(f'Sweep {name}: {e}') from e
   slurm = dict(spec.get('slurm', {}))
   processes = int(slurm.get('nodes', 1)) * int(slurm.get('ntasks_per_node', 1))
   points, names = [], set()
@@ -140,7 +148,7 @@ def load_sweep(path: str, root: str = 'runs/sweeps') -> Sweep:
     names.add(pname)
     workdir = os.fspath(storage.workdir_path(root) / name / pname)
     points.append(Point(config, {k: v for k, v in overrides.items() if k != 'config'},
-                        workdir, dict(spec.get('analyze', {})), processes))
+                        workdir, analysis, processes))
   return Sweep(name, points, slurm)
 
 
@@ -225,8 +233,8 @@ class TrainPoint:
       if distributed.is_main_process():
         threading.Thread(target=_heartbeat, args=(workdir, stop), daemon=True).start()
       _, results = train.train_and_evaluate(config, self.point.workdir)
-      if self.point.analyze:
-        analyze.analyze_run(self.point.workdir, **self.point.analyze)
+      if self.point.analyze is not None:
+        analyze.analyze_run(self.point.workdir, self.point.analyze)
     except FloatingPointError as e:
       _write_status(workdir, 'diverged', error=str(e))
       return {'state': 'diverged', 'error': str(e)}

@@ -10,6 +10,7 @@ import pytest
 
 from rankdeficit import analyze
 from rankdeficit import probes
+from rankdeficit.analysis_config import AnalysisConfig
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -34,7 +35,8 @@ def tiny_run(local_data_dir, tmp_path_factory):
 
 
 def test_analyze_run_end_to_end(tiny_run):
-  a = analyze.analyze_run(tiny_run, max_examples=400, probe_epochs=3, probe_batch_size=256)
+  a = analyze.analyze_run(tiny_run, AnalysisConfig.from_overrides(
+      {'max_examples': 400, 'probe_epochs': 3, 'probe_batch_size': 256}))
   hidden = ['dense_0', 'dense_1', 'dense_2']
   layers = hidden + ['logits', 'softmax']  # the final layer pre- and post-softmax (A.5)
   assert a['hidden_layers'] == hidden and a['layers'] == layers
@@ -93,10 +95,11 @@ def test_plan_layer_groups_packs_consecutive_layers_within_the_budget():
 
 def test_grouped_analysis_equals_one_pass(tiny_run):
   # A budget below one layer's features forces one extraction pass per layer.
-  opts = dict(max_examples=300, probe_epochs=2, probe_batch_size=128, plots=False,
-              write=False)
-  one = analyze.analyze_run(tiny_run, max_feature_gib=0, **opts)
-  per_layer = analyze.analyze_run(tiny_run, max_feature_gib=1e-9, **opts)
+  opts = AnalysisConfig.from_overrides({'max_examples': 300, 'probe_epochs': 2,
+                                        'probe_batch_size': 128, 'plots': False,
+                                        'write': False})
+  one = analyze.analyze_run(tiny_run, opts.replace(max_feature_gib=0))
+  per_layer = analyze.analyze_run(tiny_run, opts.replace(max_feature_gib=1e-9))
   assert one['layer_groups'] == [['dense_0', 'dense_1', 'dense_2']]
   assert per_layer['layer_groups'] == [['dense_0'], ['dense_1'], ['dense_2']]
   for key in ('id_probe_accuracy', 'ood_probe_accuracy', 'representation_rank',
@@ -271,3 +274,28 @@ def test_an_annealed_run_is_analysed_at_its_final_temperature(schedule, expected
   config = ml_collections.ConfigDict({'temperature': 100.0, 'final_temperature': 1.0,
                                       'temperature_schedule': schedule})
   assert analyze._run_temperature(config) == expected  # pylint: disable=protected-access
+
+
+def test_analysis_config_from_flat_overrides():
+  from rankdeficit import analysis_config  # pylint: disable=import-outside-toplevel
+  config = AnalysisConfig.from_overrides({'max_train_examples': 10_000, 'probe_epochs': 2})
+  assert config.max_train_examples == 10_000 and config.max_examples is None
+  assert config.probe == probes.ProbeConfig(num_epochs=2)  # the other probe defaults kept
+  assert config.overrides() == {'max_train_examples': 10_000, 'probe_epochs': 2}
+  assert AnalysisConfig.from_overrides(config.flat()) == config
+  assert config.replace(probe_lr=0.1).probe.learning_rate == 0.1
+  with pytest.raises(ValueError, match=r"Unknown analysis option\(s\) 'probe_epoch'; known: "):
+    AnalysisConfig.from_overrides({'probe_epoch': 2})
+  # One flag per option, the defaults the dataclasses' (the probe ones: ProbeConfig's).
+  fv = analysis_config.flags.FlagValues()
+  analysis_config.define_flags(fv)
+  fv(['analyze', '--ood_dataset=', '--probe_epochs=7', '--max_feature_gib=0.5', '--noplots'])
+  config = analysis_config.from_flags(fv)
+  assert config == AnalysisConfig.from_overrides(
+      {'ood_dataset': '', 'probe_epochs': 7, 'max_feature_gib': 0.5, 'plots': False})
+  defaults = {name: fv[name].default for name in analysis_config.flat_keys()}
+  assert defaults == AnalysisConfig().flat()
+  assert defaults['probe_epochs'] == probes.ProbeConfig().num_epochs
+  for name in ('ood_dataset', 'data_dir', 'max_examples', 'max_train_examples', 'probe_epochs',
+               'probe_batch_size', 'max_dims', 'neco_dim', 'step', 'seed', 'max_feature_gib'):
+    assert name in fv, name

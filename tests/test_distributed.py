@@ -24,6 +24,7 @@ import pytest
 from configs import quickstart
 from rankdeficit import analyze as analyze_lib
 from rankdeficit import checkpointing, distributed, storage, train
+from rankdeficit.analysis_config import AnalysisConfig
 
 REPO = Path(__file__).resolve().parents[1]
 TIMEOUT_S = 300
@@ -100,7 +101,8 @@ def _one_process(module: str, flags: list[str], workdir) -> tuple[dict, str] | N
     _, results = train.train_and_evaluate(config, str(workdir))
     return results, [f'{results["init/logits_norm"]:.4g}']
   else:
-    analyze_lib.analyze_run(str(workdir), plots=False, **ANALYSIS)
+    analyze_lib.analyze_run(str(workdir), AnalysisConfig.from_overrides(
+        dict(ANALYSIS, plots=False)))
   return None
 
 

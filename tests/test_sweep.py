@@ -9,6 +9,7 @@ import pytest
 
 from experiments import aggregate
 from rankdeficit import storage, sweep
+from rankdeficit.analysis_config import AnalysisConfig
 
 REPO = Path(__file__).resolve().parents[1]
 SWEEPS = REPO / 'configs' / 'sweeps'
@@ -34,9 +35,25 @@ def test_point_names_come_from_the_overrides():
 
 def test_unknown_override_is_rejected(tmp_path):
   point = sweep.load_sweep(str(SWEEPS / 'smoke.py'), str(tmp_path)).points[0]
-  bad = sweep.Point(point.config, {'temprature': 10.0}, point.workdir, {})
+  bad = sweep.Point(point.config, {'temprature': 10.0}, point.workdir, None)
   with pytest.raises(ValueError, match="'temprature'"):
     sweep.build_config(bad)
+
+
+def test_analysis_options_become_an_analysis_config(tmp_path):
+  smoke = sweep.load_sweep(str(SWEEPS / 'smoke.py'), str(tmp_path)).points[0].analyze
+  assert smoke == AnalysisConfig.from_overrides(
+      {'ood_dataset': '', 'probe_epochs': 2, 'probe_batch_size': 256, 'max_dims': 256,
+       'plots': False})
+  assert smoke.probe.num_epochs == 2 and smoke.probe.learning_rate == 1e-3
+  # `{}` analyses with the defaults (it used to skip the analysis).
+  assert sweep.load_sweep(str(SWEEPS / 'table6.py'), str(tmp_path)).points[0].analyze == (
+      AnalysisConfig())
+  bad = tmp_path / 'bad.py'
+  bad.write_text("def get_sweep():\n  return {'config': 'configs/quickstart.py', "
+                 "'points': [{}], 'analyze': {'probe_epoch': 2}}\n")
+  with pytest.raises(ValueError, match="Sweep bad: Unknown analysis option.*'probe_epoch'"):
+    sweep.load_sweep(str(bad), str(tmp_path))
 
 
 def test_a_killed_point_is_resubmitted_and_a_running_one_is_not(tmp_path):
@@ -179,7 +196,7 @@ def test_status_tells_not_submitted_pending_and_died_before_starting(tmp_path):
 
 def test_a_job_whose_config_fails_records_failed(tmp_path):
   point = sweep.load_sweep(str(SWEEPS / 'smoke.py'), str(tmp_path)).points[0]
-  bad = sweep.Point(point.config, {'temprature': 10.0}, point.workdir, {})
+  bad = sweep.Point(point.config, {'temprature': 10.0}, point.workdir, None)
   with pytest.raises(ValueError, match="'temprature'"):
     sweep.TrainPoint(bad)()
   status = sweep.point_status(bad)

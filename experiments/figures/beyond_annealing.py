@@ -16,6 +16,7 @@ import numpy as np
 from experiments.figures import grid, runs
 from experiments.figures.beyond_knob import SMOKE_ANALYSIS
 from experiments.figures.render import mean_std, pyplot
+from rankdeficit.analysis_config import AnalysisConfig
 
 HIGH_T = 100.0
 
@@ -26,8 +27,8 @@ MLP = runs.Setting(
      ('metrics_every_steps', 0), ('log_every_steps', 10), ('checkpoint_every_steps', 10**4)),
     'MLP 8x256 (Kaiming init), CIFAR-10 JPEG (first 5,000 train images), 4 epochs of SGD '
     'lr 0.05 (no momentum, batch 128: 156 steps), OOD MNIST',
-    (('max_examples', 2000), ('probe_epochs', 10), ('max_dims', 256), ('layer_ranks', False),
-     ('plots', False)))
+    AnalysisConfig.from_overrides({'max_examples': 2000, 'probe_epochs': 10, 'max_dims': 256,
+                                   'layer_ranks': False, 'plots': False}))
 RESNET20 = runs.Setting(
     'anneal_resnet20', 'resnet20_c10_cpu',
     (('train_subset', 2000), ('num_epochs', 2), ('lr_milestones', ()),
@@ -35,8 +36,8 @@ RESNET20 = runs.Setting(
      ('checkpoint_every_steps', 10**4)),
     'ResNet-20, CIFAR-10 JPEG (first 2,000 train images, CIFAR augmentation), 2 epochs of '
     'SGD lr 0.1, momentum 0.9, wd 1e-4 (batch 128: 30 steps), OOD MNIST',
-    (('max_examples', 500), ('probe_epochs', 10), ('max_dims', 512), ('layer_ranks', False),
-     ('plots', False)))
+    AnalysisConfig.from_overrides({'max_examples': 500, 'probe_epochs': 10, 'max_dims': 512,
+                                   'layer_ranks': False, 'plots': False}))
 SETTINGS = ((MLP, 'MLP'), (RESNET20, 'ResNet-20'))
 SMOKE = (('num_train_steps', 4), ('train_subset', 500), ('num_epochs', 2))
 
@@ -186,7 +187,7 @@ def _tradeoff_text(found: dict) -> str:
 def render(loaded: grid.Loaded, outdir: str) -> None:
   """temperature_annealing.png/.md/.csv from the loaded runs."""
   header, rows, csv_rows = _table(loaded)
-  settings = '; '.join(f'{model}: {s.label}, analysis {dict(s.analysis)}'
+  settings = '; '.join(f'{model}: {s.label}, analysis {s.analysis.overrides()}'
                        for s, model in {c.setting: c.get('model')
                                         for c in loaded.cells}.items())
   caption = (

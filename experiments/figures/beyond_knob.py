@@ -17,6 +17,7 @@ import numpy as np
 
 from experiments.figures import grid, runs
 from experiments.figures.render import mean_std, pyplot
+from rankdeficit.analysis_config import AnalysisConfig
 
 INITS = (('pytorch', (('model.init', 'pytorch'),)),
          ('kaiming', (('model.init', 'kaiming'),)),
@@ -32,10 +33,11 @@ MLP = runs.Setting(
      ('checkpoint_every_steps', 10**4)),
     'MLP 8x256 (7 hidden ReLU layers + classifier), CIFAR-10 JPEG (first 5,000 train '
     'images), 4 epochs of SGD lr 0.05 (no momentum, batch 128: 156 steps), OOD MNIST',
-    (('max_examples', 2000), ('probe_epochs', 10), ('max_dims', 256), ('plots', False)))
+    AnalysisConfig.from_overrides(
+        {'max_examples': 2000, 'probe_epochs': 10, 'max_dims': 256, 'plots': False}))
 SMOKE = (('num_train_steps', 3), ('train_subset', 500), ('num_epochs', 1))
-SMOKE_ANALYSIS = (('max_examples', 200), ('probe_epochs', 1), ('max_dims', 64),
-                  ('plots', False))
+SMOKE_ANALYSIS = AnalysisConfig.from_overrides(
+    {'max_examples': 200, 'probe_epochs': 1, 'max_dims': 64, 'plots': False})
 
 # (key, title, percent?) of the panels and the table.
 METRICS = (('accuracy', 'test accuracy', True), ('kappa', 'kappa (effective depth)', True),
@@ -181,7 +183,7 @@ def render(loaded: grid.Loaded, outdir: str) -> None:
       'test split; kappa/rho: paper convention; SR: numerical rank of the test logits; '
       'effective rank: of the last hidden layer on the test subset. The CSV also holds kappa '
       'and rho of the hidden layers alone (`*_hidden`) and NECO AUROC.\n\n'
-      f'Model/data/budget: {setting.label}; analysis on {dict(setting.analysis)} '
+      f'Model/data/budget: {setting.label}; analysis on {setting.analysis.overrides()} '
       f'(probes: Adam, paper Table 5 otherwise). {grid.runs_note(loaded)}\n\n'
       'One curve? R^2 of a quadratic in log10(n0 / T) fitted to every fixed-T run (1 = the '
       'effective norm alone explains the metric), and the range of the per-init means at '

@@ -21,6 +21,7 @@ images, 11 monitor calls), about twice the estimate.
 from __future__ import annotations
 
 from experiments.figures.runs import Setting
+from rankdeficit.analysis_config import AnalysisConfig
 
 # Paper setting -> what the paper trained (for captions).
 PAPER_LABELS = {
@@ -42,7 +43,8 @@ PAPER_LABELS = {
 
 _CPU_LOOP = (('eval_every_steps', -1), ('log_every_steps', 50), ('checkpoint_every_steps', 400))
 _MLP = (('model.width', 512), ('model.init', 'kaiming')) + _CPU_LOOP
-_CONV_ANALYSIS = (('max_examples', 2000), ('max_dims', 2048))
+_CONV_ANALYSIS = AnalysisConfig.from_overrides({'max_examples': 2000, 'max_dims': 2048})
+_TRAIN_10K = AnalysisConfig.from_overrides({'max_train_examples': 10_000})
 _INIT_ONLY = (('num_train_steps', 1), ('metrics_every_steps', 0), ('eval_every_steps', 10**9),
               ('train_subset', 1000))
 
@@ -51,7 +53,7 @@ _MLP_C10 = Setting(
     _MLP + (('model.depth', 8), ('train_subset', 10_000), ('num_epochs', 10),
             ('metrics_every_steps', 79)),
     'MLP 8x512 (Kaiming init), CIFAR-10 JPEG (10k train), 10 epochs, OOD MNIST',
-    (('max_train_examples', 10_000),), minutes=8)
+    _TRAIN_10K, minutes=8)
 _RESNET20_C10 = Setting(
     'resnet20_c10', 'resnet20_c10_cpu',
     _CPU_LOOP + (('num_epochs', 6), ('lr_milestones', (3, 5)), ('metrics_every_steps', 158)),
@@ -61,7 +63,7 @@ _MLP_TIN = Setting(
     'mlp_tin', 'mlp_tin_cpu',
     _MLP + (('model.depth', 4), ('num_epochs', 10), ('metrics_every_steps', 313)),
     'MLP 4x512 (Kaiming init), Tiny-ImageNet-200 32x32 (20k train), 10 epochs, OOD CIFAR-10 JPEG',
-    (('max_train_examples', 10_000),), minutes=9)
+    _TRAIN_10K, minutes=9)
 _VGG_C10 = Setting(
     'vgg19_c10', 'vgg19_c10',
     _CPU_LOOP + (('data_dir', 'data/tfds'), ('dataset', 'cifar10_jpeg'),
@@ -127,7 +129,8 @@ def _paper_setting(paper: str, config: str) -> Setting:
   """The paper's own config; init-only runs take one step, ImageNet probes 100k images."""
   prefix = 'init_' if paper.startswith('init/') else 'app_e_' if paper.startswith('app_e') else ''
   overrides = (('num_train_steps', 1), ('metrics_every_steps', 0)) if prefix == 'init_' else ()
-  analysis = (('max_train_examples', 100_000),) if '_in' in config else ()
+  analysis = AnalysisConfig.from_overrides(
+      {'max_train_examples': 100_000} if '_in' in config else {})
   return Setting(prefix + config, config, overrides, PAPER_LABELS[paper], analysis)
 
 

@@ -19,6 +19,7 @@ from absl import logging
 
 from experiments import records
 from rankdeficit import monitor_log
+from rankdeficit.analysis_config import AnalysisConfig
 
 TRAIN_RESULTS = 'train_results.json'
 ANALYSIS = os.path.join('analysis', 'analysis.json')
@@ -31,7 +32,7 @@ class Setting:
   config: str  # module in configs/
   overrides: tuple[tuple[str, Any], ...] = ()  # dotted config keys
   label: str = ''  # what was run, for captions
-  analysis: tuple[tuple[str, Any], ...] = ()  # analyze_run options
+  analysis: AnalysisConfig = AnalysisConfig()  # the analyze_run options
   minutes: float = 0.0  # estimated minutes per run (train + analysis) on 2 busy cores
 
 
@@ -96,7 +97,7 @@ def ensure_run(workdir: str, setting: Setting, request: Request, temperature: fl
       json.dump(results, f, indent=2)
   if request.analyze and not os.path.exists(os.path.join(workdir, ANALYSIS)):
     logging.info('Analysing %s', workdir)
-    analyze.analyze_run(workdir, data_dir=data_dir, **dict(setting.analysis))
+    analyze.analyze_run(workdir, setting.analysis.replace(data_dir=data_dir))
 
 
 def check_analysis_data(config) -> None:
