@@ -420,7 +420,7 @@ def test_a_resume_restores_config_json_and_says_what_train_means_cover(finished_
   workdir = tmp_path / 'run'
   shutil.copytree(finished_run, workdir)
   (workdir / 'config.json').write_text('null')  # damaged rather than deleted
-  caplog.set_level('INFO')
+  caplog.set_level('INFO', logger='absl')  # whatever another test left absl's level at
   state, results = train.train_and_evaluate(
       digits_config(num_train_steps=6, log_every_steps=3), str(workdir),
       devices=jax.devices()[:1])

@@ -135,7 +135,8 @@ def test_points_are_checked_like_main_does(tmp_path):
 
 def test_dry_run_refuses_a_bad_point_in_one_line(tmp_path, capsys):
   from absl import flags  # pylint: disable=import-outside-toplevel
-  before = set(flags.FLAGS)
+  from absl import logging  # pylint: disable=import-outside-toplevel
+  before, level = set(flags.FLAGS), logging.get_absl_logger().level
   sweep._define_flags()  # pylint: disable=protected-access
   path = _sweep_file(tmp_path / 'mine.py', [{'temperature': 1.0}, {'no_such_field': 1}])
   flags.FLAGS.mark_as_parsed()  # not FLAGS(argv): rankdeficit.main's --config is required
@@ -148,6 +149,7 @@ def test_dry_run_refuses_a_bad_point_in_one_line(tmp_path, capsys):
     flags.FLAGS.unparse_flags()
     for name in set(flags.FLAGS) - before:  # --sweep is required: it would stop other CLIs
       delattr(flags.FLAGS, name)
+    logging.get_absl_logger().setLevel(level)  # unparse_flags resets absl's verbosity
   assert str(exit_.value.code).startswith("error: sweep mine, point no_such_field-1: "
                                           "Unknown config field 'no_such_field'")
   assert 'submit ' not in capsys.readouterr().out and not (tmp_path / 'runs').exists()
