@@ -54,6 +54,7 @@ from absl import app, flags, logging
 from etils import epath
 
 from rankdeficit import storage
+from rankdeficit import workdir_lock
 from rankdeficit.analysis_config import AnalysisConfig
 
 STATUS_FILE = 'sweep_status.json'
@@ -296,23 +297,13 @@ def _ended_before_start(job: dict[str, Any]) -> str | None:
       return f'job {job_id} failed before it started: {lines[-1].strip()[:200]}'
     return f'job {job_id} ended without recording a state; see {paths.stderr}'
   if job.get('executor') == 'local':
-    if job.get('host') == socket.gethostname() and not _pid_alive(int(job_id)):
+    if job.get('host') == socket.gethostname() and not workdir_lock.pid_alive(int(job_id)):
       return f'job {job_id} (local) exited without recording a state; see {paths.stderr}'
     return None
   state = _slurm_state(job_id)
   if state in _SLURM_ENDED:
     return f'SLURM job {job_id} ended {state} before it started; see {paths.stderr}'
   return None
-
-
-def _pid_alive(pid: int) -> bool:
-  try:
-    os.kill(pid, 0)
-  except ProcessLookupError:
-    return False
-  except PermissionError:
-    return True
-  return True
 
 
 def _slurm_state(job_id: str) -> str | None:

@@ -30,7 +30,8 @@ class LockedError(RuntimeError):
   """The workdir is held by another live process."""
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+  """Whether process `pid` of this host exists (one of another user counts as alive)."""
   try:
     os.kill(pid, 0)
   except ProcessLookupError:
@@ -53,7 +54,7 @@ def read_holder(workdir: epath.PathLike) -> dict | None:
 
 def _is_stale(holder: dict) -> bool:
   if holder.get('host') == socket.gethostname():
-    return not _pid_alive(int(holder.get('pid', -1)))
+    return not pid_alive(int(holder.get('pid', -1)))
   return time.time() - float(holder.get('heartbeat', 0)) > STALE_AFTER_S
 
 
