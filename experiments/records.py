@@ -8,8 +8,8 @@ training (`python -m experiments.paper --render_only`):
 
   config.json, train_results.json       as the run wrote them
   analysis/analysis.json                the analysis (its PNGs are redrawn, not kept)
-  monitor/metrics.jsonl, order.json,    the collapse monitor's history
-    arrays_<step>.npz
+  monitor/metrics.jsonl, order.json,    the collapse monitor's history (its 2-d arrays
+    arrays_<step>.json                  as JSON text, exact float32: no binary files)
   scalars.json                          every TensorBoard scalar of the run:
                                         {tag: [[steps], [values]]}
 
@@ -39,12 +39,14 @@ def write_record(workdir: str, dest: str) -> int:
     if os.path.exists(os.path.join(workdir, name)):
       os.makedirs(os.path.dirname(os.path.join(tmp, name)), exist_ok=True)
       shutil.copy2(os.path.join(workdir, name), os.path.join(tmp, name))
-  monitor = os.path.join(workdir, 'monitor')
-  if os.path.isdir(monitor):
-    for name in sorted(os.listdir(monitor)):
-      if name.startswith('arrays_') and name.endswith('.npz'):
-        os.makedirs(os.path.join(tmp, 'monitor'), exist_ok=True)
-        shutil.copy2(os.path.join(monitor, name), os.path.join(tmp, 'monitor', name))
+  history = monitor_log.read_monitor(workdir)
+  for record in history.records:  # arrays as JSON text: no binary files in the repository
+    arrays = history.arrays(record['step'])
+    if arrays:
+      name = os.path.join(tmp, 'monitor', f'arrays_{record["step"]:09d}.json')
+      with open(name, 'w') as f:
+        json.dump({k: _shortest_float32(v) for k, v in arrays.items()}, f,
+                  separators=(',', ':'))
   scalars = event_scalars(workdir)
   os.makedirs(tmp, exist_ok=True)
   with open(os.path.join(tmp, SCALARS), 'w') as f:
@@ -54,6 +56,13 @@ def write_record(workdir: str, dest: str) -> int:
   os.makedirs(os.path.dirname(os.path.abspath(dest)), exist_ok=True)
   os.replace(tmp, dest)
   return record_bytes(dest)
+
+
+def _shortest_float32(array: np.ndarray) -> list:
+  """Nested lists of the shortest decimals that read back as the same float32 values."""
+  flat = [float(np.format_float_positional(x, unique=True))
+          for x in np.asarray(array, np.float32).ravel()]
+  return np.asarray(flat, np.float64).reshape(array.shape).tolist()
 
 
 def event_scalars(workdir: str, prefix: str = '') -> dict[str, tuple[np.ndarray, np.ndarray]]:

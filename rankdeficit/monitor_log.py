@@ -172,9 +172,14 @@ class MonitorHistory:
     return out
 
   def arrays(self, step: int) -> dict[str, np.ndarray]:
-    """The 2-d arrays recorded at `step` ({} when none)."""
+    """The 2-d arrays recorded at `step` ({} when none); a compact run record
+    (`experiments/records.py`) keeps them as JSON text instead of `.npz`."""
     path = _arrays_path(self.directory, step)
     if not path.exists():
+      text_path = path.with_suffix('.json')
+      if text_path.exists():
+        return {k: np.asarray(v, np.float32)
+                for k, v in json.loads(text_path.read_text()).items()}
       return {}
     with np.load(io.BytesIO(path.read_bytes())) as z:
       return {k.replace('|', '/'): z[k] for k in z.files}
