@@ -76,12 +76,36 @@ def event_scalars(workdir: str, prefix: str = '') -> dict[str, tuple[np.ndarray,
           for tag, (steps, values) in saved.items() if tag.startswith(prefix)}
 
 
-def is_record(workdir: str) -> bool:
-  """A record (not a run): it holds scalars.json and no checkpoints."""
-  return os.path.exists(os.path.join(workdir, SCALARS))
-
-
 def record_bytes(root: str) -> int:
   """Bytes of every file under `root`."""
   return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(root)
              for f in files)
+
+
+def flat_record(a: dict) -> dict:
+  """An analysis.json (or runs.jsonl line) with NECO and per-convention kappa / rho as
+  top-level keys, as runs.jsonl and the tables hold them."""
+  rec = dict(a)
+  det = a.get('ood_detection')
+  if det is not None:  # an analysis; a runs.jsonl record already holds the flat values
+    rec.update(neco_auroc=det.get('auroc'), neco_fpr95=det.get('fpr95_neco'))
+  for name in ('kappa', 'rho'):
+    for conv, value in (a.get(f'{name}_by_convention') or {}).items():
+      rec[f'{name}_{conv}'] = value
+  return rec
+
+
+def read_runs(outdir: str) -> dict[tuple, dict]:
+  """The runs.jsonl of `reproduce_table1`'s `outdir`: {(experiment, T, seed): record}. A run
+  directory is not kept across machines (runs/ is not committed), runs.jsonl is, so a
+  point recorded there counts as finished."""
+  path = os.path.join(outdir, 'runs.jsonl')
+  if not os.path.exists(path):
+    return {}
+  out = {}
+  with open(path) as f:
+    for line in f:
+      if line.strip():
+        rec = flat_record(json.loads(line))
+        out[(rec['experiment'], float(rec['temperature']), int(rec['seed']))] = rec
+  return out

@@ -209,17 +209,6 @@ def run_name(exp: Experiment, temperature: float, seed: int) -> str:
   return f'{exp.name}_T{temperature:g}_s{seed}'
 
 
-def _flat(a: dict) -> dict:
-  rec = dict(a)
-  det = a.get('ood_detection')
-  if det is not None:  # an analysis; a runs.jsonl record already holds the flat values
-    rec.update(neco_auroc=det.get('auroc'), neco_fpr95=det.get('fpr95_neco'))
-  for name in ('kappa', 'rho'):
-    for conv, value in (a.get(f'{name}_by_convention') or {}).items():
-      rec[f'{name}_{conv}'] = value
-  return rec
-
-
 def run_one(exp: Experiment, temperature: float, seed: int, *, outdir: str,
             data_dir: str | None, force: bool = False, analysis_overrides: dict | None = None,
             stage: str = 'all') -> dict | None:
@@ -268,7 +257,7 @@ def run_one(exp: Experiment, temperature: float, seed: int, *, outdir: str,
   if distributed.is_main_process():
     records.write_record(workdir, os.path.join(outdir, 'records', run_name(exp, temperature,
                                                                            seed)))
-  rec = _flat(a)
+  rec = records.flat_record(a)
   with open(os.path.join(workdir, 'config.json')) as f:
     config = json.load(f)
   rec.update(experiment=exp.name, label=exp.label, paper=exp.paper, seed=seed,
@@ -386,22 +375,6 @@ RUN_FIELDS = (
     'solution_rank_bound')
 
 
-def read_runs(outdir: str) -> dict[tuple, dict]:
-  """Committed records of earlier sessions: {(experiment, T, seed): record}. A run
-  directory is not kept across machines (runs/ is not committed), runs.jsonl is, so a
-  point recorded there counts as finished."""
-  path = os.path.join(outdir, 'runs.jsonl')
-  if not os.path.exists(path):
-    return {}
-  records = {}
-  with open(path) as f:
-    for line in f:
-      if line.strip():
-        rec = _flat(json.loads(line))
-        records[(rec['experiment'], float(rec['temperature']), int(rec['seed']))] = rec
-  return records
-
-
 def _points(spec, seeds, only, temperatures):
   """(experiment, T, seed) in the order runs are made: seed-major, so that an interrupted
   preset has one seed of every setting before it starts the second."""
@@ -448,7 +421,7 @@ def reproduce(preset: str, *, seeds: int | None = None, outdir: str | None = Non
   seeds = int(seeds or spec['seeds'])
   outdir = outdir or os.path.join('experiments', 'results', f'table1_{preset}')
   os.makedirs(outdir, exist_ok=True)
-  made, recorded = {}, read_runs(outdir)
+  made, recorded = {}, records.read_runs(outdir)
   for exp, temperature, seed in _points(spec, seeds, only, temperatures):
     logging.info('=== %s T=%g seed=%d ===', exp.name, temperature, seed)
     key = (exp.name, float(temperature), int(seed))
@@ -461,14 +434,14 @@ def reproduce(preset: str, *, seeds: int | None = None, outdir: str | None = Non
     made[key] = rec
     # Re-read: another call on the same outdir (e.g. one per temperature, run side by side)
     # may have recorded points since this one started.
-    records = merge_records(read_runs(outdir), made, spec)
+    merged = merge_records(records.read_runs(outdir), made, spec)
     if not distributed.is_main_process():
       continue  # process 0 writes the tables
-    _write_outputs(records, outdir, preset)  # partial tables while it runs
-  records = merge_records(read_runs(outdir), made, spec)
-  if records and distributed.is_main_process():
-    return _write_outputs(records, outdir, preset)  # point order, no retired experiments
-  return aggregate(records)
+    _write_outputs(merged, outdir, preset)  # partial tables while it runs
+  merged = merge_records(records.read_runs(outdir), made, spec)
+  if merged and distributed.is_main_process():
+    return _write_outputs(merged, outdir, preset)  # point order, no retired experiments
+  return aggregate(merged)
 
 
 def _write_outputs(records: list[dict], outdir: str, preset: str) -> list[dict]:

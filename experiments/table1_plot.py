@@ -18,6 +18,8 @@ import os
 from absl import app, flags
 import numpy as np
 
+from experiments import records
+
 
 def _by_setting(records: list[dict]) -> dict[str, dict[float, list[dict]]]:
   """{experiment: {temperature: [record per seed]}}, in the order records first name them;
@@ -92,11 +94,9 @@ def plot_probe_profiles(records: list[dict], path: str) -> None:
 
 def main(argv):
   del argv
-  # Imported here: reproduce_table1 imports this module to draw the figure with its tables.
-  from experiments import reproduce_table1  # pylint: disable=import-outside-toplevel
   outdir = flags.FLAGS.outdir
   path = os.path.join(outdir, 'probe_profiles.png')
-  plot_probe_profiles(list(reproduce_table1.read_runs(outdir).values()), path)
+  plot_probe_profiles(list(records.read_runs(outdir).values()), path)
   print(f'Wrote {path}')
 
 

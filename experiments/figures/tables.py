@@ -11,6 +11,7 @@ import shutil
 import tempfile
 
 from experiments import reproduce_table1
+from experiments import records
 from experiments.figures.render import Context, Entry, MissingRuns, mean_std, pct
 from experiments.figures.runs import Request, metric
 
@@ -27,8 +28,8 @@ _T1 = tuple(Request(p, (1.0, _LOW), seeds=None) for _, p in _TABLE1_ROWS)
 
 
 def _record(run, paper_row: str, name: str) -> dict:
-  """reproduce_table1's per-run record (its `_flat`: NECO and per-convention keys)."""
-  rec = reproduce_table1._flat(run.analysis)  # pylint: disable=protected-access
+  """reproduce_table1's per-run record (`records.flat_record`: NECO and per-convention keys)."""
+  rec = records.flat_record(run.analysis)
   rec.update(experiment=name, label=name, paper=paper_row, temperature=run.temperature,
              seed=run.seed, init_logits_norm=run.train_results.get('init/logits_norm'))
   return rec
