@@ -278,27 +278,13 @@ def _train(config, workdir: str, mesh, info, stop: preemption.StopRequest,
                                             config=config)  # stored in every checkpoint
   state = checkpointer.restore(state, train_iter)
   start_step = int(jax.device_get(state.step))
-  initial_norm = None
-  if start_step == 0:
-    # The initial logits norm decides the regime (paper App. E): always measured, and with
-    # target_logits_norm it sets T.
-    initial_norm = target_norm.mean_logits_norm(model, state, config, mesh)
-  if initial_norm is not None and config.target_logits_norm > 0:
-    target_norm.choose_temperature(config, initial_norm)
-    logging.info('target_logits_norm=%g: initial logits norm %.4g -> T=%.4g.',
-                 config.target_logits_norm, initial_norm, config.temperature)
+  initial_norm = _initial_norm(config, model, state, mesh) if start_step == 0 else None
   temperature_fn = losses.temperature_schedule(
       config.temperature_schedule, config.temperature, config.final_temperature, total_steps,
       [m * steps_per_epoch for m in config.temperature_milestones])
   checkpointing.save_config(config, workdir)
 
-  # CLU's writers import TensorFlow (~6-12 CPU-s); imported here, not at module level, so
-  # that a CLI refusing bad input answers before paying for it.
-  from clu import metric_writers, periodic_actions  # pylint: disable=import-outside-toplevel
-  writer = metric_writers.create_default_writer(
-      workdir, just_logging=jax.process_index() > 0)
-  if start_step == 0:
-    writer.write_hparams(checkpointing.flat_hparams(config))
+  writer = _metric_writer(config, workdir, start_step)
 
   p_train_step, p_eval_step = _jitted_steps(config, model, tx, loss_fn, temperature_fn,
                                             mesh)
@@ -306,24 +292,13 @@ def _train(config, workdir: str, mesh, info, stop: preemption.StopRequest,
   watch = _collapse_monitor(config, models.measurement_model(model), loss_fn, mesh,  # f32
                             workdir, start_step)
 
-  hooks = [periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer),
-           lambda step: lock.refresh()]
-  hooks += [h for h in [runtime.profile_hook(config, workdir)] if h]
+  hooks = _step_hooks(config, workdir, writer, lock, total_steps)
   logging.info('Training %s on %s (T=%g) for %d steps (%d per epoch) on %d devices.',
                config.model.name, config.dataset, config.temperature, total_steps,
                steps_per_epoch, mesh.devices.size)
 
-  results: dict[str, float] = {}
-  if start_step > 0:
-    results.update(_recorded_scalars(workdir))
-  if start_step == 0:
-    # The initial logits norm decides the regime (paper App. E): always record it.
-    results['init/logits_norm'] = initial_norm
-    results['init/temperature'] = float(config.temperature)
-    writer.write_scalars(0, {'init/logits_norm': results['init/logits_norm'],
-                             'init/temperature': results['init/temperature']})
-    logging.info('Initial logits norm (mean per-sample L2): %.4g',
-                 results['init/logits_norm'])
+  results = (_recorded_scalars(workdir) if start_step > 0
+             else _record_initial(config, writer, initial_norm))
   if start_step == 0 and watch:
     watch(0, state, temperature_fn(0), writer)
   try:
@@ -341,6 +316,45 @@ def _train(config, workdir: str, mesh, info, stop: preemption.StopRequest,
     results.update(evaluate(p_eval_step, state, config, mesh,
                             float(temperature_fn(total_steps))))
   return state, results
+
+
+def _metric_writer(config, workdir: str, start_step: int):
+  """CLU's writer (TensorBoard on process 0), with the hyperparameters on a fresh run."""
+  # CLU's writers import TensorFlow (~6-12 CPU-s); imported here, not at module level, so
+  # that a CLI refusing bad input answers before paying for it.
+  from clu import metric_writers  # pylint: disable=import-outside-toplevel
+  writer = metric_writers.create_default_writer(
+      workdir, just_logging=jax.process_index() > 0)
+  if start_step == 0:
+    writer.write_hparams(checkpointing.flat_hparams(config))
+  return writer
+
+
+def _step_hooks(config, workdir: str, writer, lock, total_steps: int) -> list:
+  """Called after every step: progress/ETA, the workdir lock's heartbeat, the profiler."""
+  from clu import periodic_actions  # pylint: disable=import-outside-toplevel
+  hooks = [periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer),
+           lambda step: lock.refresh()]
+  return hooks + [h for h in [runtime.profile_hook(config, workdir)] if h]
+
+
+def _initial_norm(config, model, state, mesh) -> float:
+  """The initial logits norm, which decides the regime (paper App. E); with
+  target_logits_norm it also sets T (config.temperature)."""
+  initial_norm = target_norm.mean_logits_norm(model, state, config, mesh)
+  if config.target_logits_norm > 0:
+    target_norm.choose_temperature(config, initial_norm)
+    logging.info('target_logits_norm=%g: initial logits norm %.4g -> T=%.4g.',
+                 config.target_logits_norm, initial_norm, config.temperature)
+  return initial_norm
+
+
+def _record_initial(config, writer, initial_norm: float) -> dict[str, float]:
+  """Step 0's `init/` results (logits norm and T), written and logged."""
+  results = {'init/logits_norm': initial_norm, 'init/temperature': float(config.temperature)}
+  writer.write_scalars(0, results)
+  logging.info('Initial logits norm (mean per-sample L2): %.4g', initial_norm)
+  return results
 
 
 def _recorded_scalars(workdir: str) -> dict[str, float]:
