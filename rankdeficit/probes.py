@@ -344,6 +344,16 @@ def layer_coordinates(model, variables, image_shape: Sequence[int], *, max_dims:
   return coords
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _apply_and_select(model, variables, images, dev_coords):
+  """Logits and each layer's coordinate subset, in float32. One compiled program per model
+  and set of layers, shared by every split and every extraction of an analysis."""
+  logits, reps = model.apply(variables, images, train=False)
+  sel = {k: jnp.take(reps[k].reshape(reps[k].shape[0], -1), c, axis=1).astype(jnp.float32)
+         for k, c in dev_coords.items()}
+  return logits.astype(jnp.float32), sel
+
+
 def extract_features(model, variables, batches: Iterable[Mapping[str, np.ndarray]], *,
                      layers: Sequence[str] | None = None, max_dims: int | None = 10_000,
                      key: jax.Array | None = None,
@@ -370,27 +380,20 @@ def extract_features(model, variables, batches: Iterable[Mapping[str, np.ndarray
   it = iter(batches)
   reps_out: dict[str, list[np.ndarray]] = {}
   logits_out, labels_out = [], []
-  apply_fn = None
+  dev_coords = None
   count = 0
   for batch in it:
     images = np.asarray(batch['image'], np.float32)
     if coords is None:
       coords = layer_coordinates(model, variables, images.shape[1:], max_dims=max_dims, key=key,
                                  layers=layers)
-    if apply_fn is None:
+    if dev_coords is None:
       coords = {k: np.asarray(v, np.int32) for k, v in coords.items()}
       dev_coords = {k: jnp.asarray(v) for k, v in coords.items()}
       reps_out = {k: [] for k in coords}
-
-      @jax.jit
-      def apply_fn(variables, images, dev_coords):
-        logits, reps = model.apply(variables, images, train=False)
-        sel = {k: jnp.take(reps[k].reshape(reps[k].shape[0], -1), c, axis=1).astype(jnp.float32)
-               for k, c in dev_coords.items()}
-        return logits.astype(jnp.float32), sel
-
     mask = np.asarray(batch.get('mask', np.ones(len(images), bool)), bool)
-    logits, sel = jax.device_get(apply_fn(variables, jnp.asarray(images), dev_coords))
+    logits, sel = jax.device_get(_apply_and_select(model, variables, jnp.asarray(images),
+                                                   dev_coords))
     keep = np.flatnonzero(mask)
     if max_examples is not None:
       keep = keep[:max(0, max_examples - count)]
@@ -401,7 +404,7 @@ def extract_features(model, variables, batches: Iterable[Mapping[str, np.ndarray
       reps_out[k].append(np.asarray(sel[k])[keep])
     if max_examples is not None and count >= max_examples:
       break
-  if apply_fn is None:
+  if dev_coords is None:
     raise ValueError('the batch iterator was empty')
   return Features(
       reps={k: np.concatenate(v) for k, v in reps_out.items()},
