@@ -268,53 +268,67 @@ def collapse_metrics(
                      "program) or subsets= (e.g. monitor.host_subsets(seed))")
   draw = _key_subsets(key) if subsets is None else subsets
   pick = lambda name, n, k: draw(name, n, k) if n > k else None
-  params = variables["params"]
   loss, logits, reps, inputs, attention, grads, modules_box, alias_box = (
     _differentiate_with_capture(model, variables, images, labels, temperature, loss_fn))
 
-  out: dict[str, jax.Array] = {"loss": loss}
-  logits = logits.astype(jnp.float32)
-  out["logits_norm"] = spectral.logits_norm(logits)
-  out["logits_norm_per_sample"] = spectral.mean_per_sample_norm(logits)
-  out["rank/pre_softmax"], out["sv/logits"] = _spectrum(logits, top_k)
-  out["rank/post_softmax"] = spectral.softmax_rank(logits, temperature)
+  out = {"loss": loss, **_logit_metrics(logits.astype(jnp.float32), temperature, top_k)}
 
   for name, rep in reps.items():
-    indices = pick(f"rep/{name}", math.prod(rep.shape[1:]), max_dims)
-    a = spectral.representation_matrix(rep, max_dims=max_dims, indices=indices)
-    out[f"rank/rep/{name}"], out[f"sv/rep/{name}"] = _spectrum(a, top_k)
+    out[f"rank/rep/{name}"], out[f"sv/rep/{name}"] = _spectrum(spectral.representation_matrix(
+      rep, max_dims=max_dims, indices=pick(f"rep/{name}", math.prod(rep.shape[1:]), max_dims)),
+      top_k)
 
   maxima = []
   for path, layer_input in inputs.items():
-    module = modules_box[path]
-    kernel = _get_path(params, path)["kernel"]
-    grad = _get_path(grads, path)["kernel"]
-    out[f"rank/grad/{path}"] = alignment_lib.gradient_rank(grad)
+    kernel = _get_path(variables["params"], path)["kernel"]
+    out[f"rank/grad/{path}"] = alignment_lib.gradient_rank(_get_path(grads, path)["kernel"])
     if input_ranks:
-      kind, src = alias_box.get(path, ("", ""))
-      if kind == "rep":
-        out[f"rank/input/{path}"] = out[f"rank/rep/{src}"]
-      elif kind == "input":
-        out[f"rank/input/{path}"] = out[f"rank/input/{src}"]
-      else:
-        indices = pick(f"input/{path}", math.prod(layer_input.shape[1:]), max_dims)
-        out[f"rank/input/{path}"] = spectral.representation_rank(
-          layer_input, max_dims=max_dims, indices=indices)
-    a = _alignment_input(module, layer_input, max_alignment_rows)
-    if a is None:
+      out[f"rank/input/{path}"] = _input_rank(out, path, layer_input, alias_box.get(path),
+                                              pick, max_dims)
+    align = _alignment(modules_box[path], kernel, layer_input, lambda n: pick(
+      f"rows/{path}", n, max_alignment_rows), max_alignment_rows, top_k)
+    if align is None:
       continue
-    a = alignment_lib.subsample_rows(
-      a, max_alignment_rows, indices=pick(f"rows/{path}", a.shape[0], max_alignment_rows))
-    align = alignment_lib.singular_vector_alignment(alignment_lib.kernel_as_matrix(kernel), a, top_k)
     out[f"alignment/{path}"] = align
     out[f"alignment_max/{path}"] = alignment_lib.max_alignment(align)
     maxima.append(out[f"alignment_max/{path}"])
   if maxima:
     out["alignment_max_mean"] = jnp.mean(jnp.stack(maxima))
   for name, z in attention.items():  # mean over heads of each per-head statistic
-    for stat, per_head in attention_lib.attention_statistics(z).items():
-      out[f"attention/{stat}/{name}"] = jnp.mean(per_head)
+    out.update({f"attention/{stat}/{name}": jnp.mean(per_head)
+                for stat, per_head in attention_lib.attention_statistics(z).items()})
   return out
+
+
+def _logit_metrics(logits: jax.Array, temperature, top_k: int) -> dict[str, jax.Array]:
+  """Logits norms, pre-softmax rank and top singular values, post-softmax rank."""
+  out = {"logits_norm": spectral.logits_norm(logits),
+         "logits_norm_per_sample": spectral.mean_per_sample_norm(logits)}
+  out["rank/pre_softmax"], out["sv/logits"] = _spectrum(logits, top_k)
+  out["rank/post_softmax"] = spectral.softmax_rank(logits, temperature)
+  return out
+
+
+def _input_rank(out, path: str, layer_input, alias, pick, max_dims: int) -> jax.Array:
+  """Rank of a layer's input: that of the representation or input it aliases, if any."""
+  kind, src = alias or ("", "")
+  if kind == "rep":
+    return out[f"rank/rep/{src}"]
+  if kind == "input":
+    return out[f"rank/input/{src}"]
+  indices = pick(f"input/{path}", math.prod(layer_input.shape[1:]), max_dims)
+  return spectral.representation_rank(layer_input, max_dims=max_dims, indices=indices)
+
+
+def _alignment(module, kernel, layer_input, pick_rows, max_rows: int, top_k: int):
+  """The top-k singular-vector alignment of the kernel with its input rows, a subset
+  `pick_rows(n)` of them (None when the layer is unsupported)."""
+  a = _alignment_input(module, layer_input, max_rows)
+  if a is None:
+    return None
+  a = alignment_lib.subsample_rows(a, max_rows, indices=pick_rows(a.shape[0]))
+  return alignment_lib.singular_vector_alignment(
+    alignment_lib.kernel_as_matrix(kernel), a, top_k)
 
 
 def make_collapse_metrics_fn(
