@@ -13,7 +13,7 @@ def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
 
-  # --- Data (rankdeficit/input_pipeline.py) ---
+  # --- Data (rankdeficit/data/input_pipeline.py) ---
   c.dataset = 'cifar10'  # cifar10 | cifar100 | svhn_cropped | imagenet2012 | imagenet100 | mnist | cifar10_jpeg | tiny_imagenet32 | digits
   c.ood_dataset = 'svhn_cropped'  # OOD set of the OOD linear probes ('' = none)
   c.ood_detection_dataset = ''  # OOD set for NECO detection ('' = same as ood_dataset)
@@ -54,13 +54,13 @@ def get_config() -> ml_collections.ConfigDict:
   c.loss = 'ce'  # ce: cross-entropy of softmax(logits / T) | mse: MSE(softmax(logits / T), one-hot)
   c.temperature = 1.0
   # > 0: ignore `temperature`; at step 0 measure the initial logits norm n0 (mean per-sample
-  # L2 on the first eval batch) and train at T = n0 / target_logits_norm (rankdeficit/target_norm.py).
+  # L2 on the first eval batch) and train at T = n0 / target_logits_norm (rankdeficit/training/target_norm.py).
   c.target_logits_norm = 0.0
   c.temperature_schedule = 'constant'  # constant | linear | cosine | step
   c.final_temperature = config_dict.placeholder(float)  # target of non-constant schedules
   c.temperature_milestones = ()  # epochs of the 'step' schedule
 
-  # --- Optimiser (rankdeficit/optim.py) ---
+  # --- Optimiser (rankdeficit/training/optim.py) ---
   c.optimizer = 'sgd'  # sgd | adam
   c.learning_rate = 0.1
   c.momentum = 0.9
@@ -71,13 +71,13 @@ def get_config() -> ml_collections.ConfigDict:
   c.lr_gamma = 0.1
   c.warmup_epochs = 0
 
-  # --- Loop, logging, checkpoints (rankdeficit/train.py) ---
+  # --- Loop, logging, checkpoints (rankdeficit/training/train.py) ---
   c.num_train_steps = -1  # -1 -> num_epochs * steps_per_epoch
   c.log_every_steps = 100
   c.eval_every_steps = -1  # -1 -> once per epoch
   c.checkpoint_every_steps = 1000
   c.keep_checkpoints = 3
-  # Collapse monitor (rankdeficit/monitor.py) on a fixed batch every K steps (0 = off).
+  # Collapse monitor (rankdeficit/training/monitor.py) on a fixed batch every K steps (0 = off).
   # Overhead = t_monitor / (K * t_step + t_monitor); pick K >= 19 * t_monitor / t_step for
   # < 5% (measure both: python -m tools.benchmark_metrics --fraction configs/<cfg>.py).
   # CPU (2 cores, measured): 8x512 MLP t_monitor/t_step ~45 -> K >= ~860; ResNet-20 ~10-12
@@ -87,7 +87,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.metrics_batch_size = 512
   c.metrics_input_ranks = False  # also rank/input/<layer> (mostly = previous rep's rank)
   c.max_feature_dims = 10000  # random subset of feature coordinates for per-layer ranks
-  # --- Multi-host and run environment (rankdeficit/distributed.py, runtime.py) ---
+  # --- Multi-host and run environment (rankdeficit/run/distributed.py, runtime.py) ---
   c.distributed = False  # jax.distributed.initialize() auto-detection (TPU pod, SLURM)
   c.compilation_cache_dir = ''  # JAX persistent compilation cache (local or gs://; '' = off)
   c.profile = False  # trace profile_num_steps steps from profile_first_step on process 0

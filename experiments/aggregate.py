@@ -19,7 +19,8 @@ from typing import Any
 from absl import app, flags
 import numpy as np
 
-from rankdeficit import storage, sweep as sweep_lib
+from rankdeficit.run import storage
+from rankdeficit import sweep as sweep_lib
 
 # (key of the flattened analysis, column title, shown as a percentage)
 METRICS = (

@@ -44,7 +44,7 @@ from absl import logging
 from experiments.figures import beyond_attention
 from experiments.figures.render import MissingRuns
 from experiments.figures.runs import ANALYSIS, Request, Setting, ensure_run, load_run, run_dir
-from rankdeficit.analysis_config import AnalysisConfig
+from rankdeficit.analysis.config import AnalysisConfig
 
 OUTDIR = os.path.join('experiments', 'results', 'beyond_cpu')
 TAUS = (0.25, 1.0, 4.0)
@@ -116,7 +116,7 @@ def plan(args: argparse.Namespace) -> list[tuple[str, Request, float, int]]:
 
 def train_missing(args: argparse.Namespace) -> None:
   """Trains and analyses every planned run that is not finished (diverged ones are skipped)."""
-  from rankdeficit import runtime  # pylint: disable=import-outside-toplevel
+  from rankdeficit.run import runtime  # pylint: disable=import-outside-toplevel
   runtime.enable_compilation_cache(args.compilation_cache)
   setting = QUICK if args.quick else FULL
   for workdir, req, t, s in plan(args):

@@ -7,7 +7,7 @@
     python -m experiments.paper --preset=paper     # the paper's configs (clusters)
 
 For each selected entry of `experiments.figures.REGISTRY` it trains the runs the entry
-needs that are not finished (`rankdeficit.train.train_and_evaluate`; a killed run resumes
+needs that are not finished (`rankdeficit.training.train.train_and_evaluate`; a killed run resumes
 from its checkpoint), analyses them once (`rankdeficit.analyze.analyze_run`), then renders
 the entry from the run directories alone into `--outdir` (default
 `experiments/results/paper_<preset>/`): `figure_<N>.png` + `figure_<N>.md`, or

@@ -24,7 +24,7 @@ import shutil
 
 import numpy as np
 
-from rankdeficit import monitor_log
+from rankdeficit.training import monitor_log
 
 SCALARS = 'scalars.json'
 FILES = ('config.json', 'train_results.json', os.path.join('analysis', 'analysis.json'),

@@ -4,7 +4,7 @@
         [--outdir=experiments/results/table1_cpu] [--data_dir=data/tfds]
 
 For every (experiment, temperature, seed) of the preset: train with
-`rankdeficit.train.train_and_evaluate` into `<outdir>/runs/<exp>_T<T>_s<seed>/` (resumes a
+`rankdeficit.training.train.train_and_evaluate` into `<outdir>/runs/<exp>_T<T>_s<seed>/` (resumes a
 killed run; a finished run is not retrained), analyse it with
 `rankdeficit.analyze.analyze_run` (skipped when its analysis.json exists, unless --force),
 write its compact record (`experiments.records`: no checkpoints) to
@@ -44,10 +44,10 @@ import numpy as np
 
 from experiments import records
 from experiments import table1_plot
-from rankdeficit import distributed
-from rankdeficit import monitor_log
-from rankdeficit import probe_layers
-from rankdeficit.analysis_config import AnalysisConfig
+from rankdeficit.run import distributed
+from rankdeficit.training import monitor_log
+from rankdeficit.analysis import probe_layers
+from rankdeficit.analysis.config import AnalysisConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -189,7 +189,7 @@ METRICS = (
 )
 
 
-# kappa / rho under every convention of rankdeficit.probe_layers (second table).
+# kappa / rho under every convention of rankdeficit.analysis.probe_layers (second table).
 CONVENTION_METRICS = tuple(
     (f'{name}_{conv}', f'{name} ({conv})', True)
     for name in ('kappa', 'rho') for conv in probe_layers.CONVENTIONS)
@@ -219,7 +219,9 @@ def run_one(exp: Experiment, temperature: float, seed: int, *, outdir: str,
   `AnalysisConfig` overrides (`{'probe_epochs': 10}`) applied over `exp.analysis`.
   """
   # pylint: disable-next=import-outside-toplevel
-  from rankdeficit import analyze, input_pipeline, train
+  from rankdeficit import analyze
+  from rankdeficit.data import input_pipeline
+  from rankdeficit.training import train
   workdir = os.path.join(outdir, 'runs', run_name(exp, temperature, seed))
   os.makedirs(workdir, exist_ok=True)
   analysis_path = os.path.join(workdir, analyze.ANALYSIS_DIR, 'analysis.json')
@@ -325,7 +327,7 @@ def to_markdown(rows: list[dict], preset: str) -> str:
     cells[3 + [m[0] for m in METRICS].index('solution_rank')] += sr_note
     lines.append('| ' + ' | '.join(cells + [ref]) + ' |')
   lines += ['', '## kappa and rho under every probe convention', '',
-            'Conventions (rankdeficit/probe_layers.py): ' + '; '.join(
+            'Conventions (rankdeficit/analysis/probe_layers.py): ' + '; '.join(
                 f'`{c}` = {d}' for c, d in probe_layers.DESCRIPTIONS.items()) + '.', '']
   head = ['setting', 'T', 'seeds'] + [title for _, title, _ in CONVENTION_METRICS]
   lines += ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]

@@ -3,7 +3,7 @@
     python -m rankdeficit.analyze --workdir=runs/x [--ood_dataset=mnist] [--max_examples=N]
         [--probe_epochs=50] [--data_dir=...] [--step=...]
 
-The options are the fields of `rankdeficit.analysis_config.AnalysisConfig` (one flag each;
+The options are the fields of `rankdeficit.analysis.config.AnalysisConfig` (one flag each;
 `--probe_*` set its `probes.ProbeConfig`); from Python,
 `analyze_run(workdir, AnalysisConfig.from_overrides({'max_examples': 400}))`.
 
@@ -13,11 +13,11 @@ layer, the same subset for every dataset) on four splits -- ID train/test
 (`config.dataset`) and OOD train/test (`config.ood_dataset`, preprocessed exactly like the
 ID data: same normalisation and `image_size`) -- and computes:
 
-* per-layer linear probes (paper A.5; `rankdeficit.probes`) on every hidden post-activation
+* per-layer linear probes (paper A.5; `rankdeficit.analysis.probes`) on every hidden post-activation
   layer and on the final layer before (`logits`) and after (`softmax`, at the run's final T)
   the softmax: ID probes trained on ID train, scored on ID test; OOD probes trained on OOD
   train, scored on OOD test; effective depth kappa (ID) and OOD generalization loss rho
-  (OOD) under the conventions of `rankdeficit.probe_layers` (`kappa`/`rho` = the default,
+  (OOD) under the conventions of `rankdeficit.analysis.probe_layers` (`kappa`/`rho` = the default,
   `paper`; `kappa_by_convention`/`rho_by_convention` = all three);
 * solution rank SR = numerical rank of the pre-softmax logits over the whole ID test split,
   the post-softmax rank at the run's (final) temperature, and the logits norm (Frobenius and
@@ -59,16 +59,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rankdeficit import analysis_config
-from rankdeficit import distributed
-from rankdeficit import feature_extraction
+from rankdeficit.analysis import config as analysis_config
+from rankdeficit.run import distributed
+from rankdeficit.analysis import extraction
 from rankdeficit import metrics
 from rankdeficit import models
-from rankdeficit import probe_layers
-from rankdeficit import probes
-from rankdeficit import storage
-from rankdeficit.analysis_config import AnalysisConfig
-from rankdeficit.analysis_report import to_markdown, write_plots  # noqa: F401 (public)
+from rankdeficit.analysis import probe_layers
+from rankdeficit.analysis import probes
+from rankdeficit.run import storage
+from rankdeficit.analysis.config import AnalysisConfig
+from rankdeficit.analysis.report import to_markdown, write_plots  # noqa: F401 (public)
 
 ANALYSIS_DIR = 'analysis'
 
@@ -158,7 +158,7 @@ def probe_accuracies(splits: dict[str, probes.Features], *, num_classes: int,
 
 def depth_metrics(id_accuracy: dict[str, float], ood_accuracy: dict[str, float] | None,
                   hidden: list[str]) -> dict[str, Any]:
-  """Step 3b: kappa / rho under every convention of `rankdeficit.probe_layers`."""
+  """Step 3b: kappa / rho under every convention of `rankdeficit.analysis.probe_layers`."""
   out: dict[str, Any] = {'probe_convention': probe_layers.DEFAULT_CONVENTION,
                          'id_probe_accuracy': id_accuracy}
   out['kappa_by_convention'] = probe_layers.kappa_by_convention(id_accuracy, hidden)
@@ -225,7 +225,7 @@ def attention_metrics(config, model, variables, *, num_examples: int = 256
   """Step 5b (ViTs): per attention layer, rank / effective rank / entropy / logits norm of
   the attention maps on the first `num_examples` ID test images (`metrics.attention`):
   the mean over heads, and the per-head values."""
-  from rankdeficit import input_pipeline  # pylint: disable=import-outside-toplevel
+  from rankdeficit.data import input_pipeline  # pylint: disable=import-outside-toplevel
   from rankdeficit.metrics import attention  # pylint: disable=import-outside-toplevel
   from rankdeficit.models import vit  # pylint: disable=import-outside-toplevel
   batch = next(iter(input_pipeline.create_eval_iterator(
@@ -256,7 +256,8 @@ def check_analyzable(workdir: str) -> None:
   """Raises ValueError (one line naming the file, field and fix) unless `workdir` holds a
   readable config (config.json, else the copy stored in its checkpoints) with a valid
   temperature and at least one checkpoint. Reads only."""
-  from rankdeficit import checkpointing, config_diff  # pylint: disable=import-outside-toplevel
+  from rankdeficit.run import checkpointing  # pylint: disable=import-outside-toplevel
+  from rankdeficit.run import config_diff
   path = storage.workdir_path(workdir)
   config_path = path / config_diff.CONFIG_FILE
   stored = None if config_path.exists() else checkpointing.stored_config(path)
@@ -281,9 +282,9 @@ def check_analyzable(workdir: str) -> None:
 
 def warn_if_training(workdir: str) -> str | None:
   """Logs and returns a warning when a live process holds `workdir`'s lock (see
-  rankdeficit/workdir_lock.py): the run is still training, so its latest checkpoint, not
+  rankdeficit/run/workdir_lock.py): the run is still training, so its latest checkpoint, not
   its final weights, is what gets analysed. None otherwise."""
-  from rankdeficit import workdir_lock  # pylint: disable=import-outside-toplevel
+  from rankdeficit.run import workdir_lock  # pylint: disable=import-outside-toplevel
   holder = workdir_lock.live_holder(storage.workdir_path(workdir))
   if holder is None:
     return None
@@ -326,10 +327,10 @@ def memory_plan(config, coords: dict[str, np.ndarray], *, max_examples: int | No
   Each group is one extraction pass over every split; only one group's features are held
   at a time (0 = one group: every layer at once). The plan is logged.
   """
-  rows = feature_extraction.split_rows(config, max_examples=max_examples,
+  rows = extraction.split_rows(config, max_examples=max_examples,
                                        max_train_examples=max_train_examples)
   widths = {l: len(c) for l, c in coords.items()}
-  groups = feature_extraction.plan_layer_groups(widths, sum(rows.values()),
+  groups = extraction.plan_layer_groups(widths, sum(rows.values()),
                                                 int(max_feature_gib * 2**30))
   total = 4 * sum(rows.values()) * sum(widths.values())
   logging.info('Analysis memory plan: %s rows (%s) x %d coordinates = %.2f GiB of features '
@@ -396,7 +397,8 @@ class _Run(NamedTuple):
 
 def _load_run(workdir: str, analysis: AnalysisConfig, timer) -> _Run:
   """The checkpoint at `analysis.step` (default: latest) and what the metrics need of it."""
-  from rankdeficit import checkpointing, input_pipeline  # pylint: disable=import-outside-toplevel
+  from rankdeficit.run import checkpointing  # pylint: disable=import-outside-toplevel
+  from rankdeficit.data import input_pipeline
   with timer('load_run'):
     config, model, variables, step = checkpointing.load_run(workdir, analysis.step)
   model = models.measurement_model(model)  # float32 features even from a bf16-trained run
@@ -417,7 +419,7 @@ def _grouped_layer_metrics(run: _Run, analysis: AnalysisConfig, coords, groups, 
   group's splits (which hold the penultimate layer and the final layers)."""
   per_layer: dict[str, dict[str, float]] = {}
   for i, group in enumerate(groups):
-    splits = feature_extraction.extract_splits(
+    splits = extraction.extract_splits(
         run.config, run.model, run.variables, temperature=run.temperature,
         batch_size=int(analysis.batch_size or run.config.eval_batch_size),
         max_examples=analysis.max_examples, max_train_examples=analysis.max_train_examples,
@@ -437,14 +439,14 @@ def analyze_run(workdir: str, config: AnalysisConfig = AnalysisConfig()) -> dict
   """Analyses the run in `workdir` and (if `config.write`) writes `workdir/analysis/`.
 
   The steps, in order: `memory_plan` (layer groups), then per group
-  `feature_extraction.extract_splits` -> `representation_ranks` -> `probe_accuracies` ->
+  `extraction.extract_splits` -> `representation_ranks` -> `probe_accuracies` ->
   `orthodev_per_layer`; then `depth_metrics` (kappa / rho over every layer), and on the
   group holding the penultimate layer `logit_metrics`, `neural_collapse_metrics` and
   `ood_detection`; then `write_analysis`. The numbers do not depend on the grouping.
 
   Args:
     workdir: run directory (config.json + checkpoints/).
-    config: the analysis options (`rankdeficit.analysis_config.AnalysisConfig`: data
+    config: the analysis options (`rankdeficit.analysis.config.AnalysisConfig`: data
       subsets, probe settings, coordinates per layer, seed, outputs, memory); the defaults
       are the paper's protocol. E.g. `AnalysisConfig.from_overrides({'max_examples': 400,
       'probe_epochs': 3})`.
@@ -457,7 +459,7 @@ def analyze_run(workdir: str, config: AnalysisConfig = AnalysisConfig()) -> dict
   run = _load_run(workdir, config, timer)
   coord_key, probe_key = jax.random.split(jax.random.PRNGKey(config.seed))
   coords = probes.layer_coordinates(
-      run.model, run.variables, feature_extraction.config_image_shape(run.config),
+      run.model, run.variables, extraction.config_image_shape(run.config),
       max_dims=config.max_dims, key=coord_key)
   hidden = list(coords)
   groups = memory_plan(run.config, coords, max_examples=config.max_examples,
@@ -465,7 +467,7 @@ def analyze_run(workdir: str, config: AnalysisConfig = AnalysisConfig()) -> dict
                        max_feature_gib=config.max_feature_gib)
   per_layer, splits = _grouped_layer_metrics(run, config, coords, groups, coord_key=coord_key,
                                              probe_key=probe_key, timer=timer)
-  full_dims = feature_extraction.full_dims(run.config, run.model, run.variables, hidden)
+  full_dims = extraction.full_dims(run.config, run.model, run.variables, hidden)
   full_dims.update({l: run.num_classes for l in probe_layers.FINAL_LAYERS})
   out = _run_header(workdir, run, splits, full_dims, hidden, analysis=config, groups=groups,
                     coords={**coords, **{l: splits['id_test'].coords[l]
@@ -504,7 +506,7 @@ def main(argv):
   if not FLAGS.workdir:
     raise app.UsageError('--workdir is required')
   distributed.initialize_from_flags()
-  from rankdeficit import input_pipeline  # pylint: disable=import-outside-toplevel
+  from rankdeficit.data import input_pipeline  # pylint: disable=import-outside-toplevel
   try:
     a = analyze_run(FLAGS.workdir, analysis_config.from_flags())
   except (ValueError, input_pipeline.DatasetNotFoundError) as e:

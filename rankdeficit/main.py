@@ -6,12 +6,12 @@ Any config field can be overridden (`--config.model.width=512`); unknown fields 
 rejected. Without `--workdir` the run goes to `runs/<config stem>_T<T>_seed<seed>_<hash>`
 (the hash covers every field that changes the weights); running the same command again
 resumes from its latest checkpoint. A workdir is used by one process at a time (`lock`),
-and is only resumed under the config it was trained with (rankdeficit/config_diff.py).
+and is only resumed under the config it was trained with (rankdeficit/run/config_diff.py).
 SIGTERM/SIGINT save a checkpoint at the step reached and exit with 128 + the signal.
 
 Multi-process: add `--coordinator_address=HOST:PORT --num_processes=P --process_id=i` to
 each process's command, or `--config.distributed=True` on a TPU pod or under SLURM (see
-rankdeficit/distributed.py). The workdir may be a bucket (gs://...).
+rankdeficit/run/distributed.py). The workdir may be a bucket (gs://...).
 """
 import gc
 import logging as py_logging
@@ -22,8 +22,17 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from rankdeficit import checkpointing, config_diff, distributed, input_pipeline, preemption
-from rankdeficit import runtime, storage, target_norm, train, validation, workdir_lock
+from rankdeficit.run import checkpointing
+from rankdeficit.run import config_diff
+from rankdeficit.run import distributed
+from rankdeficit.data import input_pipeline
+from rankdeficit.run import preemption
+from rankdeficit.run import runtime
+from rankdeficit.run import storage
+from rankdeficit.training import target_norm
+from rankdeficit.training import train
+from rankdeficit.run import validation
+from rankdeficit.run import workdir_lock
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Run directory (config, logs, checkpoints). '

@@ -18,7 +18,11 @@ import sys
 import jax
 from absl import app, flags, logging
 
-from rankdeficit import input_pipeline, models, probes, steps, train
+from rankdeficit.data import input_pipeline
+from rankdeficit import models
+from rankdeficit.analysis import probes
+from rankdeficit.training import steps
+from rankdeficit.training import train
 from rankdeficit.metrics import spectral
 
 FLAGS = flags.FLAGS

@@ -15,7 +15,7 @@ A sweep file (configs/sweeps/*.py) defines `get_sweep()` returning a dict:
   `gpus_per_node`, `cpus_per_task`, `mem`, `nodes`, `ntasks_per_node`, `partition`,
   `array_parallelism`, ...): the whole sweep is one job array;
 * `analyze` (optional): the analysis options as flat overrides of
-  `rankdeficit.analysis_config.AnalysisConfig` (`{'max_train_examples': 100_000,
+  `rankdeficit.analysis.config.AnalysisConfig` (`{'max_train_examples': 100_000,
   'probe_epochs': 10}`; `{}`: the defaults; an unknown key stops the sweep); the job then
   also writes workdir/analysis/, which `python -m experiments.aggregate` turns into tables.
 
@@ -53,9 +53,9 @@ import ml_collections
 from absl import app, flags, logging
 from etils import epath
 
-from rankdeficit import storage
-from rankdeficit import workdir_lock
-from rankdeficit.analysis_config import AnalysisConfig
+from rankdeficit.run import storage
+from rankdeficit.run import workdir_lock
+from rankdeficit.analysis.config import AnalysisConfig
 
 STATUS_FILE = 'sweep_status.json'
 JOB_FILE = 'sweep_job.json'
@@ -195,7 +195,7 @@ def check_points(sweep: Sweep, num_devices: int | None = None) -> None:
   """Builds every point's config and checks it as `rankdeficit.main` does (the checks of
   `validation.validate_fields`; the data and files are checked by each job where it
   runs). Raises ValueError naming the point and the field."""
-  from rankdeficit import validation  # pylint: disable=import-outside-toplevel
+  from rankdeficit.run import validation  # pylint: disable=import-outside-toplevel
   for point in sweep.points:
     try:
       validation.validate_fields(build_config(point), num_devices)
@@ -204,7 +204,7 @@ def check_points(sweep: Sweep, num_devices: int | None = None) -> None:
 
 
 def _write_status(workdir: epath.Path, state: str, **extra) -> None:
-  from rankdeficit import distributed  # pylint: disable=import-outside-toplevel
+  from rankdeficit.run import distributed  # pylint: disable=import-outside-toplevel
   if distributed.is_main_process():
     storage.write_json(workdir / STATUS_FILE,
                        {'state': state, 'time': time.time(), **extra}, indent=2)
@@ -223,7 +223,9 @@ class TrainPoint:
     self.point = point
 
   def __call__(self) -> dict[str, Any]:
-    from rankdeficit import analyze, distributed, train  # pylint: disable=import-outside-toplevel
+    from rankdeficit import analyze  # pylint: disable=import-outside-toplevel
+    from rankdeficit.run import distributed
+    from rankdeficit.training import train
     workdir = storage.workdir_path(self.point.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     stop = threading.Event()

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from rankdeficit import analyze
-from rankdeficit import probes
-from rankdeficit.analysis_config import AnalysisConfig
+from rankdeficit.analysis import probes
+from rankdeficit.analysis.config import AnalysisConfig
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -18,7 +18,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 @pytest.fixture(scope='module')
 def tiny_run(local_data_dir, tmp_path_factory):
   from configs import mlp_c10_cpu  # pylint: disable=import-outside-toplevel
-  from rankdeficit import train  # pylint: disable=import-outside-toplevel
+  from rankdeficit.training import train  # pylint: disable=import-outside-toplevel
   config = mlp_c10_cpu.get_config()
   config.data_dir = local_data_dir
   config.model.width = 32
@@ -84,13 +84,13 @@ def test_analyze_run_end_to_end(tiny_run):
 
 
 def test_plan_layer_groups_packs_consecutive_layers_within_the_budget():
-  from rankdeficit import feature_extraction  # pylint: disable=import-outside-toplevel
+  from rankdeficit.analysis import extraction  # pylint: disable=import-outside-toplevel
   widths = {'a': 10, 'b': 10, 'c': 30, 'd': 5, 'e': 5}
   # 4 bytes x 100 rows per coordinate: a layer of 10 coordinates takes 4,000 bytes.
-  plan = feature_extraction.plan_layer_groups(widths, 100, 8_000)
+  plan = extraction.plan_layer_groups(widths, 100, 8_000)
   assert plan == [['a', 'b'], ['c'], ['d', 'e']]  # 'c' alone exceeds the budget
-  assert feature_extraction.plan_layer_groups(widths, 100, 0) == [list(widths)]
-  assert feature_extraction.plan_layer_groups(widths, 100, 1) == [[l] for l in widths]
+  assert extraction.plan_layer_groups(widths, 100, 0) == [list(widths)]
+  assert extraction.plan_layer_groups(widths, 100, 1) == [[l] for l in widths]
 
 
 def test_grouped_analysis_equals_one_pass(tiny_run):
@@ -277,7 +277,7 @@ def test_an_annealed_run_is_analysed_at_its_final_temperature(schedule, expected
 
 
 def test_analysis_config_from_flat_overrides():
-  from rankdeficit import analysis_config  # pylint: disable=import-outside-toplevel
+  from rankdeficit.analysis import config as analysis_config  # pylint: disable=import-outside-toplevel
   config = AnalysisConfig.from_overrides({'max_train_examples': 10_000, 'probe_epochs': 2})
   assert config.max_train_examples == 10_000 and config.max_examples is None
   assert config.probe == probes.ProbeConfig(num_epochs=2)  # the other probe defaults kept

@@ -5,7 +5,11 @@ from pathlib import Path
 import ml_collections
 import pytest
 
-from rankdeficit import input_pipeline, losses, models, optim, validation
+from rankdeficit.data import input_pipeline
+from rankdeficit.training import losses
+from rankdeficit import models
+from rankdeficit.training import optim
+from rankdeficit.run import validation
 
 CONFIGS = sorted(p.stem for p in (Path(__file__).parents[1] / 'configs').glob('*.py')
                  if p.stem not in ('__init__', 'base'))

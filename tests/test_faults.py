@@ -106,7 +106,7 @@ def _largest_file(step_dir: Path) -> Path:
 def finished_run(tmp_path_factory) -> Path:
   """A 4-step digits run with checkpoints at steps 2 and 4 (copy it before damaging it)."""
   import jax  # pylint: disable=import-outside-toplevel
-  from rankdeficit import train  # pylint: disable=import-outside-toplevel
+  from rankdeficit.training import train  # pylint: disable=import-outside-toplevel
   workdir = tmp_path_factory.mktemp('finished')
   train.train_and_evaluate(digits_config(), str(workdir), devices=jax.devices()[:1])
   return workdir
@@ -116,7 +116,7 @@ def test_rerun_of_a_finished_run_reports_what_it_recorded(tmp_path):
   """A run killed after its last checkpoint, rerun: the results still hold the initial
   logits norm and the last train metrics (from its event files), as the first call's did."""
   import jax  # pylint: disable=import-outside-toplevel
-  from rankdeficit import train  # pylint: disable=import-outside-toplevel
+  from rankdeficit.training import train  # pylint: disable=import-outside-toplevel
   first = train.train_and_evaluate(digits_config(), str(tmp_path), devices=jax.devices()[:1])[1]
   again = train.train_and_evaluate(digits_config(), str(tmp_path), devices=jax.devices()[:1])[1]
   for key in ('init/logits_norm', 'init/temperature', 'train/loss', 'eval/accuracy'):
@@ -127,7 +127,8 @@ def test_rerun_of_a_finished_run_reports_what_it_recorded(tmp_path):
 def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(finished_run, tmp_path,
                                                                   damage, caplog):
   import jax  # pylint: disable=import-outside-toplevel
-  from rankdeficit import integrity, train  # pylint: disable=import-outside-toplevel
+  from rankdeficit.run import integrity  # pylint: disable=import-outside-toplevel
+  from rankdeficit.training import train
   tmp_path = tmp_path / 'run'
   shutil.copytree(finished_run, tmp_path)
   latest = tmp_path / 'checkpoints' / '4'
@@ -155,7 +156,7 @@ def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(finished_run, 
 
 
 def test_second_process_on_a_locked_workdir_exits_before_compiling(tmp_path):
-  from rankdeficit import workdir_lock  # pylint: disable=import-outside-toplevel
+  from rankdeficit.run import workdir_lock  # pylint: disable=import-outside-toplevel
   holder = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])
   try:
     (tmp_path / workdir_lock.LOCK_FILE).write_text(
@@ -177,7 +178,7 @@ def test_second_process_on_a_locked_workdir_exits_before_compiling(tmp_path):
 
 
 def test_changed_config_rerun_is_refused_and_config_json_kept(finished_run, tmp_path):
-  from rankdeficit import config_diff  # pylint: disable=import-outside-toplevel
+  from rankdeficit.run import config_diff  # pylint: disable=import-outside-toplevel
   saved = (finished_run / 'config.json').read_text()
   out = subprocess.run(digits_command(finished_run, 4, '--config.temperature=100'),
                        env=ENV, cwd=REPO, capture_output=True, text=True, timeout=120)
@@ -226,7 +227,7 @@ def test_default_workdir_separates_runs_that_differ_in_weights():
     ({'seed': 2**32}, 'seed'),
 ])
 def test_bad_numbers_are_refused_naming_the_field(overrides, field):
-  from rankdeficit import validation  # pylint: disable=import-outside-toplevel
+  from rankdeficit.run import validation  # pylint: disable=import-outside-toplevel
   with pytest.raises(ValueError, match=rf'^config\.{field}=') as error:
     validation.validate_config(digits_config(**overrides), num_devices=1)
   assert '\n' not in str(error.value)
@@ -234,7 +235,7 @@ def test_bad_numbers_are_refused_naming_the_field(overrides, field):
 
 @pytest.mark.parametrize('content', [b'\x93NUMPY not an npz', b'just some text\n'])
 def test_pretrained_path_that_is_not_an_npz(tmp_path, content):
-  from rankdeficit import validation  # pylint: disable=import-outside-toplevel
+  from rankdeficit.run import validation  # pylint: disable=import-outside-toplevel
   path = tmp_path / 'weights.npy'
   path.write_bytes(content)
   config = digits_config(**{'model.name': 'vit_tiny', 'model.pretrained_path': str(path)})
@@ -256,7 +257,7 @@ def test_cli_rejects_bad_input_in_one_line_and_writes_nothing(tmp_path, extra, m
 
 
 def test_workdir_that_is_a_file_is_refused(tmp_path):
-  from rankdeficit import validation  # pylint: disable=import-outside-toplevel
+  from rankdeficit.run import validation  # pylint: disable=import-outside-toplevel
   blocker = tmp_path / 'a_file'
   blocker.write_text('x')
   with pytest.raises(PermissionError, match='is a file'):
@@ -265,7 +266,7 @@ def test_workdir_that_is_a_file_is_refused(tmp_path):
 
 def test_unprepared_tfds_dataset_names_the_fix_command(tmp_path, monkeypatch):
   import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
-  from rankdeficit import input_pipeline  # pylint: disable=import-outside-toplevel
+  from rankdeficit.data import input_pipeline  # pylint: disable=import-outside-toplevel
   from rankdeficit.data import datasets  # pylint: disable=import-outside-toplevel
   empty = str(tmp_path / 'empty')
   with pytest.raises(input_pipeline.DatasetNotFoundError, match='tools.import_data cifar100'):
@@ -280,7 +281,8 @@ def test_unprepared_tfds_dataset_names_the_fix_command(tmp_path, monkeypatch):
 
 
 def test_download_offline_gives_the_one_line_fix(tmp_path, monkeypatch):
-  from rankdeficit import input_pipeline, validation  # pylint: disable=import-outside-toplevel
+  from rankdeficit.data import input_pipeline  # pylint: disable=import-outside-toplevel
+  from rankdeficit.run import validation
   from rankdeficit.data import datasets  # pylint: disable=import-outside-toplevel
   calls = []
   monkeypatch.setattr(datasets, 'host_resolves', lambda host, timeout=0: True)
@@ -394,7 +396,8 @@ def _snapshot(directory: Path) -> dict:
 def test_the_checkpoint_keeps_the_config_when_config_json_is_gone(finished_run, tmp_path,
                                                                   run_main):
   """Issue 25 item 1: deleting config.json no longer lets a run resume under another config."""
-  from rankdeficit import checkpointing, config_diff  # pylint: disable=import-outside-toplevel
+  from rankdeficit.run import checkpointing  # pylint: disable=import-outside-toplevel
+  from rankdeficit.run import config_diff
   workdir = tmp_path / 'run'
   shutil.copytree(finished_run, workdir)
   (workdir / 'config.json').unlink()
@@ -416,7 +419,7 @@ def test_a_resume_restores_config_json_and_says_what_train_means_cover(finished_
   """Items 1 and 8: config.json comes back from the checkpoint; the first train/* means
   after a resume cover fewer steps than an uninterrupted run's, and the results say so."""
   import jax  # pylint: disable=import-outside-toplevel
-  from rankdeficit import train  # pylint: disable=import-outside-toplevel
+  from rankdeficit.training import train  # pylint: disable=import-outside-toplevel
   workdir = tmp_path / 'run'
   shutil.copytree(finished_run, workdir)
   (workdir / 'config.json').write_text('null')  # damaged rather than deleted
@@ -434,7 +437,7 @@ def test_a_resume_restores_config_json_and_says_what_train_means_cover(finished_
 
 def _without_stored_config(workdir: Path) -> None:
   """Turns a run's checkpoints into ones written before configs were stored."""
-  from rankdeficit import integrity  # pylint: disable=import-outside-toplevel
+  from rankdeficit.run import integrity  # pylint: disable=import-outside-toplevel
   for step_dir in (workdir / 'checkpoints').iterdir():
     if step_dir.name.isdigit():
       shutil.rmtree(step_dir / 'config')
@@ -444,8 +447,9 @@ def _without_stored_config(workdir: Path) -> None:
 def test_old_checkpoints_without_a_stored_config_use_config_json(finished_run, tmp_path,
                                                                  run_main):
   import jax  # pylint: disable=import-outside-toplevel
-  from rankdeficit import checkpointing, config_diff  # pylint: disable=import-outside-toplevel
-  from rankdeficit import train  # pylint: disable=import-outside-toplevel
+  from rankdeficit.run import checkpointing  # pylint: disable=import-outside-toplevel
+  from rankdeficit.run import config_diff
+  from rankdeficit.training import train  # pylint: disable=import-outside-toplevel
   workdir = tmp_path / 'run'
   shutil.copytree(finished_run, workdir)
   _without_stored_config(workdir)
@@ -520,7 +524,8 @@ def test_a_full_disk_ends_in_one_line_and_keeps_the_last_good_checkpoint(
     tmp_path, run_main, monkeypatch):
   """Issue 25 item 5: a full disk gave ~53 tracebacks ending in an unrelated ImportError."""
   import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
-  from rankdeficit import integrity, storage  # pylint: disable=import-outside-toplevel
+  from rankdeficit.run import integrity  # pylint: disable=import-outside-toplevel
+  from rankdeficit.run import storage
   failing_save, failing_wait = _failing_save('async')
   monkeypatch.setattr(ocp.CheckpointManager, 'save', failing_save)
   monkeypatch.setattr(ocp.CheckpointManager, 'wait_until_finished', failing_wait)
@@ -538,7 +543,7 @@ def test_a_full_disk_ends_in_one_line_and_keeps_the_last_good_checkpoint(
 def test_a_save_refused_at_once_for_space_is_a_disk_full_error(tmp_path, monkeypatch):
   import numpy as np  # pylint: disable=import-outside-toplevel
   import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
-  from rankdeficit import checkpointing  # pylint: disable=import-outside-toplevel
+  from rankdeficit.run import checkpointing  # pylint: disable=import-outside-toplevel
   monkeypatch.setattr(ocp.CheckpointManager, 'save', _failing_save('sync')[0])
   checkpointer = checkpointing.Checkpointer(str(tmp_path), config=digits_config())
   checkpointer.save(2, {'w': np.ones(3)}, None)
@@ -572,7 +577,8 @@ def test_a_failing_log_file_warns_once_instead_of_a_traceback_per_line(tmp_path,
 def test_offline_download_fails_fast_when_the_host_does_not_resolve(tmp_path, monkeypatch):
   """Issue 25 item 7: tfds retried the look-up for 3.5 minutes before the message."""
   import socket  # pylint: disable=import-outside-toplevel
-  from rankdeficit import input_pipeline, validation  # pylint: disable=import-outside-toplevel
+  from rankdeficit.data import input_pipeline  # pylint: disable=import-outside-toplevel
+  from rankdeficit.run import validation
   from rankdeficit.data import datasets  # pylint: disable=import-outside-toplevel
   for variable in ('https_proxy', 'HTTPS_PROXY', 'http_proxy', 'HTTP_PROXY', 'all_proxy',
                    'ALL_PROXY'):
@@ -603,8 +609,9 @@ def test_offline_download_fails_fast_when_the_host_does_not_resolve(tmp_path, mo
 def test_analysing_a_run_that_is_still_training_warns(finished_run, tmp_path, monkeypatch,
                                                       caplog):
   """Item 8: an analysis of a run whose lock a live process holds said nothing."""
-  from rankdeficit import analyze, checkpointing  # pylint: disable=import-outside-toplevel
-  from rankdeficit import workdir_lock  # pylint: disable=import-outside-toplevel
+  from rankdeficit import analyze  # pylint: disable=import-outside-toplevel
+  from rankdeficit.run import checkpointing
+  from rankdeficit.run import workdir_lock  # pylint: disable=import-outside-toplevel
   assert analyze.warn_if_training(str(finished_run)) is None
   workdir = tmp_path / 'run'
   shutil.copytree(finished_run, workdir)

@@ -160,7 +160,9 @@ def _write_run(workdir: pathlib.Path) -> float:
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   import optax  # pylint: disable=import-outside-toplevel
   from configs import quickstart  # pylint: disable=import-outside-toplevel
-  from rankdeficit import checkpointing, models, steps  # pylint: disable=import-outside-toplevel
+  from rankdeficit.run import checkpointing  # pylint: disable=import-outside-toplevel
+  from rankdeficit import models
+  from rankdeficit.training import steps
 
   config = quickstart.get_config()
   config.model.num_classes, config.model.width, config.model.depth = 10, 8, 2
@@ -188,7 +190,7 @@ def test_load_run_after_non_editable_install_beside_a_users_configs(wheel, tmp_p
   (user / 'configs' / '__init__.py').write_text('OWNER = "user"\n')
   script = (
       'import configs, jax.numpy as jnp\n'
-      'from rankdeficit import checkpointing\n'
+      'from rankdeficit.run import checkpointing\n'
       f'assert "{site}" in checkpointing.__file__, checkpointing.__file__\n'
       'config, model, variables, step = checkpointing.load_run(' f'"{tmp_path / "run"}")\n'
       'assert configs.OWNER == "user" and step == 3, step\n'

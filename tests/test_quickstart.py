@@ -1,7 +1,9 @@
 """The offline quickstart: dataset choice, and one tiny T=1 vs T=100 comparison on digits."""
 import jax
 
-from rankdeficit import models, quickstart, train
+from rankdeficit import models
+from rankdeficit import quickstart
+from rankdeficit.training import train
 
 
 def test_auto_picks_cifar10_when_prepared_else_digits(local_data_dir, tmp_path):

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from experiments import aggregate
-from rankdeficit import storage, sweep
-from rankdeficit.analysis_config import AnalysisConfig
+from rankdeficit.run import storage
+from rankdeficit import sweep
+from rankdeficit.analysis.config import AnalysisConfig
 
 REPO = Path(__file__).resolve().parents[1]
 SWEEPS = REPO / 'configs' / 'sweeps'

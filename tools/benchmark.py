@@ -109,7 +109,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from configs import base
-from rankdeficit import losses, models, optim, steps
+from rankdeficit.training import losses
+from rankdeficit import models
+from rankdeficit.training import optim
+from rankdeficit.training import steps
 
 # torch_ref.py name -> our model name.
 TORCH_NAMES = {'mlp': 'mlp', 'resnet18': 'resnet18', 'resnet20': 'resnet20',

@@ -1,4 +1,4 @@
-"""Compile time of the collapse monitor's program (rankdeficit/monitor.py), by phase.
+"""Compile time of the collapse monitor's program (rankdeficit/training/monitor.py), by phase.
 
   python -m tools.benchmark_compile --model=resnet20 --batch=128 [--input_ranks]
       [--variant=constants|arguments|in_program] [--no_calls] [--cache_dir=DIR]
@@ -58,7 +58,12 @@ import numpy as np
 from jax import monitoring
 
 from configs import base
-from rankdeficit import losses, models, monitor, optim, runtime, steps
+from rankdeficit.training import losses
+from rankdeficit import models
+from rankdeficit.training import monitor
+from rankdeficit.training import optim
+from rankdeficit.run import runtime
+from rankdeficit.training import steps
 
 VARIANTS = ('constants', 'arguments', 'in_program')
 

@@ -96,7 +96,7 @@ import time
 
 def pipeline_rate(config, seconds: float) -> float:
   """Images per second from `create_train_iterator` (start-up excluded)."""
-  from rankdeficit import input_pipeline  # pylint: disable=import-outside-toplevel
+  from rankdeficit.data import input_pipeline  # pylint: disable=import-outside-toplevel
   it = input_pipeline.create_train_iterator(config, seed=0)
   next(it)  # start-up (decoding into memory, worker processes, first reads) is not counted
   count, start = 0, time.perf_counter()
@@ -113,7 +113,10 @@ def step_rate(config, seconds: float) -> float:
   import jax
   import numpy as np
 
-  from rankdeficit import losses, models, optim, steps
+  from rankdeficit.training import losses
+  from rankdeficit import models
+  from rankdeficit.training import optim
+  from rankdeficit.training import steps
   model = models.create_model(config.model, 10)
   tx = optim.create_optimizer(config, steps_per_epoch=100)
   state = steps.create_train_state(jax.random.PRNGKey(0), model=model, tx=tx,

@@ -32,7 +32,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rankdeficit import metrics, monitor
+from rankdeficit import metrics
+from rankdeficit.training import monitor
 
 
 def _time(fn, repeats: int) -> tuple[float, object]:
@@ -143,7 +144,10 @@ def bench_fraction(config_path: str, repeats: int, cadence: int = 0) -> dict:
   """Monitor call vs real train step for a config (see module docstring, item 4)."""
   import functools
 
-  from rankdeficit import losses, models, optim, steps
+  from rankdeficit.training import losses
+  from rankdeficit import models
+  from rankdeficit.training import optim
+  from rankdeficit.training import steps
 
   config = _load_config(config_path)
   cadence = cadence or config.metrics_every_steps
@@ -228,7 +232,7 @@ def bench_train_fraction(config_path: str,
   """Wall-clock of ``train_and_evaluate`` without and with the monitor."""
   import tempfile
 
-  from rankdeficit import train
+  from rankdeficit.training import train
 
   walls = {}
   for every in (0, cadence or _load_config(config_path).metrics_every_steps):

@@ -253,7 +253,7 @@ def _mount_tmpfs(path: Path, size: str) -> bool:
 def full_disk_case(root: Path) -> tuple[str, bool]:
   """The disk fills up during a save: a 3 MB tmpfs where one can be mounted (root), else
   saves that fail with ENOSPC from step 8. One last line, exit 1, last good step intact."""
-  from rankdeficit import integrity  # pylint: disable=import-outside-toplevel
+  from rankdeficit.run import integrity  # pylint: disable=import-outside-toplevel
   disk = root / 'small_disk'
   real = _mount_tmpfs(disk, '3m')
   workdir = disk / 'run'

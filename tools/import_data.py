@@ -74,7 +74,7 @@ def main(argv=None) -> int:
       else:
         parser.error(f'{name!r}: not an importable name; pass --train/--test files for a '
                      f'new dataset.')
-      from rankdeficit import input_pipeline  # pylint: disable=import-outside-toplevel
+      from rankdeficit.data import input_pipeline  # pylint: disable=import-outside-toplevel
       summary = ''
       if name in datasets.SPECS:
         info = input_pipeline.dataset_info(name, args.data_dir)

@@ -16,7 +16,7 @@ import numpy as np
 from experiments.figures import grid, runs
 from experiments.figures.beyond_knob import SMOKE_ANALYSIS
 from experiments.figures.render import mean_std, pyplot
-from rankdeficit.analysis_config import AnalysisConfig
+from rankdeficit.analysis.config import AnalysisConfig
 
 HIGH_T = 100.0
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from experiments.figures import grid, runs
 from experiments.figures.render import mean_std, pyplot
-from rankdeficit.analysis_config import AnalysisConfig
+from rankdeficit.analysis.config import AnalysisConfig
 
 INITS = (('pytorch', (('model.init', 'pytorch'),)),
          ('kaiming', (('model.init', 'kaiming'),)),

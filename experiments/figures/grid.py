@@ -205,7 +205,7 @@ def parse_args(name: str, description: str, argv: Sequence[str] | None) -> argpa
 def main(experiment: Experiment, description: str, argv: Sequence[str] | None = None
          ) -> Loaded:
   """Trains what is missing (unless --render_only), then renders from the run dirs."""
-  from rankdeficit import runtime  # pylint: disable=import-outside-toplevel
+  from rankdeficit.run import runtime  # pylint: disable=import-outside-toplevel
   args = parse_args(experiment.name, description, argv)
   cells = experiment.cells(args.smoke)
   unknown = sorted(set(args.settings) - {c.setting.name for c in cells})

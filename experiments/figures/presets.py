@@ -21,7 +21,7 @@ images, 11 monitor calls), about twice the estimate.
 from __future__ import annotations
 
 from experiments.figures.runs import Setting
-from rankdeficit.analysis_config import AnalysisConfig
+from rankdeficit.analysis.config import AnalysisConfig
 
 # Paper setting -> what the paper trained (for captions).
 PAPER_LABELS = {

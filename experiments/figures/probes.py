@@ -28,7 +28,7 @@ def probe_curves(runs, key: str) -> tuple[list[str], np.ndarray, np.ndarray]:
 
 def convention_layers(analysis: dict, key: str) -> list[str]:
   """The layers kappa / rho are taken over in `analysis`'s probe convention (forward order)."""
-  from rankdeficit import probe_layers  # pylint: disable=import-outside-toplevel
+  from rankdeficit.analysis import probe_layers  # pylint: disable=import-outside-toplevel
   accuracy = analysis.get(key) or {}
   convention = analysis.get('probe_convention') or probe_layers.DEFAULT_CONVENTION
   layers = probe_layers.layers_for(convention, hidden_layers(accuracy))

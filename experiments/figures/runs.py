@@ -18,8 +18,8 @@ from typing import Any
 from absl import logging
 
 from experiments import records
-from rankdeficit import monitor_log
-from rankdeficit.analysis_config import AnalysisConfig
+from rankdeficit.training import monitor_log
+from rankdeficit.analysis.config import AnalysisConfig
 
 TRAIN_RESULTS = 'train_results.json'
 ANALYSIS = os.path.join('analysis', 'analysis.json')
@@ -81,7 +81,8 @@ def make_config(setting: Setting, request: Request, temperature: float, seed: in
 def ensure_run(workdir: str, setting: Setting, request: Request, temperature: float,
                seed: int, *, data_dir: str | None) -> None:
   """Trains (or resumes) and analyses the run unless already done."""
-  from rankdeficit import analyze, train  # pylint: disable=import-outside-toplevel
+  from rankdeficit import analyze  # pylint: disable=import-outside-toplevel
+  from rankdeficit.training import train
   os.makedirs(workdir, exist_ok=True)
   record = os.path.join(workdir, TRAIN_RESULTS)
   if not os.path.exists(record):
@@ -103,7 +104,7 @@ def ensure_run(workdir: str, setting: Setting, request: Request, temperature: fl
 def check_analysis_data(config) -> None:
   """Raises DatasetNotFoundError (naming the fix) for a dataset the analysis will read, before
   a run trains for minutes only to fail there."""
-  from rankdeficit import input_pipeline  # pylint: disable=import-outside-toplevel
+  from rankdeficit.data import input_pipeline  # pylint: disable=import-outside-toplevel
   for name in {config.dataset, config.ood_dataset, config.ood_detection_dataset} - {''}:
     input_pipeline.dataset_info(name, config.data_dir)
 

@@ -1,4 +1,7 @@
-"""Data helpers behind `rankdeficit.input_pipeline`.
+"""The input pipeline and its data helpers.
+
+- `input_pipeline`: grain train/eval iterators over tfds (or in-memory) sources, sharded
+  per process; dataset info and steps per epoch.
 
 - `datasets`: dataset registry (names, classes, normalisation), tfds/in-memory sources,
   ImageNet-100 class list (`imagenet100_classes.txt`, CMC), OOD pairs.

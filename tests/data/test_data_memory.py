@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from configs import base
-from rankdeficit import input_pipeline
+from rankdeficit.data import input_pipeline
 from rankdeficit.data import datasets, memory
 
 

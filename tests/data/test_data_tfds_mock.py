@@ -5,7 +5,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from configs import base
-from rankdeficit import input_pipeline as ip
+from rankdeficit.data import input_pipeline as ip
 
 CASES = [  # name, augment, image_size, num_classes
     ('cifar10', 'cifar', 32, 10),

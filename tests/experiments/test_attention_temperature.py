@@ -9,7 +9,7 @@ import pytest
 
 from experiments import attention_temperature as exp
 from experiments.figures import beyond_attention, runs
-from rankdeficit import monitor_log
+from rankdeficit.training import monitor_log
 
 BLOCKS = ('block_0', 'block_1')
 STEPS = (0, 5, 10)

@@ -7,7 +7,7 @@ import pytest
 from experiments import paper
 from experiments.figures import init_norm
 from experiments.figures.runs import load_run
-from rankdeficit import monitor_log
+from rankdeficit.training import monitor_log
 
 LAYERS = ['dense_0', 'dense_1', 'dense_2']
 N0 = {'kaiming': 4.0, 'pytorch': 0.08, 'normal0.05': 1.7, 'normal0.01': 4e-6}

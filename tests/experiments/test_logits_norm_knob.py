@@ -12,7 +12,7 @@ import pytest
 
 from experiments import logits_norm_knob
 from experiments.figures import beyond_knob, grid, runs
-from rankdeficit import validation
+from rankdeficit.run import validation
 
 SEEDS = 2
 N0 = {'pytorch': 0.1, 'kaiming': 4.0, 'normal0.1': 35.0, 'normal0.05': 0.15}

@@ -11,7 +11,7 @@ from experiments import paper
 from experiments import records
 from experiments.figures import REGISTRY, verdicts
 from experiments.figures import runs as runs_lib
-from rankdeficit import monitor_log
+from rankdeficit.training import monitor_log
 
 FIGURES = [f'figure_{n}' for n in range(1, 26)]
 TABLES = [f'table_{n}' for n in (1, 2, 3, 6, 7, 8, 9)]

@@ -9,7 +9,7 @@ import pytest
 
 from experiments import temperature_annealing
 from experiments.figures import beyond_annealing, grid, runs
-from rankdeficit import validation
+from rankdeficit.run import validation
 
 SEEDS = 2
 # Per schedule: (AUROC, rho, accuracy) of seed 0; seed s adds s / 100 to each.
@@ -127,7 +127,7 @@ def test_step0_values_of_a_resumed_run_come_from_its_events(tmp_path):
 
 
 def test_settings_trains_only_those_cells(tmp_path, monkeypatch):
-  from rankdeficit import runtime  # pylint: disable=import-outside-toplevel
+  from rankdeficit.run import runtime  # pylint: disable=import-outside-toplevel
   calls = []
   monkeypatch.setattr(runtime, 'enable_compilation_cache', lambda path: None)
   monkeypatch.setattr(runs, 'ensure_run',

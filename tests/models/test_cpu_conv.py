@@ -8,7 +8,10 @@ import pytest
 from jax import lax
 
 from configs import base
-from rankdeficit import losses, models, optim, steps
+from rankdeficit.training import losses
+from rankdeficit import models
+from rankdeficit.training import optim
+from rankdeficit.training import steps
 from rankdeficit.models import cpu_conv, resnet, vgg
 
 # (batch, H, W, cin, cout, kernel, stride): 3x3 same / strided, 1x1 strided, 4x4 and 2x2 maps.

@@ -7,7 +7,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from configs import base
-from rankdeficit import losses, models, monitor, optim, probes, steps
+from rankdeficit.training import losses
+from rankdeficit import models
+from rankdeficit.training import monitor
+from rankdeficit.training import optim
+from rankdeficit.analysis import probes
+from rankdeficit.training import steps
 from rankdeficit.metrics import spectral
 
 

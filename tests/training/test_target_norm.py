@@ -1,0 +1,49 @@
+"""config.target_logits_norm: T = n0 / target at step 0, kept in config.json and on resume."""
+import json
+
+import jax
+import pytest
+
+from configs import quickstart
+from rankdeficit import main
+from rankdeficit.training import train
+from rankdeficit.run import validation
+
+
+def _config(**overrides):
+  c = quickstart.get_config()
+  c.model.width, c.model.depth = 32, 2
+  c.num_train_steps, c.log_every_steps, c.eval_every_steps = 2, 1, 1000
+  c.checkpoint_every_steps, c.target_logits_norm = 2, 0.5
+  for key, value in overrides.items():
+    c[key] = value
+  return c
+
+
+def test_chosen_temperature_is_initial_norm_over_target_and_survives_resume(tmp_path):
+  devices = jax.devices()[:1]
+  _, results = train.train_and_evaluate(_config(), str(tmp_path), devices=devices)
+  saved = json.loads((tmp_path / 'config.json').read_text())
+  n0 = results['init/logits_norm']
+  assert results['init/temperature'] == pytest.approx(n0 / 0.5, rel=1e-5)
+  assert saved['temperature'] == pytest.approx(n0 / 0.5, rel=1e-5)
+  assert saved['temperature'] != 1.0  # the command's own T is not what trained
+  # The CLI's checks before anything is written accept the unchanged command too.
+  check_cli = main._check_before_writing  # pylint: disable=protected-access
+  check_cli(_config(num_train_steps=4), str(tmp_path))  # sys.exit if refused
+  # The unchanged command (temperature=1.0 in the config) resumes under the chosen T.
+  state, _ = train.train_and_evaluate(_config(num_train_steps=4), str(tmp_path),
+                                      devices=devices)
+  assert int(state.step) == 4
+  resumed = json.loads((tmp_path / 'config.json').read_text())
+  assert resumed['temperature'] == saved['temperature']
+
+
+@pytest.mark.parametrize('overrides, field', [
+    ({'target_logits_norm': -1.0}, 'target_logits_norm'),
+    ({'target_logits_norm': float('nan')}, 'target_logits_norm'),
+    ({'temperature_schedule': 'cosine', 'final_temperature': 1.0}, 'temperature_schedule'),
+])
+def test_bad_target_is_one_line_error(overrides, field):
+  with pytest.raises(ValueError, match=f'config.{field}='):
+    validation.validate_config(_config(**overrides), None, num_devices=1, create=False)
