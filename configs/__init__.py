@@ -1,1 +1,4 @@
-"""Experiment configs (ml_collections). Each file's `get_config()` returns a locked-ready ConfigDict."""
+"""Experiment configs (ml_collections).
+
+Each file's `get_config()` returns a locked-ready ConfigDict.
+"""

@@ -5,6 +5,7 @@ Every field can be overridden from the command line, e.g.
 `--config.temperature=100 --config.model.width=512`; unknown fields are rejected because the
 returned ConfigDict is locked.
 """
+
 import ml_collections
 from ml_collections import config_dict
 
@@ -14,11 +15,16 @@ def get_config() -> ml_collections.ConfigDict:
   c.seed = 0
 
   # --- Data (rankdeficit/data/input_pipeline.py) ---
-  c.dataset = 'cifar10'  # cifar10 | cifar100 | svhn_cropped | imagenet2012 | imagenet100 | mnist | cifar10_jpeg | tiny_imagenet32 | digits
+  # cifar10 | cifar100 | svhn_cropped | imagenet2012 | imagenet100 | mnist | cifar10_jpeg |
+  # tiny_imagenet32 | digits
+  c.dataset = 'cifar10'
   c.ood_dataset = 'svhn_cropped'  # OOD set of the OOD linear probes ('' = none)
   c.ood_detection_dataset = ''  # OOD set for NECO detection ('' = same as ood_dataset)
-  c.data_dir = config_dict.placeholder(str)  # tfds data_dir; None -> $TFDS_DATA_DIR or ~/tensorflow_datasets
-  c.download = True  # missing cifar10/cifar100/svhn_cropped/mnist: tfds download+prepare (array_record) on first use; ImageNet stays manual
+  # tfds data_dir; None -> $TFDS_DATA_DIR or ~/tensorflow_datasets
+  c.data_dir = config_dict.placeholder(str)
+  # Missing cifar10/cifar100/svhn_cropped/mnist: tfds download+prepare (array_record) on
+  # first use; ImageNet stays manual.
+  c.download = True
   c.train_subset = 0  # N training examples: the first N (evenly spaced if class-sorted); 0 = all
   c.augment = 'cifar'  # cifar | imagenet | vit | none
   c.image_size = 32  # network input resolution (images are resized when it differs)
@@ -30,15 +36,19 @@ def get_config() -> ml_collections.ConfigDict:
 
   # --- Model (rankdeficit/models) ---
   c.model = ml_collections.ConfigDict()
-  c.model.name = 'resnet18'  # mlp | vgg19 | vgg19_bn | resnet18 | resnet20 | resnet34 | resnet50 | vit_b16 | vit_ti16 | vit_tiny
+  # mlp | vgg19 | vgg19_bn | resnet18 | resnet20 | resnet34 | resnet50 | vit_b16 | vit_ti16 |
+  # vit_tiny
+  c.model.name = 'resnet18'
   c.model.num_classes = config_dict.placeholder(int)  # None -> the dataset's number of classes
   c.model.width = 2048  # MLP hidden width
-  c.model.depth = 8  # MLP hidden Dense+ReLU layers; the net has depth + 1 Dense layers (configs/mlp_c10.py)
+  # MLP hidden Dense+ReLU layers; the net has depth + 1 Dense layers (configs/mlp_c10.py)
+  c.model.depth = 8
   c.model.stem = 'cifar'  # ResNet stem: cifar (3x3, no max-pool) | imagenet (7x7 + max-pool)
   c.model.init = 'kaiming'  # kaiming | pytorch | normal (paper App. E)
   c.model.init_sigma = 0.01  # std of the 'normal' init
   c.model.layer_norm = False  # LayerNorm after every hidden layer (MLP)
-  c.model.attention_temperature = 1.0  # ViT: softmax(q k^T / (tau sqrt(d))) in every attention layer
+  # ViT: softmax(q k^T / (tau sqrt(d))) in every attention layer
+  c.model.attention_temperature = 1.0
   # Compute dtype: float32 | bfloat16 (= half precision: bf16 activations, float32 parameters
   # and optimizer state, as flax's ImageNet example; on in the ImageNet recipe). The monitor
   # and analysis always measure features in float32 at HIGHEST precision (a bf16 forward
@@ -54,7 +64,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.loss = 'ce'  # ce: cross-entropy of softmax(logits / T) | mse: MSE(softmax(logits / T), one-hot)
   c.temperature = 1.0
   # > 0: ignore `temperature`; at step 0 measure the initial logits norm n0 (mean per-sample
-  # L2 on the first eval batch) and train at T = n0 / target_logits_norm (rankdeficit/training/target_norm.py).
+  # L2 on the first eval batch) and train at T = n0 / target_logits_norm
+  # (rankdeficit/training/target_norm.py).
   c.target_logits_norm = 0.0
   c.temperature_schedule = 'constant'  # constant | linear | cosine | step
   c.final_temperature = config_dict.placeholder(float)  # target of non-constant schedules
@@ -98,6 +109,7 @@ def get_config() -> ml_collections.ConfigDict:
 
 
 # --- Paper Table 4, one function per column (each config applies one) ---
+
 
 def cifar_resnet_recipe(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """ResNet on CIFAR-10/100: SGD lr 0.1, momentum 0.9, wd 1e-4, 164 epochs, decay at 82/123."""

@@ -19,6 +19,7 @@ softmax activation)". Two readings:
 * `hidden8`: 8 hidden ReLU layers + the output layer (depth=8, 9 probed layers), the
   literal "8 hidden layers". Select it with `--config=configs/mlp_c10.py:hidden8`.
 """
+
 from configs import base
 
 # Hidden Dense+ReLU layers under each reading of "8 hidden layers" (see the docstring).
@@ -27,8 +28,10 @@ DEPTH_BY_READING = {'layers8': 7, 'hidden8': 8}
 
 def get_config(reading: str = 'layers8'):
   if reading not in DEPTH_BY_READING:
-    raise ValueError(f'Unknown MLP depth reading {reading!r}; choose one of '
-                     f'{", ".join(DEPTH_BY_READING)} (configs/mlp_c10.py:<reading>).')
+    raise ValueError(
+      f'Unknown MLP depth reading {reading!r}; choose one of '
+      f'{", ".join(DEPTH_BY_READING)} (configs/mlp_c10.py:<reading>).'
+    )
   c = base.get_config()
   base.mlp_recipe(c)
   c.model.width, c.model.depth = 2048, DEPTH_BY_READING[reading]

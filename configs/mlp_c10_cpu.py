@@ -2,6 +2,7 @@
 configs/mlp_c10.py) on real offline CIFAR-10 (JPEG copy), OOD probes on MNIST.
 
 Import the data once: python -m tools.import_data all --data_dir=data/tfds"""
+
 from configs import base
 from configs import mlp_c10
 

@@ -1,5 +1,6 @@
 """CPU-sized MLP (width 512 > 200 classes) on Tiny-ImageNet-200 at 32x32: the many-class set where
 the solution rank SR can drop below the number of classes. OOD: CIFAR-10 (JPEG copy)."""
+
 from configs import base
 
 

@@ -1,6 +1,7 @@
 """Offline quickstart: a small MLP on the UCI handwritten digits bundled with scikit-learn.
 
 Needs no data_dir and no network; see rankdeficit/quickstart.py."""
+
 from configs import base
 
 

@@ -1,4 +1,5 @@
 """ResNet-18 (CIFAR stem) on CIFAR-10, paper Table 4; OOD probes on SVHN, NECO vs CIFAR-100."""
+
 from configs import base
 
 

@@ -1,4 +1,8 @@
-"""ResNet-18 (CIFAR stem) on CIFAR-100; OOD probes on SVHN, NECO detection against CIFAR-10 (Table 2)."""
+"""ResNet-18 (CIFAR stem) on CIFAR-100 (Table 2).
+
+OOD probes on SVHN, NECO detection against CIFAR-10.
+"""
+
 from configs import base
 
 

@@ -1,4 +1,5 @@
 """ResNet-20 (16/32/64) on CIFAR-10, paper Table 4; OOD probes on SVHN."""
+
 from configs import base
 
 

@@ -1,4 +1,5 @@
 """CPU-sized ResNet-20 on real offline CIFAR-10 (JPEG copy, 10k images), OOD probes on MNIST."""
+
 from configs import base
 
 

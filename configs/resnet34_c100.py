@@ -1,6 +1,9 @@
-"""ResNet-34 (CIFAR stem) on CIFAR-100; OOD probes on SVHN, NECO detection against CIFAR-10 (Table 2).
+"""ResNet-34 (CIFAR stem) on CIFAR-100 (Table 2).
+
+OOD probes on SVHN, NECO detection against CIFAR-10.
 
 Set `--config.loss=mse` for the paper's Table 6."""
+
 from configs import base
 
 

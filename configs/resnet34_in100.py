@@ -1,4 +1,5 @@
 """ResNet-34 on ImageNet-100 (CMC class list), paper Table 4 (timm defaults); OOD: CIFAR-100."""
+
 from configs import base
 
 

@@ -1,4 +1,8 @@
-"""ResNet-34 on ImageNet-1k, paper Table 4 (timm defaults); OOD: CIFAR-100. SR is bounded by the 512-d features."""
+"""ResNet-34 on ImageNet-1k, paper Table 4 (timm defaults); OOD: CIFAR-100.
+
+SR is bounded by the 512-d features.
+"""
+
 from configs import base
 
 

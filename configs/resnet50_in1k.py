@@ -1,4 +1,5 @@
 """ResNet-50 on ImageNet-1k, paper Table 4 (timm defaults); OOD: CIFAR-100."""
+
 from configs import base
 
 

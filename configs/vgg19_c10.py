@@ -1,4 +1,5 @@
 """VGG-19 (with BatchNorm; set model.name=vgg19 for none) on CIFAR-10, paper Tables 3/4."""
+
 from configs import base
 
 

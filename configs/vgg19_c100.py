@@ -1,4 +1,5 @@
 """VGG-19 (with BatchNorm) on CIFAR-100, paper Tables 3/4; NECO detection against CIFAR-10."""
+
 from configs import base
 
 

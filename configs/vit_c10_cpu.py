@@ -16,6 +16,7 @@ steps (9 records) on the first 64 test images, at <= 1,024 coordinates per repre
 
 Import the data once: python -m tools.import_data all --data_dir=data/tfds
 """
+
 from configs import base
 
 

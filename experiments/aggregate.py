@@ -9,6 +9,7 @@ renamed over the previous one, so a reader never sees half a table). Points stil
 killed or diverged are listed under the table, so it is safe to run at any time while the
 sweep's jobs are still going.
 """
+
 from __future__ import annotations
 
 import csv
@@ -16,21 +17,22 @@ import io
 import os
 from typing import Any
 
-from absl import app, flags
+from absl import app
+from absl import flags
 import numpy as np
 
-from rankdeficit.run import storage
 from rankdeficit import sweep as sweep_lib
+from rankdeficit.run import storage
 
 # (key of the flattened analysis, column title, shown as a percentage)
 METRICS = (
-    ('test_accuracy', 'test acc', True),
-    ('kappa', 'kappa', True),
-    ('rho', 'rho', True),
-    ('solution_rank', 'SR', False),
-    ('post_softmax_rank', 'post-softmax rank', False),
-    ('logits_norm_mean', 'logits norm', False),
-    ('neco_auroc', 'NECO AUROC', True),
+  ('test_accuracy', 'test acc', True),
+  ('kappa', 'kappa', True),
+  ('rho', 'rho', True),
+  ('solution_rank', 'SR', False),
+  ('post_softmax_rank', 'post-softmax rank', False),
+  ('logits_norm_mean', 'logits norm', False),
+  ('neco_auroc', 'NECO AUROC', True),
 )
 
 
@@ -118,5 +120,5 @@ def main(argv):
 
 if __name__ == '__main__':
   flags.DEFINE_string('sweep', None, 'Sweep file, configs/sweeps/<name>.py.', required=True)
-  flags.DEFINE_string('root', 'runs/sweeps', 'Parent of the sweep\'s workdirs.')
+  flags.DEFINE_string('root', 'runs/sweeps', "Parent of the sweep's workdirs.")
   app.run(main)

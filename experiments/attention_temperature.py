@@ -30,6 +30,7 @@ assumed 1.3-1.8 busy cores. Measured on 2 cores shared with jobs at load average
 (the process got half a core); a batch-128 train step took 0.47 CPU-s (batch 64: taken as
 half) and a monitor call ~1.7 CPU-s (a quarter of the measured 6.7 s at batch 256).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,7 +44,12 @@ from absl import logging
 
 from experiments.figures import beyond_attention
 from experiments.figures.render import MissingRuns
-from experiments.figures.runs import ANALYSIS, Request, Setting, ensure_run, load_run, run_dir
+from experiments.figures.runs import ANALYSIS
+from experiments.figures.runs import Request
+from experiments.figures.runs import Setting
+from experiments.figures.runs import ensure_run
+from experiments.figures.runs import load_run
+from experiments.figures.runs import run_dir
 from rankdeficit.analysis.config import AnalysisConfig
 
 OUTDIR = os.path.join('experiments', 'results', 'beyond_cpu')
@@ -54,19 +60,56 @@ SEEDS = 3
 # Analysis sized to the budget: kappa / rho from probes on 1,000 images per split, 1,024
 # coordinates per layer (a ViT block output has 65 x 64 = 4,160), 10 probe epochs.
 _ANALYSIS = AnalysisConfig.from_overrides(
-    {'max_examples': 1000, 'max_dims': 1024, 'probe_epochs': 10, 'probe_batch_size': 256,
-     'layer_ranks': False, 'plots': False})
-FULL = Setting('vit_c10', 'vit_c10_cpu', (), (
+  {
+    'max_examples': 1000,
+    'max_dims': 1024,
+    'probe_epochs': 10,
+    'probe_batch_size': 256,
+    'layer_ranks': False,
+    'plots': False,
+  }
+)
+FULL = Setting(
+  'vit_c10',
+  'vit_c10_cpu',
+  (),
+  (
     'ViT (patch 4, width 64, depth 4, 4 heads), CIFAR-10 JPEG (10k train, 1 epoch), from '
-    'scratch, OOD MNIST'), _ANALYSIS, minutes=1.4)
-QUICK = Setting('vit_c10_quick', 'vit_c10_cpu', (
-    ('train_subset', 256), ('batch_size', 32), ('num_train_steps', 6), ('warmup_epochs', 0),
-    ('lr_milestones', ()), ('metrics_every_steps', 3), ('metrics_batch_size', 32),
-    ('max_feature_dims', 256), ('eval_batch_size', 500), ('eval_every_steps', 10**9),
-    ('checkpoint_every_steps', 6), ('log_every_steps', 3)), 'ViT smoke budget (6 steps)',
-    AnalysisConfig.from_overrides(
-        {'max_examples': 200, 'max_dims': 256, 'probe_epochs': 2, 'probe_batch_size': 128,
-         'layer_ranks': False, 'plots': False}), minutes=3)
+    'scratch, OOD MNIST'
+  ),
+  _ANALYSIS,
+  minutes=1.4,
+)
+QUICK = Setting(
+  'vit_c10_quick',
+  'vit_c10_cpu',
+  (
+    ('train_subset', 256),
+    ('batch_size', 32),
+    ('num_train_steps', 6),
+    ('warmup_epochs', 0),
+    ('lr_milestones', ()),
+    ('metrics_every_steps', 3),
+    ('metrics_batch_size', 32),
+    ('max_feature_dims', 256),
+    ('eval_batch_size', 500),
+    ('eval_every_steps', 10**9),
+    ('checkpoint_every_steps', 6),
+    ('log_every_steps', 3),
+  ),
+  'ViT smoke budget (6 steps)',
+  AnalysisConfig.from_overrides(
+    {
+      'max_examples': 200,
+      'max_dims': 256,
+      'probe_epochs': 2,
+      'probe_batch_size': 128,
+      'layer_ranks': False,
+      'plots': False,
+    }
+  ),
+  minutes=3,
+)
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -82,10 +125,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
   p.add_argument('--render_only', action='store_true', help='never train or analyse')
   p.add_argument('--list', action='store_true', help='print the plan and its cost, run nothing')
   p.add_argument('--quick', action='store_true', help='smoke-test budget (not a result)')
-  p.add_argument('--compilation_cache', default=None,
-                 help="JAX persistent compilation cache (default <runs_dir>/jax_cache; '' = "
-                      'off): the runs of one (tau, T) share executables, so only the first '
-                      'seed compiles')
+  p.add_argument(
+    '--compilation_cache',
+    default=None,
+    help="JAX persistent compilation cache (default <runs_dir>/jax_cache; '' = "
+    'off): the runs of one (tau, T) share executables, so only the first '
+    'seed compiles',
+  )
   p.add_argument('--taus', type=_floats, default=TAUS)
   p.add_argument('--temperatures', type=_floats, default=TEMPERATURES)
   args = p.parse_args(argv)
@@ -102,21 +148,34 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def request(tau: float, temperatures: Sequence[float]) -> Request:
   """The runs of one attention temperature (folder suffix `tau<tau>`)."""
-  return Request('attention', tuple(temperatures), variant=f'tau{tau:g}',
-                 overrides=(('model.attention_temperature', float(tau)),))
+  return Request(
+    'attention',
+    tuple(temperatures),
+    variant=f'tau{tau:g}',
+    overrides=(('model.attention_temperature', float(tau)),),
+  )
 
 
 def plan(args: argparse.Namespace) -> list[tuple[str, Request, float, int]]:
   """(workdir, request, T, seed) of every run, seed-major."""
   setting = QUICK if args.quick else FULL
-  return [(run_dir(args.runs_dir, setting, request(tau, args.temperatures), t, s),
-           request(tau, args.temperatures), t, s)
-          for s in range(args.seeds) for tau in args.taus for t in args.temperatures]
+  return [
+    (
+      run_dir(args.runs_dir, setting, request(tau, args.temperatures), t, s),
+      request(tau, args.temperatures),
+      t,
+      s,
+    )
+    for s in range(args.seeds)
+    for tau in args.taus
+    for t in args.temperatures
+  ]
 
 
 def train_missing(args: argparse.Namespace) -> None:
   """Trains and analyses every planned run that is not finished (diverged ones are skipped)."""
   from rankdeficit.run import runtime  # pylint: disable=import-outside-toplevel
+
   runtime.enable_compilation_cache(args.compilation_cache)
   setting = QUICK if args.quick else FULL
   for workdir, req, t, s in plan(args):
@@ -141,15 +200,22 @@ def describe_plan(args: argparse.Namespace) -> str:
   setting = QUICK if args.quick else FULL
   runs = plan(args)
   todo = [w for w, *_ in runs if not os.path.exists(os.path.join(w, ANALYSIS))]
-  return (f'{len(runs)} runs ({len(args.taus)} tau x {len(args.temperatures)} T x '
-          f'{args.seeds} seeds) of {setting.label} under {args.runs_dir}; {len(todo)} to '
-          f'train or analyse, ~{len(todo) * setting.minutes:.0f} min on 2 idle CPU cores '
-          f'({setting.minutes:g} min per run incl. analysis).')
+  return (
+    f'{len(runs)} runs ({len(args.taus)} tau x {len(args.temperatures)} T x '
+    f'{args.seeds} seeds) of {setting.label} under {args.runs_dir}; {len(todo)} to '
+    f'train or analyse, ~{len(todo) * setting.minutes:.0f} min on 2 idle CPU cores '
+    f'({setting.minutes:g} min per run incl. analysis).'
+  )
 
 
 def command_line(args: argparse.Namespace) -> str:
-  argv = ['python', '-m', 'experiments.attention_temperature', f'--seeds={args.seeds}',
-          f'--outdir={args.outdir}']
+  argv = [
+    'python',
+    '-m',
+    'experiments.attention_temperature',
+    f'--seeds={args.seeds}',
+    f'--outdir={args.outdir}',
+  ]
   argv += ['--quick'] if args.quick else []
   if args.taus != TAUS:
     argv.append('--taus=' + ','.join(f'{x:g}' for x in args.taus))
@@ -173,8 +239,11 @@ def main(argv: Sequence[str] | None = None) -> int:
   except MissingRuns as e:
     print(f'{beyond_attention.NAME}: missing: {e}', flush=True)
     return 1
-  print(f'{beyond_attention.NAME}: ok ({time.perf_counter() - t0:.0f} s) -> '
-        f'{os.path.join(args.outdir, beyond_attention.NAME)}.{{png,md,csv}}', flush=True)
+  print(
+    f'{beyond_attention.NAME}: ok ({time.perf_counter() - t0:.0f} s) -> '
+    f'{os.path.join(args.outdir, beyond_attention.NAME)}.{{png,md,csv}}',
+    flush=True,
+  )
   return 0
 
 

@@ -10,6 +10,7 @@ from the run directories (`<outdir>/runs/knob_mlp/`): kappa, rho, SR, effective 
 last hidden layer and accuracy against n0 / T. Grid and renderer:
 experiments/figures/beyond_knob.py.
 """
+
 from __future__ import annotations
 
 import sys
@@ -17,7 +18,8 @@ from typing import Sequence
 
 from absl import logging
 
-from experiments.figures import beyond_knob, grid
+from experiments.figures import beyond_knob
+from experiments.figures import grid
 
 
 def main(argv: Sequence[str] | None = None) -> grid.Loaded:

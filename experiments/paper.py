@@ -11,15 +11,18 @@ needs that are not finished (`rankdeficit.training.train.train_and_evaluate`; a 
 from its checkpoint), analyses them once (`rankdeficit.analyze.analyze_run`), then renders
 the entry from the run directories alone into `--outdir` (default
 `experiments/results/paper_<preset>/`): `figure_<N>.png` + `figure_<N>.md`, or
-`table_<N>.md` + `table_<N>.csv`. `--render_only` never trains: it reads each run from its directory or, where that is
+`table_<N>.md` + `table_<N>.csv`. `--render_only` never trains: it reads each run from its
+directory or, where that is
 absent (a fresh clone), from its compact record in `--records_dir` (default
 `<outdir>/records/`, committed; `experiments.records`: configs, analyses, monitor
 histories and scalars, no checkpoints), which is written for every finished run; entries
 whose runs are missing are reported and skipped; `--settings` trains only the runs of those settings
-(renderers draw whatever runs exist, e.g. a Table 1 with one row). Runs go to `<outdir>/runs/` (git-ignored) and are shared
+(renderers draw whatever runs exist, e.g. a Table 1 with one row). Runs go to `<outdir>/runs/`
+(git-ignored) and are shared
 between entries that ask for the same setting and temperature. With
 $RANKDEFICIT_QUICK_SYNTHETIC set, Figures 6 and 21 use their scripts' --quick sizes (tests).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,9 +34,13 @@ from typing import Sequence
 from absl import logging
 
 from experiments import records
-from experiments.figures import REGISTRY, presets
-from experiments.figures.render import Context, Entry, MissingRuns
-from experiments.figures.runs import ensure_run, load_run
+from experiments.figures import REGISTRY
+from experiments.figures import presets
+from experiments.figures.render import Context
+from experiments.figures.render import Entry
+from experiments.figures.render import MissingRuns
+from experiments.figures.runs import ensure_run
+from experiments.figures.runs import load_run
 
 RESULTS = os.path.join(os.path.dirname(__file__), 'results')
 
@@ -45,13 +52,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
   p.add_argument('--seeds', type=int, default=None, help='seeds per setting')
   p.add_argument('--list', action='store_true', help='list entries, their runs and cost')
   p.add_argument('--render_only', action='store_true', help='never train or analyse')
-  p.add_argument('--settings', default='',
-                 help='train only runs of these setting names (e.g. mlp_c10); render all')
+  p.add_argument(
+    '--settings',
+    default='',
+    help='train only runs of these setting names (e.g. mlp_c10); render all',
+  )
   p.add_argument('--outdir', default=None)
   p.add_argument('--runs_dir', default=None)
-  p.add_argument('--records_dir', default=None,
-                 help='compact run records (default <outdir>/records): written for every '
-                      'finished run, read where a run directory is absent')
+  p.add_argument(
+    '--records_dir',
+    default=None,
+    help='compact run records (default <outdir>/records): written for every '
+    'finished run, read where a run directory is absent',
+  )
   p.add_argument('--data_dir', default=None, help="tfds data_dir (default: each config's)")
   args = p.parse_args(argv)
   keys = [k for k in args.only.split(',') if k]
@@ -67,10 +80,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def make_context(args: argparse.Namespace) -> Context:
   outdir = args.outdir or os.path.join(RESULTS, f'paper_{args.preset}')
-  return Context(preset=args.preset, outdir=outdir,
-                 root=args.runs_dir or os.path.join(outdir, 'runs'),
-                 seeds=args.seeds or presets.DEFAULT_SEEDS[args.preset],
-                 records=args.records_dir or os.path.join(outdir, 'records'))
+  return Context(
+    preset=args.preset,
+    outdir=outdir,
+    root=args.runs_dir or os.path.join(outdir, 'runs'),
+    seeds=args.seeds or presets.DEFAULT_SEEDS[args.preset],
+    records=args.records_dir or os.path.join(outdir, 'records'),
+  )
 
 
 def planned_runs(ctx: Context, entry: Entry) -> dict[str, tuple]:
@@ -85,30 +101,40 @@ def planned_runs(ctx: Context, entry: Entry) -> dict[str, tuple]:
 
 
 def estimate_minutes(ctx: Context, entry: Entry, exclude: set[str] = frozenset()) -> float:
-  return sum(setting.minutes for w, (setting, *_) in planned_runs(ctx, entry).items()
-             if w not in exclude)
+  return sum(
+    setting.minutes for w, (setting, *_) in planned_runs(ctx, entry).items() if w not in exclude
+  )
 
 
 def list_entries(ctx: Context, keys: Sequence[str]) -> str:
-  lines = [f'preset {ctx.preset}: {ctx.seeds} seed(s) by default; estimated minutes on 2 '
-           f'busy CPU cores (runs shared with earlier entries counted once, in brackets alone)']
+  lines = [
+    f'preset {ctx.preset}: {ctx.seeds} seed(s) by default; estimated minutes on 2 '
+    f'busy CPU cores (runs shared with earlier entries counted once, in brackets alone)'
+  ]
   seen: set[str] = set()
   for key in keys:
     entry = REGISTRY[key]
-    runs = [f'{ctx.setting(r.paper).name}{"-" + r.variant if r.variant else ""} '
-            f'T={",".join(f"{t:g}" for t in ctx.temperatures(r))} x{ctx.seeds_of(r)}'
-            for r in entry.requests if ctx.temperatures(r)] or ['no training (synthetic)']
+    runs = [
+      f'{ctx.setting(r.paper).name}{"-" + r.variant if r.variant else ""} '
+      f'T={",".join(f"{t:g}" for t in ctx.temperatures(r))} x{ctx.seeds_of(r)}'
+      for r in entry.requests
+      if ctx.temperatures(r)
+    ] or ['no training (synthetic)']
     alone = estimate_minutes(ctx, entry)
     extra = estimate_minutes(ctx, entry, seen)
     seen.update(planned_runs(ctx, entry))
-    cost = (f'~{extra:.0f} min new ({alone:.0f} alone)' if ctx.preset == 'cpu'
-            else 'cluster scale (paper budgets, Table 4)')
+    cost = (
+      f'~{extra:.0f} min new ({alone:.0f} alone)'
+      if ctx.preset == 'cpu'
+      else 'cluster scale (paper budgets, Table 4)'
+    )
     lines.append(f'{key:<26} {entry.title}\n{"":<26} runs: {"; ".join(runs)}\n{"":<26} {cost}')
   return '\n'.join(lines)
 
 
-def train_missing(ctx: Context, entry: Entry, data_dir: str | None,
-                  settings: Sequence[str] = ()) -> None:
+def train_missing(
+  ctx: Context, entry: Entry, data_dir: str | None, settings: Sequence[str] = ()
+) -> None:
   """Trains/analyses the entry's missing runs (only of `settings` when given)."""
   for workdir, (setting, request, t, s) in planned_runs(ctx, entry).items():
     if settings and setting.name not in settings:

@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from experiments import parse_args, save_figure, save_table
+from experiments import parse_args
+from experiments import save_figure
+from experiments import save_table
 
-NAME = "prop31_bound"
+NAME = 'prop31_bound'
 ROUNDING = 1e-12  # float64 rounding allowance when the bound is attained
 
 
@@ -40,24 +42,24 @@ def column_softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def sample_matrix(rng: np.random.Generator, family: str, n: int) -> np.ndarray:
-  if family == "softmax_lowrank":
+  if family == 'softmax_lowrank':
     k = rng.integers(1, n + 1)
     m = rng.uniform(-1, 1, (n, k)) @ rng.uniform(-1, 1, (k, n))
-    return column_softmax(m * 10**rng.uniform(-2, 3))
-  if family == "softmax_gaussian":
-    return column_softmax(rng.standard_normal((n, n)) * 10**rng.uniform(-2, 2))
-  if family == "dirichlet":
-    return rng.dirichlet(np.full(n, 10**rng.uniform(-2, 2)), size=n).T
-  if family == "near_identity":
-    return column_softmax(np.eye(n)[rng.permutation(n)] * 10**rng.uniform(0, 2))
+    return column_softmax(m * 10 ** rng.uniform(-2, 3))
+  if family == 'softmax_gaussian':
+    return column_softmax(rng.standard_normal((n, n)) * 10 ** rng.uniform(-2, 2))
+  if family == 'dirichlet':
+    return rng.dirichlet(np.full(n, 10 ** rng.uniform(-2, 2)), size=n).T
+  if family == 'near_identity':
+    return column_softmax(np.eye(n)[rng.permutation(n)] * 10 ** rng.uniform(0, 2))
   raise ValueError(family)
 
 
-FAMILIES = ("softmax_lowrank", "softmax_gaussian", "dirichlet", "near_identity")
+FAMILIES = ('softmax_lowrank', 'softmax_gaussian', 'dirichlet', 'near_identity')
 
 
 def main(argv=None):
-  args = parse_args(__doc__.splitlines()[0], argv, samples=(int, 2000, "matrices per family"))
+  args = parse_args(__doc__.splitlines()[0], argv, samples=(int, 2000, 'matrices per family'))
   rng = np.random.default_rng(args.seed)
   samples = 20 if args.quick else args.samples
   sizes = (2, 3, 5, 10, 50)
@@ -71,33 +73,39 @@ def main(argv=None):
       worst = max(worst, violation)
       beyond = int(np.sum(gap - bound > ROUNDING))
       rows.append(
-          [family, n, samples, violation, beyond,
-           float(np.min(bound - gap)),
-           float(np.min(gap))])
+        [family, n, samples, violation, beyond, float(np.min(bound - gap)), float(np.min(gap))]
+      )
       points.append((family, n, gap, bound))
   total_beyond = sum(r[4] for r in rows)
-  rows.append(["ALL", "-", samples * len(FAMILIES) * len(sizes), worst, total_beyond, "-", "-"])
+  rows.append(['ALL', '-', samples * len(FAMILIES) * len(sizes), worst, total_beyond, '-', '-'])
   save_table(
-      args.outdir,
-      NAME,
-      [
-          "family", "n", "matrices", "max(gap - bound)", f"# gap - bound > {ROUNDING:g}",
-          "min slack", "min gap (>= 0)"
-      ],
-      rows,
-      title=(
-          "Proposition 3.1: sigma_1 - sigma_n <= sqrt(1+r) - sqrt(max(1/n - r, 0)), float64. "
-          "Equality holds for S = e_i 1^T (identical one-hot columns, e.g. large-scale softmax of "
-          "rank-1 logits), so max(gap - bound) sits at float64 rounding (~1e-15) there."),
+    args.outdir,
+    NAME,
+    [
+      'family',
+      'n',
+      'matrices',
+      'max(gap - bound)',
+      f'# gap - bound > {ROUNDING:g}',
+      'min slack',
+      'min gap (>= 0)',
+    ],
+    rows,
+    title=(
+      'Proposition 3.1: sigma_1 - sigma_n <= sqrt(1+r) - sqrt(max(1/n - r, 0)), float64. '
+      'Equality holds for S = e_i 1^T (identical one-hot columns, e.g. large-scale softmax of '
+      'rank-1 logits), so max(gap - bound) sits at float64 rounding (~1e-15) there.'
+    ),
   )
   from experiments.figures import verdicts  # pylint: disable=import-outside-toplevel
 
-  verdicts.append_theory(args.outdir, NAME,
-                         not args.quick and args.samples == 2000 and args.seed == 0)
+  verdicts.append_theory(
+    args.outdir, NAME, not args.quick and args.samples == 2000 and args.seed == 0
+  )
 
   import matplotlib
 
-  matplotlib.use("Agg")
+  matplotlib.use('Agg')
   import matplotlib.pyplot as plt
 
   fig, ax = plt.subplots(figsize=(4.5, 4.5))
@@ -106,14 +114,14 @@ def main(argv=None):
     b = np.concatenate([p[3] for p in points if p[0] == family])
     ax.scatter(b, g, s=3, alpha=0.4, label=family)
   lim = [0, max(1.5, max(float(np.max(p[3])) for p in points))]
-  ax.plot(lim, lim, "k--", lw=1, label="gap = bound")
-  ax.set_xlabel("bound sqrt(1+r) - sqrt(max(1/n-r,0))")
-  ax.set_ylabel("sigma_1(S) - sigma_n(S)")
+  ax.plot(lim, lim, 'k--', lw=1, label='gap = bound')
+  ax.set_xlabel('bound sqrt(1+r) - sqrt(max(1/n-r,0))')
+  ax.set_ylabel('sigma_1(S) - sigma_n(S)')
   ax.legend(fontsize=7)
   save_figure(fig, args.outdir, NAME)
   plt.close(fig)
   return worst
 
 
-if __name__ == "__main__":
+if __name__ == '__main__':
   main()

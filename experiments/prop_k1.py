@@ -15,20 +15,22 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments import parse_args, save_figure, save_table
+from experiments import parse_args
+from experiments import save_figure
+from experiments import save_table
 from rankdeficit import metrics
 
-NAME = "prop_k1"
+NAME = 'prop_k1'
 
 
 def rank2_logits(key: jax.Array, n: int) -> jax.Array:
   a = jax.random.normal(key, (n, 2))
   a = a / jnp.linalg.norm(a, axis=1, keepdims=True)
-  return jnp.matmul(a, a.T, precision="highest")
+  return jnp.matmul(a, a.T, precision='highest')
 
 
 def main(argv=None):
-  args = parse_args(__doc__.splitlines()[0], argv, seeds=(int, 5, "random draws per n"))
+  args = parse_args(__doc__.splitlines()[0], argv, seeds=(int, 5, 'random draws per n'))
   sizes = (5, 10) if args.quick else (5, 10, 20, 50, 100)
   seeds = 2 if args.quick else args.seeds
   scales = np.logspace(-1, 5, 13 if args.quick else 61).astype(np.float32)
@@ -44,23 +46,28 @@ def main(argv=None):
     post = np.stack(post)
     curves[n] = post.mean(axis=0)
     full = post == n
-    first_full = [float(scales[np.argmax(f)]) if f.any() else float("nan") for f in full]
-    rows.append([
+    first_full = [float(scales[np.argmax(f)]) if f.any() else float('nan') for f in full]
+    rows.append(
+      [
         n,
         sorted(set(pre)),
         float(post.max()),
         int(full.any(axis=1).sum()),
-        float(np.nanmedian(first_full))
-    ])
+        float(np.nanmedian(first_full)),
+      ]
+    )
   save_table(
-      args.outdir,
-      NAME,
-      [
-          "n", "rank(B)", "max rank(softmax(cB))", f"draws reaching rank n (of {seeds})",
-          "median smallest c with rank n"
-      ],
-      rows,
-      title="Proposition K.1: B = A~ A~^T (rank 2) vs rank(softmax(c B)), float32 numerical rank",
+    args.outdir,
+    NAME,
+    [
+      'n',
+      'rank(B)',
+      'max rank(softmax(cB))',
+      f'draws reaching rank n (of {seeds})',
+      'median smallest c with rank n',
+    ],
+    rows,
+    title='Proposition K.1: B = A~ A~^T (rank 2) vs rank(softmax(c B)), float32 numerical rank',
   )
   from experiments.figures import verdicts  # pylint: disable=import-outside-toplevel
 
@@ -68,21 +75,21 @@ def main(argv=None):
 
   import matplotlib
 
-  matplotlib.use("Agg")
+  matplotlib.use('Agg')
   import matplotlib.pyplot as plt
 
   fig, ax = plt.subplots(figsize=(5, 3.5))
   for n in sizes:
-    ax.plot(scales, curves[n] / n, label=f"n = {n}")
-  ax.set_xscale("log")
-  ax.set_xlabel("scale c")
-  ax.set_ylabel("rank(softmax(c B)) / n")
-  ax.set_title("rank(B) = 2")
+    ax.plot(scales, curves[n] / n, label=f'n = {n}')
+  ax.set_xscale('log')
+  ax.set_xlabel('scale c')
+  ax.set_ylabel('rank(softmax(c B)) / n')
+  ax.set_title('rank(B) = 2')
   ax.legend()
   save_figure(fig, args.outdir, NAME)
   plt.close(fig)
   return rows
 
 
-if __name__ == "__main__":
+if __name__ == '__main__':
   main()

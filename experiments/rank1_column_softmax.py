@@ -17,23 +17,28 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments import parse_args, save_figure, save_table
+from experiments import parse_args
+from experiments import save_figure
+from experiments import save_table
 from rankdeficit import metrics
 
-NAME = "rank1_column_softmax"
+NAME = 'rank1_column_softmax'
 
 
 def column_softmax_stats(a: jax.Array, temperatures: np.ndarray):
   """Per temperature: columns' Gram matrix, singular values and numerical rank of S."""
   t = jnp.asarray(temperatures, jnp.float32)[:, None, None]
   s = jax.nn.softmax(a[None] / t, axis=-2)  # softmax over rows = column-wise
-  gram = jnp.einsum("tij,tik->tjk", s, s, precision="highest")
-  return np.asarray(gram), np.asarray(metrics.singular_values(s)), np.asarray(
-      metrics.numerical_rank(s))
+  gram = jnp.einsum('tij,tik->tjk', s, s, precision='highest')
+  return (
+    np.asarray(gram),
+    np.asarray(metrics.singular_values(s)),
+    np.asarray(metrics.numerical_rank(s)),
+  )
 
 
 def main(argv=None):
-  args = parse_args(__doc__.splitlines()[0], argv, n=(int, 5, "matrix size"))
+  args = parse_args(__doc__.splitlines()[0], argv, n=(int, 5, 'matrix size'))
   n = args.n
   key_u, key_v = jax.random.split(jax.random.PRNGKey(args.seed))
   u = jax.random.uniform(key_u, (n,), minval=-1.0, maxval=1.0)
@@ -50,50 +55,59 @@ def main(argv=None):
   mean_diff = np.where(diff.any(), (gram * diff).sum((1, 2)) / max(diff.sum(), 1), np.nan)
 
   show = np.unique(np.linspace(0, len(temperatures) - 1, 11).astype(int))
-  rows = [[
+  rows = [
+    [
       float(temperatures[i]),
       float(gap[i]),
       float(sv[i, -1]),
       int(ranks[i]),
       float(mean_same[i]),
-      float(mean_diff[i])
-  ] for i in show]
+      float(mean_diff[i]),
+    ]
+    for i in show
+  ]
   header = [
-      "T", "sigma_1 - sigma_n", "sigma_n", "rank(S)", "mean <s_i,s_j> same argmax",
-      "mean <s_i,s_j> different argmax"
+    'T',
+    'sigma_1 - sigma_n',
+    'sigma_n',
+    'rank(S)',
+    'mean <s_i,s_j> same argmax',
+    'mean <s_i,s_j> different argmax',
   ]
   save_table(
-      args.outdir,
-      NAME,
-      header,
-      rows,
-      title=
-      f"Figure 21: column softmax of rank-1 {n}x{n} A=u v^T (argmax rows of columns: {argmax_row.tolist()})",
+    args.outdir,
+    NAME,
+    header,
+    rows,
+    title=(
+      f'Figure 21: column softmax of rank-1 {n}x{n} A=u v^T '
+      f'(argmax rows of columns: {argmax_row.tolist()})'
+    ),
   )
 
   import matplotlib
 
-  matplotlib.use("Agg")
+  matplotlib.use('Agg')
   import matplotlib.pyplot as plt
 
   fig, (ax_top, ax_bot) = plt.subplots(2, 1, figsize=(5.5, 6), sharex=True)
-  ax_top.plot(temperatures, gap, label=r"$\sigma_1 - \sigma_n$")
+  ax_top.plot(temperatures, gap, label=r'$\sigma_1 - \sigma_n$')
   ax_r = ax_top.twinx()
-  ax_r.step(temperatures, ranks, color="tab:red", where="mid", label="rank(S)")
-  ax_r.set_ylabel("numerical rank", color="tab:red")
-  ax_top.set_ylabel(r"$\sigma_1(S) - \sigma_n(S)$")
-  ax_top.legend(loc="upper left")
+  ax_r.step(temperatures, ranks, color='tab:red', where='mid', label='rank(S)')
+  ax_r.set_ylabel('numerical rank', color='tab:red')
+  ax_top.set_ylabel(r'$\sigma_1(S) - \sigma_n(S)$')
+  ax_top.legend(loc='upper left')
   for i in range(n):
     for j in range(i + 1, n):
-      style = "-" if argmax_row[i] == argmax_row[j] else "--"
+      style = '-' if argmax_row[i] == argmax_row[j] else '--'
       ax_bot.plot(temperatures, gram[:, i, j], style, lw=1)
-  ax_bot.set_xscale("log")
-  ax_bot.set_xlabel("temperature T")
-  ax_bot.set_ylabel(r"$\langle s_i, s_j \rangle$ (solid: same argmax)")
+  ax_bot.set_xscale('log')
+  ax_bot.set_xlabel('temperature T')
+  ax_bot.set_ylabel(r'$\langle s_i, s_j \rangle$ (solid: same argmax)')
   save_figure(fig, args.outdir, NAME)
   plt.close(fig)
   return temperatures, gap, ranks
 
 
-if __name__ == "__main__":
+if __name__ == '__main__':
   main()

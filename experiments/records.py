@@ -16,6 +16,7 @@ training (`python -m experiments.paper --render_only`):
 TensorBoard event files are replaced by `scalars.json` because they also hold images and
 histograms the renderers never read, and reading them needs TensorBoard.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,8 +28,13 @@ import numpy as np
 from rankdeficit.training import monitor_log
 
 SCALARS = 'scalars.json'
-FILES = ('config.json', 'train_results.json', os.path.join('analysis', 'analysis.json'),
-         os.path.join('monitor', 'metrics.jsonl'), os.path.join('monitor', 'order.json'))
+FILES = (
+  'config.json',
+  'train_results.json',
+  os.path.join('analysis', 'analysis.json'),
+  os.path.join('monitor', 'metrics.jsonl'),
+  os.path.join('monitor', 'order.json'),
+)
 
 
 def write_record(workdir: str, dest: str) -> int:
@@ -45,13 +51,18 @@ def write_record(workdir: str, dest: str) -> int:
     if arrays:
       name = os.path.join(tmp, 'monitor', f'arrays_{record["step"]:09d}.json')
       with open(name, 'w') as f:
-        json.dump({k: _shortest_float32(v) for k, v in arrays.items()}, f,
-                  separators=(',', ':'))
+        json.dump({k: _shortest_float32(v) for k, v in arrays.items()}, f, separators=(',', ':'))
   scalars = event_scalars(workdir)
   os.makedirs(tmp, exist_ok=True)
   with open(os.path.join(tmp, SCALARS), 'w') as f:
-    json.dump({tag: [steps.tolist(), [float(v) for v in values]]
-               for tag, (steps, values) in sorted(scalars.items())}, f, separators=(',', ':'))
+    json.dump(
+      {
+        tag: [steps.tolist(), [float(v) for v in values]]
+        for tag, (steps, values) in sorted(scalars.items())
+      },
+      f,
+      separators=(',', ':'),
+    )
   shutil.rmtree(dest, ignore_errors=True)
   os.makedirs(os.path.dirname(os.path.abspath(dest)), exist_ok=True)
   os.replace(tmp, dest)
@@ -60,8 +71,9 @@ def write_record(workdir: str, dest: str) -> int:
 
 def _shortest_float32(array: np.ndarray) -> list:
   """Nested lists of the shortest decimals that read back as the same float32 values."""
-  flat = [float(np.format_float_positional(x, unique=True))
-          for x in np.asarray(array, np.float32).ravel()]
+  flat = [
+    float(np.format_float_positional(x, unique=True)) for x in np.asarray(array, np.float32).ravel()
+  ]
   return np.asarray(flat, np.float64).reshape(array.shape).tolist()
 
 
@@ -72,14 +84,16 @@ def event_scalars(workdir: str, prefix: str = '') -> dict[str, tuple[np.ndarray,
     return monitor_log.read_event_scalars(workdir, prefix)
   with open(path) as f:
     saved = json.load(f)
-  return {tag: (np.asarray(steps, np.int64), np.asarray(values, np.float64))
-          for tag, (steps, values) in saved.items() if tag.startswith(prefix)}
+  return {
+    tag: (np.asarray(steps, np.int64), np.asarray(values, np.float64))
+    for tag, (steps, values) in saved.items()
+    if tag.startswith(prefix)
+  }
 
 
 def record_bytes(root: str) -> int:
   """Bytes of every file under `root`."""
-  return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(root)
-             for f in files)
+  return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(root) for f in files)
 
 
 def flat_record(a: dict) -> dict:

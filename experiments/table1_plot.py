@@ -10,12 +10,14 @@ band +-1 std. kappa and rho are single numbers read off these curves; the curves
 they come out as they do (e.g. ID probes that peak mid-network and fall towards the logits
 put kappa at 1/L under the `paper` convention).
 """
+
 from __future__ import annotations
 
 import collections
 import os
 
-from absl import app, flags
+from absl import app
+from absl import flags
 import numpy as np
 
 from experiments import records
@@ -26,7 +28,8 @@ def _by_setting(records: list[dict]) -> dict[str, dict[float, list[dict]]]:
   of two records of one seed (an old runs.jsonl appended to) the later one counts."""
   latest = {(r['experiment'], float(r['temperature']), r.get('seed')): r for r in records}
   out: dict[str, dict[float, list[dict]]] = collections.defaultdict(
-      lambda: collections.defaultdict(list))
+    lambda: collections.defaultdict(list)
+  )
   for (experiment, temperature, _), rec in latest.items():
     out[experiment][temperature].append(rec)
   return out
@@ -40,8 +43,8 @@ def _curve(runs: list[dict], key: str, layers: list[str]) -> tuple[np.ndarray, n
 
 
 def _band(ax, x, mean, std, **style):
-  line, = ax.plot(x, mean, **style)
-  ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=.2, lw=0)
+  (line,) = ax.plot(x, mean, **style)
+  ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2, lw=0)
 
 
 def plot_probe_profiles(records: list[dict], path: str) -> None:
@@ -54,29 +57,54 @@ def plot_probe_profiles(records: list[dict], path: str) -> None:
   if not records:
     raise ValueError('plot_probe_profiles: no run has per-layer probe accuracies')
   import matplotlib  # pylint: disable=import-outside-toplevel
+
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+
   settings = _by_setting(records)
   ranks = any(r.get('representation_effective_rank') for r in records)
-  fig, axes = plt.subplots(1 + ranks, len(settings),
-                           figsize=(4.2 * len(settings), 3.2 * (1 + ranks)), squeeze=False)
+  fig, axes = plt.subplots(
+    1 + ranks, len(settings), figsize=(4.2 * len(settings), 3.2 * (1 + ranks)), squeeze=False
+  )
   for col, (name, by_t) in enumerate(settings.items()):
     top, bottom = axes[0, col], axes[-1, col] if ranks else None
     for i, (temperature, runs) in enumerate(sorted(by_t.items())):
       layers = list(runs[0]['id_probe_accuracy'])
       x = np.arange(1, len(layers) + 1)
       colour = f'C{i}'
-      _band(top, x, *_curve(runs, 'id_probe_accuracy', layers), color=colour, marker='o',
-            ms=3, label=f'T={temperature:g} ID ({len(runs)} seeds)')
+      _band(
+        top,
+        x,
+        *_curve(runs, 'id_probe_accuracy', layers),
+        color=colour,
+        marker='o',
+        ms=3,
+        label=f'T={temperature:g} ID ({len(runs)} seeds)',
+      )
       if runs[0].get('ood_probe_accuracy'):
-        _band(top, x, *_curve(runs, 'ood_probe_accuracy', layers), color=colour,
-              marker='s', ms=3, ls='--', label=f'T={temperature:g} OOD')
+        _band(
+          top,
+          x,
+          *_curve(runs, 'ood_probe_accuracy', layers),
+          color=colour,
+          marker='s',
+          ms=3,
+          ls='--',
+          label=f'T={temperature:g} OOD',
+        )
       if bottom is not None and runs[0].get('representation_effective_rank'):
-        _band(bottom, x, *_curve(runs, 'representation_effective_rank', layers),
-              color=colour, marker='o', ms=3, label=f'T={temperature:g}')
+        _band(
+          bottom,
+          x,
+          *_curve(runs, 'representation_effective_rank', layers),
+          color=colour,
+          marker='o',
+          ms=3,
+          label=f'T={temperature:g}',
+        )
     for ax in (top, bottom) if ranks else (top,):
       ax.set_xticks(x, layers, rotation=45, ha='right', fontsize=7)
-      ax.grid(alpha=.3)
+      ax.grid(alpha=0.3)
       ax.legend(fontsize=7)
     top.set_title(runs[0].get('label') or name, fontsize=8)
     top.set_ylim(0, 1)
@@ -101,6 +129,7 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  flags.DEFINE_string('outdir', None, 'A reproduce_table1 output folder (has runs.jsonl).',
-                      required=True)
+  flags.DEFINE_string(
+    'outdir', None, 'A reproduce_table1 output folder (has runs.jsonl).', required=True
+  )
   app.run(main)

@@ -10,6 +10,7 @@ half of training), analyses every run, and writes `temperature_annealing.png/.md
 the run directories (`<outdir>/runs/anneal_*/`): accuracy, kappa, rho, SR, NECO AUROC and
 FPR@95. Grid and renderer: experiments/figures/beyond_annealing.py.
 """
+
 from __future__ import annotations
 
 import sys
@@ -17,7 +18,8 @@ from typing import Sequence
 
 from absl import logging
 
-from experiments.figures import beyond_annealing, grid
+from experiments.figures import beyond_annealing
+from experiments.figures import grid
 
 
 def main(argv: Sequence[str] | None = None) -> grid.Loaded:

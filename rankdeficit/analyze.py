@@ -45,6 +45,7 @@ MNIST holds 37 GiB of features over its 11 hidden layers: 8 passes of <= 6 GiB).
 grouping is recorded as `layer_groups` and does not change the numbers. Cap with
 max_examples on ImageNet-scale training sets.
 """
+
 from __future__ import annotations
 
 import os
@@ -59,16 +60,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rankdeficit.analysis import config as analysis_config
-from rankdeficit.run import distributed
-from rankdeficit.analysis import extraction
 from rankdeficit import metrics
 from rankdeficit import models
+from rankdeficit.analysis import config as analysis_config
+from rankdeficit.analysis import extraction
 from rankdeficit.analysis import probe_layers
 from rankdeficit.analysis import probes
-from rankdeficit.run import storage
 from rankdeficit.analysis.config import AnalysisConfig
-from rankdeficit.analysis.report import to_markdown, write_plots  # noqa: F401 (public)
+from rankdeficit.analysis.report import to_markdown  # noqa: F401 (public)
+from rankdeficit.analysis.report import write_plots  # noqa: F401 (public)
+from rankdeficit.run import distributed
+from rankdeficit.run import storage
 
 ANALYSIS_DIR = 'analysis'
 
@@ -86,13 +88,16 @@ class _Timer:
 
       def __exit__(self, *exc):
         timer.timings[name] = round(timer.timings.get(name, 0.0) + time.perf_counter() - self.t0, 3)
+
     return _Ctx()
 
 
 def _run_temperature(config) -> float:
   """The temperature at the end of training (the final one of a schedule)."""
-  if config.get('temperature_schedule', 'constant') != 'constant' and config.get(
-      'final_temperature') is not None:
+  if (
+    config.get('temperature_schedule', 'constant') != 'constant'
+    and config.get('final_temperature') is not None
+  ):
     return float(config.final_temperature)
   return float(config.temperature)
 
@@ -108,23 +113,28 @@ def _f(x) -> float:
   return float(np.asarray(x))
 
 
-def logit_metrics(id_test: probes.Features, *, temperature: float, num_classes: int,
-                  penultimate_width: int, has_bias: bool) -> dict[str, Any]:
+def logit_metrics(
+  id_test: probes.Features,
+  *,
+  temperature: float,
+  num_classes: int,
+  penultimate_width: int,
+  has_bias: bool,
+) -> dict[str, Any]:
   """Step 2a: test accuracy, SR, post-softmax rank, logits norm and the bound on SR."""
   logits = jnp.asarray(id_test.logits)
   n = len(id_test.labels)
   return {
-      'test_accuracy': float(np.mean(np.argmax(id_test.logits, -1) == id_test.labels)),
-      'solution_rank': int(metrics.numerical_rank(logits)),
-      'post_softmax_rank': int(metrics.softmax_rank(logits, temperature)),
-      'post_softmax_rank_T1': int(metrics.softmax_rank(logits, 1.0)),
-      'logits_norm_frobenius': _f(metrics.logits_norm(logits)),
-      'logits_norm_mean': _f(metrics.mean_per_sample_norm(logits)),
-      'penultimate_width': penultimate_width,
-      # rank(H W + 1 b^T) <= width (+1 with a bias); also <= classes and <= examples.
-      'solution_rank_bound': int(min(penultimate_width + int(has_bias), num_classes, n)),
-      'solution_rank_bounded_by_classifier': bool(
-          penultimate_width + int(has_bias) < num_classes),
+    'test_accuracy': float(np.mean(np.argmax(id_test.logits, -1) == id_test.labels)),
+    'solution_rank': int(metrics.numerical_rank(logits)),
+    'post_softmax_rank': int(metrics.softmax_rank(logits, temperature)),
+    'post_softmax_rank_T1': int(metrics.softmax_rank(logits, 1.0)),
+    'logits_norm_frobenius': _f(metrics.logits_norm(logits)),
+    'logits_norm_mean': _f(metrics.mean_per_sample_norm(logits)),
+    'penultimate_width': penultimate_width,
+    # rank(H W + 1 b^T) <= width (+1 with a bias); also <= classes and <= examples.
+    'solution_rank_bound': int(min(penultimate_width + int(has_bias), num_classes, n)),
+    'solution_rank_bounded_by_classifier': bool(penultimate_width + int(has_bias) < num_classes),
   }
 
 
@@ -132,35 +142,53 @@ def representation_ranks(id_test: probes.Features) -> dict[str, dict[str, float]
   """Step 2b: numerical and effective rank of every probed layer on ID test."""
   reps = id_test.reps
   return {
-      'representation_rank': {
-          l: int(metrics.numerical_rank(jnp.asarray(x))) for l, x in reps.items()},
-      'representation_effective_rank': {
-          l: _f(metrics.effective_rank(jnp.asarray(x))) for l, x in reps.items()},
+    'representation_rank': {
+      l: int(metrics.numerical_rank(jnp.asarray(x))) for l, x in reps.items()
+    },
+    'representation_effective_rank': {
+      l: _f(metrics.effective_rank(jnp.asarray(x))) for l, x in reps.items()
+    },
   }
 
 
-def probe_accuracies(splits: dict[str, probes.Features], *, num_classes: int,
-                     ood_num_classes: int | None, key, config: probes.ProbeConfig, timer
-                     ) -> dict[str, dict[str, float]]:
+def probe_accuracies(
+  splits: dict[str, probes.Features],
+  *,
+  num_classes: int,
+  ood_num_classes: int | None,
+  key,
+  config: probes.ProbeConfig,
+  timer,
+) -> dict[str, dict[str, float]]:
   """Step 3a: ID (and OOD) probe accuracy of every layer the splits hold, forward order."""
+
   def fit(train, test, classes, fold):
-    return probes.fit_layer_probes(train.reps, train.labels, test.reps, test.labels, classes,
-                                   key=jax.random.fold_in(key, fold), config=config)
+    return probes.fit_layer_probes(
+      train.reps,
+      train.labels,
+      test.reps,
+      test.labels,
+      classes,
+      key=jax.random.fold_in(key, fold),
+      config=config,
+    )
 
   with timer('id_probes'):
     out = {'id_probe_accuracy': fit(splits['id_train'], splits['id_test'], num_classes, 0)}
   if 'ood_train' in splits:
     with timer('ood_probes'):
-      out['ood_probe_accuracy'] = fit(splits['ood_train'], splits['ood_test'],
-                                      ood_num_classes, 1)
+      out['ood_probe_accuracy'] = fit(splits['ood_train'], splits['ood_test'], ood_num_classes, 1)
   return out
 
 
-def depth_metrics(id_accuracy: dict[str, float], ood_accuracy: dict[str, float] | None,
-                  hidden: list[str]) -> dict[str, Any]:
+def depth_metrics(
+  id_accuracy: dict[str, float], ood_accuracy: dict[str, float] | None, hidden: list[str]
+) -> dict[str, Any]:
   """Step 3b: kappa / rho under every convention of `rankdeficit.analysis.probe_layers`."""
-  out: dict[str, Any] = {'probe_convention': probe_layers.DEFAULT_CONVENTION,
-                         'id_probe_accuracy': id_accuracy}
+  out: dict[str, Any] = {
+    'probe_convention': probe_layers.DEFAULT_CONVENTION,
+    'id_probe_accuracy': id_accuracy,
+  }
   out['kappa_by_convention'] = probe_layers.kappa_by_convention(id_accuracy, hidden)
   out['kappa'] = out['kappa_by_convention'][probe_layers.DEFAULT_CONVENTION]
   out['rho'] = out['rho_by_convention'] = None
@@ -172,8 +200,9 @@ def depth_metrics(id_accuracy: dict[str, float], ood_accuracy: dict[str, float] 
   return out
 
 
-def neural_collapse_metrics(id_train: probes.Features, penult: str, *, num_classes: int,
-                            head, full_width: int) -> dict[str, Any]:
+def neural_collapse_metrics(
+  id_train: probes.Features, penult: str, *, num_classes: int, head, full_width: int
+) -> dict[str, Any]:
   """Step 4a: Neural Collapse NC1-NC4 on ID train penultimate features."""
   coords = id_train.coords[penult]
   present = int(len(np.unique(id_train.labels)))
@@ -182,8 +211,12 @@ def neural_collapse_metrics(id_train: probes.Features, penult: str, *, num_class
   else:
     classifier = None if head is None else jnp.asarray(head[0][coords].T)  # [C, coords]
     nc = metrics.neural_collapse_from_features(
-        jnp.asarray(id_train.reps[penult]), jnp.asarray(id_train.labels), num_classes,
-        logits=jnp.asarray(id_train.logits), classifier=classifier)
+      jnp.asarray(id_train.reps[penult]),
+      jnp.asarray(id_train.labels),
+      num_classes,
+      logits=jnp.asarray(id_train.logits),
+      classifier=classifier,
+    )
     nc = {k: _f(v) for k, v in nc.items()}
   nc['split'] = 'id_train'
   if len(coords) < full_width:
@@ -191,19 +224,27 @@ def neural_collapse_metrics(id_train: probes.Features, penult: str, *, num_class
   return nc
 
 
-def orthodev_per_layer(id_test: probes.Features, ood_test: probes.Features,
-                       layers: list[str], *, num_classes: int) -> dict[str, float]:
+def orthodev_per_layer(
+  id_test: probes.Features, ood_test: probes.Features, layers: list[str], *, num_classes: int
+) -> dict[str, float]:
   """Step 4b: OrthoDev (ID test class means vs the OOD test global mean) per layer."""
   out = {}
   for l in layers:
     stats = metrics.class_stats_from_features(
-        jnp.asarray(id_test.reps[l]), jnp.asarray(id_test.labels), num_classes)
+      jnp.asarray(id_test.reps[l]), jnp.asarray(id_test.labels), num_classes
+    )
     out[l] = _f(metrics.orthodev(stats.means, jnp.mean(jnp.asarray(ood_test.reps[l]), axis=0)))
   return out
 
 
-def ood_detection(splits: dict[str, probes.Features], penult: str, *, num_classes: int,
-                  neco_dim: int | None, detection_dataset: str) -> dict[str, Any]:
+def ood_detection(
+  splits: dict[str, probes.Features],
+  penult: str,
+  *,
+  num_classes: int,
+  neco_dim: int | None,
+  detection_dataset: str,
+) -> dict[str, Any]:
   """Step 5: NECO (PCA fitted on ID train penultimate features), ID test vs detection set."""
   id_train = splits['id_train'].reps[penult]
   dim = int(min(neco_dim or num_classes, id_train.shape[1]))
@@ -212,24 +253,37 @@ def ood_detection(splits: dict[str, probes.Features], penult: str, *, num_classe
   s_ood = metrics.neco_score(params, jnp.asarray(splits['det_test'].reps[penult]))
   det = {k: _f(v) for k, v in metrics.ood_metrics(s_id, s_ood, fpr_convention='neco').items()}
   det['fpr95_openood'] = _f(metrics.fpr_at_95_tpr(s_id, s_ood, convention='openood'))
-  det.update(method='neco', neco_dim=dim, ood_dataset=detection_dataset, id_split='test',
-             ood_split='test', fit_split='id_train',
-             fpr95_neco_convention='ID positive: fraction of OOD accepted when 95% of ID '
-                                   'is kept (ViM/NECO code, paper Table 2)',
-             fpr95_openood_convention='OOD positive (OpenOOD)')
+  det.update(
+    method='neco',
+    neco_dim=dim,
+    ood_dataset=detection_dataset,
+    id_split='test',
+    ood_split='test',
+    fit_split='id_train',
+    fpr95_neco_convention='ID positive: fraction of OOD accepted when 95% of ID '
+    'is kept (ViM/NECO code, paper Table 2)',
+    fpr95_openood_convention='OOD positive (OpenOOD)',
+  )
   return det
 
 
-def attention_metrics(config, model, variables, *, num_examples: int = 256
-                      ) -> dict[str, dict[str, Any]]:
+def attention_metrics(
+  config, model, variables, *, num_examples: int = 256
+) -> dict[str, dict[str, Any]]:
   """Step 5b (ViTs): per attention layer, rank / effective rank / entropy / logits norm of
   the attention maps on the first `num_examples` ID test images (`metrics.attention`):
   the mean over heads, and the per-head values."""
   from rankdeficit.data import input_pipeline  # pylint: disable=import-outside-toplevel
   from rankdeficit.metrics import attention  # pylint: disable=import-outside-toplevel
   from rankdeficit.models import vit  # pylint: disable=import-outside-toplevel
-  batch = next(iter(input_pipeline.create_eval_iterator(
-      config, config.dataset, 'test', batch_size=num_examples, num_examples=num_examples)))
+
+  batch = next(
+    iter(
+      input_pipeline.create_eval_iterator(
+        config, config.dataset, 'test', batch_size=num_examples, num_examples=num_examples
+      )
+    )
+  )
   images = jnp.asarray(batch['image'][np.asarray(batch['mask'], bool)])
   logits = jax.jit(lambda v, x: vit.attention_logits(model, v, x))(variables, images)
   out = {}
@@ -258,26 +312,35 @@ def check_analyzable(workdir: str) -> None:
   temperature and at least one checkpoint. Reads only."""
   from rankdeficit.run import checkpointing  # pylint: disable=import-outside-toplevel
   from rankdeficit.run import config_diff
+
   path = storage.workdir_path(workdir)
   config_path = path / config_diff.CONFIG_FILE
   stored = None if config_path.exists() else checkpointing.stored_config(path)
   if not config_path.exists() and stored is None:
-    raise ValueError(f'{config_path} does not exist: --workdir must be a run directory '
-                     f'written by python -m rankdeficit.main.')
+    raise ValueError(
+      f'{config_path} does not exist: --workdir must be a run directory '
+      f'written by python -m rankdeficit.main.'
+    )
   try:
     saved = storage.read_json(config_path) if stored is None else stored
   except ValueError as e:
-    raise ValueError(f'{config_path} is not valid JSON ({str(e).splitlines()[0]}); restore '
-                     f'it from the run that wrote the checkpoints.') from e
+    raise ValueError(
+      f'{config_path} is not valid JSON ({str(e).splitlines()[0]}); restore '
+      f'it from the run that wrote the checkpoints.'
+    ) from e
   for field in ('temperature', 'final_temperature'):
     value = saved.get(field) if isinstance(saved, dict) else None
     if field == 'temperature' or value is not None:
       if not isinstance(value, (int, float)) or not np.isfinite(value) or value <= 0:
-        raise ValueError(f'{config_path}: {field}={value!r} is invalid (a finite number > 0 '
-                         f'is needed to compute the post-softmax layer); fix config.json.')
+        raise ValueError(
+          f'{config_path}: {field}={value!r} is invalid (a finite number > 0 '
+          f'is needed to compute the post-softmax layer); fix config.json.'
+        )
   if not config_diff.has_checkpoint(path):
-    raise ValueError(f'No checkpoint in {path / "checkpoints"}: train the run first '
-                     f'(python -m rankdeficit.main ... --workdir={workdir}).')
+    raise ValueError(
+      f'No checkpoint in {path / "checkpoints"}: train the run first '
+      f'(python -m rankdeficit.main ... --workdir={workdir}).'
+    )
 
 
 def warn_if_training(workdir: str) -> str | None:
@@ -285,106 +348,154 @@ def warn_if_training(workdir: str) -> str | None:
   rankdeficit/run/workdir_lock.py): the run is still training, so its latest checkpoint, not
   its final weights, is what gets analysed. None otherwise."""
   from rankdeficit.run import workdir_lock  # pylint: disable=import-outside-toplevel
+
   holder = workdir_lock.live_holder(storage.workdir_path(workdir))
   if holder is None:
     return None
-  message = (f'{workdir} is still training (locked by {workdir_lock.describe(holder)}): '
-             f'this analyses its latest checkpoint, not its final weights; analyse it '
-             f'again when the run has finished.')
+  message = (
+    f'{workdir} is still training (locked by {workdir_lock.describe(holder)}): '
+    f'this analyses its latest checkpoint, not its final weights; analyse it '
+    f'again when the run has finished.'
+  )
   logging.warning('%s', message)
   return message
 
 
-def _run_header(workdir, run: _Run, splits, full_dims, hidden, *, coords,
-                analysis: AnalysisConfig, groups) -> dict[str, Any]:
+def _run_header(
+  workdir, run: _Run, splits, full_dims, hidden, *, coords, analysis: AnalysisConfig, groups
+) -> dict[str, Any]:
   """What was analysed and how: the run, its layers and widths, split sizes, probe settings."""
   layers, probe = list(coords), analysis.probe
   return {
-      'workdir': os.fspath(storage.workdir_path(workdir)), 'step': int(run.step),
-      'model': run.config.model.name, 'dataset': run.config.dataset,
-      'ood_dataset': run.config.ood_dataset or '', 'temperature': run.temperature,
-      'num_classes': run.num_classes, 'seed': analysis.seed, 'layers': layers,
-      'hidden_layers': hidden,
-      'feature_dims': {l: [int(len(coords[l])), full_dims[l]] for l in layers},
-      'num_examples': {k: int(len(v.labels)) for k, v in splits.items() if k != 'det_test'},
-      'layer_groups': groups,
-      'probe_config': {
-          **({'optimizer': 'adamw', 'weight_decay_mode': 'decoupled'}
-             if probe.decoupled_weight_decay else
-             {'optimizer': 'adam (torch.optim.Adam semantics)',
-              'weight_decay_mode': 'coupled L2'}),
-          'learning_rate': probe.learning_rate, 'weight_decay': probe.weight_decay,
-          'epochs': probe.num_epochs, 'batch_size': probe.batch_size,
-          'standardize': probe.standardize, 'max_dims': analysis.max_dims},
-      'probe_conventions': probe_layers.DESCRIPTIONS,
+    'workdir': os.fspath(storage.workdir_path(workdir)),
+    'step': int(run.step),
+    'model': run.config.model.name,
+    'dataset': run.config.dataset,
+    'ood_dataset': run.config.ood_dataset or '',
+    'temperature': run.temperature,
+    'num_classes': run.num_classes,
+    'seed': analysis.seed,
+    'layers': layers,
+    'hidden_layers': hidden,
+    'feature_dims': {l: [int(len(coords[l])), full_dims[l]] for l in layers},
+    'num_examples': {k: int(len(v.labels)) for k, v in splits.items() if k != 'det_test'},
+    'layer_groups': groups,
+    'probe_config': {
+      **(
+        {'optimizer': 'adamw', 'weight_decay_mode': 'decoupled'}
+        if probe.decoupled_weight_decay
+        else {'optimizer': 'adam (torch.optim.Adam semantics)', 'weight_decay_mode': 'coupled L2'}
+      ),
+      'learning_rate': probe.learning_rate,
+      'weight_decay': probe.weight_decay,
+      'epochs': probe.num_epochs,
+      'batch_size': probe.batch_size,
+      'standardize': probe.standardize,
+      'max_dims': analysis.max_dims,
+    },
+    'probe_conventions': probe_layers.DESCRIPTIONS,
   }
 
 
-def memory_plan(config, coords: dict[str, np.ndarray], *, max_examples: int | None,
-                max_train_examples: int | None, max_feature_gib: float) -> list[list[str]]:
+def memory_plan(
+  config,
+  coords: dict[str, np.ndarray],
+  *,
+  max_examples: int | None,
+  max_train_examples: int | None,
+  max_feature_gib: float,
+) -> list[list[str]]:
   """Layer groups whose features (every split, float32) fit `max_feature_gib` of host memory.
 
   Each group is one extraction pass over every split; only one group's features are held
   at a time (0 = one group: every layer at once). The plan is logged.
   """
-  rows = extraction.split_rows(config, max_examples=max_examples,
-                                       max_train_examples=max_train_examples)
+  rows = extraction.split_rows(
+    config, max_examples=max_examples, max_train_examples=max_train_examples
+  )
   widths = {l: len(c) for l, c in coords.items()}
-  groups = extraction.plan_layer_groups(widths, sum(rows.values()),
-                                                int(max_feature_gib * 2**30))
+  groups = extraction.plan_layer_groups(widths, sum(rows.values()), int(max_feature_gib * 2**30))
   total = 4 * sum(rows.values()) * sum(widths.values())
-  logging.info('Analysis memory plan: %s rows (%s) x %d coordinates = %.2f GiB of features '
-               'in %d extraction pass(es), at most %.2f GiB at a time: %s',
-               sum(rows.values()), rows, sum(widths.values()), total / 2**30, len(groups),
-               max(4 * sum(rows.values()) * sum(widths[l] for l in g) for g in groups) / 2**30,
-               groups)
+  logging.info(
+    'Analysis memory plan: %s rows (%s) x %d coordinates = %.2f GiB of features '
+    'in %d extraction pass(es), at most %.2f GiB at a time: %s',
+    sum(rows.values()),
+    rows,
+    sum(widths.values()),
+    total / 2**30,
+    len(groups),
+    max(4 * sum(rows.values()) * sum(widths[l] for l in g) for g in groups) / 2**30,
+    groups,
+  )
   return groups
 
 
 def _without_final_layers(splits: dict[str, probes.Features]) -> dict[str, probes.Features]:
-  return {k: v._replace(reps={l: x for l, x in v.reps.items()
-                              if l not in probe_layers.FINAL_LAYERS})
-          for k, v in splits.items()}
+  return {
+    k: v._replace(reps={l: x for l, x in v.reps.items() if l not in probe_layers.FINAL_LAYERS})
+    for k, v in splits.items()
+  }
 
 
-def _layer_metrics(splits, layers, *, num_classes, ood_classes, key, probe_config,
-                   layer_ranks, timer) -> dict[str, dict[str, float]]:
+def _layer_metrics(
+  splits, layers, *, num_classes, ood_classes, key, probe_config, layer_ranks, timer
+) -> dict[str, dict[str, float]]:
   """Per-layer results of one layer group: ranks, probe accuracies, OrthoDev."""
   out = {}
   if layer_ranks:
     with timer('representation_ranks'):
       out.update(representation_ranks(splits['id_test']))
-  out.update(probe_accuracies(splits, num_classes=num_classes, ood_num_classes=ood_classes,
-                              key=key, config=probe_config, timer=timer))
+  out.update(
+    probe_accuracies(
+      splits,
+      num_classes=num_classes,
+      ood_num_classes=ood_classes,
+      key=key,
+      config=probe_config,
+      timer=timer,
+    )
+  )
   if 'ood_test' in splits:
     with timer('collapse'):
       out['orthodev_per_layer'] = orthodev_per_layer(
-          splits['id_test'], splits['ood_test'], layers, num_classes=num_classes)
+        splits['id_test'], splits['ood_test'], layers, num_classes=num_classes
+      )
   return out
 
 
-def _final_metrics(config, splits, hidden, *, num_classes, temperature, head, full_dims,
-                   neco_dim, timer) -> dict[str, Any]:
+def _final_metrics(
+  config, splits, hidden, *, num_classes, temperature, head, full_dims, neco_dim, timer
+) -> dict[str, Any]:
   """Logits (SR, norms), Neural Collapse and NECO: from the group holding the penultimate
   layer and the final layers."""
   penult = hidden[-1]
   with timer('logits_metrics'):
-    out = logit_metrics(splits['id_test'], temperature=temperature, num_classes=num_classes,
-                        penultimate_width=full_dims[penult], has_bias=head is not None)
+    out = logit_metrics(
+      splits['id_test'],
+      temperature=temperature,
+      num_classes=num_classes,
+      penultimate_width=full_dims[penult],
+      has_bias=head is not None,
+    )
   with timer('collapse'):
     out['neural_collapse'] = neural_collapse_metrics(
-        splits['id_train'], penult, num_classes=num_classes, head=head,
-        full_width=full_dims[penult])
+      splits['id_train'], penult, num_classes=num_classes, head=head, full_width=full_dims[penult]
+    )
   if 'det_test' in splits:
     with timer('neco'):
       out['ood_detection'] = ood_detection(
-          splits, penult, num_classes=num_classes, neco_dim=neco_dim,
-          detection_dataset=config.ood_detection_dataset or config.ood_dataset)
+        splits,
+        penult,
+        num_classes=num_classes,
+        neco_dim=neco_dim,
+        detection_dataset=config.ood_detection_dataset or config.ood_dataset,
+      )
   return out
 
 
 class _Run(NamedTuple):
   """A run as the analysis reads it (`_load_run`)."""
+
   config: Any  # resolved config, with the analysis's data_dir / ood_dataset
   model: Any  # the float32 measurement model
   variables: Any
@@ -397,40 +508,62 @@ class _Run(NamedTuple):
 
 def _load_run(workdir: str, analysis: AnalysisConfig, timer) -> _Run:
   """The checkpoint at `analysis.step` (default: latest) and what the metrics need of it."""
-  from rankdeficit.run import checkpointing  # pylint: disable=import-outside-toplevel
   from rankdeficit.data import input_pipeline
+  from rankdeficit.run import checkpointing  # pylint: disable=import-outside-toplevel
+
   with timer('load_run'):
     config, model, variables, step = checkpointing.load_run(workdir, analysis.step)
   model = models.measurement_model(model)  # float32 features even from a bf16-trained run
   with config.unlocked():
     config.data_dir = config.data_dir if analysis.data_dir is None else analysis.data_dir
-    config.ood_dataset = (config.ood_dataset if analysis.ood_dataset is None
-                          else analysis.ood_dataset)
+    config.ood_dataset = (
+      config.ood_dataset if analysis.ood_dataset is None else analysis.ood_dataset
+    )
   info = lambda name: input_pipeline.dataset_info(name, config.data_dir)  # noqa: E731
-  return _Run(config, model, variables, step,
-              num_classes=int(config.model.num_classes or info(config.dataset).num_classes),
-              ood_classes=info(config.ood_dataset).num_classes if config.ood_dataset else None,
-              temperature=_run_temperature(config), head=_head(variables))
+  return _Run(
+    config,
+    model,
+    variables,
+    step,
+    num_classes=int(config.model.num_classes or info(config.dataset).num_classes),
+    ood_classes=info(config.ood_dataset).num_classes if config.ood_dataset else None,
+    temperature=_run_temperature(config),
+    head=_head(variables),
+  )
 
 
-def _grouped_layer_metrics(run: _Run, analysis: AnalysisConfig, coords, groups, *, coord_key,
-                           probe_key, timer):
+def _grouped_layer_metrics(
+  run: _Run, analysis: AnalysisConfig, coords, groups, *, coord_key, probe_key, timer
+):
   """Per-layer metrics, one extraction pass per layer group; returns them and the last
   group's splits (which hold the penultimate layer and the final layers)."""
   per_layer: dict[str, dict[str, float]] = {}
   for i, group in enumerate(groups):
     splits = extraction.extract_splits(
-        run.config, run.model, run.variables, temperature=run.temperature,
-        batch_size=int(analysis.batch_size or run.config.eval_batch_size),
-        max_examples=analysis.max_examples, max_train_examples=analysis.max_train_examples,
-        key=coord_key, max_dims=analysis.max_dims, timer=timer,
-        coords={l: coords[l] for l in group})
+      run.config,
+      run.model,
+      run.variables,
+      temperature=run.temperature,
+      batch_size=int(analysis.batch_size or run.config.eval_batch_size),
+      max_examples=analysis.max_examples,
+      max_train_examples=analysis.max_train_examples,
+      key=coord_key,
+      max_dims=analysis.max_dims,
+      timer=timer,
+      coords={l: coords[l] for l in group},
+    )
     if i < len(groups) - 1:  # the final layers are measured once, with the last group
       splits = _without_final_layers(splits)
     for name, values in _layer_metrics(
-        splits, group, num_classes=run.num_classes, ood_classes=run.ood_classes,
-        key=probe_key, probe_config=analysis.probe, layer_ranks=analysis.layer_ranks,
-        timer=timer).items():
+      splits,
+      group,
+      num_classes=run.num_classes,
+      ood_classes=run.ood_classes,
+      key=probe_key,
+      probe_config=analysis.probe,
+      layer_ranks=analysis.layer_ranks,
+      timer=timer,
+    ).items():
       per_layer.setdefault(name, {}).update(values)
   return per_layer, splits
 
@@ -459,26 +592,58 @@ def analyze_run(workdir: str, config: AnalysisConfig = AnalysisConfig()) -> dict
   run = _load_run(workdir, config, timer)
   coord_key, probe_key = jax.random.split(jax.random.PRNGKey(config.seed))
   coords = probes.layer_coordinates(
-      run.model, run.variables, extraction.config_image_shape(run.config),
-      max_dims=config.max_dims, key=coord_key)
+    run.model,
+    run.variables,
+    extraction.config_image_shape(run.config),
+    max_dims=config.max_dims,
+    key=coord_key,
+  )
   hidden = list(coords)
-  groups = memory_plan(run.config, coords, max_examples=config.max_examples,
-                       max_train_examples=config.max_train_examples,
-                       max_feature_gib=config.max_feature_gib)
-  per_layer, splits = _grouped_layer_metrics(run, config, coords, groups, coord_key=coord_key,
-                                             probe_key=probe_key, timer=timer)
+  groups = memory_plan(
+    run.config,
+    coords,
+    max_examples=config.max_examples,
+    max_train_examples=config.max_train_examples,
+    max_feature_gib=config.max_feature_gib,
+  )
+  per_layer, splits = _grouped_layer_metrics(
+    run, config, coords, groups, coord_key=coord_key, probe_key=probe_key, timer=timer
+  )
   full_dims = extraction.full_dims(run.config, run.model, run.variables, hidden)
   full_dims.update({l: run.num_classes for l in probe_layers.FINAL_LAYERS})
-  out = _run_header(workdir, run, splits, full_dims, hidden, analysis=config, groups=groups,
-                    coords={**coords, **{l: splits['id_test'].coords[l]
-                                         for l in probe_layers.FINAL_LAYERS}})
-  out.update(_final_metrics(run.config, splits, hidden, num_classes=run.num_classes,
-                            temperature=run.temperature, head=run.head, full_dims=full_dims,
-                            neco_dim=config.neco_dim, timer=timer))
-  out.update({k: per_layer[k] for k in ('representation_rank', 'representation_effective_rank')
-              if k in per_layer})
-  out.update(depth_metrics(per_layer['id_probe_accuracy'], per_layer.get('ood_probe_accuracy'),
-                           hidden))
+  out = _run_header(
+    workdir,
+    run,
+    splits,
+    full_dims,
+    hidden,
+    analysis=config,
+    groups=groups,
+    coords={**coords, **{l: splits['id_test'].coords[l] for l in probe_layers.FINAL_LAYERS}},
+  )
+  out.update(
+    _final_metrics(
+      run.config,
+      splits,
+      hidden,
+      num_classes=run.num_classes,
+      temperature=run.temperature,
+      head=run.head,
+      full_dims=full_dims,
+      neco_dim=config.neco_dim,
+      timer=timer,
+    )
+  )
+  out.update(
+    {
+      k: per_layer[k]
+      for k in ('representation_rank', 'representation_effective_rank')
+      if k in per_layer
+    }
+  )
+  out.update(
+    depth_metrics(per_layer['id_probe_accuracy'], per_layer.get('ood_probe_accuracy'), hidden)
+  )
   if 'orthodev_per_layer' in per_layer:
     out['orthodev'] = per_layer['orthodev_per_layer'][hidden[-1]]
     out['orthodev_per_layer'] = per_layer['orthodev_per_layer']
@@ -507,6 +672,7 @@ def main(argv):
     raise app.UsageError('--workdir is required')
   distributed.initialize_from_flags()
   from rankdeficit.data import input_pipeline  # pylint: disable=import-outside-toplevel
+
   try:
     a = analyze_run(FLAGS.workdir, analysis_config.from_flags())
   except (ValueError, input_pipeline.DatasetNotFoundError) as e:

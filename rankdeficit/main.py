@@ -13,32 +13,40 @@ Multi-process: add `--coordinator_address=HOST:PORT --num_processes=P --process_
 each process's command, or `--config.distributed=True` on a TPU pod or under SLURM (see
 rankdeficit/run/distributed.py). The workdir may be a bucket (gs://...).
 """
+
 import gc
 import logging as py_logging
 import os
 import sys
 
+from absl import app
+from absl import flags
+from absl import logging
 import jax
-from absl import app, flags, logging
 from ml_collections import config_flags
 
+from rankdeficit.data import input_pipeline
+from rankdeficit.plan import validation
 from rankdeficit.run import checkpointing
 from rankdeficit.run import config_diff
 from rankdeficit.run import distributed
-from rankdeficit.data import input_pipeline
 from rankdeficit.run import preemption
 from rankdeficit.run import runtime
 from rankdeficit.run import storage
+from rankdeficit.run import workdir_lock
 from rankdeficit.training import target_norm
 from rankdeficit.training import train
-from rankdeficit.run import validation
-from rankdeficit.run import workdir_lock
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string('workdir', None, 'Run directory (config, logs, checkpoints). '
-                    'Default: runs/<config stem>_T<temperature>_seed<seed>_<config hash>.')
-config_flags.DEFINE_config_file('config', None, 'Path to a config file in configs/.',
-                                lock_config=True)
+flags.DEFINE_string(
+  'workdir',
+  None,
+  'Run directory (config, logs, checkpoints). '
+  'Default: runs/<config stem>_T<temperature>_seed<seed>_<config hash>.',
+)
+config_flags.DEFINE_config_file(
+  'config', None, 'Path to a config file in configs/.', lock_config=True
+)
 flags.mark_flags_as_required(['config'])
 distributed.define_flags()
 
@@ -75,8 +83,11 @@ def _quiet_unraisable(default):
 
 def default_workdir(config, config_path: str | None = None) -> str:
   """runs/<config file stem>_T<T>_seed<seed>_<hash of every weight-relevant field>."""
-  stem = os.path.splitext(os.path.basename(config_path))[0] if config_path else (
-      f'{config.model.name}_{config.dataset}')
+  stem = (
+    os.path.splitext(os.path.basename(config_path))[0]
+    if config_path
+    else (f'{config.model.name}_{config.dataset}')
+  )
   return os.path.join('runs', config_diff.run_name(config, stem))
 
 
@@ -87,8 +98,10 @@ def parse_flags(argv: list[str]) -> list[str]:
   except flags.Error as e:
     sys.exit(f'error: {e}')
   except (AttributeError, KeyError) as e:  # ml_collections: an override of no field
-    sys.exit(f'error: unknown config field {str(e).strip(chr(34))} in the --config.* '
-             f'overrides; every field is listed in configs/base.py.')
+    sys.exit(
+      f'error: unknown config field {str(e).strip(chr(34))} in the --config.* '
+      f'overrides; every field is listed in configs/base.py.'
+    )
   except (OSError, ImportError, SyntaxError) as e:  # the --config file itself
     cause = e.__cause__ or e.__context__ or e
     lines = [l.strip() for l in str(cause).splitlines() if l.strip()] or ['']
@@ -98,6 +111,7 @@ def parse_flags(argv: list[str]) -> list[str]:
 class _GiveUpOnError:
   """Logging handler mixin: the first failed write (a full disk) prints one line and turns
   the handler off, instead of a traceback for every record that follows."""
+
   failed = False
 
   def emit(self, record):
@@ -108,8 +122,9 @@ class _GiveUpOnError:
     if not self.failed:
       self.failed = True
       error = sys.exc_info()[1]
-      sys.stderr.write(f'warning: cannot write the log file ({error}); logging to the '
-                       f'console only.\n')
+      sys.stderr.write(
+        f'warning: cannot write the log file ({error}); logging to the console only.\n'
+      )
 
 
 class _FileHandler(_GiveUpOnError, py_logging.FileHandler):
@@ -134,8 +149,10 @@ def _resolve_workdir(config) -> str:
   if FLAGS.workdir is None:
     return default_workdir(config, config_flags.get_config_filename(FLAGS['config']))
   if not FLAGS.workdir.strip():
-    sys.exit(f'error: --workdir={FLAGS.workdir!r} is empty; give a directory, or leave '
-             f'--workdir out for the default runs/<config>_T<T>_seed<seed>_<hash>.')
+    sys.exit(
+      f'error: --workdir={FLAGS.workdir!r} is empty; give a directory, or leave '
+      f'--workdir out for the default runs/<config>_T<T>_seed<seed>_<hash>.'
+    )
   return FLAGS.workdir
 
 
@@ -149,8 +166,7 @@ def _check_before_writing(config, workdir: str) -> None:
     config_diff.check_resumable(config, workdir)
     storage.check_writable(workdir)
     storage.check_shared_workdir(workdir)
-  except (ValueError, OSError, workdir_lock.LockedError,
-          input_pipeline.DatasetNotFoundError) as e:
+  except (ValueError, OSError, workdir_lock.LockedError, input_pipeline.DatasetNotFoundError) as e:
     sys.exit(f'error: {e}')
 
 
@@ -163,9 +179,11 @@ def _disk_full_message(error: BaseException, workdir: str) -> str:
   while cause is not None and name is None:
     name = getattr(cause, 'filename', None)
     cause = cause.__cause__ or cause.__context__
-  return (f'no space left on {storage.device_of(workdir)} while writing '
-          f'{name or "to the run directory"}; the last good checkpoint is '
-          f'{f"step {steps[-1]}" if steps else "none (none was saved yet)"}')
+  return (
+    f'no space left on {storage.device_of(workdir)} while writing '
+    f'{name or "to the run directory"}; the last good checkpoint is '
+    f'{f"step {steps[-1]}" if steps else "none (none was saved yet)"}'
+  )
 
 
 def main(argv):
@@ -194,8 +212,12 @@ def main(argv):
   handler.addFilter(_QuietLibraries())
   logging.get_absl_logger().addHandler(handler)
   logging.info('Run directory: %s', storage.workdir_path(workdir))
-  logging.info('JAX process %d/%d, local devices %s', jax.process_index(),
-               jax.process_count(), jax.local_devices())
+  logging.info(
+    'JAX process %d/%d, local devices %s',
+    jax.process_index(),
+    jax.process_count(),
+    jax.local_devices(),
+  )
   try:
     _, results = train.train_and_evaluate(config, workdir)
   except (workdir_lock.LockedError, checkpointing.RestoreError) as e:

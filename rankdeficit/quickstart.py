@@ -10,20 +10,23 @@ fresh machine with no data and no network. It prints accuracy, the logits norm a
 initialisation and at the end, the solution rank (rank of the logits over the whole test
 set), the post-softmax rank and the numerical rank of every layer's representation.
 """
+
 import importlib.util
 import os
 import pathlib
 import sys
 
+from absl import app
+from absl import flags
+from absl import logging
 import jax
-from absl import app, flags, logging
 
-from rankdeficit.data import input_pipeline
 from rankdeficit import models
 from rankdeficit.analysis import probes
+from rankdeficit.data import input_pipeline
+from rankdeficit.metrics import spectral
 from rankdeficit.training import steps
 from rankdeficit.training import train
-from rankdeficit.metrics import spectral
 
 FLAGS = flags.FLAGS
 
@@ -32,8 +35,9 @@ def _define_flags():
   """CLI flags, defined only when run as a script: importing this module (its functions
   are reused by tests) must not claim names such as --workdir that rankdeficit.main defines."""
   flags.DEFINE_string('dataset', 'auto', 'auto | digits | cifar10 | cifar10_jpeg')
-  flags.DEFINE_string('data_dir', os.environ.get('TFDS_DATA_DIR', 'data/tfds'),
-                      'tfds data_dir searched for CIFAR-10.')
+  flags.DEFINE_string(
+    'data_dir', os.environ.get('TFDS_DATA_DIR', 'data/tfds'), 'tfds data_dir searched for CIFAR-10.'
+  )
   flags.DEFINE_string('workdir', 'runs/quickstart', 'Runs go to <workdir>/T<temperature>.')
   flags.DEFINE_list('temperatures', ['1', '100'], 'Temperatures to compare.')
   flags.DEFINE_integer('epochs', None, 'Override the number of epochs.')
@@ -60,8 +64,10 @@ def _checkout_config(name: str):
   `--config` does (the installed package holds no `configs`)."""
   path = REPO_ROOT / 'configs' / f'{name}.py'
   if not path.exists():
-    raise FileNotFoundError(f'{path} not found: run the quickstart from a checkout of '
-                            'the repository (configs/ is not installed with the package).')
+    raise FileNotFoundError(
+      f'{path} not found: run the quickstart from a checkout of '
+      'the repository (configs/ is not installed with the package).'
+    )
   if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))  # the config file imports `configs.base`
   spec = importlib.util.spec_from_file_location(f'_rankdeficit_config_{name}', path)
@@ -86,10 +92,13 @@ def quickstart_config_for(dataset: str, data_dir: str, temperature: float, epoch
 def representation_ranks(config, state, model) -> dict[str, float]:
   """Numerical rank and effective rank of each layer's representation over the test split."""
   features = probes.extract_features(
-      model, steps.model_variables(state),
-      input_pipeline.create_eval_iterator(config, config.dataset, 'test',
-                                          batch_size=config.eval_batch_size),
-      max_dims=config.max_feature_dims)
+    model,
+    steps.model_variables(state),
+    input_pipeline.create_eval_iterator(
+      config, config.dataset, 'test', batch_size=config.eval_batch_size
+    ),
+    max_dims=config.max_feature_dims,
+  )
   ranks = {}
   for name, matrix in {**features.reps, 'logits': features.logits}.items():
     ranks[f'rank/{name}'] = int(spectral.numerical_rank(matrix))
@@ -107,8 +116,9 @@ def main(argv):
     workdir = os.path.join(FLAGS.workdir, f'{dataset}_T{t:g}')
     print(f'training {config.model.name} on {dataset} at T={t:g} -> {workdir}', flush=True)
     state, results = train.train_and_evaluate(config, workdir, devices=jax.devices()[:1])
-    model = models.create_model(config.model, input_pipeline.dataset_info(
-        config.dataset, config.data_dir).num_classes)
+    model = models.create_model(
+      config.model, input_pipeline.dataset_info(config.dataset, config.data_dir).num_classes
+    )
     rows[t] = {**results, **representation_ranks(config, state, model)}
   print_table(dataset, rows)
 
@@ -116,10 +126,19 @@ def main(argv):
 def print_table(dataset: str, rows: dict) -> None:
   temps = list(rows)
   first = rows[temps[0]]
-  keys = ['eval/accuracy', 'eval/loss', 'init/logits_norm', 'eval/logits_norm',
-          'eval/solution_rank', 'eval/post_softmax_rank']
-  keys = [k for k in keys if k in first] + [k for k in first if k.startswith('rank/')] + [
-      k for k in first if k.startswith('erank/')]
+  keys = [
+    'eval/accuracy',
+    'eval/loss',
+    'init/logits_norm',
+    'eval/logits_norm',
+    'eval/solution_rank',
+    'eval/post_softmax_rank',
+  ]
+  keys = (
+    [k for k in keys if k in first]
+    + [k for k in first if k.startswith('rank/')]
+    + [k for k in first if k.startswith('erank/')]
+  )
   print(f'\n{dataset}: same model, same data, different softmax temperature\n')
   header = f'| {"metric":<26} |' + ''.join(f' {"T=" + format(t, "g"):>10} |' for t in temps)
   print(header)
@@ -127,9 +146,11 @@ def print_table(dataset: str, rows: dict) -> None:
   for k in keys:
     cells = ''.join(f' {_fmt(rows[t].get(k)):>10} |' for t in temps)
     print(f'| {k:<26} |{cells}')
-  print('\nrank/<layer>: numerical rank of that layer\'s representation on the test set '
-        '(PyTorch matrix_rank tolerance); erank/<layer>: its effective rank (entropy of the '
-        'normalised singular values).')
+  print(
+    "\nrank/<layer>: numerical rank of that layer's representation on the test set "
+    '(PyTorch matrix_rank tolerance); erank/<layer>: its effective rank (entropy of the '
+    'normalised singular values).'
+  )
 
 
 def _fmt(v) -> str:

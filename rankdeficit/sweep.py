@@ -34,6 +34,7 @@ sacct says so) as `failed`.
 Multi-node points (`nodes` x `ntasks_per_node` > 1 processes) start JAX's distributed
 runtime from SLURM's environment (`config.distributed=True`).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -49,13 +50,15 @@ import threading
 import time
 from typing import Any
 
-import ml_collections
-from absl import app, flags, logging
+from absl import app
+from absl import flags
+from absl import logging
 from etils import epath
+import ml_collections
 
+from rankdeficit.analysis.config import AnalysisConfig
 from rankdeficit.run import storage
 from rankdeficit.run import workdir_lock
-from rankdeficit.analysis.config import AnalysisConfig
 
 STATUS_FILE = 'sweep_status.json'
 JOB_FILE = 'sweep_job.json'
@@ -66,13 +69,24 @@ HEARTBEAT_S = 60
 STALE_AFTER_S = 5 * HEARTBEAT_S  # no heartbeat for this long: the job is gone
 FINISHED = ('done', 'diverged')
 # sacct states of a job that is over (a point whose job is over and never started failed).
-_SLURM_ENDED = ('BOOT_FAIL', 'CANCELLED', 'COMPLETED', 'DEADLINE', 'FAILED', 'NODE_FAIL',
-                'OUT_OF_MEMORY', 'PREEMPTED', 'REVOKED', 'TIMEOUT')
+_SLURM_ENDED = (
+  'BOOT_FAIL',
+  'CANCELLED',
+  'COMPLETED',
+  'DEADLINE',
+  'FAILED',
+  'NODE_FAIL',
+  'OUT_OF_MEMORY',
+  'PREEMPTED',
+  'REVOKED',
+  'TIMEOUT',
+)
 
 
 @dataclasses.dataclass(frozen=True)
 class Point:
   """One training run of a sweep."""
+
   config: str  # absolute path of the base config file
   overrides: dict[str, Any]
   workdir: str
@@ -92,8 +106,7 @@ class Sweep:
 
 
 def _load_module(path: str):
-  spec = importlib.util.spec_from_file_location(
-      os.path.splitext(os.path.basename(path))[0], path)
+  spec = importlib.util.spec_from_file_location(os.path.splitext(os.path.basename(path))[0], path)
   if spec is None or not os.path.isfile(path):
     raise ValueError(f'--sweep={path!r} is not a Python file; give configs/sweeps/<name>.py.')
   module = importlib.util.module_from_spec(spec)
@@ -126,8 +139,9 @@ def load_sweep(path: str, root: str = 'runs/sweeps') -> Sweep:
   spec = _load_module(path).get_sweep()
   name = os.path.splitext(os.path.basename(path))[0]
   try:
-    analysis = None if spec.get('analyze') is None else AnalysisConfig.from_overrides(
-        spec['analyze'])
+    analysis = (
+      None if spec.get('analyze') is None else AnalysisConfig.from_overrides(spec['analyze'])
+    )
   except ValueError as e:
     raise ValueError(f'Sweep {name}: {e}') from e
   slurm = dict(spec.get('slurm', {}))
@@ -139,17 +153,23 @@ def load_sweep(path: str, root: str = 'runs/sweeps') -> Sweep:
     config = overrides.get('config', spec['config'])
     config = config if os.path.isabs(config) else os.path.join(REPO_ROOT, config)
     if not os.path.isfile(config):
-      raise ValueError(f'Sweep {name}: config {config!r} does not exist (a relative path is '
-                       f'read from the repository root {REPO_ROOT}; give an absolute path '
-                       f'for a config elsewhere).')
+      raise ValueError(
+        f'Sweep {name}: config {config!r} does not exist (a relative path is '
+        f'read from the repository root {REPO_ROOT}; give an absolute path '
+        f'for a config elsewhere).'
+      )
     pname = point_name({k: v for k, v in overrides.items() if k in varying})
     if pname in names:
-      raise ValueError(f'Sweep {name}: two points are both named {pname!r}; make their '
-                       f'overrides differ.')
+      raise ValueError(
+        f'Sweep {name}: two points are both named {pname!r}; make their overrides differ.'
+      )
     names.add(pname)
     workdir = os.fspath(storage.workdir_path(root) / name / pname)
-    points.append(Point(config, {k: v for k, v in overrides.items() if k != 'config'},
-                        workdir, analysis, processes))
+    points.append(
+      Point(
+        config, {k: v for k, v in overrides.items() if k != 'config'}, workdir, analysis, processes
+      )
+    )
   return Sweep(name, points, slurm)
 
 
@@ -161,14 +181,14 @@ def build_config(point: Point):
     node = config
     for part in parents + [leaf]:
       if not isinstance(node, ml_collections.ConfigDict) or part not in node:
-        raise ValueError(f'Unknown config field {key!r} in a sweep point; see '
-                         f'configs/base.py.')
+        raise ValueError(f'Unknown config field {key!r} in a sweep point; see configs/base.py.')
       parent, node = node, node[part]
     try:
       parent[leaf] = value
     except TypeError as e:  # ml_collections: a value of another type than the field's
-      raise ValueError(f'config field {key!r} cannot be set to {value!r} in a sweep point '
-                       f'({e}).') from e
+      raise ValueError(
+        f'config field {key!r} cannot be set to {value!r} in a sweep point ({e}).'
+      ) from e
   if point.num_processes > 1:
     config.distributed = True
   config.lock()
@@ -195,7 +215,8 @@ def check_points(sweep: Sweep, num_devices: int | None = None) -> None:
   """Builds every point's config and checks it as `rankdeficit.main` does (the checks of
   `validation.validate_fields`; the data and files are checked by each job where it
   runs). Raises ValueError naming the point and the field."""
-  from rankdeficit.run import validation  # pylint: disable=import-outside-toplevel
+  from rankdeficit.plan import validation  # pylint: disable=import-outside-toplevel
+
   for point in sweep.points:
     try:
       validation.validate_fields(build_config(point), num_devices)
@@ -205,9 +226,11 @@ def check_points(sweep: Sweep, num_devices: int | None = None) -> None:
 
 def _write_status(workdir: epath.Path, state: str, **extra) -> None:
   from rankdeficit.run import distributed  # pylint: disable=import-outside-toplevel
+
   if distributed.is_main_process():
-    storage.write_json(workdir / STATUS_FILE,
-                       {'state': state, 'time': time.time(), **extra}, indent=2)
+    storage.write_json(
+      workdir / STATUS_FILE, {'state': state, 'time': time.time(), **extra}, indent=2
+    )
 
 
 def _heartbeat(workdir: epath.Path, stop: threading.Event) -> None:
@@ -226,6 +249,7 @@ class TrainPoint:
     from rankdeficit import analyze  # pylint: disable=import-outside-toplevel
     from rankdeficit.run import distributed
     from rankdeficit.training import train
+
     workdir = storage.workdir_path(self.point.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     stop = threading.Event()
@@ -253,6 +277,7 @@ class TrainPoint:
   def checkpoint(self, *args, **kwargs):
     """submitit's preemption/timeout hook: requeue the same point (it resumes)."""
     import submitit  # pylint: disable=import-outside-toplevel
+
     return submitit.helpers.DelayedSubmission(TrainPoint(self.point))
 
 
@@ -286,6 +311,7 @@ def _ended_before_start(job: dict[str, Any]) -> str | None:
   """Why a submitted job that recorded no state is over (None while it may still start):
   submitit's result file holds its error, its local process is gone, or sacct says so."""
   from submitit.core import utils  # pylint: disable=import-outside-toplevel
+
   job_id = str(job.get('job_id'))
   paths = utils.JobPaths(job['folder'], job_id=job_id, task_id=0)
   if paths.result_pickle.exists():
@@ -313,8 +339,13 @@ def _slurm_state(job_id: str) -> str | None:
   if shutil.which('sacct') is None:
     return None
   try:
-    out = subprocess.run(['sacct', '-j', job_id, '-X', '-n', '-P', '-o', 'State'],
-                         capture_output=True, text=True, timeout=30, check=True).stdout
+    out = subprocess.run(
+      ['sacct', '-j', job_id, '-X', '-n', '-P', '-o', 'State'],
+      capture_output=True,
+      text=True,
+      timeout=30,
+      check=True,
+    ).stdout
   except (OSError, subprocess.SubprocessError):
     return None
   states = [l.split()[0] for l in out.splitlines() if l.strip()]
@@ -324,6 +355,7 @@ def _slurm_state(job_id: str) -> str | None:
 def _executor(sweep: Sweep, executor: str, log_dir: str):
   """A submitit executor for `executor` ('local' or 'slurm') with the sweep's resources."""
   import submitit  # pylint: disable=import-outside-toplevel
+
   if executor == 'local':
     ex = submitit.LocalExecutor(folder=log_dir)
     ex.update_parameters(timeout_min=int(sweep.slurm.get('time', 60 * 24)))
@@ -337,17 +369,22 @@ def _executor(sweep: Sweep, executor: str, log_dir: str):
 def sbatch_text(sweep: Sweep, log_dir: str, num_points: int) -> str:
   """The sbatch script submitit would submit for the job array (for --dry_run)."""
   from submitit.slurm import slurm  # pylint: disable=import-outside-toplevel
+
   params = {'job_name': f'rankdeficit_{sweep.name}', 'time': 60 * 24, **sweep.slurm}
   return slurm._make_sbatch_string(  # pylint: disable=protected-access
-      command=f'{sys.executable} -u -m submitit.core._submit {log_dir}', folder=log_dir,
-      map_count=num_points, **params)
+    command=f'{sys.executable} -u -m submitit.core._submit {log_dir}',
+    folder=log_dir,
+    map_count=num_points,
+    **params,
+  )
 
 
 def to_submit(sweep: Sweep) -> list[Point]:
   """Points that need a job: not submitted, killed and failed ones (pending, running and
   finished ones are skipped)."""
-  return [p for p in sweep.points
-          if point_status(p)['state'] not in FINISHED + ('running', 'pending')]
+  return [
+    p for p in sweep.points if point_status(p)['state'] not in FINISHED + ('running', 'pending')
+  ]
 
 
 def _record_job(point: Point, job, executor: str, log_dir: str, submitted: float) -> None:
@@ -355,9 +392,17 @@ def _record_job(point: Point, job, executor: str, log_dir: str, submitted: float
   that died before it started from one still queued."""
   workdir = storage.workdir_path(point.workdir)
   workdir.mkdir(parents=True, exist_ok=True)
-  storage.write_json(workdir / JOB_FILE, {
-      'job_id': str(job.job_id), 'executor': executor, 'folder': os.path.abspath(log_dir),
-      'host': socket.gethostname(), 'time': submitted}, indent=2)
+  storage.write_json(
+    workdir / JOB_FILE,
+    {
+      'job_id': str(job.job_id),
+      'executor': executor,
+      'folder': os.path.abspath(log_dir),
+      'host': socket.gethostname(),
+      'time': submitted,
+    },
+    indent=2,
+  )
 
 
 def submit(sweep: Sweep, executor: str, log_dir: str, *, wait: bool = False) -> list:
@@ -389,8 +434,9 @@ def status_table(sweep: Sweep) -> str:
     detail = ''
     if status['state'] == 'done':
       res = status.get('results', {})
-      detail = ', '.join(f'{k}={res[k]:.4g}' for k in ('eval/accuracy', 'eval/solution_rank')
-                         if k in res)
+      detail = ', '.join(
+        f'{k}={res[k]:.4g}' for k in ('eval/accuracy', 'eval/solution_rank') if k in res
+      )
     elif 'error' in status:
       detail = status['error'][:120]
     lines.append(f'  {status["state"]:13s} {point.name:40s} {detail}')
@@ -401,10 +447,10 @@ def status_table(sweep: Sweep) -> str:
 def _define_flags():
   flags.DEFINE_string('sweep', None, 'Sweep file, configs/sweeps/<name>.py.', required=True)
   flags.DEFINE_enum('executor', 'local', ['local', 'slurm'], 'Where jobs run.')
-  flags.DEFINE_string('root', 'runs/sweeps', 'Parent of the sweep\'s workdirs (gs:// ok).')
+  flags.DEFINE_string('root', 'runs/sweeps', "Parent of the sweep's workdirs (gs:// ok).")
   flags.DEFINE_string('submitit_dir', None, 'submitit logs (default <root>/<sweep>/submitit).')
   flags.DEFINE_bool('dry_run', False, 'Print the points, workdirs and job parameters only.')
-  flags.DEFINE_bool('status', False, 'Print each point\'s state and exit.')
+  flags.DEFINE_bool('status', False, "Print each point's state and exit.")
   flags.DEFINE_bool('wait', None, 'Wait for the jobs (default: yes for local, no for slurm).')
 
 
@@ -427,8 +473,10 @@ def main(argv):
       mark = 'submit' if p.name in todo else 'skip  '
       print(f'{mark} {p.name}: {p.overrides} config={p.config} workdir={p.workdir}')
     if fl.executor == 'slurm':
-      print(f'\n# job array of {len(todo)} tasks, sbatch script:\n'
-            + sbatch_text(sweep, log_dir, len(todo)))
+      print(
+        f'\n# job array of {len(todo)} tasks, sbatch script:\n'
+        + sbatch_text(sweep, log_dir, len(todo))
+      )
     return
   wait = fl.executor == 'local' if fl.wait is None else fl.wait
   jobs = submit(sweep, fl.executor, log_dir, wait=wait)

@@ -16,17 +16,18 @@ first worker writes it, the others wait on a file lock). Use it as
 fixture are skipped (with the reason) only when that folder is absent. `digits` needs no
 data_dir at all.
 """
+
 import fcntl
 import os
-import shutil
 from pathlib import Path
+import shutil
 
 import pytest
 
 LOCAL_DATA_LIMITS = {
-    'cifar10_jpeg': (2000, 500),
-    'mnist': (1000, 500),
-    'tiny_imagenet32': (2000, 500),
+  'cifar10_jpeg': (2000, 500),
+  'mnist': (1000, 500),
+  'tiny_imagenet32': (2000, 500),
 }
 
 
@@ -40,8 +41,10 @@ def shared_data() -> Path:
   """The ../shared/data folder (skips when absent)."""
   path = shared_data_dir()
   if not (path / 'cifar10_jpeg.zip').exists():
-    pytest.skip(f'real data folder {path} (../shared/data or $RANKDEFICIT_SHARED_DATA) is '
-                f'absent: tests on real images are skipped.')
+    pytest.skip(
+      f'real data folder {path} (../shared/data or $RANKDEFICIT_SHARED_DATA) is '
+      f'absent: tests on real images are skipped.'
+    )
   return path
 
 
@@ -67,6 +70,8 @@ def local_data_dir(shared_data, tmp_path_factory) -> str:
 
 def _import_subsets(data_dir: Path, source: Path) -> None:
   from rankdeficit.data import local_import  # pylint: disable=import-outside-toplevel
+
   for name, (n_train, n_test) in LOCAL_DATA_LIMITS.items():
-    local_import.IMPORTERS[name](str(data_dir), source=str(source),
-                                 limit_train=n_train, limit_test=n_test)
+    local_import.IMPORTERS[name](
+      str(data_dir), source=str(source), limit_train=n_train, limit_test=n_test
+    )

@@ -1,4 +1,5 @@
 """End-to-end test of rankdeficit.analyze on a tiny real-data run (CIFAR-10 JPEG -> MNIST)."""
+
 import json
 import os
 import subprocess
@@ -19,6 +20,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def tiny_run(local_data_dir, tmp_path_factory):
   from configs import mlp_c10_cpu  # pylint: disable=import-outside-toplevel
   from rankdeficit.training import train  # pylint: disable=import-outside-toplevel
+
   config = mlp_c10_cpu.get_config()
   config.data_dir = local_data_dir
   config.model.width = 32
@@ -35,28 +37,40 @@ def tiny_run(local_data_dir, tmp_path_factory):
 
 
 def test_analyze_run_end_to_end(tiny_run):
-  a = analyze.analyze_run(tiny_run, AnalysisConfig.from_overrides(
-      {'max_examples': 400, 'probe_epochs': 3, 'probe_batch_size': 256}))
+  a = analyze.analyze_run(
+    tiny_run,
+    AnalysisConfig.from_overrides(
+      {'max_examples': 400, 'probe_epochs': 3, 'probe_batch_size': 256}
+    ),
+  )
   hidden = ['dense_0', 'dense_1', 'dense_2']
   layers = hidden + ['logits', 'softmax']  # the final layer pre- and post-softmax (A.5)
   assert a['hidden_layers'] == hidden and a['layers'] == layers
   assert a['num_examples'] == {'id_train': 400, 'id_test': 400, 'ood_train': 400, 'ood_test': 400}
-  for key in ('id_probe_accuracy', 'ood_probe_accuracy', 'representation_rank',
-              'representation_effective_rank'):
+  for key in (
+    'id_probe_accuracy',
+    'ood_probe_accuracy',
+    'representation_rank',
+    'representation_effective_rank',
+  ):
     assert list(a[key]) == layers
   assert list(a['orthodev_per_layer']) == hidden
   assert all(0 <= v <= 1 for v in a['id_probe_accuracy'].values())
   assert a['feature_dims']['logits'] == a['feature_dims']['softmax'] == [10, 10]
   # kappa / rho under the three conventions, recomputed from the per-layer accuracies.
   assert a['probe_convention'] == 'paper'
-  assert set(a['kappa_by_convention']) == set(a['rho_by_convention']) == {
-      'paper', 'post_softmax', 'hidden'}
+  assert (
+    set(a['kappa_by_convention'])
+    == set(a['rho_by_convention'])
+    == {'paper', 'post_softmax', 'hidden'}
+  )
   id_acc, ood_acc = a['id_probe_accuracy'], a['ood_probe_accuracy']
   for conv, last in (('paper', 'logits'), ('post_softmax', 'softmax'), ('hidden', None)):
     names = hidden + ([last] if last else [])
     assert a['kappa_by_convention'][conv] == probes.effective_depth([id_acc[l] for l in names])
     assert a['rho_by_convention'][conv] == pytest.approx(
-        probes.ood_generalization_loss([ood_acc[l] for l in names]))
+      probes.ood_generalization_loss([ood_acc[l] for l in names])
+    )
   assert a['kappa'] == a['kappa_by_convention']['paper'] in (0.25, 0.5, 0.75, 1.0)
   assert a['rho'] == a['rho_by_convention']['paper'] and 0 <= a['rho'] <= 1
   # The rank of the post-softmax layer is the post-softmax rank on the same examples.
@@ -85,6 +99,7 @@ def test_analyze_run_end_to_end(tiny_run):
 
 def test_plan_layer_groups_packs_consecutive_layers_within_the_budget():
   from rankdeficit.analysis import extraction  # pylint: disable=import-outside-toplevel
+
   widths = {'a': 10, 'b': 10, 'c': 30, 'd': 5, 'e': 5}
   # 4 bytes x 100 rows per coordinate: a layer of 10 coordinates takes 4,000 bytes.
   plan = extraction.plan_layer_groups(widths, 100, 8_000)
@@ -95,17 +110,35 @@ def test_plan_layer_groups_packs_consecutive_layers_within_the_budget():
 
 def test_grouped_analysis_equals_one_pass(tiny_run):
   # A budget below one layer's features forces one extraction pass per layer.
-  opts = AnalysisConfig.from_overrides({'max_examples': 300, 'probe_epochs': 2,
-                                        'probe_batch_size': 128, 'plots': False,
-                                        'write': False})
+  opts = AnalysisConfig.from_overrides(
+    {
+      'max_examples': 300,
+      'probe_epochs': 2,
+      'probe_batch_size': 128,
+      'plots': False,
+      'write': False,
+    }
+  )
   one = analyze.analyze_run(tiny_run, opts.replace(max_feature_gib=0))
   per_layer = analyze.analyze_run(tiny_run, opts.replace(max_feature_gib=1e-9))
   assert one['layer_groups'] == [['dense_0', 'dense_1', 'dense_2']]
   assert per_layer['layer_groups'] == [['dense_0'], ['dense_1'], ['dense_2']]
-  for key in ('id_probe_accuracy', 'ood_probe_accuracy', 'representation_rank',
-              'representation_effective_rank', 'orthodev_per_layer', 'kappa_by_convention',
-              'rho_by_convention', 'neural_collapse', 'ood_detection', 'solution_rank',
-              'logits_norm_mean', 'num_examples', 'feature_dims', 'layers'):
+  for key in (
+    'id_probe_accuracy',
+    'ood_probe_accuracy',
+    'representation_rank',
+    'representation_effective_rank',
+    'orthodev_per_layer',
+    'kappa_by_convention',
+    'rho_by_convention',
+    'neural_collapse',
+    'ood_detection',
+    'solution_rank',
+    'logits_norm_mean',
+    'num_examples',
+    'feature_dims',
+    'layers',
+  ):
     a, b = one[key], per_layer[key]
     if isinstance(a, dict):
       assert list(a) == list(b), key
@@ -121,8 +154,15 @@ def test_grouped_analysis_equals_one_pass(tiny_run):
 
 
 def test_analyze_cli_without_ood(tiny_run):
-  cmd = [sys.executable, '-m', 'rankdeficit.analyze', f'--workdir={tiny_run}', '--ood_dataset=',
-         '--max_examples=200', '--probe_epochs=1']
+  cmd = [
+    sys.executable,
+    '-m',
+    'rankdeficit.analyze',
+    f'--workdir={tiny_run}',
+    '--ood_dataset=',
+    '--max_examples=200',
+    '--probe_epochs=1',
+  ]
   proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert 'SR (solution rank)' in proc.stdout
@@ -133,14 +173,28 @@ def test_analyze_cli_without_ood(tiny_run):
 
 def test_reproduce_table1_aggregation(tmp_path):
   from experiments import reproduce_table1 as rt  # pylint: disable=import-outside-toplevel
+
   recs = []
   for temp, kappas in ((1.0, (0.75, 0.875)), (100.0, (0.375, 0.5))):
     for seed, k in enumerate(kappas):
-      recs.append({'experiment': 'mlp_c10', 'label': 'MLP', 'paper': 'CIFAR-10 / MLP',
-                   'temperature': temp, 'seed': seed, 'kappa': k, 'rho': 0.5,
-                   'kappa_paper': k, 'kappa_hidden': 1.0, 'rho_paper': 0.5,
-                   'solution_rank': 9 + seed, 'num_classes': 10, 'solution_rank_bound': 10,
-                   'neco_auroc': None})
+      recs.append(
+        {
+          'experiment': 'mlp_c10',
+          'label': 'MLP',
+          'paper': 'CIFAR-10 / MLP',
+          'temperature': temp,
+          'seed': seed,
+          'kappa': k,
+          'rho': 0.5,
+          'kappa_paper': k,
+          'kappa_hidden': 1.0,
+          'rho_paper': 0.5,
+          'solution_rank': 9 + seed,
+          'num_classes': 10,
+          'solution_rank_bound': 10,
+          'neco_auroc': None,
+        }
+      )
   rows = rt.aggregate(recs)
   assert [r['temperature'] for r in rows] == [1.0, 100.0]
   assert rows[0]['kappa_mean'] == pytest.approx(0.8125)
@@ -165,9 +219,13 @@ def test_reproduce_table1_aggregation(tmp_path):
 def test_attention_step_reports_every_attention_layer(local_data_dir):
   from configs import mlp_c10_cpu  # pylint: disable=import-outside-toplevel
   from rankdeficit import models  # pylint: disable=import-outside-toplevel
+
   config = mlp_c10_cpu.get_config()
   config.data_dir, config.model.name, config.model.attention_temperature = (
-      local_data_dir, 'vit_tiny', 0.5)
+    local_data_dir,
+    'vit_tiny',
+    0.5,
+  )
   model = models.create_model(config.model, 10)
   variables = model.init(jax.random.key(0), np.zeros((1, 32, 32, 3), np.float32))
   att = analyze.attention_metrics(config, model, variables, num_examples=16)
@@ -178,8 +236,9 @@ def test_attention_step_reports_every_attention_layer(local_data_dir):
     assert stats['logits_norm'] > 0 and len(stats['per_head']['rank']) == 4
 
 
-@pytest.mark.parametrize('case', ['no_dir', 'no_config', 'bad_json', 'bad_temperature',
-                                  'no_checkpoint'])
+@pytest.mark.parametrize(
+  'case', ['no_dir', 'no_config', 'bad_json', 'bad_temperature', 'no_checkpoint']
+)
 def test_analyze_cli_refuses_bad_run_directories(tmp_path, case):
   workdir = tmp_path / 'run'
   if case != 'no_dir':
@@ -195,8 +254,13 @@ def test_analyze_cli_refuses_bad_run_directories(tmp_path, case):
   assert sorted(tmp_path.rglob('*')) == before  # nothing written
   message = str(e.value)
   assert '\n' not in message
-  expected = {'no_dir': 'config.json', 'no_config': 'config.json', 'bad_json': 'JSON',
-              'bad_temperature': 'temperature=-5', 'no_checkpoint': 'No checkpoint'}[case]
+  expected = {
+    'no_dir': 'config.json',
+    'no_config': 'config.json',
+    'bad_json': 'JSON',
+    'bad_temperature': 'temperature=-5',
+    'no_checkpoint': 'No checkpoint',
+  }[case]
   assert expected in message
 
 
@@ -211,13 +275,24 @@ def test_analyze_cli_bad_workdir_is_one_line(tmp_path):
 def test_reproduce_reuses_points_recorded_in_runs_jsonl(tmp_path):
   # A later session has runs.jsonl (committed) but not the run directories: nothing retrains.
   from experiments import reproduce_table1 as rt  # pylint: disable=import-outside-toplevel
-  lines = [json.dumps({'experiment': 'mlp_c10', 'temperature': t, 'seed': 0, 'label': 'MLP',
-                       'paper': 'CIFAR-10 / MLP', 'kappa': 0.5, 'rho': r,
-                       'kappa_by_convention': {'paper': 0.5, 'post_softmax': 0.25,
-                                               'hidden': 1.0},
-                       'rho_by_convention': {'paper': r, 'post_softmax': r, 'hidden': 0.0},
-                       'id_probe_accuracy': {'dense_0': 0.5, 'logits': r}})
-           for t, r in ((1.0, 0.25), (100.0, 0.5))]
+
+  lines = [
+    json.dumps(
+      {
+        'experiment': 'mlp_c10',
+        'temperature': t,
+        'seed': 0,
+        'label': 'MLP',
+        'paper': 'CIFAR-10 / MLP',
+        'kappa': 0.5,
+        'rho': r,
+        'kappa_by_convention': {'paper': 0.5, 'post_softmax': 0.25, 'hidden': 1.0},
+        'rho_by_convention': {'paper': r, 'post_softmax': r, 'hidden': 0.0},
+        'id_probe_accuracy': {'dense_0': 0.5, 'logits': r},
+      }
+    )
+    for t, r in ((1.0, 0.25), (100.0, 0.5))
+  ]
   (tmp_path / 'runs.jsonl').write_text('\n'.join(lines) + '\n')
   rows = rt.reproduce('smoke', outdir=str(tmp_path), data_dir=str(tmp_path / 'no_data'))
   assert not (tmp_path / 'runs').exists()
@@ -231,16 +306,34 @@ def test_reproduce_with_a_subset_keeps_every_recorded_point(tmp_path):
   # --seeds=1 (or --only / --temperatures) must not drop other recorded points from
   # runs.jsonl or the table; a point of an experiment the preset no longer has is dropped.
   from experiments import reproduce_table1 as rt  # pylint: disable=import-outside-toplevel
-  lines = [json.dumps({'experiment': exp, 'temperature': t, 'seed': seed, 'label': 'MLP',
-                       'paper': 'CIFAR-10 / MLP', 'kappa': 0.5, 'rho': 0.1 * (seed + 1)})
-           for exp, t, seed in (('mlp_c10', 1.0, 1), ('retired', 1.0, 0), ('mlp_c10', 1.0, 0),
-                                ('mlp_c10', 100.0, 0))]
+
+  lines = [
+    json.dumps(
+      {
+        'experiment': exp,
+        'temperature': t,
+        'seed': seed,
+        'label': 'MLP',
+        'paper': 'CIFAR-10 / MLP',
+        'kappa': 0.5,
+        'rho': 0.1 * (seed + 1),
+      }
+    )
+    for exp, t, seed in (
+      ('mlp_c10', 1.0, 1),
+      ('retired', 1.0, 0),
+      ('mlp_c10', 1.0, 0),
+      ('mlp_c10', 100.0, 0),
+    )
+  ]
   (tmp_path / 'runs.jsonl').write_text('\n'.join(lines) + '\n')
-  rows = rt.reproduce('smoke', seeds=1, outdir=str(tmp_path),
-                      data_dir=str(tmp_path / 'no_data'))
+  rows = rt.reproduce('smoke', seeds=1, outdir=str(tmp_path), data_dir=str(tmp_path / 'no_data'))
   kept = [json.loads(line) for line in (tmp_path / 'runs.jsonl').read_text().splitlines()]
   assert [(r['experiment'], r['temperature'], r['seed']) for r in kept] == [
-      ('mlp_c10', 1.0, 0), ('mlp_c10', 100.0, 0), ('mlp_c10', 1.0, 1)]
+    ('mlp_c10', 1.0, 0),
+    ('mlp_c10', 100.0, 0),
+    ('mlp_c10', 1.0, 1),
+  ]
   assert [(r['temperature'], r['seeds']) for r in rows] == [(1.0, 2), (100.0, 1)]
   assert rows[0]['rho_mean'] == pytest.approx(0.15)
   assert not (tmp_path / 'probe_profiles.png').exists()  # no run has probes to draw
@@ -252,8 +345,15 @@ def test_reproduce_keeps_points_another_call_records_meanwhile(tmp_path, monkeyp
   from experiments import reproduce_table1 as rt  # pylint: disable=import-outside-toplevel
 
   def record(exp, temperature, seed):
-    return {'experiment': exp, 'temperature': temperature, 'seed': seed, 'label': 'MLP',
-            'paper': 'CIFAR-10 / MLP', 'kappa': 0.5, 'rho': 0.25}
+    return {
+      'experiment': exp,
+      'temperature': temperature,
+      'seed': seed,
+      'label': 'MLP',
+      'paper': 'CIFAR-10 / MLP',
+      'kappa': 0.5,
+      'rho': 0.25,
+    }
 
   def run_one(exp, temperature, seed, **_):
     other = record(exp.name, 100.0, seed)  # the other call finishes its point first
@@ -267,17 +367,21 @@ def test_reproduce_keeps_points_another_call_records_meanwhile(tmp_path, monkeyp
   assert [(r['temperature'], r['seed']) for r in kept] == [(1.0, 0), (100.0, 0)]
 
 
-@pytest.mark.parametrize('schedule,expected', [('constant', 100.0), ('cosine', 1.0),
-                                               ('step', 1.0), ('linear', 1.0)])
+@pytest.mark.parametrize(
+  'schedule,expected', [('constant', 100.0), ('cosine', 1.0), ('step', 1.0), ('linear', 1.0)]
+)
 def test_an_annealed_run_is_analysed_at_its_final_temperature(schedule, expected):
   import ml_collections  # pylint: disable=import-outside-toplevel
-  config = ml_collections.ConfigDict({'temperature': 100.0, 'final_temperature': 1.0,
-                                      'temperature_schedule': schedule})
+
+  config = ml_collections.ConfigDict(
+    {'temperature': 100.0, 'final_temperature': 1.0, 'temperature_schedule': schedule}
+  )
   assert analyze._run_temperature(config) == expected  # pylint: disable=protected-access
 
 
 def test_analysis_config_from_flat_overrides():
   from rankdeficit.analysis import config as analysis_config  # pylint: disable=import-outside-toplevel
+
   config = AnalysisConfig.from_overrides({'max_train_examples': 10_000, 'probe_epochs': 2})
   assert config.max_train_examples == 10_000 and config.max_examples is None
   assert config.probe == probes.ProbeConfig(num_epochs=2)  # the other probe defaults kept
@@ -292,10 +396,22 @@ def test_analysis_config_from_flat_overrides():
   fv(['analyze', '--ood_dataset=', '--probe_epochs=7', '--max_feature_gib=0.5', '--noplots'])
   config = analysis_config.from_flags(fv)
   assert config == AnalysisConfig.from_overrides(
-      {'ood_dataset': '', 'probe_epochs': 7, 'max_feature_gib': 0.5, 'plots': False})
+    {'ood_dataset': '', 'probe_epochs': 7, 'max_feature_gib': 0.5, 'plots': False}
+  )
   defaults = {name: fv[name].default for name in analysis_config.flat_keys()}
   assert defaults == AnalysisConfig().flat()
   assert defaults['probe_epochs'] == probes.ProbeConfig().num_epochs
-  for name in ('ood_dataset', 'data_dir', 'max_examples', 'max_train_examples', 'probe_epochs',
-               'probe_batch_size', 'max_dims', 'neco_dim', 'step', 'seed', 'max_feature_gib'):
+  for name in (
+    'ood_dataset',
+    'data_dir',
+    'max_examples',
+    'max_train_examples',
+    'probe_epochs',
+    'probe_batch_size',
+    'max_dims',
+    'neco_dim',
+    'step',
+    'seed',
+    'max_feature_gib',
+  ):
     assert name in fv, name

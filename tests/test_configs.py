@@ -1,32 +1,36 @@
 """Every config loads, names a known model/dataset, and carries the paper's Table 4 values."""
+
 import importlib
 from pathlib import Path
 
 import ml_collections
 import pytest
 
-from rankdeficit.data import input_pipeline
-from rankdeficit.training import losses
 from rankdeficit import models
+from rankdeficit.data import input_pipeline
+from rankdeficit.plan import validation
+from rankdeficit.training import losses
 from rankdeficit.training import optim
-from rankdeficit.run import validation
 
-CONFIGS = sorted(p.stem for p in (Path(__file__).parents[1] / 'configs').glob('*.py')
-                 if p.stem not in ('__init__', 'base'))
+CONFIGS = sorted(
+  p.stem
+  for p in (Path(__file__).parents[1] / 'configs').glob('*.py')
+  if p.stem not in ('__init__', 'base')
+)
 
 # Paper Table 4: (lr, momentum, weight decay, epochs, batch, milestones).
 TABLE4 = {
-    'vgg19_c10': (0.1, 0.9, 1e-4, 160, 128, (80, 120)),
-    'vgg19_c100': (0.1, 0.9, 1e-4, 160, 128, (80, 120)),
-    'resnet18_c10': (0.1, 0.9, 1e-4, 164, 128, (82, 123)),
-    'resnet20_c10': (0.1, 0.9, 1e-4, 164, 128, (82, 123)),
-    'resnet18_c100': (0.1, 0.9, 1e-4, 164, 128, (82, 123)),
-    'resnet34_c100': (0.1, 0.9, 1e-4, 164, 128, (82, 123)),
-    'mlp_c10': (0.05, 0.0, 0.0, 100, 128, ()),
-    'resnet34_in100': (1.6, 0.9, 1e-4, 120, 1024, (30, 60, 90)),
-    'resnet50_in100': (1.6, 0.9, 1e-4, 120, 1024, (30, 60, 90)),
-    'resnet34_in1k': (1.6, 0.9, 1e-4, 120, 1024, (30, 60, 90)),
-    'resnet50_in1k': (1.6, 0.9, 1e-4, 120, 1024, (30, 60, 90)),
+  'vgg19_c10': (0.1, 0.9, 1e-4, 160, 128, (80, 120)),
+  'vgg19_c100': (0.1, 0.9, 1e-4, 160, 128, (80, 120)),
+  'resnet18_c10': (0.1, 0.9, 1e-4, 164, 128, (82, 123)),
+  'resnet20_c10': (0.1, 0.9, 1e-4, 164, 128, (82, 123)),
+  'resnet18_c100': (0.1, 0.9, 1e-4, 164, 128, (82, 123)),
+  'resnet34_c100': (0.1, 0.9, 1e-4, 164, 128, (82, 123)),
+  'mlp_c10': (0.05, 0.0, 0.0, 100, 128, ()),
+  'resnet34_in100': (1.6, 0.9, 1e-4, 120, 1024, (30, 60, 90)),
+  'resnet50_in100': (1.6, 0.9, 1e-4, 120, 1024, (30, 60, 90)),
+  'resnet34_in1k': (1.6, 0.9, 1e-4, 120, 1024, (30, 60, 90)),
+  'resnet50_in1k': (1.6, 0.9, 1e-4, 120, 1024, (30, 60, 90)),
 }
 
 
@@ -55,8 +59,14 @@ def test_config_names_known_things(name):
 @pytest.mark.parametrize('name', sorted(TABLE4))
 def test_table4_hyperparameters(name):
   c = load(name)
-  got = (c.learning_rate, c.momentum, c.weight_decay, c.num_epochs, c.batch_size,
-         tuple(c.lr_milestones))
+  got = (
+    c.learning_rate,
+    c.momentum,
+    c.weight_decay,
+    c.num_epochs,
+    c.batch_size,
+    tuple(c.lr_milestones),
+  )
   assert got == TABLE4[name]
 
 

@@ -4,40 +4,55 @@ Each case is a real event a cluster produces; the expected outcome is that no fi
 work is lost and the run directory never claims something it does not hold. The same
 cases run, printed as a table, in `python -m tools.fault_drill`.
 """
+
 import errno
 import json
 import logging
 import os
+from pathlib import Path
 import shutil
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from tools import fault_drill
 
 REPO = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, 'XLA_FLAGS': '--xla_force_host_platform_device_count=1',
-       'PYTHONPATH': str(REPO)}
+ENV = {
+  **os.environ,
+  'XLA_FLAGS': '--xla_force_host_platform_device_count=1',
+  'PYTHONPATH': str(REPO),
+}
 
 
 def digits_command(workdir, steps, *extra):
   """`rankdeficit.main` on the in-memory digits with a tiny MLP (no data_dir needed)."""
-  return [sys.executable, '-m', 'rankdeficit.main', f'--config={REPO}/configs/quickstart.py',
-          f'--workdir={workdir}', '--config.model.width=32', '--config.model.depth=2',
-          f'--config.num_train_steps={steps}', '--config.log_every_steps=1',
-          '--config.eval_every_steps=1000', '--config.checkpoint_every_steps=1000', *extra]
+  return [
+    sys.executable,
+    '-m',
+    'rankdeficit.main',
+    f'--config={REPO}/configs/quickstart.py',
+    f'--workdir={workdir}',
+    '--config.model.width=32',
+    '--config.model.depth=2',
+    f'--config.num_train_steps={steps}',
+    '--config.log_every_steps=1',
+    '--config.eval_every_steps=1000',
+    '--config.checkpoint_every_steps=1000',
+    *extra,
+  ]
 
 
 def run_and_signal(cmd, log_path: Path, *, after_step: int, signum=signal.SIGTERM):
   """Starts `cmd` in its own process group, signals the whole group (as SLURM and Ctrl-C
   do) once `after_step` has been logged; returns (returncode, output, worker pids)."""
   with open(log_path, 'w') as log:
-    proc = subprocess.Popen(cmd, env=ENV, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+      cmd, env=ENV, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
   marker = f'[{after_step}] train/'
   deadline = time.time() + 180
   workers = []
@@ -71,8 +86,9 @@ def test_sigterm_with_workers_saves_the_reached_step_and_resumes(tmp_path):
   while [w for w in workers if fault_drill.alive(w)] and time.time() < deadline:
     time.sleep(0.05)
   assert not [w for w in workers if fault_drill.alive(w)], 'orphaned grain workers'
-  resumed = subprocess.run(cmd, env=ENV, cwd=REPO, capture_output=True, text=True,
-                           timeout=300)  # the same command resumes and finishes
+  resumed = subprocess.run(
+    cmd, env=ENV, cwd=REPO, capture_output=True, text=True, timeout=300
+  )  # the same command resumes and finishes
   assert resumed.returncode == 0, resumed.stderr[-2000:]
   assert f'Resumed from checkpoint at step {step}.' in resumed.stderr
   assert (workdir / 'checkpoints' / '200').is_dir()
@@ -81,6 +97,7 @@ def test_sigterm_with_workers_saves_the_reached_step_and_resumes(tmp_path):
 def digits_config(**overrides):
   """configs/quickstart.py shrunk to a 32-wide 2-layer MLP and a few steps."""
   from configs import quickstart  # pylint: disable=import-outside-toplevel
+
   c = quickstart.get_config()
   c.model.width, c.model.depth = 32, 2
   c.num_train_steps, c.log_every_steps, c.eval_every_steps = 4, 2, 1000
@@ -98,15 +115,19 @@ def _flip_bytes(path: Path, count: int = 64) -> None:
 
 
 def _largest_file(step_dir: Path) -> Path:
-  return max((p for p in step_dir.rglob('*') if p.is_file() and 'sha256' not in p.name),
-             key=lambda p: p.stat().st_size)
+  return max(
+    (p for p in step_dir.rglob('*') if p.is_file() and 'sha256' not in p.name),
+    key=lambda p: p.stat().st_size,
+  )
 
 
 @pytest.fixture(scope='module')
 def finished_run(tmp_path_factory) -> Path:
   """A 4-step digits run with checkpoints at steps 2 and 4 (copy it before damaging it)."""
   import jax  # pylint: disable=import-outside-toplevel
+
   from rankdeficit.training import train  # pylint: disable=import-outside-toplevel
+
   workdir = tmp_path_factory.mktemp('finished')
   train.train_and_evaluate(digits_config(), str(workdir), devices=jax.devices()[:1])
   return workdir
@@ -116,7 +137,9 @@ def test_rerun_of_a_finished_run_reports_what_it_recorded(tmp_path):
   """A run killed after its last checkpoint, rerun: the results still hold the initial
   logits norm and the last train metrics (from its event files), as the first call's did."""
   import jax  # pylint: disable=import-outside-toplevel
+
   from rankdeficit.training import train  # pylint: disable=import-outside-toplevel
+
   first = train.train_and_evaluate(digits_config(), str(tmp_path), devices=jax.devices()[:1])[1]
   again = train.train_and_evaluate(digits_config(), str(tmp_path), devices=jax.devices()[:1])[1]
   for key in ('init/logits_norm', 'init/temperature', 'train/loss', 'eval/accuracy'):
@@ -124,11 +147,14 @@ def test_rerun_of_a_finished_run_reports_what_it_recorded(tmp_path):
 
 
 @pytest.mark.parametrize('damage', ['flipped_bytes', 'truncated', 'garbage_iterator_json'])
-def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(finished_run, tmp_path,
-                                                                  damage, caplog):
+def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(
+  finished_run, tmp_path, damage, caplog
+):
   import jax  # pylint: disable=import-outside-toplevel
+
   from rankdeficit.run import integrity  # pylint: disable=import-outside-toplevel
   from rankdeficit.training import train
+
   tmp_path = tmp_path / 'run'
   shutil.copytree(finished_run, tmp_path)
   latest = tmp_path / 'checkpoints' / '4'
@@ -137,7 +163,7 @@ def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(finished_run, 
     _flip_bytes(_largest_file(latest))
   elif damage == 'truncated':
     victim = _largest_file(latest)
-    victim.write_bytes(victim.read_bytes()[:len(victim.read_bytes()) // 2])
+    victim.write_bytes(victim.read_bytes()[: len(victim.read_bytes()) // 2])
   else:  # unsealed (e.g. killed before sealing): only orbax/grain parsing can tell
     (latest / integrity.MANIFEST).unlink()
     iterator_files = [f for f in (latest / 'data_iter').rglob('*') if f.is_file()]
@@ -145,25 +171,32 @@ def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(finished_run, 
     for f in iterator_files:
       f.write_text('{not json')
   caplog.set_level('WARNING')
-  state, _ = train.train_and_evaluate(digits_config(num_train_steps=6), str(tmp_path),
-                                      devices=jax.devices()[:1])
+  state, _ = train.train_and_evaluate(
+    digits_config(num_train_steps=6), str(tmp_path), devices=jax.devices()[:1]
+  )
   warnings = [r.getMessage() for r in caplog.records if 'corrupt' in r.getMessage()]
   assert any('step 4' in w for w in warnings), warnings
   assert (tmp_path / 'checkpoints' / 'corrupt' / '4').is_dir()
   assert int(state.step) == 6
-  assert sorted(int(p.name) for p in (tmp_path / 'checkpoints').iterdir()
-                if p.name.isdigit()) == [2, 4, 6]  # 4 re-trained from 2
+  assert sorted(int(p.name) for p in (tmp_path / 'checkpoints').iterdir() if p.name.isdigit()) == [
+    2,
+    4,
+    6,
+  ]  # 4 re-trained from 2
 
 
 def test_second_process_on_a_locked_workdir_exits_before_compiling(tmp_path):
   from rankdeficit.run import workdir_lock  # pylint: disable=import-outside-toplevel
+
   holder = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])
   try:
     (tmp_path / workdir_lock.LOCK_FILE).write_text(
-        f'{{"host": "{os.uname().nodename}", "pid": {holder.pid}, "started": 0, '
-        f'"heartbeat": {time.time()}}}')
-    out = subprocess.run(digits_command(tmp_path, 4), env=ENV, cwd=REPO, capture_output=True,
-                         text=True, timeout=120)
+      f'{{"host": "{os.uname().nodename}", "pid": {holder.pid}, "started": 0, '
+      f'"heartbeat": {time.time()}}}'
+    )
+    out = subprocess.run(
+      digits_command(tmp_path, 4), env=ENV, cwd=REPO, capture_output=True, text=True, timeout=120
+    )
   finally:
     holder.kill()
     holder.wait()
@@ -179,18 +212,28 @@ def test_second_process_on_a_locked_workdir_exits_before_compiling(tmp_path):
 
 def test_changed_config_rerun_is_refused_and_config_json_kept(finished_run, tmp_path):
   from rankdeficit.run import config_diff  # pylint: disable=import-outside-toplevel
+
   saved = (finished_run / 'config.json').read_text()
-  out = subprocess.run(digits_command(finished_run, 4, '--config.temperature=100'),
-                       env=ENV, cwd=REPO, capture_output=True, text=True, timeout=120)
+  out = subprocess.run(
+    digits_command(finished_run, 4, '--config.temperature=100'),
+    env=ENV,
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
   assert out.returncode != 0
-  assert (f'error: workdir {finished_run} holds checkpoints trained with a different '
-          f'config: temperature (1.0 -> 100.0)') in out.stderr, out.stderr[-1000:]
+  assert (
+    f'error: workdir {finished_run} holds checkpoints trained with a different '
+    f'config: temperature (1.0 -> 100.0)'
+  ) in out.stderr, out.stderr[-1000:]
   assert (finished_run / 'config.json').read_text() == saved
   with pytest.raises(ValueError, match=r"config: loss \('ce' -> 'mse'\)"):
     config_diff.check_resumable(digits_config(loss='mse'), str(finished_run))
   # Bookkeeping and a longer budget may change.
-  config_diff.check_resumable(digits_config(num_train_steps=8, log_every_steps=1),
-                              str(finished_run))
+  config_diff.check_resumable(
+    digits_config(num_train_steps=8, log_every_steps=1), str(finished_run)
+  )
   with pytest.raises(ValueError, match=r'num_train_steps \(4 -> 3\)'):
     config_diff.check_resumable(digits_config(num_train_steps=3), str(finished_run))
   with pytest.raises(ValueError, match=r'num_workers \(0 -> 2\)'):
@@ -199,16 +242,24 @@ def test_changed_config_rerun_is_refused_and_config_json_kept(finished_run, tmp_
 
 def test_default_workdir_separates_runs_that_differ_in_weights():
   from rankdeficit import main  # pylint: disable=import-outside-toplevel
+
   base = main.default_workdir(digits_config(), 'configs/quickstart.py')
   assert base.startswith(os.path.join('runs', 'quickstart_T1_seed0_'))
   assert main.default_workdir(digits_config(log_every_steps=7), 'q.py').endswith(
-      base.rsplit('_', 1)[1])
-  for change in ({'loss': 'mse'}, {'model.init': 'normal'}, {'model.width': 64},
-                 {'dataset': 'mnist'}):
+    base.rsplit('_', 1)[1]
+  )
+  for change in (
+    {'loss': 'mse'},
+    {'model.init': 'normal'},
+    {'model.width': 64},
+    {'dataset': 'mnist'},
+  ):
     assert main.default_workdir(digits_config(**change), 'configs/quickstart.py') != base
 
 
-@pytest.mark.parametrize('overrides, field', [
+@pytest.mark.parametrize(
+  'overrides, field',
+  [
     ({'temperature': float('inf')}, 'temperature'),
     ({'num_epochs': -1}, 'num_epochs'),
     ({'learning_rate': float('nan')}, 'learning_rate'),
@@ -225,9 +276,11 @@ def test_default_workdir_separates_runs_that_differ_in_weights():
     ({'temperature_schedule': 'step', 'final_temperature': 1.0}, 'temperature_milestones'),
     ({'seed': -1}, 'seed'),
     ({'seed': 2**32}, 'seed'),
-])
+  ],
+)
 def test_bad_numbers_are_refused_naming_the_field(overrides, field):
-  from rankdeficit.run import validation  # pylint: disable=import-outside-toplevel
+  from rankdeficit.plan import validation  # pylint: disable=import-outside-toplevel
+
   with pytest.raises(ValueError, match=rf'^config\.{field}=') as error:
     validation.validate_config(digits_config(**overrides), num_devices=1)
   assert '\n' not in str(error.value)
@@ -235,7 +288,8 @@ def test_bad_numbers_are_refused_naming_the_field(overrides, field):
 
 @pytest.mark.parametrize('content', [b'\x93NUMPY not an npz', b'just some text\n'])
 def test_pretrained_path_that_is_not_an_npz(tmp_path, content):
-  from rankdeficit.run import validation  # pylint: disable=import-outside-toplevel
+  from rankdeficit.plan import validation  # pylint: disable=import-outside-toplevel
+
   path = tmp_path / 'weights.npy'
   path.write_bytes(content)
   config = digits_config(**{'model.name': 'vit_tiny', 'model.pretrained_path': str(path)})
@@ -243,21 +297,31 @@ def test_pretrained_path_that_is_not_an_npz(tmp_path, content):
     validation.validate_config(config, num_devices=1)
 
 
-@pytest.mark.parametrize('extra, message', [
+@pytest.mark.parametrize(
+  'extra, message',
+  [
     (['--config.keep_checkpoints=0'], 'error: config.keep_checkpoints=0 is invalid'),
     (['--config.no_such_field=1'], 'error: unknown config field'),
-])
+  ],
+)
 def test_cli_rejects_bad_input_in_one_line_and_writes_nothing(tmp_path, extra, message):
   workdir = tmp_path / 'run'
-  out = subprocess.run(digits_command(workdir, 4) + extra, env=ENV, cwd=REPO,
-                       capture_output=True, text=True, timeout=120)
+  out = subprocess.run(
+    digits_command(workdir, 4) + extra,
+    env=ENV,
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
   assert out.returncode != 0
   assert message in out.stderr and 'Traceback' not in out.stderr, out.stderr[-1500:]
   assert not workdir.exists()
 
 
 def test_workdir_that_is_a_file_is_refused(tmp_path):
-  from rankdeficit.run import validation  # pylint: disable=import-outside-toplevel
+  from rankdeficit.plan import validation  # pylint: disable=import-outside-toplevel
+
   blocker = tmp_path / 'a_file'
   blocker.write_text('x')
   with pytest.raises(PermissionError, match='is a file'):
@@ -266,34 +330,42 @@ def test_workdir_that_is_a_file_is_refused(tmp_path):
 
 def test_unprepared_tfds_dataset_names_the_fix_command(tmp_path, monkeypatch):
   import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
-  from rankdeficit.data import input_pipeline  # pylint: disable=import-outside-toplevel
+
   from rankdeficit.data import datasets  # pylint: disable=import-outside-toplevel
+  from rankdeficit.data import input_pipeline  # pylint: disable=import-outside-toplevel
+
   empty = str(tmp_path / 'empty')
   with pytest.raises(input_pipeline.DatasetNotFoundError, match='tools.import_data cifar100'):
     datasets.open_source('cifar100', 'train', empty)  # whatever tfds raises here
+
   # What tfds raises on a fresh machine for a registered, never-prepared dataset.
   def empty_splits(*args, **kwargs):
     raise KeyError("Trying to access splits['train'] but splits is empty")
+
   monkeypatch.setattr(tfds, 'data_source', empty_splits)
-  with pytest.raises(input_pipeline.DatasetNotFoundError,
-                     match=r'cifar100.*Fix: .*tools.import_data cifar100'):
+  with pytest.raises(
+    input_pipeline.DatasetNotFoundError, match=r'cifar100.*Fix: .*tools.import_data cifar100'
+  ):
     datasets.open_source('cifar100', 'train', empty)
 
 
 def test_download_offline_gives_the_one_line_fix(tmp_path, monkeypatch):
-  from rankdeficit.data import input_pipeline  # pylint: disable=import-outside-toplevel
-  from rankdeficit.run import validation
   from rankdeficit.data import datasets  # pylint: disable=import-outside-toplevel
+  from rankdeficit.data import input_pipeline  # pylint: disable=import-outside-toplevel
+  from rankdeficit.plan import validation
+
   calls = []
   monkeypatch.setattr(datasets, 'host_resolves', lambda host, timeout=0: True)
 
   def offline(name, data_dir, manual_dir=None):  # nothing may download in tests
     calls.append(name)
     raise ConnectionError('Failed to resolve host www.cs.toronto.edu')
+
   monkeypatch.setattr(datasets, 'download_and_prepare', offline)
   config = digits_config(dataset='cifar100', data_dir=str(tmp_path / 'empty'), image_size=32)
-  with pytest.raises(input_pipeline.DatasetNotFoundError,
-                     match='downloading it failed .ConnectionError') as error:
+  with pytest.raises(
+    input_pipeline.DatasetNotFoundError, match='downloading it failed .ConnectionError'
+  ) as error:
     validation.validate_config(config, num_devices=1)
   assert calls == ['cifar100'] and 'Fix: ' in str(error.value)
   config.download = False
@@ -304,14 +376,15 @@ def test_download_offline_gives_the_one_line_fix(tmp_path, monkeypatch):
 
 def _npz(path: Path, n: int, seed: int = 0) -> Path:
   import numpy as np  # pylint: disable=import-outside-toplevel
+
   rng = np.random.default_rng(seed)
-  np.savez(path, image=rng.integers(0, 255, (n, 8, 8, 3), dtype=np.uint8),
-           label=np.arange(n) % 3)
+  np.savez(path, image=rng.integers(0, 255, (n, 8, 8, 3), dtype=np.uint8), label=np.arange(n) % 3)
   return path
 
 
 def test_reimport_with_other_inputs_or_limits_needs_overwrite(tmp_path, capsys):
   from tools import import_data  # pylint: disable=import-outside-toplevel
+
   train, test = _npz(tmp_path / 'train.npz', 12), _npz(tmp_path / 'test.npz', 6, seed=1)
   args = ['my_set', f'--data_dir={tmp_path / "tfds"}', f'--train={train}', f'--test={test}']
   assert import_data.main(args) == 0
@@ -323,20 +396,25 @@ def test_reimport_with_other_inputs_or_limits_needs_overwrite(tmp_path, capsys):
   assert 'pass --overwrite' in capsys.readouterr().err
   assert import_data.main(args + ['--overwrite']) == 0
   from rankdeficit.data import datasets  # pylint: disable=import-outside-toplevel
+
   assert len(datasets.tfds_data_source('my_set', 'train', str(tmp_path / 'tfds'))) == 9
 
 
 @pytest.mark.parametrize('case', ['object_npz', 'bad_crc_zip', 'builtin_name'])
 def test_import_bad_files_name_the_file(tmp_path, capsys, case):
   import zipfile  # pylint: disable=import-outside-toplevel
+
   import numpy as np  # pylint: disable=import-outside-toplevel
+
   from tools import import_data  # pylint: disable=import-outside-toplevel
+
   name, bad = 'my_set', tmp_path / 'train.npz'
   if case == 'object_npz':
     np.savez(bad, image=np.array([object()] * 2, dtype=object), label=np.arange(2))
   elif case == 'bad_crc_zip':
     bad = tmp_path / 'train.zip'
     from PIL import Image  # pylint: disable=import-outside-toplevel
+
     png = tmp_path / 'x.png'
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(png)
     with zipfile.ZipFile(bad, 'w', zipfile.ZIP_STORED) as z:
@@ -361,7 +439,9 @@ def run_main(monkeypatch):
   case); returns its exit: 0, or the `sys.exit` message/code."""
   from absl import flags  # pylint: disable=import-outside-toplevel
   from absl import logging as absl_logging  # pylint: disable=import-outside-toplevel
+
   from rankdeficit import main  # pylint: disable=import-outside-toplevel
+
   logger, console = absl_logging.get_absl_logger(), absl_logging.get_absl_handler()
   handlers, filters, level = list(logger.handlers), list(console.filters), logger.level
   monkeypatch.setattr(sys, 'unraisablehook', sys.unraisablehook)
@@ -389,67 +469,82 @@ def run_main(monkeypatch):
 
 
 def _snapshot(directory: Path) -> dict:
-  return {str(p.relative_to(directory)): (p.stat().st_size, p.stat().st_mtime_ns)
-          for p in sorted(directory.rglob('*'))}
+  return {
+    str(p.relative_to(directory)): (p.stat().st_size, p.stat().st_mtime_ns)
+    for p in sorted(directory.rglob('*'))
+  }
 
 
-def test_the_checkpoint_keeps_the_config_when_config_json_is_gone(finished_run, tmp_path,
-                                                                  run_main):
+def test_the_checkpoint_keeps_the_config_when_config_json_is_gone(finished_run, tmp_path, run_main):
   """Issue 25 item 1: deleting config.json no longer lets a run resume under another config."""
   from rankdeficit.run import checkpointing  # pylint: disable=import-outside-toplevel
   from rankdeficit.run import config_diff
+
   workdir = tmp_path / 'run'
   shutil.copytree(finished_run, workdir)
   (workdir / 'config.json').unlink()
   assert checkpointing.stored_config(str(workdir))['temperature'] == 1.0
   before = _snapshot(workdir)
-  for extra, field in ((['--config.temperature=100'], 'temperature (1.0 -> 100.0)'),
-                       (['--config.model.width=64'], 'model.width (32 -> 64)')):
+  for extra, field in (
+    (['--config.temperature=100'], 'temperature (1.0 -> 100.0)'),
+    (['--config.model.width=64'], 'model.width (32 -> 64)'),
+  ):
     message = run_main(workdir, 6, *extra)
-    assert message.startswith(f'error: workdir {workdir} holds checkpoints trained with a '
-                              f'different config: ') and field in message, message
+    assert (
+      message.startswith(
+        f'error: workdir {workdir} holds checkpoints trained with a different config: '
+      )
+      and field in message
+    ), message
     assert '\n' not in message
   assert _snapshot(workdir) == before  # refused before anything was written
   with pytest.raises(ValueError, match=r"loss \('ce' -> 'mse'\)"):
     config_diff.check_resumable(digits_config(loss='mse'), str(workdir))
 
 
-def test_a_resume_restores_config_json_and_says_what_train_means_cover(finished_run,
-                                                                       tmp_path, caplog):
+def test_a_resume_restores_config_json_and_says_what_train_means_cover(
+  finished_run, tmp_path, caplog
+):
   """Items 1 and 8: config.json comes back from the checkpoint; the first train/* means
   after a resume cover fewer steps than an uninterrupted run's, and the results say so."""
   import jax  # pylint: disable=import-outside-toplevel
+
   from rankdeficit.training import train  # pylint: disable=import-outside-toplevel
+
   workdir = tmp_path / 'run'
   shutil.copytree(finished_run, workdir)
   (workdir / 'config.json').write_text('null')  # damaged rather than deleted
   caplog.set_level('INFO', logger='absl')  # whatever another test left absl's level at
   state, results = train.train_and_evaluate(
-      digits_config(num_train_steps=6, log_every_steps=3), str(workdir),
-      devices=jax.devices()[:1])
+    digits_config(num_train_steps=6, log_every_steps=3), str(workdir), devices=jax.devices()[:1]
+  )
   assert int(state.step) == 6
   assert json.loads((workdir / 'config.json').read_text())['num_train_steps'] == 6
   assert any('restored it from the config stored' in r.getMessage() for r in caplog.records)
   assert results['train/steps_averaged'] == 2  # steps 5 and 6; uninterrupted: 4, 5 and 6
-  assert any('average the 2 steps since the resume at step 4, not the 3 steps'
-             in r.getMessage() for r in caplog.records)
+  assert any(
+    'average the 2 steps since the resume at step 4, not the 3 steps' in r.getMessage()
+    for r in caplog.records
+  )
 
 
 def _without_stored_config(workdir: Path) -> None:
   """Turns a run's checkpoints into ones written before configs were stored."""
   from rankdeficit.run import integrity  # pylint: disable=import-outside-toplevel
+
   for step_dir in (workdir / 'checkpoints').iterdir():
     if step_dir.name.isdigit():
       shutil.rmtree(step_dir / 'config')
       integrity.seal(str(step_dir))
 
 
-def test_old_checkpoints_without_a_stored_config_use_config_json(finished_run, tmp_path,
-                                                                 run_main):
+def test_old_checkpoints_without_a_stored_config_use_config_json(finished_run, tmp_path, run_main):
   import jax  # pylint: disable=import-outside-toplevel
+
   from rankdeficit.run import checkpointing  # pylint: disable=import-outside-toplevel
   from rankdeficit.run import config_diff
   from rankdeficit.training import train  # pylint: disable=import-outside-toplevel
+
   workdir = tmp_path / 'run'
   shutil.copytree(finished_run, workdir)
   _without_stored_config(workdir)
@@ -462,18 +557,25 @@ def test_old_checkpoints_without_a_stored_config_use_config_json(finished_run, t
   assert message.startswith('error: ') and 'config.json holds null, not a config' in message
   assert _snapshot(workdir) == before
   (workdir / 'config.json').unlink()  # nothing to compare with: resumes, as before
-  state, _ = train.train_and_evaluate(digits_config(num_train_steps=6), str(workdir),
-                                      devices=jax.devices()[:1])
+  state, _ = train.train_and_evaluate(
+    digits_config(num_train_steps=6), str(workdir), devices=jax.devices()[:1]
+  )
   assert int(state.step) == 6
 
 
-@pytest.mark.parametrize('extra, message', [
-    (['--config.temperature_schedule=cosine'], "error: config.final_temperature=None is "
-                                               "invalid: it must be a finite number > 0 "
-                                               "with temperature_schedule='cosine'"),
+@pytest.mark.parametrize(
+  'extra, message',
+  [
+    (
+      ['--config.temperature_schedule=cosine'],
+      'error: config.final_temperature=None is '
+      'invalid: it must be a finite number > 0 '
+      "with temperature_schedule='cosine'",
+    ),
     (['--config.seed=-1'], 'error: config.seed=-1 is invalid'),
     (['--config.seed=4294967296'], 'error: config.seed=4294967296 is invalid'),
-])
+  ],
+)
 def test_refusals_come_before_anything_is_written(tmp_path, run_main, extra, message):
   """Issue 25 item 6: these were tracebacks after log0.txt, run_info.json and an empty
   checkpoints/ were written."""
@@ -487,8 +589,9 @@ def test_an_empty_workdir_is_refused(tmp_path, run_main, monkeypatch):
   """Item 8: `--workdir=''` trained into ./runs/... without saying so."""
   monkeypatch.chdir(tmp_path)
   message = run_main('', 4)
-  assert message.startswith("error: --workdir='' is empty; give a directory, or leave "
-                            "--workdir out"), message
+  assert message.startswith(
+    "error: --workdir='' is empty; give a directory, or leave --workdir out"
+  ), message
   assert not any(tmp_path.iterdir())
 
 
@@ -496,6 +599,7 @@ def _failing_save(mode: str):
   """A CheckpointManager.save that runs out of space at step 4: at once ('sync'), or as
   orbax's background writes do, when the save is waited for ('async')."""
   import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
+
   save, wait = ocp.CheckpointManager.save, ocp.CheckpointManager.wait_until_finished
 
   def partial(manager) -> Path:
@@ -513,26 +617,33 @@ def _failing_save(mode: str):
   def failing_wait(self):
     wait(self)
     if partial(self).exists():
-      raise ValueError('RESOURCE_EXHAUSTED: Error writing "params/0" in OCDBT database: '
-                       'Failed to write 960567 bytes to file 6: No space left on device '
-                       "[os_error_code='28']")
+      raise ValueError(
+        'RESOURCE_EXHAUSTED: Error writing "params/0" in OCDBT database: '
+        'Failed to write 960567 bytes to file 6: No space left on device '
+        "[os_error_code='28']"
+      )
 
   return failing_save, failing_wait
 
 
 def test_a_full_disk_ends_in_one_line_and_keeps_the_last_good_checkpoint(
-    tmp_path, run_main, monkeypatch):
+  tmp_path, run_main, monkeypatch
+):
   """Issue 25 item 5: a full disk gave ~53 tracebacks ending in an unrelated ImportError."""
   import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
+
   from rankdeficit.run import integrity  # pylint: disable=import-outside-toplevel
   from rankdeficit.run import storage
+
   failing_save, failing_wait = _failing_save('async')
   monkeypatch.setattr(ocp.CheckpointManager, 'save', failing_save)
   monkeypatch.setattr(ocp.CheckpointManager, 'wait_until_finished', failing_wait)
   workdir = tmp_path / 'run'
   message = run_main(workdir, 4, '--config.checkpoint_every_steps=2')
-  assert message == (f'error: no space left on {storage.device_of(workdir)} while saving '
-                     f'step 4; the last good checkpoint is step 2'), message
+  assert message == (
+    f'error: no space left on {storage.device_of(workdir)} while saving '
+    f'step 4; the last good checkpoint is step 2'
+  ), message
   checkpoints = workdir / 'checkpoints'
   assert sorted(p.name for p in checkpoints.iterdir()) == ['2']  # partial step 4 removed
   assert integrity.is_sealed(str(checkpoints / '2'))
@@ -543,22 +654,27 @@ def test_a_full_disk_ends_in_one_line_and_keeps_the_last_good_checkpoint(
 def test_a_save_refused_at_once_for_space_is_a_disk_full_error(tmp_path, monkeypatch):
   import numpy as np  # pylint: disable=import-outside-toplevel
   import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
+
   from rankdeficit.run import checkpointing  # pylint: disable=import-outside-toplevel
+
   monkeypatch.setattr(ocp.CheckpointManager, 'save', _failing_save('sync')[0])
   checkpointer = checkpointing.Checkpointer(str(tmp_path), config=digits_config())
   checkpointer.save(2, {'w': np.ones(3)}, None)
-  with pytest.raises(checkpointing.DiskFullError,
-                     match=r'while saving step 4; the last good checkpoint is step 2$'):
+  with pytest.raises(
+    checkpointing.DiskFullError, match=r'while saving step 4; the last good checkpoint is step 2$'
+  ):
     checkpointer.save(4, {'w': np.ones(3)}, None)
   checkpointer.close()  # does not raise the same error again
   assert checkpointing.finished_steps(str(tmp_path)) == [2]
   assert checkpointing.stored_config(str(tmp_path))['model']['width'] == 32
-  assert checkpointing.is_disk_full(ValueError("Failed to write 9 bytes to file 6: No space "
-                                               "left on device [os_error_code='28']"))
+  assert checkpointing.is_disk_full(
+    ValueError("Failed to write 9 bytes to file 6: No space left on device [os_error_code='28']")
+  )
 
 
 def test_a_failing_log_file_warns_once_instead_of_a_traceback_per_line(tmp_path, capsys):
   from rankdeficit import main  # pylint: disable=import-outside-toplevel
+
   handler = main._log_file_handler(str(tmp_path))  # pylint: disable=protected-access
   handler.stream.close()
   handler.stream = open(os.devnull, 'r', encoding='utf-8')  # pylint: disable=consider-using-with
@@ -577,25 +693,37 @@ def test_a_failing_log_file_warns_once_instead_of_a_traceback_per_line(tmp_path,
 def test_offline_download_fails_fast_when_the_host_does_not_resolve(tmp_path, monkeypatch):
   """Issue 25 item 7: tfds retried the look-up for 3.5 minutes before the message."""
   import socket  # pylint: disable=import-outside-toplevel
-  from rankdeficit.data import input_pipeline  # pylint: disable=import-outside-toplevel
-  from rankdeficit.run import validation
+
   from rankdeficit.data import datasets  # pylint: disable=import-outside-toplevel
-  for variable in ('https_proxy', 'HTTPS_PROXY', 'http_proxy', 'HTTP_PROXY', 'all_proxy',
-                   'ALL_PROXY'):
+  from rankdeficit.data import input_pipeline  # pylint: disable=import-outside-toplevel
+  from rankdeficit.plan import validation
+
+  for variable in (
+    'https_proxy',
+    'HTTPS_PROXY',
+    'http_proxy',
+    'HTTP_PROXY',
+    'all_proxy',
+    'ALL_PROXY',
+  ):
     monkeypatch.delenv(variable, raising=False)
   looked_up, downloads = [], []
 
   def offline(host, *args, **kwargs):
     looked_up.append(host)
     raise socket.gaierror(socket.EAI_AGAIN, 'Temporary failure in name resolution')
+
   monkeypatch.setattr(socket, 'getaddrinfo', offline)
-  monkeypatch.setattr(datasets, 'download_and_prepare',
-                      lambda *args, **kwargs: downloads.append(args))
+  monkeypatch.setattr(
+    datasets, 'download_and_prepare', lambda *args, **kwargs: downloads.append(args)
+  )
   config = digits_config(dataset='cifar100', data_dir=str(tmp_path / 'empty'), image_size=32)
   start = time.time()
-  with pytest.raises(input_pipeline.DatasetNotFoundError,
-                     match=r'cannot resolve www\.cs\.toronto\.edu.*Fix: .*'
-                           r'tools\.import_data cifar100') as error:
+  with pytest.raises(
+    input_pipeline.DatasetNotFoundError,
+    match=r'cannot resolve www\.cs\.toronto\.edu.*Fix: .*'
+    r'tools\.import_data cifar100',
+  ) as error:
     validation.validate_config(config, num_devices=1)
   assert time.time() - start < 5 and looked_up == ['www.cs.toronto.edu'] and not downloads
   assert '\n' not in str(error.value)
@@ -606,30 +734,39 @@ def test_offline_download_fails_fast_when_the_host_does_not_resolve(tmp_path, mo
   assert time.time() - start < 2
 
 
-def test_analysing_a_run_that_is_still_training_warns(finished_run, tmp_path, monkeypatch,
-                                                      caplog):
+def test_analysing_a_run_that_is_still_training_warns(finished_run, tmp_path, monkeypatch, caplog):
   """Item 8: an analysis of a run whose lock a live process holds said nothing."""
   from rankdeficit import analyze  # pylint: disable=import-outside-toplevel
   from rankdeficit.run import checkpointing
   from rankdeficit.run import workdir_lock  # pylint: disable=import-outside-toplevel
+
   assert analyze.warn_if_training(str(finished_run)) is None
   workdir = tmp_path / 'run'
   shutil.copytree(finished_run, workdir)
 
   def loaded(*args, **kwargs):
     raise InterruptedError('stop the analysis here: only its start is tested')
+
   monkeypatch.setattr(checkpointing, 'load_run', loaded)
   caplog.set_level('WARNING')
   holder = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])
   try:
-    (workdir / workdir_lock.LOCK_FILE).write_text(json.dumps(
-        {'host': os.uname().nodename, 'pid': holder.pid, 'started': time.time(),
-         'heartbeat': time.time()}))
+    (workdir / workdir_lock.LOCK_FILE).write_text(
+      json.dumps(
+        {
+          'host': os.uname().nodename,
+          'pid': holder.pid,
+          'started': time.time(),
+          'heartbeat': time.time(),
+        }
+      )
+    )
     with pytest.raises(InterruptedError):
       analyze.analyze_run(str(workdir))
   finally:
     holder.kill()
     holder.wait()
   assert f'is still training (locked by host {os.uname().nodename} pid {holder.pid}' in (
-      caplog.text)
+    caplog.text
+  )
   assert analyze.warn_if_training(str(workdir)) is None  # its holder is dead now

@@ -23,12 +23,20 @@ import sys
 import sysconfig
 import zipfile
 
-import pytest
 from packaging.requirements import Requirement
+import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-TRAINING_STACK = ('flax', 'tensorflow', 'tensorflow_datasets', 'grain', 'clu', 'orbax',
-                  'optax', 'ml_collections')
+TRAINING_STACK = (
+  'flax',
+  'tensorflow',
+  'tensorflow_datasets',
+  'grain',
+  'clu',
+  'orbax',
+  'optax',
+  'ml_collections',
+)
 
 
 def _run(cmd, **kwargs) -> str:
@@ -45,11 +53,25 @@ def wheel(tmp_path_factory) -> pathlib.Path:
   src = tmp_path_factory.mktemp('src')
   shutil.copy(REPO / 'pyproject.toml', src)
   shutil.copy(REPO / 'README.md', src)
-  shutil.copytree(REPO / 'rankdeficit', src / 'rankdeficit',
-                  ignore=shutil.ignore_patterns('__pycache__'))
+  shutil.copytree(
+    REPO / 'rankdeficit', src / 'rankdeficit', ignore=shutil.ignore_patterns('__pycache__')
+  )
   out = tmp_path_factory.mktemp('dist')
-  _run([sys.executable, '-m', 'pip', 'wheel', '--no-deps', '--no-build-isolation',
-        '--no-index', '-q', '-w', str(out), str(src)])
+  _run(
+    [
+      sys.executable,
+      '-m',
+      'pip',
+      'wheel',
+      '--no-deps',
+      '--no-build-isolation',
+      '--no-index',
+      '-q',
+      '-w',
+      str(out),
+      str(src),
+    ]
+  )
   return next(out.glob('rankdeficit-*.whl'))
 
 
@@ -57,8 +79,7 @@ def _metadata(wheel_path: pathlib.Path) -> list[Requirement]:
   with zipfile.ZipFile(wheel_path) as zf:
     meta = next(n for n in zf.namelist() if n.endswith('.dist-info/METADATA'))
     lines = zf.read(meta).decode().splitlines()
-  return [Requirement(line.split(':', 1)[1]) for line in lines
-          if line.startswith('Requires-Dist:')]
+  return [Requirement(line.split(':', 1)[1]) for line in lines if line.startswith('Requires-Dist:')]
 
 
 def _core(requirements: list[Requirement]) -> list[Requirement]:
@@ -78,15 +99,25 @@ def test_core_requirements_are_jax_and_numpy(wheel):
   assert sorted(r.name for r in _core(_metadata(wheel))) == ['jax', 'numpy']
 
 
-@pytest.mark.parametrize('platform,machine,package', [
-    ('linux', 'x86_64', 'tensorflow-cpu'), ('win32', 'AMD64', 'tensorflow-cpu'),
-    ('linux', 'aarch64', 'tensorflow'), ('darwin', 'arm64', 'tensorflow'),
-    ('darwin', 'x86_64', 'tensorflow')])
+@pytest.mark.parametrize(
+  'platform,machine,package',
+  [
+    ('linux', 'x86_64', 'tensorflow-cpu'),
+    ('win32', 'AMD64', 'tensorflow-cpu'),
+    ('linux', 'aarch64', 'tensorflow'),
+    ('darwin', 'arm64', 'tensorflow'),
+    ('darwin', 'x86_64', 'tensorflow'),
+  ],
+)
 def test_train_extra_picks_the_tensorflow_that_has_wheels(wheel, platform, machine, package):
   env = {'extra': 'train', 'sys_platform': platform, 'platform_machine': machine}
-  chosen = {r.name for r in _metadata(wheel)
-            if r.name.startswith('tensorflow') and r.name != 'tensorflow-datasets'
-            and r.marker.evaluate(env)}
+  chosen = {
+    r.name
+    for r in _metadata(wheel)
+    if r.name.startswith('tensorflow')
+    and r.name != 'tensorflow-datasets'
+    and r.marker.evaluate(env)
+  }
   assert chosen == {package}
 
 
@@ -106,13 +137,27 @@ def _closure(requirements: list[Requirement]) -> dict[str, importlib.metadata.Di
 def _fresh_venv(root: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:
   _run([sys.executable, '-m', 'venv', '--without-pip', str(root)])
   python = root / 'bin' / 'python'
-  site = pathlib.Path(_run([str(python), '-c', 'import sysconfig; print(sysconfig.get_paths()["purelib"])']).strip())
+  site = pathlib.Path(
+    _run([str(python), '-c', 'import sysconfig; print(sysconfig.get_paths()["purelib"])']).strip()
+  )
   return python, site
 
 
 def _install(wheel_path, site):
-  _run([sys.executable, '-m', 'pip', 'install', '--no-deps', '--no-index', '-q',
-        '--target', str(site), str(wheel_path)])
+  _run(
+    [
+      sys.executable,
+      '-m',
+      'pip',
+      'install',
+      '--no-deps',
+      '--no-index',
+      '-q',
+      '--target',
+      str(site),
+      str(wheel_path),
+    ]
+  )
 
 
 def _link_distribution(dist: importlib.metadata.Distribution, site: pathlib.Path) -> int:
@@ -137,20 +182,24 @@ def test_core_install_imports_no_training_stack(wheel, tmp_path):
   for dist in _closure(_core(_metadata(wheel))).values():
     size += _link_distribution(dist, site)
   script = (
-      'import sys\n'
-      'from rankdeficit import metrics\n'
-      'import numpy as np\n'
-      f'assert "{site}" in metrics.__file__, metrics.__file__\n'
-      'assert int(metrics.numerical_rank(np.eye(4)[:3])) == 3\n'
-      f'loaded = sorted(m for m in {TRAINING_STACK!r} if m in sys.modules)\n'
-      'assert not loaded, loaded\n')
+    'import sys\n'
+    'from rankdeficit import metrics\n'
+    'import numpy as np\n'
+    f'assert "{site}" in metrics.__file__, metrics.__file__\n'
+    'assert int(metrics.numerical_rank(np.eye(4)[:3])) == 3\n'
+    f'loaded = sorted(m for m in {TRAINING_STACK!r} if m in sys.modules)\n'
+    'assert not loaded, loaded\n'
+  )
   _run([str(python), '-c', script], cwd=tmp_path, env={'PATH': os.environ['PATH']})
   for module in TRAINING_STACK[:2]:  # not even importable there
-    result = subprocess.run([str(python), '-c', f'import {module}'], capture_output=True,
-                            cwd=tmp_path, env={'PATH': os.environ['PATH']})
+    result = subprocess.run(
+      [str(python), '-c', f'import {module}'],
+      capture_output=True,
+      cwd=tmp_path,
+      env={'PATH': os.environ['PATH']},
+    )
     assert result.returncode != 0
-  print(f'\ncore install (rankdeficit + jax, jaxlib, numpy and their deps): '
-        f'{size / 2**20:.0f} MiB')
+  print(f'\ncore install (rankdeficit + jax, jaxlib, numpy and their deps): {size / 2**20:.0f} MiB')
 
 
 def _write_run(workdir: pathlib.Path) -> float:
@@ -159,9 +208,10 @@ def _write_run(workdir: pathlib.Path) -> float:
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   import optax  # pylint: disable=import-outside-toplevel
+
   from configs import quickstart  # pylint: disable=import-outside-toplevel
-  from rankdeficit.run import checkpointing  # pylint: disable=import-outside-toplevel
   from rankdeficit import models
+  from rankdeficit.run import checkpointing  # pylint: disable=import-outside-toplevel
   from rankdeficit.training import steps
 
   config = quickstart.get_config()
@@ -189,25 +239,34 @@ def test_load_run_after_non_editable_install_beside_a_users_configs(wheel, tmp_p
   (user / 'configs').mkdir(parents=True)
   (user / 'configs' / '__init__.py').write_text('OWNER = "user"\n')
   script = (
-      'import configs, jax.numpy as jnp\n'
-      'from rankdeficit.run import checkpointing\n'
-      f'assert "{site}" in checkpointing.__file__, checkpointing.__file__\n'
-      'config, model, variables, step = checkpointing.load_run(' f'"{tmp_path / "run"}")\n'
-      'assert configs.OWNER == "user" and step == 3, step\n'
-      'assert config.model.width == 8 and isinstance(config.lr_milestones, tuple)\n'
-      'logits, _ = model.apply(variables, jnp.ones((2, 16, 16, 1)), train=False)\n'
-      'print(float(jnp.sum(logits)))\n')
-  out = _run([str(python), '-c', script], cwd=user,
-             env={'PATH': os.environ['PATH'], 'JAX_PLATFORMS': 'cpu'})
+    'import configs, jax.numpy as jnp\n'
+    'from rankdeficit.run import checkpointing\n'
+    f'assert "{site}" in checkpointing.__file__, checkpointing.__file__\n'
+    'config, model, variables, step = checkpointing.load_run('
+    f'"{tmp_path / "run"}")\n'
+    'assert configs.OWNER == "user" and step == 3, step\n'
+    'assert config.model.width == 8 and isinstance(config.lr_milestones, tuple)\n'
+    'logits, _ = model.apply(variables, jnp.ones((2, 16, 16, 1)), train=False)\n'
+    'print(float(jnp.sum(logits)))\n'
+  )
+  out = _run(
+    [str(python), '-c', script], cwd=user, env={'PATH': os.environ['PATH'], 'JAX_PLATFORMS': 'cpu'}
+  )
   assert float(out.strip().splitlines()[-1]) == pytest.approx(expected, rel=1e-5)
 
 
 def test_nothing_in_the_package_imports_configs():
   import ast  # pylint: disable=import-outside-toplevel
+
   offenders = []
   for path in (REPO / 'rankdeficit').rglob('*.py'):
     for node in ast.walk(ast.parse(path.read_text())):
-      names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
-               [node.module or ''] if isinstance(node, ast.ImportFrom) else [])
+      names = (
+        [a.name for a in node.names]
+        if isinstance(node, ast.Import)
+        else [node.module or '']
+        if isinstance(node, ast.ImportFrom)
+        else []
+      )
       offenders += [f'{path.name}: {n}' for n in names if n.split('.')[0] == 'configs']
   assert not offenders

@@ -1,4 +1,5 @@
 """The offline quickstart: dataset choice, and one tiny T=1 vs T=100 comparison on digits."""
+
 import jax
 
 from rankdeficit import models
@@ -16,8 +17,9 @@ def test_digits_runs_offline_and_reports_ranks(tmp_path, capsys):
   rows = {}
   for t in (1.0, 100.0):
     config = quickstart.quickstart_config_for('digits', '', t, epochs=1)
-    state, results = train.train_and_evaluate(config, str(tmp_path / f'T{t:g}'),
-                                              devices=jax.devices()[:1])
+    state, results = train.train_and_evaluate(
+      config, str(tmp_path / f'T{t:g}'), devices=jax.devices()[:1]
+    )
     model = models.create_model(config.model, 10)
     rows[t] = {**results, **quickstart.representation_ranks(config, state, model)}
     assert results['eval/num_examples'] == 359  # the whole digits test split

@@ -1,24 +1,26 @@
 """Sweeps through submitit: the local executor runs the same job objects SLURM would."""
+
 import os
+from pathlib import Path
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from experiments import aggregate
-from rankdeficit.run import storage
 from rankdeficit import sweep
 from rankdeficit.analysis.config import AnalysisConfig
+from rankdeficit.run import storage
 
 REPO = Path(__file__).resolve().parents[1]
 SWEEPS = REPO / 'configs' / 'sweeps'
 
 
-@pytest.mark.parametrize('name, num_points', [
-    ('smoke', 2), ('table1', 54), ('table6', 6), ('table7', 36), ('table8', 36),
-    ('table9', 24)])
+@pytest.mark.parametrize(
+  'name, num_points',
+  [('smoke', 2), ('table1', 54), ('table6', 6), ('table7', 36), ('table8', 36), ('table9', 24)],
+)
 def test_every_sweep_loads_with_distinct_workdirs(name, num_points, tmp_path):
   s = sweep.load_sweep(str(SWEEPS / f'{name}.py'), str(tmp_path))
   assert s.name == name and len(s.points) == num_points
@@ -29,8 +31,10 @@ def test_every_sweep_loads_with_distinct_workdirs(name, num_points, tmp_path):
 
 
 def test_point_names_come_from_the_overrides():
-  assert sweep.point_name({'config': 'configs/resnet50_in1k.py', 'temperature': 100.0,
-                           'seed': 2}) == 'resnet50_in1k_temperature-100_seed-2'
+  assert (
+    sweep.point_name({'config': 'configs/resnet50_in1k.py', 'temperature': 100.0, 'seed': 2})
+    == 'resnet50_in1k_temperature-100_seed-2'
+  )
   assert sweep.point_name({'model.width': 512, 'loss': 'mse'}) == 'model.width-512_loss-mse'
 
 
@@ -44,15 +48,18 @@ def test_unknown_override_is_rejected(tmp_path):
 def test_analysis_options_become_an_analysis_config(tmp_path):
   smoke = sweep.load_sweep(str(SWEEPS / 'smoke.py'), str(tmp_path)).points[0].analyze
   assert smoke == AnalysisConfig.from_overrides(
-      {'ood_dataset': '', 'probe_epochs': 2, 'probe_batch_size': 256, 'max_dims': 256,
-       'plots': False})
+    {'ood_dataset': '', 'probe_epochs': 2, 'probe_batch_size': 256, 'max_dims': 256, 'plots': False}
+  )
   assert smoke.probe.num_epochs == 2 and smoke.probe.learning_rate == 1e-3
   # `{}` analyses with the defaults (it used to skip the analysis).
   assert sweep.load_sweep(str(SWEEPS / 'table6.py'), str(tmp_path)).points[0].analyze == (
-      AnalysisConfig())
+    AnalysisConfig()
+  )
   bad = tmp_path / 'bad.py'
-  bad.write_text("def get_sweep():\n  return {'config': 'configs/quickstart.py', "
-                 "'points': [{}], 'analyze': {'probe_epoch': 2}}\n")
+  bad.write_text(
+    "def get_sweep():\n  return {'config': 'configs/quickstart.py', "
+    "'points': [{}], 'analyze': {'probe_epoch': 2}}\n"
+  )
   with pytest.raises(ValueError, match="Sweep bad: Unknown analysis option.*'probe_epoch'"):
     sweep.load_sweep(str(bad), str(tmp_path))
 
@@ -71,13 +78,28 @@ def test_a_killed_point_is_resubmitted_and_a_running_one_is_not(tmp_path):
 
 def test_slurm_dry_run_prints_the_job_array(tmp_path):
   out = subprocess.run(
-      [sys.executable, '-m', 'rankdeficit.sweep', f'--sweep={SWEEPS / "table9.py"}',
-       '--executor=slurm', '--dry_run', f'--root={tmp_path}'],
-      cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True, text=True,
-      check=True).stdout
+    [
+      sys.executable,
+      '-m',
+      'rankdeficit.sweep',
+      f'--sweep={SWEEPS / "table9.py"}',
+      '--executor=slurm',
+      '--dry_run',
+      f'--root={tmp_path}',
+    ],
+    cwd=REPO,
+    env=dict(os.environ, PYTHONPATH=str(REPO)),
+    capture_output=True,
+    text=True,
+    check=True,
+  ).stdout
   assert sum(line.startswith('submit ') for line in out.splitlines()) == 24
-  for line in ('#SBATCH --array=0-23%8', '#SBATCH --gpus-per-node=8', '#SBATCH --time=4320',
-               '#SBATCH --job-name=rankdeficit_table9'):
+  for line in (
+    '#SBATCH --array=0-23%8',
+    '#SBATCH --gpus-per-node=8',
+    '#SBATCH --time=4320',
+    '#SBATCH --job-name=rankdeficit_table9',
+  ):
     assert line in out
   assert not any(tmp_path.iterdir())  # a dry run writes nothing
 
@@ -103,21 +125,28 @@ def test_local_smoke_sweep_runs_then_skips_and_aggregates(tmp_path, monkeypatch)
 
 def _sweep_file(path: Path, points) -> Path:
   """A sweep file outside configs/sweeps/ whose base config is a relative path."""
-  path.write_text(f"def get_sweep():\n  return {{'config': 'configs/quickstart.py', "
-                  f"'points': {points!r}, 'slurm': {{'time': 5}}}}\n")
+  path.write_text(
+    f"def get_sweep():\n  return {{'config': 'configs/quickstart.py', "
+    f"'points': {points!r}, 'slurm': {{'time': 5}}}}\n"
+  )
   return path
 
 
 @pytest.mark.parametrize('key', ['no_such_field', 'model.widht', 'no_such.parent'])
 def test_a_bad_point_is_refused_before_anything_is_submitted(tmp_path, key):
   """Issue 25 item 2: such a sweep said '2 job(s) submitted' and its jobs died."""
-  s = sweep.load_sweep(str(_sweep_file(tmp_path / 'mine.py', [
-      {'temperature': 1.0}, {'temperature': 100.0, key: 1}])), str(tmp_path / 'runs'))
+  s = sweep.load_sweep(
+    str(_sweep_file(tmp_path / 'mine.py', [{'temperature': 1.0}, {'temperature': 100.0, key: 1}])),
+    str(tmp_path / 'runs'),
+  )
   # Item 8: a relative config is read from the repository root, wherever the sweep is.
   assert s.points[0].config == str(REPO / 'configs' / 'quickstart.py')
   bad = s.points[1].name
-  with pytest.raises(ValueError, match=rf"^sweep mine, point {bad}: Unknown config field "
-                                       rf"'{key}'"):
+  with pytest.raises(
+    ValueError,
+    match=rf'^sweep mine, point {bad}: Unknown config field '
+    rf"'{key}'",
+  ):
     sweep.check_points(s)
   with pytest.raises(ValueError, match=f"'{key}'"):
     sweep.submit(s, 'local', str(tmp_path / 'submitit'))
@@ -125,8 +154,9 @@ def test_a_bad_point_is_refused_before_anything_is_submitted(tmp_path, key):
 
 
 def test_points_are_checked_like_main_does(tmp_path):
-  s = sweep.load_sweep(str(_sweep_file(tmp_path / 'mine.py', [
-      {'seed': 0}, {'seed': -1}])), str(tmp_path / 'runs'))
+  s = sweep.load_sweep(
+    str(_sweep_file(tmp_path / 'mine.py', [{'seed': 0}, {'seed': -1}])), str(tmp_path / 'runs')
+  )
   with pytest.raises(ValueError, match=r'point seed--1: config\.seed=-1 is invalid'):
     sweep.check_points(s, num_devices=1)
   table9 = sweep.load_sweep(str(SWEEPS / 'table9.py'), str(tmp_path))
@@ -137,6 +167,7 @@ def test_points_are_checked_like_main_does(tmp_path):
 def test_dry_run_refuses_a_bad_point_in_one_line(tmp_path, capsys):
   from absl import flags  # pylint: disable=import-outside-toplevel
   from absl import logging  # pylint: disable=import-outside-toplevel
+
   before, level = set(flags.FLAGS), logging.get_absl_logger().level
   sweep._define_flags()  # pylint: disable=protected-access
   path = _sweep_file(tmp_path / 'mine.py', [{'temperature': 1.0}, {'no_such_field': 1}])
@@ -151,21 +182,29 @@ def test_dry_run_refuses_a_bad_point_in_one_line(tmp_path, capsys):
     for name in set(flags.FLAGS) - before:  # --sweep is required: it would stop other CLIs
       delattr(flags.FLAGS, name)
     logging.get_absl_logger().setLevel(level)  # unparse_flags resets absl's verbosity
-  assert str(exit_.value.code).startswith("error: sweep mine, point no_such_field-1: "
-                                          "Unknown config field 'no_such_field'")
+  assert str(exit_.value.code).startswith(
+    "error: sweep mine, point no_such_field-1: Unknown config field 'no_such_field'"
+  )
   assert 'submit ' not in capsys.readouterr().out and not (tmp_path / 'runs').exists()
 
 
-def _record(point, job_id: str, *, submitted: float, executor='local', status=None,
-            result=None):
+def _record(point, job_id: str, *, submitted: float, executor='local', status=None, result=None):
   import pickle  # pylint: disable=import-outside-toplevel
+
   workdir = storage.workdir_path(point.workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   folder = Path(point.workdir).parent / 'submitit'
   folder.mkdir(exist_ok=True)
-  storage.write_json(workdir / sweep.JOB_FILE, {
-      'job_id': job_id, 'executor': executor, 'folder': str(folder),
-      'host': os.uname().nodename, 'time': submitted})
+  storage.write_json(
+    workdir / sweep.JOB_FILE,
+    {
+      'job_id': job_id,
+      'executor': executor,
+      'folder': str(folder),
+      'host': os.uname().nodename,
+      'time': submitted,
+    },
+  )
   if status is not None:
     storage.write_json(workdir / sweep.STATUS_FILE, status)
   if result is not None:
@@ -175,21 +214,36 @@ def _record(point, job_id: str, *, submitted: float, executor='local', status=No
 def test_status_tells_not_submitted_pending_and_died_before_starting(tmp_path):
   """Items 2 and 8: a job that died before it started showed 'pending' for ever, and so
   did a point that was never submitted."""
-  s = sweep.load_sweep(str(_sweep_file(tmp_path / 'mine.py', [
-      {'seed': seed} for seed in range(5)])), str(tmp_path / 'runs'))
+  s = sweep.load_sweep(
+    str(_sweep_file(tmp_path / 'mine.py', [{'seed': seed} for seed in range(5)])),
+    str(tmp_path / 'runs'),
+  )
   never, queued, dead, raised, restarted = s.points
   assert sweep.point_status(never) == {'state': 'not submitted'}
   _record(queued, str(os.getpid()), submitted=time.time())  # its process is alive
   finished = subprocess.Popen([sys.executable, '-c', 'pass'])
   finished.wait()
   _record(dead, str(finished.pid), submitted=time.time())
-  _record(raised, '4242', submitted=time.time(),
-          result=('error', 'Traceback (most recent call last):\nValueError: boom\n'))
-  _record(restarted, str(finished.pid), submitted=time.time() - 60,
-          status={'state': 'done', 'time': time.time(), 'results': {}})
+  _record(
+    raised,
+    '4242',
+    submitted=time.time(),
+    result=('error', 'Traceback (most recent call last):\nValueError: boom\n'),
+  )
+  _record(
+    restarted,
+    str(finished.pid),
+    submitted=time.time() - 60,
+    status={'state': 'done', 'time': time.time(), 'results': {}},
+  )
   states = {p.name: sweep.point_status(p) for p in s.points}
   assert [states[p.name]['state'] for p in s.points] == [
-      'not submitted', 'pending', 'failed', 'failed', 'done']
+    'not submitted',
+    'pending',
+    'failed',
+    'failed',
+    'done',
+  ]
   assert 'exited without recording a state' in states[dead.name]['error']
   assert states[raised.name]['error'].endswith('ValueError: boom')
   assert sweep.to_submit(s) == [never, dead, raised]

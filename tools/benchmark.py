@@ -29,7 +29,8 @@ that a set leaves the numerics unchanged):
 'default=;ynn_off=--xla_cpu_experimental_ynn_fusion_type=;onednn=--xla_cpu_use_onednn=true'
 
 All three PyTorch modes, side by side in one run (2026-11-29; PyTorch 2.13.0+cpu, jaxlib
-0.10.2, 2-vCPU Intel Xeon with AVX-512 and AMX-BF16, conv_impl=auto, batch 128, fp32 JAX, medians of 3 blocks x 5 steps; machine idle
+0.10.2, 2-vCPU Intel Xeon with AVX-512 and AMX-BF16, conv_impl=auto, batch 128, fp32 JAX, medians
+of 3 blocks x 5 steps; machine idle
 apart from the run itself and a stopped job, 1-min load 1.5-1.9 = the benchmark's own 2
 threads). Two runs back to back, ms/step:
 
@@ -50,7 +51,8 @@ threads). Two runs back to back, ms/step:
   at 5 steps is large (resnet20 eager 1352 vs 365 ms: the first PyTorch process after
   installation pays oneDNN's primitive cache warm-up), hence both runs.
 
-Earlier: What was tried (jax/jaxlib 0.10.2, 2-core AVX-512 AMD EPYC; PyTorch 2.13 CPU eager, oneDNN/MKL,
+Earlier: What was tried (jax/jaxlib 0.10.2, 2-core AVX-512 AMD EPYC; PyTorch 2.13 CPU eager,
+oneDNN/MKL,
 2 OpenMP threads). Measured on the IDLE machine, back to back, medians of 3 (batch 128, fp32):
 
   | model    | jax ms/step | torch ms/step | jax/torch speed |
@@ -94,6 +96,7 @@ Earlier: What was tried (jax/jaxlib 0.10.2, 2-core AVX-512 AMD EPYC; PyTorch 2.1
   * Step metrics (optax.global_norm etc.) and flax BatchNorm are fused elementwise/reduction
     work, far below what this machine's noise can resolve; left as they are.
 """
+
 import argparse
 import functools
 import json
@@ -109,21 +112,27 @@ import jax.numpy as jnp
 import numpy as np
 
 from configs import base
-from rankdeficit.training import losses
 from rankdeficit import models
+from rankdeficit.training import losses
 from rankdeficit.training import optim
 from rankdeficit.training import steps
 
 # torch_ref.py name -> our model name.
-TORCH_NAMES = {'mlp': 'mlp', 'resnet18': 'resnet18', 'resnet20': 'resnet20',
-               'resnet34': 'resnet34', 'vgg19': 'vgg19_bn'}
+TORCH_NAMES = {
+  'mlp': 'mlp',
+  'resnet18': 'resnet18',
+  'resnet20': 'resnet20',
+  'resnet34': 'resnet34',
+  'vgg19': 'vgg19_bn',
+}
 
 
 class JaxStep:
   """Our jitted train step on one model and a fixed random batch, compiled and warmed up."""
 
-  def __init__(self, name: str, batch: int, dtype: str = 'float32', warmup: int = 3,
-               conv_impl: str = 'auto'):
+  def __init__(
+    self, name: str, batch: int, dtype: str = 'float32', warmup: int = 3, conv_impl: str = 'auto'
+  ):
     config = base.get_config()
     config.model.name = TORCH_NAMES[name]
     config.model.dtype = dtype
@@ -131,14 +140,24 @@ class JaxStep:
     config.lr_milestones = ()
     model = models.create_model(config.model, num_classes=10)
     tx = optim.create_optimizer(config, steps_per_epoch=100)
-    self.state = jax.jit(functools.partial(steps.create_train_state, model=model, tx=tx,
-                                           image_shape=(32, 32, 3)))(jax.random.PRNGKey(0))
-    self.step = jax.jit(functools.partial(
-        steps.train_step, model=model, tx=tx, loss_fn=losses.cross_entropy,
-        temperature_fn=lambda _: 100.0), donate_argnums=0)
+    self.state = jax.jit(
+      functools.partial(steps.create_train_state, model=model, tx=tx, image_shape=(32, 32, 3))
+    )(jax.random.PRNGKey(0))
+    self.step = jax.jit(
+      functools.partial(
+        steps.train_step,
+        model=model,
+        tx=tx,
+        loss_fn=losses.cross_entropy,
+        temperature_fn=lambda _: 100.0,
+      ),
+      donate_argnums=0,
+    )
     rng = np.random.default_rng(0)
-    self.data = {'image': jnp.asarray(rng.normal(size=(batch, 32, 32, 3)), jnp.float32),
-                 'label': jnp.asarray(rng.integers(0, 10, batch), jnp.int32)}
+    self.data = {
+      'image': jnp.asarray(rng.normal(size=(batch, 32, 32, 3)), jnp.float32),
+      'label': jnp.asarray(rng.integers(0, 10, batch), jnp.int32),
+    }
     self.losses = []  # loss of the first `warmup` steps, to compare numerics across settings
     for _ in range(warmup):
       self.state, metrics = self.step(self.state, self.data)
@@ -159,22 +178,27 @@ class JaxStep:
     return (time.perf_counter() - start) / num_steps
 
 
-def time_jax_step(name: str, batch: int, num_steps: int, dtype: str = 'float32',
-                  warmup: int = 3) -> float:
+def time_jax_step(
+  name: str, batch: int, num_steps: int, dtype: str = 'float32', warmup: int = 3
+) -> float:
   """Seconds per train step of our jitted step on the default device."""
   return JaxStep(name, batch, dtype, warmup).time(num_steps)
 
 
-def time_torch_step(torch_ref: str, name: str, batch: int, num_steps: int,
-                    mode: str = 'eager') -> float | None:
+def time_torch_step(
+  torch_ref: str, name: str, batch: int, num_steps: int, mode: str = 'eager'
+) -> float | None:
   """Seconds per step reported by `torch_ref.py` in `mode`, or None if it cannot run here."""
-  out = subprocess.run([sys.executable, torch_ref, name, str(batch), str(num_steps), mode],
-                       capture_output=True, text=True, check=False)
+  out = subprocess.run(
+    [sys.executable, torch_ref, name, str(batch), str(num_steps), mode],
+    capture_output=True,
+    text=True,
+    check=False,
+  )
   # img/s is printed from the unrounded step time; ms/step is rounded to 0.1 ms.
   match = re.search(r'img/s=([\d.]+)', out.stdout)
   if not match:
-    print(f'  torch_ref failed for {name} ({mode}): {out.stderr.strip()[-300:]}',
-          file=sys.stderr)
+    print(f'  torch_ref failed for {name} ({mode}): {out.stderr.strip()[-300:]}', file=sys.stderr)
     return None
   return batch / float(match.group(1))
 
@@ -184,9 +208,11 @@ def report_load(threshold: float = 0.5) -> float:
   load = os.getloadavg()[0]
   print(f'load average (1 min): {load:.2f} on {os.cpu_count()} CPUs')
   if load > threshold:
-    print(f'WARNING: load {load:.2f} > {threshold}: the machine is busy; these timings are '
-          'not valid for claims (PyTorch\'s OpenMP threads suffer more from contention).',
-          flush=True)
+    print(
+      f'WARNING: load {load:.2f} > {threshold}: the machine is busy; these timings are '
+      "not valid for claims (PyTorch's OpenMP threads suffer more from contention).",
+      flush=True,
+    )
   return load
 
 
@@ -194,8 +220,10 @@ def torch_medians(args, name: str, modes) -> dict[str, float | None]:
   """{mode: median seconds per step of torch_ref.py over --repeats runs} (None: failed)."""
   out = {}
   for mode in modes:
-    times = [time_torch_step(args.torch_ref, name, args.batch, args.steps, mode)
-             for _ in range(args.repeats)]
+    times = [
+      time_torch_step(args.torch_ref, name, args.batch, args.steps, mode)
+      for _ in range(args.repeats)
+    ]
     times = [t for t in times if t]
     out[mode] = statistics.median(times) if times else None
   return out
@@ -221,11 +249,26 @@ def _parse_flag_sets(spec: str) -> dict[str, str]:
 def _jax_in_subprocess(flags: str, name: str, args) -> dict:
   """Runs `--_worker` in a fresh process under XLA_FLAGS=flags; returns its JSON line."""
   env = dict(os.environ, XLA_FLAGS=flags)
-  cmd = [sys.executable, '-m', 'tools.benchmark', '--_worker', f'--models={name}',
-         f'--batch={args.batch}', f'--steps={args.steps}', f'--repeats={args.repeats}',
-         f'--dtype={args.dtype}', f'--conv_impl={args.conv_impl}']
-  out = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env,
-                       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  cmd = [
+    sys.executable,
+    '-m',
+    'tools.benchmark',
+    '--_worker',
+    f'--models={name}',
+    f'--batch={args.batch}',
+    f'--steps={args.steps}',
+    f'--repeats={args.repeats}',
+    f'--dtype={args.dtype}',
+    f'--conv_impl={args.conv_impl}',
+  ]
+  out = subprocess.run(
+    cmd,
+    capture_output=True,
+    text=True,
+    check=False,
+    env=env,
+    cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+  )
   lines = [l for l in out.stdout.splitlines() if l.startswith('{')]
   if out.returncode or not lines:
     print(f'  flags {flags!r} failed for {name}: {out.stderr.strip()[-300:]}', file=sys.stderr)
@@ -238,9 +281,18 @@ def _worker(args):
   for name in args.models.split(','):
     bench = JaxStep(name, args.batch, args.dtype, conv_impl=args.conv_impl)
     times = [bench.time(args.steps) for _ in range(args.repeats)]
-    print(json.dumps({'model': name, 'seconds': statistics.median(times), 'all': times,
-                      'losses': bench.losses, 'xla_flags': os.environ.get('XLA_FLAGS', '')}),
-          flush=True)
+    print(
+      json.dumps(
+        {
+          'model': name,
+          'seconds': statistics.median(times),
+          'all': times,
+          'losses': bench.losses,
+          'xla_flags': os.environ.get('XLA_FLAGS', ''),
+        }
+      ),
+      flush=True,
+    )
 
 
 def _compare_flags(args, torch_ok: bool):
@@ -251,8 +303,7 @@ def _compare_flags(args, torch_ok: bool):
   print('|---|' + '---|' * (len(sets) + 2))
   for name in args.models.split(','):
     results = {k: _jax_in_subprocess(v, name, args) for k, v in sets.items()}
-    _, torch_s = _best(torch_medians(args, name, args.torch_modes.split(','))
-                       if torch_ok else {})
+    _, torch_s = _best(torch_medians(args, name, args.torch_modes.split(',')) if torch_ok else {})
     ips = {k: args.batch / r['seconds'] for k, r in results.items() if r}
     cells = [f'{ips[k]:.1f}' if k in ips else 'failed' for k in sets]
     best = max(ips.values()) if ips else None
@@ -262,8 +313,10 @@ def _compare_flags(args, torch_ok: bool):
     print('    (torch = the best of --torch_modes)')
     for k, r in results.items():
       if r:
-        print(f'    {k}: ms/step {[round(t * 1e3, 1) for t in r["all"]]}, '
-              f'losses {r["losses"]}', flush=True)
+        print(
+          f'    {k}: ms/step {[round(t * 1e3, 1) for t in r["all"]]}, losses {r["losses"]}',
+          flush=True,
+        )
 
 
 def main():
@@ -271,20 +324,37 @@ def main():
   parser.add_argument('--models', default='mlp,resnet20,resnet18,vgg19')
   parser.add_argument('--batch', type=int, default=128)
   parser.add_argument('--steps', type=int, default=10)
-  parser.add_argument('--repeats', type=int, default=3,
-                      help='timed blocks of --steps steps per model (medians are reported)')
+  parser.add_argument(
+    '--repeats',
+    type=int,
+    default=3,
+    help='timed blocks of --steps steps per model (medians are reported)',
+  )
   parser.add_argument('--dtype', default='float32', choices=('float32', 'bfloat16'))
-  parser.add_argument('--torch_ref', default=os.path.join('..', 'shared', 'bench', 'torch_ref.py'),
-                      help="path to torch_ref.py ('' to skip PyTorch)")
-  parser.add_argument('--torch_modes', default='eager,compile',
-                      help='comma-separated torch_ref.py modes: eager, compile, compile_bf16')
+  parser.add_argument(
+    '--torch_ref',
+    default=os.path.join('..', 'shared', 'bench', 'torch_ref.py'),
+    help="path to torch_ref.py ('' to skip PyTorch)",
+  )
+  parser.add_argument(
+    '--torch_modes',
+    default='eager,compile',
+    help='comma-separated torch_ref.py modes: eager, compile, compile_bf16',
+  )
   parser.add_argument('--conv_impl', default='auto', help='config.model.conv_impl')
-  parser.add_argument('--peak_tflops', type=float, default=0.0,
-                      help="the device's peak TFLOP/s for --dtype (e.g. 989 for an H200 in "
-                           "bf16, dense): adds XLA's FLOPs per step, TFLOP/s and MFU")
-  parser.add_argument('--flags', default='',
-                      help="';'-separated NAME=XLA_FLAGS sets to compare, e.g. "
-                           "'default=;ynn_off=--xla_cpu_experimental_ynn_fusion_type='")
+  parser.add_argument(
+    '--peak_tflops',
+    type=float,
+    default=0.0,
+    help="the device's peak TFLOP/s for --dtype (e.g. 989 for an H200 in "
+    "bf16, dense): adds XLA's FLOPs per step, TFLOP/s and MFU",
+  )
+  parser.add_argument(
+    '--flags',
+    default='',
+    help="';'-separated NAME=XLA_FLAGS sets to compare, e.g. "
+    "'default=;ynn_off=--xla_cpu_experimental_ynn_fusion_type='",
+  )
   parser.add_argument('--_worker', action='store_true', help=argparse.SUPPRESS)
   args = parser.parse_args()
   if args._worker:  # pylint: disable=protected-access
@@ -294,11 +364,16 @@ def main():
   if args.flags:
     return _compare_flags(args, torch_ok)
   modes = args.torch_modes.split(',') if torch_ok else []
-  print(f'device: {jax.devices()[0].device_kind} ({jax.default_backend()}), '
-        f'XLA_FLAGS={os.environ.get("XLA_FLAGS", "")!r}, conv_impl={args.conv_impl}, '
-        f'medians of {args.repeats} x {args.steps} steps')
-  print('| model | batch | jax img/s | jax ms/step | '
-        + ''.join(f'torch {m} ms/step | ' for m in modes) + 'jax/best torch |')
+  print(
+    f'device: {jax.devices()[0].device_kind} ({jax.default_backend()}), '
+    f'XLA_FLAGS={os.environ.get("XLA_FLAGS", "")!r}, conv_impl={args.conv_impl}, '
+    f'medians of {args.repeats} x {args.steps} steps'
+  )
+  print(
+    '| model | batch | jax img/s | jax ms/step | '
+    + ''.join(f'torch {m} ms/step | ' for m in modes)
+    + 'jax/best torch |'
+  )
   print('|---|---|---|---|' + '---|' * (len(modes) + 1))
   for name in args.models.split(','):
     bench = JaxStep(name, args.batch, args.dtype, conv_impl=args.conv_impl)
@@ -308,13 +383,16 @@ def main():
       for m in modes:
         torch_times[m].append(time_torch_step(args.torch_ref, name, args.batch, args.steps, m))
     jax_s = statistics.median(jax_times)
-    torch_s = {m: statistics.median([t for t in v if t]) if any(v) else None
-               for m, v in torch_times.items()}
+    torch_s = {
+      m: statistics.median([t for t in v if t]) if any(v) else None for m, v in torch_times.items()
+    }
     best_mode, best_s = _best(torch_s)
     cells = ''.join(f'{torch_s[m] * 1e3:.1f} | ' if torch_s[m] else 'failed | ' for m in modes)
     ratio = f'{best_s / jax_s:.2f}x ({best_mode})' if best_s else '-'
-    print(f'| {name} | {args.batch} | {args.batch / jax_s:.1f} | {jax_s * 1e3:.1f} | '
-          f'{cells}{ratio} |', flush=True)
+    print(
+      f'| {name} | {args.batch} | {args.batch / jax_s:.1f} | {jax_s * 1e3:.1f} | {cells}{ratio} |',
+      flush=True,
+    )
     if args.peak_tflops:
       print('    ' + mfu_line(bench.flops(), jax_s, args.peak_tflops), flush=True)
 
@@ -324,8 +402,11 @@ def mfu_line(flops: float | None, seconds: float, peak_tflops: float) -> str:
   if not flops:
     return 'MFU: the backend reports no FLOP count'
   achieved = flops / seconds / 1e12
-  return (f'XLA FLOPs/step {flops / 1e9:,.1f} G, {achieved:,.2f} TFLOP/s, '
-          f'MFU {100 * achieved / peak_tflops:.1f}% of {peak_tflops:g} TFLOP/s')
+  return (
+    f'XLA FLOPs/step {flops / 1e9:,.1f} G, {achieved:,.2f} TFLOP/s, '
+    f'MFU {100 * achieved / peak_tflops:.1f}% of {peak_tflops:g} TFLOP/s'
+  )
+
 
 if __name__ == '__main__':
   main()

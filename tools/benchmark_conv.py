@@ -34,24 +34,29 @@ jaxlib 0.10.2; ResNet-20 at batch 128, ResNet-18 and VGG-19 at batch 32), ms, me
     dx 8269 -> 491, dw 631 -> 569 (the 2x2 rule existed before as small_conv); ResNet-18
     (batch 32) dw 1881 -> 1810; ResNet-20 unchanged within noise except the projections.
 """
+
 import argparse
 import collections
 import functools
 import statistics
 import time
 
+from flax import linen as nn
 import jax
+from jax import lax
 import jax.numpy as jnp
 import numpy as np
-from flax import linen as nn
-from jax import lax
 
 from configs import base
 from rankdeficit import models
 from rankdeficit.models import cpu_conv
 
-TORCH_NAMES = {'resnet18': 'resnet18', 'resnet20': 'resnet20', 'vgg19': 'vgg19_bn',
-               'resnet34': 'resnet34'}
+TORCH_NAMES = {
+  'resnet18': 'resnet18',
+  'resnet20': 'resnet20',
+  'vgg19': 'vgg19_bn',
+  'resnet34': 'resnet34',
+}
 Shape = cpu_conv.ConvShape
 
 
@@ -67,24 +72,32 @@ def conv_shapes(name: str) -> collections.Counter:
     if isinstance(context.module, nn.Conv) and context.method_name == '__call__':
       x, conv = args[0], context.module
       stride = conv.strides if isinstance(conv.strides, int) else (conv.strides or (1,))[0]
-      found[Shape(x.shape[1], x.shape[2], x.shape[3], conv.features, conv.kernel_size[0],
-                  stride)] += 1
+      found[
+        Shape(x.shape[1], x.shape[2], x.shape[3], conv.features, conv.kernel_size[0], stride)
+      ] += 1
     return next_fun(*args, **kwargs)
 
   with nn.intercept_methods(record):
-    jax.eval_shape(functools.partial(model.init, train=False), jax.random.PRNGKey(0),
-                   jnp.zeros((1, 32, 32, 3)))
+    jax.eval_shape(
+      functools.partial(model.init, train=False), jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3))
+    )
   return found
 
 
 def _xla(x, w, stride, pad):
-  return lax.conv_general_dilated(x, w, (stride, stride), pad,
-                                  dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  return lax.conv_general_dilated(
+    x, w, (stride, stride), pad, dimension_numbers=('NHWC', 'HWIO', 'NHWC')
+  )
 
 
 def _nchw(x, w, stride, pad):
-  y = lax.conv_general_dilated(x.transpose(0, 3, 1, 2), w.transpose(3, 2, 0, 1),
-                               (stride, stride), pad, dimension_numbers=('NCHW', 'OIHW', 'NCHW'))
+  y = lax.conv_general_dilated(
+    x.transpose(0, 3, 1, 2),
+    w.transpose(3, 2, 0, 1),
+    (stride, stride),
+    pad,
+    dimension_numbers=('NCHW', 'OIHW', 'NCHW'),
+  )
   return y.transpose(0, 2, 3, 1)
 
 
@@ -105,13 +118,15 @@ def _hwnc(x, w, stride, pad):
   (pt, pb), (pl, pr) = pad
   x = jnp.pad(x.transpose(1, 2, 0, 3), ((pt, pb), (pl, pr), (0, 0), (0, 0)))
   ho, wo = (x.shape[0] - kh) // stride + 1, (x.shape[1] - kw) // stride + 1
-  taps = [x[i:i + stride * (ho - 1) + 1:stride, j:j + stride * (wo - 1) + 1:stride] @ w[i, j]
-          for i in range(kh) for j in range(kw)]
+  taps = [
+    x[i : i + stride * (ho - 1) + 1 : stride, j : j + stride * (wo - 1) + 1 : stride] @ w[i, j]
+    for i in range(kh)
+    for j in range(kw)
+  ]
   return functools.reduce(jnp.add, taps).transpose(2, 0, 1, 3)
 
 
-FORMULATIONS = {'xla': _xla, 'nchw': _nchw, 'im2col': _im2col, 'shifts': _shifts,
-                'hwnc': _hwnc}
+FORMULATIONS = {'xla': _xla, 'nchw': _nchw, 'im2col': _im2col, 'shifts': _shifts, 'hwnc': _hwnc}
 
 
 PASSES = cpu_conv.PASSES
@@ -122,8 +137,9 @@ def programs(shape: Shape, batch: int, pass_: str, names=tuple(FORMULATIONS)):
   """{formulation: (jitted fn, args)} computing pass `pass_` of one conv shape."""
   rng = np.random.default_rng(0)
   x = jnp.asarray(rng.normal(size=(batch, shape.height, shape.width, shape.cin)), jnp.float32)
-  w = jnp.asarray(rng.normal(size=(shape.kernel, shape.kernel, shape.cin, shape.cout)) * 0.05,
-                  jnp.float32)
+  w = jnp.asarray(
+    rng.normal(size=(shape.kernel, shape.kernel, shape.cin, shape.cout)) * 0.05, jnp.float32
+  )
   pad = ((shape.kernel // 2,) * 2,) * 2
   out = {}
   for key in names:
@@ -131,8 +147,9 @@ def programs(shape: Shape, batch: int, pass_: str, names=tuple(FORMULATIONS)):
     fwd = functools.partial(conv, stride=shape.stride, pad=pad)
     if pass_ != 'fwd':
       ct = jnp.ones_like(jax.eval_shape(fwd, x, w))
-      fn = jax.jit(jax.grad(lambda x, w, ct, fwd=fwd: jnp.vdot(fwd(x, w), ct),
-                            argnums=PASSES.index(pass_) - 1))
+      fn = jax.jit(
+        jax.grad(lambda x, w, ct, fwd=fwd: jnp.vdot(fwd(x, w), ct), argnums=PASSES.index(pass_) - 1)
+      )
       out[key] = (fn, (x, w, ct))
     else:
       out[key] = (jax.jit(fwd), (x, w))
@@ -158,28 +175,36 @@ def torch_programs(shape: Shape, batch: int, pass_: str, names: tuple[str, ...])
     if key not in names:
       continue
     x = torch.randn(batch, shape.cin, shape.height, shape.width, generator=gen).to(
-        dtype=dtype, memory_format=torch.channels_last)
-    w = (torch.randn(shape.cout, shape.cin, shape.kernel, shape.kernel, generator=gen) *
-         0.05).to(dtype=dtype, memory_format=torch.channels_last)
+      dtype=dtype, memory_format=torch.channels_last
+    )
+    w = (torch.randn(shape.cout, shape.cin, shape.kernel, shape.kernel, generator=gen) * 0.05).to(
+      dtype=dtype, memory_format=torch.channels_last
+    )
     y = torch.nn.functional.conv2d(x, w, stride=stride, padding=pad)
     ct = torch.ones_like(y)
     thunk = {
-        'fwd': lambda x=x, w=w: torch.nn.functional.conv2d(x, w, stride=stride, padding=pad),
-        'dx': lambda x=x, w=w, ct=ct: torch.nn.grad.conv2d_input(
-            x.shape, w, ct, stride=stride, padding=pad),
-        'dw': lambda x=x, w=w, ct=ct: torch.nn.grad.conv2d_weight(
-            x, w.shape, ct, stride=stride, padding=pad),
+      'fwd': lambda x=x, w=w: torch.nn.functional.conv2d(x, w, stride=stride, padding=pad),
+      'dx': lambda x=x, w=w, ct=ct: torch.nn.grad.conv2d_input(
+        x.shape, w, ct, stride=stride, padding=pad
+      ),
+      'dw': lambda x=x, w=w, ct=ct: torch.nn.grad.conv2d_weight(
+        x, w.shape, ct, stride=stride, padding=pad
+      ),
     }[pass_]
     out[key] = thunk
   return out
 
 
-def time_shape(shape: Shape, batch: int, pass_: str, repeats: int,
-               names=tuple(FORMULATIONS)) -> dict[str, float]:
+def time_shape(
+  shape: Shape, batch: int, pass_: str, repeats: int, names=tuple(FORMULATIONS)
+) -> dict[str, float]:
   """Median seconds per call of each formulation in `names`, interleaved."""
-  thunks = {k: functools.partial(lambda fn, args: jax.block_until_ready(fn(*args)), *prog)
-            for k, prog in programs(shape, batch, pass_,
-                                    tuple(n for n in names if n in FORMULATIONS)).items()}
+  thunks = {
+    k: functools.partial(lambda fn, args: jax.block_until_ready(fn(*args)), *prog)
+    for k, prog in programs(
+      shape, batch, pass_, tuple(n for n in names if n in FORMULATIONS)
+    ).items()
+  }
   thunks.update(torch_programs(shape, batch, pass_, names))
   for thunk in thunks.values():  # compile + warm up
     thunk()
@@ -198,14 +223,18 @@ def main():
   parser.add_argument('--batch', type=int, default=128)
   parser.add_argument('--repeats', type=int, default=3)
   parser.add_argument('--passes', default=','.join(PASSES))
-  parser.add_argument('--formulations', default=','.join(FORMULATIONS),
-                      help=f'comma-separated, from {", ".join((*FORMULATIONS, *TORCH))} '
-                      '(the torch ones need PyTorch installed)')
+  parser.add_argument(
+    '--formulations',
+    default=','.join(FORMULATIONS),
+    help=f'comma-separated, from {", ".join((*FORMULATIONS, *TORCH))} '
+    '(the torch ones need PyTorch installed)',
+  )
   args = parser.parse_args()
   print(f'backend {jax.default_backend()}, batch {args.batch}, medians of {args.repeats}, ms')
   names = tuple(args.formulations.split(','))
-  print('| model | HxW | cin->cout | k/s | n | pass | ' + ' | '.join(names)
-        + ' | cpu picks | best |')
+  print(
+    '| model | HxW | cin->cout | k/s | n | pass | ' + ' | '.join(names) + ' | cpu picks | best |'
+  )
   print('|---|---|---|---|---|---|' + '---|' * (len(names) + 2))
   for name in args.models.split(','):
     totals = collections.Counter()
@@ -217,13 +246,19 @@ def main():
         for k, v in t.items():
           totals[k, pass_] += count * v
         totals['cpu', pass_] += count * t.get(pick, float('nan'))
-        print(f'| {name} | {shape.height}x{shape.width} | {shape.cin}->{shape.cout} | '
-              f'{shape.kernel}/{shape.stride} | {count} | {pass_} | '
-              + ' | '.join(f'{v * 1e3:.1f}' for v in t.values())
-              + f' | {pick} | {best} |', flush=True)
+        print(
+          f'| {name} | {shape.height}x{shape.width} | {shape.cin}->{shape.cout} | '
+          f'{shape.kernel}/{shape.stride} | {count} | {pass_} | '
+          + ' | '.join(f'{v * 1e3:.1f}' for v in t.values())
+          + f' | {pick} | {best} |',
+          flush=True,
+        )
     for pass_ in args.passes.split(','):
-      print(f'  {name} {pass_} conv total ms: ' + ', '.join(
-          f'{k}={totals[k, pass_] * 1e3:.0f}' for k in (*names, 'cpu')), flush=True)
+      print(
+        f'  {name} {pass_} conv total ms: '
+        + ', '.join(f'{k}={totals[k, pass_] * 1e3:.0f}' for k in (*names, 'cpu')),
+        flush=True,
+      )
 
 
 if __name__ == '__main__':

@@ -85,6 +85,7 @@ TPU v4-8 host (assumed: 4 chips at ~3,000 ResNet-50 images/s each in bf16 = 12,0
   uint8 path   487/s: 25 workers, i.e. 120 cores sustain 119 x 487 = 58,000 images/s;
   windows      568/s: 22 workers (67,600 images/s), for 4x the PCIe bytes (7.2 GB/s).
 """
+
 import argparse
 import io
 import math
@@ -97,6 +98,7 @@ import time
 def pipeline_rate(config, seconds: float) -> float:
   """Images per second from `create_train_iterator` (start-up excluded)."""
   from rankdeficit.data import input_pipeline  # pylint: disable=import-outside-toplevel
+
   it = input_pipeline.create_train_iterator(config, seed=0)
   next(it)  # start-up (decoding into memory, worker processes, first reads) is not counted
   count, start = 0, time.perf_counter()
@@ -113,21 +115,31 @@ def step_rate(config, seconds: float) -> float:
   import jax
   import numpy as np
 
-  from rankdeficit.training import losses
   from rankdeficit import models
+  from rankdeficit.training import losses
   from rankdeficit.training import optim
   from rankdeficit.training import steps
+
   model = models.create_model(config.model, 10)
   tx = optim.create_optimizer(config, steps_per_epoch=100)
-  state = steps.create_train_state(jax.random.PRNGKey(0), model=model, tx=tx,
-                                   image_shape=(32, 32, 3))
-  step = jax.jit(functools.partial(
-      steps.train_step, model=model, tx=tx, loss_fn=losses.get_loss_fn('ce'),
-      temperature_fn=losses.temperature_schedule('constant', 1.0, None, 1, [])),
-      donate_argnums=0)
+  state = steps.create_train_state(
+    jax.random.PRNGKey(0), model=model, tx=tx, image_shape=(32, 32, 3)
+  )
+  step = jax.jit(
+    functools.partial(
+      steps.train_step,
+      model=model,
+      tx=tx,
+      loss_fn=losses.get_loss_fn('ce'),
+      temperature_fn=losses.temperature_schedule('constant', 1.0, None, 1, []),
+    ),
+    donate_argnums=0,
+  )
   rng = np.random.default_rng(0)
-  batch = {'image': rng.normal(size=(config.batch_size, 32, 32, 3)).astype(np.float32),
-           'label': rng.integers(0, 10, config.batch_size).astype(np.int32)}
+  batch = {
+    'image': rng.normal(size=(config.batch_size, 32, 32, 3)).astype(np.float32),
+    'label': rng.integers(0, 10, config.batch_size).astype(np.int32),
+  }
   batch = jax.device_put(batch)
   for _ in range(3):  # compile and warm up
     state, metrics = step(state, batch)
@@ -140,14 +152,20 @@ def step_rate(config, seconds: float) -> float:
   return count / (time.perf_counter() - start)
 
 
-def write_jpeg_dataset(data_dir: str, count: int, size: tuple[int, int], noise: float,
-                       source: str = os.path.join('..', 'shared', 'data')) -> float:
+def write_jpeg_dataset(
+  data_dir: str,
+  count: int,
+  size: tuple[int, int],
+  noise: float,
+  source: str = os.path.join('..', 'shared', 'data'),
+) -> float:
   """Writes tfds dataset 'jpeg_bench' of `count` (width, height) JPEGs; returns mean bytes."""
   # pylint: disable=import-outside-toplevel
   import numpy as np
   from PIL import Image
 
   from rankdeficit.data import local_import
+
   with np.load(os.path.join(source, 'tinyimagenet200_train100_32x32.npz')) as arrays:
     # Loaded once: every NpzFile['key'] access decompresses the whole array again.
     images, labels = arrays['image'], arrays['label']
@@ -160,9 +178,14 @@ def write_jpeg_dataset(data_dir: str, count: int, size: tuple[int, int], noise: 
     buf = io.BytesIO()
     Image.fromarray(big).save(buf, 'JPEG', quality=90)
     examples.append({'image': buf.getvalue(), 'label': int(labels[i % 200]) % 200})
-  local_import.write_tfds_dataset('jpeg_bench', data_dir, {'train': iter(examples)},
-                                  image_shape=(None, None, 3), num_classes=200,
-                                  encoding_format='jpeg')
+  local_import.write_tfds_dataset(
+    'jpeg_bench',
+    data_dir,
+    {'train': iter(examples)},
+    image_shape=(None, None, 3),
+    num_classes=200,
+    encoding_format='jpeg',
+  )
   return float(np.mean([len(e['image']) for e in examples]))
 
 
@@ -173,6 +196,7 @@ BATCH = 32  # outputs are stacked in batches of this size, as grain.transforms.B
 def per_core_rate(source, transform, count: int) -> float:
   """Records per CPU-second: read + transform + stack `count` records in this thread."""
   import numpy as np  # pylint: disable=import-outside-toplevel
+
   transform.random_map(source[0], np.random.default_rng(0))  # warm-up (imports, caches)
   start, outs = time.process_time(), []
   for i in range(count):
@@ -193,8 +217,10 @@ def device_part_rate(transform, prep, source, count: int) -> float:
   import numpy as np
 
   from rankdeficit.data import device_preprocess
-  outs = [transform.random_map(source[i % len(source)], np.random.default_rng(i))
-          for i in range(BATCH)]
+
+  outs = [
+    transform.random_map(source[i % len(source)], np.random.default_rng(i)) for i in range(BATCH)
+  ]
   batch = jax.device_put({k: np.stack([o[k] for o in outs]) for k in outs[0]})
   fn = jax.jit(device_preprocess.DeviceNormalize(prep.mean, prep.std, prep.image_size))
   fn(batch).block_until_ready()
@@ -211,29 +237,42 @@ def imagenet_transform_rates(args) -> None:
   import numpy as np
   import tensorflow_datasets as tfds
 
-  from rankdeficit.data import augment, datasets
+  from rankdeficit.data import augment
+  from rankdeficit.data import datasets
+
   data_dir, mean_bytes = args.jpeg_dir, None
   if data_dir is None:
     data_dir = tempfile.mkdtemp(prefix='rankdeficit_jpeg_')
     width, height = (int(v) for v in args.jpeg_size.split('x'))
-    mean_bytes = write_jpeg_dataset(data_dir, args.jpeg_count, (width, height),
-                                    args.jpeg_noise)
-  print(f'load average (1 min): {os.getloadavg()[0]:.2f}; JPEGs {args.jpeg_size}, '
-        f'mean {mean_bytes or 0:,.0f} bytes, in {data_dir}', flush=True)
+    mean_bytes = write_jpeg_dataset(data_dir, args.jpeg_count, (width, height), args.jpeg_noise)
+  print(
+    f'load average (1 min): {os.getloadavg()[0]:.2f}; JPEGs {args.jpeg_size}, '
+    f'mean {mean_bytes or 0:,.0f} bytes, in {data_dir}',
+    flush=True,
+  )
   prep = augment.Preprocess(args.image_size, *datasets.IMAGENET_STATS, variable_size=True)
   canvas = 2 * args.image_size
   float_transform = augment.TrainTransform(args.augment, prep)
   uint8_transform = augment.TrainTransform(args.augment, prep, device_normalize=True)
-  window_transform = augment.TrainTransform(args.augment, prep, device_normalize=True,
-                                            device_resize_canvas=canvas)
-  paths = (('old: tfds decode, float32 TrainTransform', None, float_transform),
-           ('encoded, float32 TrainTransform', 'skip', float_transform),
-           ('uint8: encoded, uint8 crops (CPU default)', 'skip', uint8_transform),
-           (f'windows: {canvas}x{canvas} crop windows', 'skip', window_transform))
-  by_decode = {decode: tfds.data_source(
-      args.jpeg_dataset, split='train', data_dir=data_dir, download=False,
-      decoders={'image': tfds.decode.SkipDecoding()} if decode else None)
-               for decode in {decode for _, decode, _ in paths}}
+  window_transform = augment.TrainTransform(
+    args.augment, prep, device_normalize=True, device_resize_canvas=canvas
+  )
+  paths = (
+    ('old: tfds decode, float32 TrainTransform', None, float_transform),
+    ('encoded, float32 TrainTransform', 'skip', float_transform),
+    ('uint8: encoded, uint8 crops (CPU default)', 'skip', uint8_transform),
+    (f'windows: {canvas}x{canvas} crop windows', 'skip', window_transform),
+  )
+  by_decode = {
+    decode: tfds.data_source(
+      args.jpeg_dataset,
+      split='train',
+      data_dir=data_dir,
+      download=False,
+      decoders={'image': tfds.decode.SkipDecoding()} if decode else None,
+    )
+    for decode in {decode for _, decode, _ in paths}
+  }
   sources = [by_decode[decode] for _, decode, _ in paths]
   # Paths interleaved within each repeat, so that load drift hits them alike; medians.
   samples = [[] for _ in paths]
@@ -242,36 +281,54 @@ def imagenet_transform_rates(args) -> None:
       rates_of_path.append(per_core_rate(source, transform, args.jpeg_count))
   rates = [statistics.median(r) for r in samples]
   for (name, _, _), rate, rates_of_path in zip(paths, rates, samples):
-    print(f'  {name:42s} {rate:7,.0f} images per CPU-second ({1e3 / rate:.2f} ms/image; '
-          f'median of {", ".join(f"{r:,.0f}" for r in rates_of_path)})', flush=True)
+    print(
+      f'  {name:42s} {rate:7,.0f} images per CPU-second ({1e3 / rate:.2f} ms/image; '
+      f'median of {", ".join(f"{r:,.0f}" for r in rates_of_path)})',
+      flush=True,
+    )
   old, uint8, new = rates[0], rates[2], rates[3]
   for name, transform in (('uint8', uint8_transform), ('windows', window_transform)):
     device = device_part_rate(transform, prep, sources[-1], args.jpeg_count)
-    moved = 'resize + flip + ' * (name == 'windows') + 'colour jitter + ' * (
-        args.augment == 'imagenet') + 'normalise'
-    print(f'  {name}: the step\'s part ({moved}) jitted on this CPU: '
-          f'{1e3 / device:.3f} ms/image')
-  print(f'  per core: windows / old = {new / old:.2f}x, uint8 / old = {uint8 / old:.2f}x; '
-        f'windows / issue baseline ({ISSUE_BASELINE_RATE:.0f}/s) = '
-        f'{new / ISSUE_BASELINE_RATE:.2f}x, uint8 / issue baseline = '
-        f'{uint8 / ISSUE_BASELINE_RATE:.2f}x')
+    moved = (
+      'resize + flip + ' * (name == 'windows')
+      + 'colour jitter + ' * (args.augment == 'imagenet')
+      + 'normalise'
+    )
+    print(f"  {name}: the step's part ({moved}) jitted on this CPU: {1e3 / device:.3f} ms/image")
+  print(
+    f'  per core: windows / old = {new / old:.2f}x, uint8 / old = {uint8 / old:.2f}x; '
+    f'windows / issue baseline ({ISSUE_BASELINE_RATE:.0f}/s) = '
+    f'{new / ISSUE_BASELINE_RATE:.2f}x, uint8 / issue baseline = '
+    f'{uint8 / ISSUE_BASELINE_RATE:.2f}x'
+  )
   count = min(args.jpeg_count, len(sources[-1]))
-  on_host = sum(bool((window_transform.random_map(sources[-1][i], np.random.default_rng(i))
-                      ['resize_box'] == (0, 0, args.image_size, args.image_size)).all())
-                for i in range(count))
+  on_host = sum(
+    bool(
+      (
+        window_transform.random_map(sources[-1][i], np.random.default_rng(i))['resize_box']
+        == (0, 0, args.image_size, args.image_size)
+      ).all()
+    )
+    for i in range(count)
+  )
   print(f'  windows resized on the host (larger than the canvas): {on_host} of {count}')
-  pixels = args.image_size ** 2 * 3
-  print(f'  host -> device per image: {4 * pixels / 1e3:,.1f} KB float32, '
-        f'{pixels / 1e3:,.1f} KB uint8 crops, {canvas ** 2 * 3 / 1e3:,.1f} KB windows')
-  print(f'  for {args.target_rate:,.0f} images/s: num_workers >= '
-        f'{math.ceil(args.target_rate / new)} = ceil({args.target_rate:,.0f} / {new:,.0f}) '
-        f'with windows (uint8: {math.ceil(args.target_rate / uint8)}, old: '
-        f'{math.ceil(args.target_rate / old)}), +1 core for the trainer')
+  pixels = args.image_size**2 * 3
+  print(
+    f'  host -> device per image: {4 * pixels / 1e3:,.1f} KB float32, '
+    f'{pixels / 1e3:,.1f} KB uint8 crops, {canvas**2 * 3 / 1e3:,.1f} KB windows'
+  )
+  print(
+    f'  for {args.target_rate:,.0f} images/s: num_workers >= '
+    f'{math.ceil(args.target_rate / new)} = ceil({args.target_rate:,.0f} / {new:,.0f}) '
+    f'with windows (uint8: {math.ceil(args.target_rate / uint8)}, old: '
+    f'{math.ceil(args.target_rate / old)}), +1 core for the trainer'
+  )
 
 
 def main(argv=None) -> None:
   from configs import base  # pylint: disable=import-outside-toplevel
   from rankdeficit.data import local_import  # pylint: disable=import-outside-toplevel
+
   parser = argparse.ArgumentParser(description=__doc__)
   parser.add_argument('--data_dir', default=None)
   parser.add_argument('--dataset', default='cifar10_jpeg')
@@ -283,14 +340,21 @@ def main(argv=None) -> None:
   parser.add_argument('--model_width', type=int, default=2048)
   parser.add_argument('--image_size', type=int, default=224, help='imagenet/vit crop size')
   parser.add_argument('--jpeg_dir', default=None, help='tfds data_dir of --jpeg_dataset')
-  parser.add_argument('--jpeg_dataset', default='jpeg_bench',
-                      help='tfds name of JPEG images in --jpeg_dir (made when no --jpeg_dir)')
+  parser.add_argument(
+    '--jpeg_dataset',
+    default='jpeg_bench',
+    help='tfds name of JPEG images in --jpeg_dir (made when no --jpeg_dir)',
+  )
   parser.add_argument('--jpeg_size', default='400x350', help='WIDTHxHEIGHT of made JPEGs')
   parser.add_argument('--jpeg_count', type=int, default=300)
   parser.add_argument('--jpeg_noise', type=float, default=16.0)
   parser.add_argument('--repeats', type=int, default=3, help='median of, per path')
-  parser.add_argument('--target_rate', type=float, default=12000.0,
-                      help='images/s the host must feed (default: 4 TPU v4 chips)')
+  parser.add_argument(
+    '--target_rate',
+    type=float,
+    default=12000.0,
+    help='images/s the host must feed (default: 4 TPU v4 chips)',
+  )
   args = parser.parse_args(argv)
   if args.augment in ('imagenet', 'vit'):
     return imagenet_transform_rates(args)
@@ -304,17 +368,22 @@ def main(argv=None) -> None:
   config.dataset, config.data_dir, config.augment = args.dataset, data_dir, args.augment
   config.batch_size = args.batch_size
   model_rate = step_rate(config, args.seconds)
-  print(f'MLP 8x{args.model_width} train step, batch {args.batch_size}: '
-        f'{model_rate:,.0f} images/s', flush=True)
+  print(
+    f'MLP 8x{args.model_width} train step, batch {args.batch_size}: {model_rate:,.0f} images/s',
+    flush=True,
+  )
   modes = {'both': (True, False), 'on': (True,), 'off': (False,)}[args.in_memory]
   for in_memory in modes:
     for workers in (int(w) for w in args.workers.split(',')):
       config.num_workers, config.in_memory = workers, in_memory
       rate = pipeline_rate(config, args.seconds)
-      print(f'{args.dataset} augment={args.augment} batch={args.batch_size} '
-            f'in_memory={in_memory} num_workers={workers}: {rate:,.0f} images/s = '
-            f'{rate / model_rate:.1f}x the MLP step rate'
-            f'{"" if rate >= 5 * model_rate else "  (below the 5x target)"}', flush=True)
+      print(
+        f'{args.dataset} augment={args.augment} batch={args.batch_size} '
+        f'in_memory={in_memory} num_workers={workers}: {rate:,.0f} images/s = '
+        f'{rate / model_rate:.1f}x the MLP step rate'
+        f'{"" if rate >= 5 * model_rate else "  (below the 5x target)"}',
+        flush=True,
+      )
 
 
 if __name__ == '__main__':

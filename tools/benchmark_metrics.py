@@ -60,11 +60,11 @@ def bench_rank(rows: int, cols: int, repeats: int) -> dict:
   xj = jnp.asarray(x)
   rank_fn = jax.jit(metrics.numerical_rank)
   t_jax, r_jax = _time(lambda: rank_fn(xj), repeats)
-  result = {"shape": (rows, cols), "true_rank": rank, "jax_s": t_jax, "jax_rank": int(r_jax)}
+  result = {'shape': (rows, cols), 'true_rank': rank, 'jax_s': t_jax, 'jax_rank': int(r_jax)}
   try:
     import torch  # only here: never in package code or tests
   except ImportError:
-    result["torch"] = "not installed"
+    result['torch'] = 'not installed'
     return result
   xt = torch.from_numpy(x)
   torch.linalg.matrix_rank(xt)
@@ -73,9 +73,9 @@ def bench_rank(rows: int, cols: int, repeats: int) -> dict:
     t0 = time.perf_counter()
     r_torch = int(torch.linalg.matrix_rank(xt))
     times.append(time.perf_counter() - t0)
-  result.update(torch_s=float(np.median(times)),
-                torch_rank=r_torch,
-                torch_threads=torch.get_num_threads())
+  result.update(
+    torch_s=float(np.median(times)), torch_rank=r_torch, torch_threads=torch.get_num_threads()
+  )
   return result
 
 
@@ -84,14 +84,13 @@ def bench_monitor(batch: int, width: int, depth: int, repeats: int) -> dict:
   import optax
 
   class MLP(nn.Module):
-
     @nn.compact
     def __call__(self, x, train: bool = False):
       x = x.reshape(x.shape[0], -1)
       reps = {}
       for i in range(depth):
         x = nn.relu(nn.Dense(width)(x))
-        reps[f"layer{i}"] = x
+        reps[f'layer{i}'] = x
       return nn.Dense(10)(x), reps
 
   def loss_fn(logits, labels, temperature):
@@ -102,39 +101,39 @@ def bench_monitor(batch: int, width: int, depth: int, repeats: int) -> dict:
   labels = jnp.arange(batch) % 10
   variables = model.init(jax.random.PRNGKey(1), images)
   tx = optax.sgd(0.05)
-  opt_state = tx.init(variables["params"])
+  opt_state = tx.init(variables['params'])
 
   @jax.jit
   def train_step(params, opt_state, images, labels):
 
     def loss(p):
-      return loss_fn(model.apply({"params": p}, images, train=True)[0], labels, 100.0)
+      return loss_fn(model.apply({'params': p}, images, train=True)[0], labels, 100.0)
 
     grads = jax.grad(loss)(params)
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state
 
-  t_step, _ = _time(lambda: train_step(variables["params"], opt_state, images, labels), repeats)
+  t_step, _ = _time(lambda: train_step(variables['params'], opt_state, images, labels), repeats)
   fn = monitor.make_collapse_metrics_fn(model, loss_fn, max_dims=10_000, top_k=15)
   t0 = time.perf_counter()
   jax.block_until_ready(fn(variables, images, labels, 100.0, jax.random.PRNGKey(3)))
   t_compile = time.perf_counter() - t0
   t_mon, out = _time(lambda: fn(variables, images, labels, 100.0, jax.random.PRNGKey(3)), repeats)
   return {
-      "model": f"MLP {depth}x{width}, batch {batch}, 32x32x3 inputs",
-      "train_step_s": t_step,
-      "monitor_s": t_mon,
-      "monitor_first_call_s (compile)": t_compile,
-      "monitor / step": t_mon / t_step,
-      "min steps between monitor calls for <5% overhead": int(np.ceil(t_mon / (0.05 * t_step))),
-      "num_metrics": len(out),
+    'model': f'MLP {depth}x{width}, batch {batch}, 32x32x3 inputs',
+    'train_step_s': t_step,
+    'monitor_s': t_mon,
+    'monitor_first_call_s (compile)': t_compile,
+    'monitor / step': t_mon / t_step,
+    'min steps between monitor calls for <5% overhead': int(np.ceil(t_mon / (0.05 * t_step))),
+    'num_metrics': len(out),
   }
 
 
 def _load_config(path: str):
   import importlib.util
 
-  spec = importlib.util.spec_from_file_location("bench_config", path)
+  spec = importlib.util.spec_from_file_location('bench_config', path)
   mod = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(mod)
   return mod.get_config()
@@ -144,8 +143,8 @@ def bench_fraction(config_path: str, repeats: int, cadence: int = 0) -> dict:
   """Monitor call vs real train step for a config (see module docstring, item 4)."""
   import functools
 
-  from rankdeficit.training import losses
   from rankdeficit import models
+  from rankdeficit.training import losses
   from rankdeficit.training import optim
   from rankdeficit.training import steps
 
@@ -157,39 +156,36 @@ def bench_fraction(config_path: str, repeats: int, cadence: int = 0) -> dict:
   tx = optim.create_optimizer(config, 100)
   temperature_fn = lambda step: jnp.asarray(config.temperature, jnp.float32)
   shape = (config.image_size, config.image_size, 3)
-  state = jax.jit(functools.partial(steps.create_train_state, model=model, tx=tx,
-                                    image_shape=shape))(jax.random.PRNGKey(0))
+  state = jax.jit(
+    functools.partial(steps.create_train_state, model=model, tx=tx, image_shape=shape)
+  )(jax.random.PRNGKey(0))
   rng = np.random.default_rng(0)
   batch = {
-      "image": jnp.asarray(rng.standard_normal((config.batch_size, *shape), dtype=np.float32)),
-      "label": jnp.asarray(rng.integers(0, num_classes, config.batch_size, dtype=np.int32)),
+    'image': jnp.asarray(rng.standard_normal((config.batch_size, *shape), dtype=np.float32)),
+    'label': jnp.asarray(rng.integers(0, num_classes, config.batch_size, dtype=np.int32)),
   }
   mimages = jnp.asarray(rng.standard_normal((config.metrics_batch_size, *shape), dtype=np.float32))
   mlabels = jnp.asarray(rng.integers(0, num_classes, config.metrics_batch_size, dtype=np.int32))
   train_step = jax.jit(
-      functools.partial(steps.train_step,
-                        model=model,
-                        tx=tx,
-                        loss_fn=loss_fn,
-                        temperature_fn=temperature_fn))
+    functools.partial(
+      steps.train_step, model=model, tx=tx, loss_fn=loss_fn, temperature_fn=temperature_fn
+    )
+  )
   mean_loss = lambda logits, labels, t: jnp.mean(loss_fn(logits, labels, t))
   fns = {
-      "monitor":
-          monitor.make_collapse_metrics_fn(model, mean_loss, max_dims=config.max_feature_dims),
-      "monitor+input_ranks":
-          monitor.make_collapse_metrics_fn(model,
-                                           mean_loss,
-                                           max_dims=config.max_feature_dims,
-                                           input_ranks=True),
+    'monitor': monitor.make_collapse_metrics_fn(model, mean_loss, max_dims=config.max_feature_dims),
+    'monitor+input_ranks': monitor.make_collapse_metrics_fn(
+      model, mean_loss, max_dims=config.max_feature_dims, input_ranks=True
+    ),
   }
   key = jax.random.PRNGKey(1)
   variables = steps.model_variables(state)
   calls = {
-      "train_step": lambda: train_step(state, batch),
-      **{
-          name: (lambda f=f: f(variables, mimages, mlabels, config.temperature, key)) for name, f in fns.items(
-          )
-      },
+    'train_step': lambda: train_step(state, batch),
+    **{
+      name: (lambda f=f: f(variables, mimages, mlabels, config.temperature, key))
+      for name, f in fns.items()
+    },
   }
   compile_s = {}
   for name, call in calls.items():
@@ -199,36 +195,35 @@ def bench_fraction(config_path: str, repeats: int, cadence: int = 0) -> dict:
   times = {name: [] for name in calls}
   for _ in range(repeats):  # interleaved: the load of a shared machine hits all alike
     for name, call in calls.items():
-      n = 5 if name == "train_step" else 1
+      n = 5 if name == 'train_step' else 1
       t0 = time.perf_counter()
       for _ in range(n):
         out = call()
       jax.block_until_ready(out)
       times[name].append((time.perf_counter() - t0) / n)
   med = {name: float(np.median(v)) for name, v in times.items()}
-  t_step = med["train_step"]
+  t_step = med['train_step']
   result = {
-      "config": config_path,
-      "model": config.model.name,
-      "batch_size": config.batch_size,
-      "metrics_batch_size": config.metrics_batch_size,
-      "cadence": cadence,
-      "train_step_s": round(t_step, 4),
+    'config': config_path,
+    'model': config.model.name,
+    'batch_size': config.batch_size,
+    'metrics_batch_size': config.metrics_batch_size,
+    'cadence': cadence,
+    'train_step_s': round(t_step, 4),
   }
   for name in fns:
     t = med[name]
-    result[f"{name}_s"] = round(t, 3)
-    result[f"{name}_first_call_s"] = round(compile_s[name], 1)
-    result[f"{name}/step"] = round(t / t_step, 1)
-    result[f"{name}_fraction"] = round(t / (cadence * t_step + t), 4)
-    result[f"{name}_min_cadence_5pct"] = int(np.ceil(t / (0.05 / 0.95 * t_step)))
+    result[f'{name}_s'] = round(t, 3)
+    result[f'{name}_first_call_s'] = round(compile_s[name], 1)
+    result[f'{name}/step'] = round(t / t_step, 1)
+    result[f'{name}_fraction'] = round(t / (cadence * t_step + t), 4)
+    result[f'{name}_min_cadence_5pct'] = int(np.ceil(t / (0.05 / 0.95 * t_step)))
   return result
 
 
-def bench_train_fraction(config_path: str,
-                         num_steps: int,
-                         data_dir: str | None,
-                         cadence: int = 0) -> dict:
+def bench_train_fraction(
+  config_path: str, num_steps: int, data_dir: str | None, cadence: int = 0
+) -> dict:
   """Wall-clock of ``train_and_evaluate`` without and with the monitor."""
   import tempfile
 
@@ -251,49 +246,50 @@ def bench_train_fraction(config_path: str,
   off, on = walls.values()
   every = list(walls)[1]
   return {
-      "config": config_path,
-      "steps": num_steps,
-      "cadence": every,
-      "monitor_calls": len({0, *range(every, num_steps + 1, every), num_steps}) if every else 0,
-      "wall_off_s": round(off, 1),
-      "wall_on_s": round(on, 1),
-      "measured_fraction": round((on - off) / on, 4),
+    'config': config_path,
+    'steps': num_steps,
+    'cadence': every,
+    'monitor_calls': len({0, *range(every, num_steps + 1, every), num_steps}) if every else 0,
+    'wall_off_s': round(off, 1),
+    'wall_on_s': round(on, 1),
+    'measured_fraction': round((on - off) / on, 4),
   }
 
 
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--rows", type=int, default=10_000)
-  parser.add_argument("--cols", type=int, default=2048)
-  parser.add_argument("--large", type=int, default=0, help="also time an N x N matrix")
-  parser.add_argument("--repeats", type=int, default=3)
-  parser.add_argument("--batch", type=int, default=512)
-  parser.add_argument("--width", type=int, default=512)
-  parser.add_argument("--depth", type=int, default=8)
-  parser.add_argument("--skip_monitor", action="store_true")
-  parser.add_argument("--fraction", default="", help="comma-separated config files (item 4)")
-  parser.add_argument("--cadence", type=int, default=0, help="override metrics_every_steps")
-  parser.add_argument("--train_steps",
-                      type=int,
-                      default=0,
-                      help="also time real train_and_evaluate runs")
-  parser.add_argument("--data_dir", default=None)
+  parser.add_argument('--rows', type=int, default=10_000)
+  parser.add_argument('--cols', type=int, default=2048)
+  parser.add_argument('--large', type=int, default=0, help='also time an N x N matrix')
+  parser.add_argument('--repeats', type=int, default=3)
+  parser.add_argument('--batch', type=int, default=512)
+  parser.add_argument('--width', type=int, default=512)
+  parser.add_argument('--depth', type=int, default=8)
+  parser.add_argument('--skip_monitor', action='store_true')
+  parser.add_argument('--fraction', default='', help='comma-separated config files (item 4)')
+  parser.add_argument('--cadence', type=int, default=0, help='override metrics_every_steps')
+  parser.add_argument(
+    '--train_steps', type=int, default=0, help='also time real train_and_evaluate runs'
+  )
+  parser.add_argument('--data_dir', default=None)
   args = parser.parse_args(argv)
-  print(f"jax {jax.__version__} on {jax.devices()[0].platform}")
+  print(f'jax {jax.__version__} on {jax.devices()[0].platform}')
   if args.fraction:
-    for path in args.fraction.split(","):
-      print("fraction:", bench_fraction(path, args.repeats, args.cadence), flush=True)
+    for path in args.fraction.split(','):
+      print('fraction:', bench_fraction(path, args.repeats, args.cadence), flush=True)
       if args.train_steps:
-        print("train fraction:",
-              bench_train_fraction(path, args.train_steps, args.data_dir, args.cadence),
-              flush=True)
+        print(
+          'train fraction:',
+          bench_train_fraction(path, args.train_steps, args.data_dir, args.cadence),
+          flush=True,
+        )
     return
-  print("numerical_rank:", bench_rank(args.rows, args.cols, args.repeats))
+  print('numerical_rank:', bench_rank(args.rows, args.cols, args.repeats))
   if args.large:
-    print("numerical_rank (large):", bench_rank(args.large, args.large, 1))
+    print('numerical_rank (large):', bench_rank(args.large, args.large, 1))
   if not args.skip_monitor:
-    print("monitor:", bench_monitor(args.batch, args.width, args.depth, args.repeats))
+    print('monitor:', bench_monitor(args.batch, args.width, args.depth, args.repeats))
 
 
-if __name__ == "__main__":
+if __name__ == '__main__':
   main()

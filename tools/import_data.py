@@ -18,31 +18,42 @@ Connected machine (tfds downloads and prepares as array_record):
                                                            # imagenet2012 prepared first)
 `digits` needs no import (scikit-learn's copy, in memory).
 """
+
 import argparse
 import sys
 import time
 
 
 def main(argv=None) -> int:
-  from rankdeficit.data import datasets, local_import  # pylint: disable=import-outside-toplevel
-  parser = argparse.ArgumentParser(description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument('name', help='cifar10_jpeg | tiny_imagenet32 | mnist | all | '
-                      'cifar10 | cifar100 | svhn_cropped | imagenet2012 | imagenet100 | '
-                      'a new name for --train/--test files')
+  from rankdeficit.data import datasets  # pylint: disable=import-outside-toplevel
+  from rankdeficit.data import local_import  # pylint: disable=import-outside-toplevel
+
+  parser = argparse.ArgumentParser(
+    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+  )
+  parser.add_argument(
+    'name',
+    help='cifar10_jpeg | tiny_imagenet32 | mnist | all | '
+    'cifar10 | cifar100 | svhn_cropped | imagenet2012 | imagenet100 | '
+    'a new name for --train/--test files',
+  )
   parser.add_argument('--data_dir', required=True, help='tfds data_dir to write into')
-  parser.add_argument('--source', default=None,
-                      help='folder with the shared data files (default ../shared/data or '
-                      '$RANKDEFICIT_SHARED_DATA)')
-  parser.add_argument('--limit_train', type=int, default=0,
-                      help='keep N train examples, evenly spaced (0 = all)')
+  parser.add_argument(
+    '--source',
+    default=None,
+    help='folder with the shared data files (default ../shared/data or $RANKDEFICIT_SHARED_DATA)',
+  )
+  parser.add_argument(
+    '--limit_train', type=int, default=0, help='keep N train examples, evenly spaced (0 = all)'
+  )
   parser.add_argument('--limit_test', type=int, default=0)
   parser.add_argument('--overwrite', action='store_true')
   parser.add_argument('--train', default=None, help='generic: .npz, image folder or zip')
   parser.add_argument('--test', default=None, help='generic: .npz, image folder or zip')
   parser.add_argument('--num_classes', type=int, default=None, help='generic .npz: label range')
-  parser.add_argument('--download', action='store_true',
-                      help='tfds download_and_prepare (connected machine)')
+  parser.add_argument(
+    '--download', action='store_true', help='tfds download_and_prepare (connected machine)'
+  )
   parser.add_argument('--manual_dir', default=None, help='imagenet2012: folder of the tars')
   args = parser.parse_args(argv)
 
@@ -53,35 +64,44 @@ def main(argv=None) -> int:
       if args.train or args.test:
         inputs = {s: p for s, p in (('train', args.train), ('test', args.test)) if p}
         path = local_import.import_generic(
-            name, args.data_dir, inputs, num_classes=args.num_classes,
-            limits={'train': args.limit_train, 'test': args.limit_test},
-            overwrite=args.overwrite)
+          name,
+          args.data_dir,
+          inputs,
+          num_classes=args.num_classes,
+          limits={'train': args.limit_train, 'test': args.limit_test},
+          overwrite=args.overwrite,
+        )
       elif name in local_import.IMPORTERS and not args.download:
-        path = local_import.IMPORTERS[name](args.data_dir, source=args.source,
-                                            limit_train=args.limit_train,
-                                            limit_test=args.limit_test,
-                                            overwrite=args.overwrite)
+        path = local_import.IMPORTERS[name](
+          args.data_dir,
+          source=args.source,
+          limit_train=args.limit_train,
+          limit_test=args.limit_test,
+          overwrite=args.overwrite,
+        )
       elif name == 'imagenet100':
         for split in ('train', 'validation'):
           base = datasets._tfds_source('imagenet100', split, args.data_dir)  # pylint: disable=protected-access
           indices, _ = datasets.imagenet100_indices(split, args.data_dir, base)
           print(f'imagenet100 {split}: {len(indices)} examples')
         path = f'{args.data_dir}/imagenet100_index'
-      elif name in datasets.SPECS and (args.download or
-                                       datasets.SPECS[name].kind in ('download', 'manual')):
+      elif name in datasets.SPECS and (
+        args.download or datasets.SPECS[name].kind in ('download', 'manual')
+      ):
         datasets.download_and_prepare(name, args.data_dir, args.manual_dir)
         path = f'{args.data_dir}/{name}'
       else:
-        parser.error(f'{name!r}: not an importable name; pass --train/--test files for a '
-                     f'new dataset.')
+        parser.error(
+          f'{name!r}: not an importable name; pass --train/--test files for a new dataset.'
+        )
       from rankdeficit.data import input_pipeline  # pylint: disable=import-outside-toplevel
+
       summary = ''
       if name in datasets.SPECS:
         info = input_pipeline.dataset_info(name, args.data_dir)
         summary = f' ({info.num_train} train / {info.num_test} test, {info.num_classes} classes)'
       print(f'{name}: written to {path}{summary}')
-  except (local_import.DataImportError, FileNotFoundError,
-          datasets.DatasetNotFoundError) as e:
+  except (local_import.DataImportError, FileNotFoundError, datasets.DatasetNotFoundError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 1
   print(f'done in {time.time() - start:.1f}s')

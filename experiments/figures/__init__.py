@@ -5,12 +5,19 @@
 per family (probes, dynamics, alignment, ood, init_norm, synthetic, tables, sweeps).
 `python -m experiments.paper` trains what they need and renders them.
 """
+
 from __future__ import annotations
 
 import re
 
-from experiments.figures import alignment, dynamics, init_norm, ood, probes, sweeps
-from experiments.figures import synthetic, tables
+from experiments.figures import alignment
+from experiments.figures import dynamics
+from experiments.figures import init_norm
+from experiments.figures import ood
+from experiments.figures import probes
+from experiments.figures import sweeps
+from experiments.figures import synthetic
+from experiments.figures import tables
 from experiments.figures.render import Entry
 
 

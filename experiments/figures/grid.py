@@ -8,6 +8,7 @@ run that diverges gets a `diverged.txt` marker so later invocations do not retra
 The renderer sees only `load_cells` (run directories, never training) and writes
 `<name>.png` (< 300 KB), `<name>.md` (caption + table) and `<name>.csv` via `save_outputs`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,16 +21,17 @@ from absl import logging
 import numpy as np
 
 from experiments import markdown_table
-from experiments.figures import render, runs
+from experiments.figures import render
+from experiments.figures import runs
 
 DIVERGED = 'diverged.txt'
-BEYOND_RESULTS = os.path.join(os.path.dirname(os.path.dirname(__file__)), 'results',
-                              'beyond_cpu')
+BEYOND_RESULTS = os.path.join(os.path.dirname(os.path.dirname(__file__)), 'results', 'beyond_cpu')
 
 
 @dataclasses.dataclass(frozen=True)
 class Cell:
   """One recipe of a grid: a setting plus overrides, run once per seed."""
+
   name: str  # folder prefix, e.g. 'kaiming_T100'
   setting: runs.Setting
   overrides: tuple[tuple[str, Any], ...] = ()  # dotted config keys on top of the setting's
@@ -48,6 +50,7 @@ class Cell:
 @dataclasses.dataclass(frozen=True)
 class Experiment:
   """A grid and how it is drawn."""
+
   name: str  # output stem, e.g. 'logits_norm_knob'
   cells: Callable[[bool], list[Cell]]  # smoke -> cells
   render: Callable[['Loaded', str], None]  # (loaded runs, outdir)
@@ -56,6 +59,7 @@ class Experiment:
 @dataclasses.dataclass
 class Loaded:
   """Finished runs per cell key (analysed ones only), and the cells' diverged seeds."""
+
   cells: list[Cell]
   runs: dict[str, list[runs.Run]]
   diverged: dict[str, list[int]]
@@ -82,8 +86,7 @@ def train_missing(cells: Sequence[Cell], root: str, seeds: int, data_dir: str | 
       if os.path.exists(os.path.join(wd, DIVERGED)):
         continue
       try:
-        runs.ensure_run(wd, cell.setting, request(cell), cell.temperature, seed,
-                        data_dir=data_dir)
+        runs.ensure_run(wd, cell.setting, request(cell), cell.temperature, seed, data_dir=data_dir)
       except FloatingPointError as e:  # the paper: "did not finish successfully"
         logging.warning('%s diverged, left out: %s', wd, e)
         with open(os.path.join(wd, DIVERGED), 'w') as f:
@@ -106,6 +109,7 @@ def load_cells(cells: Sequence[Cell], root: str, seeds: int) -> Loaded:
 
 
 # --- Per-run values read back from a run directory ---
+
 
 def accuracy(run: runs.Run) -> float | None:
   """Test accuracy of the final model on the whole test split (analysis subset if absent)."""
@@ -152,15 +156,26 @@ def cell_text(mean: float, std: float, pct: bool = False, digits: int = 3) -> st
 
 # --- Outputs ---
 
-def save_outputs(outdir: str, name: str, fig, caption: str, header: Sequence[str],
-                 rows: Sequence[Sequence], csv_rows: Sequence[dict], seeds: int) -> None:
+
+def save_outputs(
+  outdir: str,
+  name: str,
+  fig,
+  caption: str,
+  header: Sequence[str],
+  rows: Sequence[Sequence],
+  csv_rows: Sequence[dict],
+  seeds: int,
+) -> None:
   """`<name>.png` (< 300 KB), `<name>.md` (caption, table, command) and `<name>.csv`."""
   os.makedirs(outdir, exist_ok=True)
   render.save_png(fig, os.path.join(outdir, f'{name}.png'))
   with open(os.path.join(outdir, f'{name}.md'), 'w') as f:
-    f.write(f'![{name}]({name}.png)\n\n{caption}\n\n{markdown_table(header, rows)}\n\n'
-            f'Regenerate (trains only missing runs): `python -m experiments.{name} '
-            f'--seeds={seeds} --outdir={os.path.relpath(outdir)}`\n')
+    f.write(
+      f'![{name}]({name}.png)\n\n{caption}\n\n{markdown_table(header, rows)}\n\n'
+      f'Regenerate (trains only missing runs): `python -m experiments.{name} '
+      f'--seeds={seeds} --outdir={os.path.relpath(outdir)}`\n'
+    )
   with open(os.path.join(outdir, f'{name}.csv'), 'w', newline='') as f:
     writer = csv.DictWriter(f, fieldnames=list(csv_rows[0]) if csv_rows else ['cell'])
     writer.writeheader()
@@ -170,15 +185,21 @@ def save_outputs(outdir: str, name: str, fig, caption: str, header: Sequence[str
 def runs_note(loaded: Loaded) -> str:
   """Caption line: seeds found per cell, and the diverged ones."""
   found = sum(len(v) for v in loaded.runs.values())
-  text = (f'{found} analysed run(s) of {len(loaded.cells)} cells x {loaded.seeds} seed(s) '
-          f'under `{os.path.relpath(loaded.root)}`.')
+  text = (
+    f'{found} analysed run(s) of {len(loaded.cells)} cells x {loaded.seeds} seed(s) '
+    f'under `{os.path.relpath(loaded.root)}`.'
+  )
   if loaded.diverged:
-    text += ' Diverged (non-finite parameters, left out): ' + ', '.join(
-        f'{c} seed(s) {s}' for c, s in sorted(loaded.diverged.items())) + '.'
+    text += (
+      ' Diverged (non-finite parameters, left out): '
+      + ', '.join(f'{c} seed(s) {s}' for c, s in sorted(loaded.diverged.items()))
+      + '.'
+    )
   return text
 
 
 # --- Command line ---
+
 
 def parse_args(name: str, description: str, argv: Sequence[str] | None) -> argparse.Namespace:
   p = argparse.ArgumentParser(description=description)
@@ -187,11 +208,16 @@ def parse_args(name: str, description: str, argv: Sequence[str] | None) -> argpa
   p.add_argument('--runs_dir', default=None, help='run directories (default <outdir>/runs)')
   p.add_argument('--data_dir', default=None, help="tfds data_dir (default: each config's)")
   p.add_argument('--render_only', action='store_true', help='never train or analyse')
-  p.add_argument('--settings', default='',
-                 help='train only the cells of these setting names (e.g. anneal_mlp); '
-                 'render every finished run')
-  p.add_argument('--smoke', action='store_true',
-                 help='tiny budget (a few steps per run, small analysis): plumbing check only')
+  p.add_argument(
+    '--settings',
+    default='',
+    help='train only the cells of these setting names (e.g. anneal_mlp); render every finished run',
+  )
+  p.add_argument(
+    '--smoke',
+    action='store_true',
+    help='tiny budget (a few steps per run, small analysis): plumbing check only',
+  )
   args = p.parse_args(argv)
   if args.seeds < 1:
     p.error('--seeds must be >= 1')
@@ -202,27 +228,32 @@ def parse_args(name: str, description: str, argv: Sequence[str] | None) -> argpa
   return args
 
 
-def main(experiment: Experiment, description: str, argv: Sequence[str] | None = None
-         ) -> Loaded:
+def main(experiment: Experiment, description: str, argv: Sequence[str] | None = None) -> Loaded:
   """Trains what is missing (unless --render_only), then renders from the run dirs."""
   from rankdeficit.run import runtime  # pylint: disable=import-outside-toplevel
+
   args = parse_args(experiment.name, description, argv)
   cells = experiment.cells(args.smoke)
   unknown = sorted(set(args.settings) - {c.setting.name for c in cells})
   if unknown:
-    raise SystemExit(f'--settings: unknown {unknown}; choose from '
-                     f'{sorted({c.setting.name for c in cells})}.')
+    raise SystemExit(
+      f'--settings: unknown {unknown}; choose from {sorted({c.setting.name for c in cells})}.'
+    )
   if not args.render_only:
     # Seeds of a cell compile identical programs, and the analysis programs depend only on
     # the shapes: the persistent cache compiles each once for the whole grid.
-    runtime.enable_compilation_cache(os.path.abspath(os.path.join(args.runs_dir,
-                                                                  'jax_cache')))
-    train_missing([c for c in cells if not args.settings or c.setting.name in args.settings],
-                  args.runs_dir, args.seeds, args.data_dir)
+    runtime.enable_compilation_cache(os.path.abspath(os.path.join(args.runs_dir, 'jax_cache')))
+    train_missing(
+      [c for c in cells if not args.settings or c.setting.name in args.settings],
+      args.runs_dir,
+      args.seeds,
+      args.data_dir,
+    )
   loaded = load_cells(cells, args.runs_dir, args.seeds)
   if not loaded.runs:
-    raise SystemExit(f'{experiment.name}: no analysed run under {args.runs_dir}; run without '
-                     f'--render_only first.')
+    raise SystemExit(
+      f'{experiment.name}: no analysed run under {args.runs_dir}; run without --render_only first.'
+    )
   experiment.render(loaded, args.outdir)
   print(f'{experiment.name}: wrote {os.path.join(args.outdir, experiment.name)}.png/.md/.csv')
   return loaded

@@ -6,24 +6,38 @@ norm on the first test batch, before any step); the final rank is the monitor's 
 scheme at T = n0 / F17_TARGET_NORM (`config.target_logits_norm`), the T it chose is
 `init/temperature`.
 """
+
 from __future__ import annotations
 
 import numpy as np
 
-from experiments.figures.render import Context, Entry, MissingRuns, pyplot
+from experiments.figures.render import Context
+from experiments.figures.render import Entry
+from experiments.figures.render import MissingRuns
+from experiments.figures.render import pyplot
 from experiments.figures.runs import Request
 
 _INIT_MODELS = ('init/mlp', 'init/resnet18', 'init/resnet34', 'init/resnet50', 'init/vgg19')
 _F8 = tuple(Request(p, (1.0,), analyze=False, seeds=2) for p in _INIT_MODELS)
 _F8_VGG = Request('cifar10/vgg19', (1.0,))
 
-_SCHEMES = (('kaiming', (('model.init', 'kaiming'),)),
-            ('pytorch', (('model.init', 'pytorch'),)),
-            ('normal0.05', (('model.init', 'normal'), ('model.init_sigma', 0.05))),
-            ('normal0.01', (('model.init', 'normal'), ('model.init_sigma', 0.01))))
-_F17 = tuple(Request('app_e/mlp', (1.0,), variant=name + ('_ln' if ln else ''),
-                     overrides=o + (('model.layer_norm', ln),), analyze=False)
-             for ln in (False, True) for name, o in _SCHEMES)
+_SCHEMES = (
+  ('kaiming', (('model.init', 'kaiming'),)),
+  ('pytorch', (('model.init', 'pytorch'),)),
+  ('normal0.05', (('model.init', 'normal'), ('model.init_sigma', 0.05))),
+  ('normal0.01', (('model.init', 'normal'), ('model.init_sigma', 0.01))),
+)
+_F17 = tuple(
+  Request(
+    'app_e/mlp',
+    (1.0,),
+    variant=name + ('_ln' if ln else ''),
+    overrides=o + (('model.layer_norm', ln),),
+    analyze=False,
+  )
+  for ln in (False, True)
+  for name, o in _SCHEMES
+)
 
 
 def render_init_norms(ctx: Context) -> None:
@@ -37,38 +51,50 @@ def render_init_norms(ctx: Context) -> None:
     except MissingRuns:
       continue
     norms = [r.train_results['init/logits_norm'] for r in runs]
-    ax.scatter(np.full(len(norms), i) + np.linspace(-.1, .1, len(norms)), norms)
+    ax.scatter(np.full(len(norms), i) + np.linspace(-0.1, 0.1, len(norms)), norms)
     lines.append(ctx.describe(request, {1.0: runs}))
-    text.append(f'{ctx.setting(request.paper).name}: '
-                + ', '.join(f'{v:.3g}' for v in norms))
+    text.append(f'{ctx.setting(request.paper).name}: ' + ', '.join(f'{v:.3g}' for v in norms))
   if not lines:
     raise MissingRuns('no initialisation run')
   ax.set_xticks(range(len(_F8)), [p.split('/')[1] for p in _INIT_MODELS])
   ax.set_yscale('log')
   ax.set_ylabel('initial logits norm (mean per-sample L2)')
-  ax.grid(alpha=.3)
+  ax.grid(alpha=0.3)
   try:
     vgg = ctx.runs(_F8_VGG)[1.0][0].analysis
-    text.append(f'trained VGG-19 stand-in at T=1: SR {vgg["solution_rank"]} of '
-                f'{vgg["num_classes"]} classes')
+    text.append(
+      f'trained VGG-19 stand-in at T=1: SR {vgg["solution_rank"]} of {vgg["num_classes"]} classes'
+    )
     lines.append(ctx.describe(_F8_VGG))
   except MissingRuns:
     pass
   fig.tight_layout()
-  ctx.save_figure(fig, 'Logits norm of randomly initialised networks on CIFAR-10 test images, '
-                  'one point per initialisation seed. ' + '; '.join(text) + '.', lines)
+  ctx.save_figure(
+    fig,
+    'Logits norm of randomly initialised networks on CIFAR-10 test images, '
+    'one point per initialisation seed. ' + '; '.join(text) + '.',
+    lines,
+  )
 
 
 # Figure 17 middle: every scheme trained at T = n0 / target (config.target_logits_norm), so
 # all start at the same effective logits norm. The run folder's nominal T1 is ignored.
 F17_TARGET_NORM = 1.0
 _F17_CALIBRATED = tuple(
-    Request('app_e/mlp', (1.0,), variant=f'{name}_norm{F17_TARGET_NORM:g}',
-            overrides=o + (('model.layer_norm', False),
-                           ('target_logits_norm', F17_TARGET_NORM)), analyze=False)
-    for name, o in _SCHEMES)
-_F17_PANELS = ('without LayerNorm, T = 1',
-               f'T calibrated: n0 / T = {F17_TARGET_NORM:g}', 'with LayerNorm, T = 1')
+  Request(
+    'app_e/mlp',
+    (1.0,),
+    variant=f'{name}_norm{F17_TARGET_NORM:g}',
+    overrides=o + (('model.layer_norm', False), ('target_logits_norm', F17_TARGET_NORM)),
+    analyze=False,
+  )
+  for name, o in _SCHEMES
+)
+_F17_PANELS = (
+  'without LayerNorm, T = 1',
+  f'T calibrated: n0 / T = {F17_TARGET_NORM:g}',
+  'with LayerNorm, T = 1',
+)
 
 
 def _panel(request: Request) -> int:
@@ -98,8 +124,9 @@ def render_app_e(ctx: Context) -> None:
   fig, axes = plt.subplots(1, 3, figsize=(12, 3.4), sharey=True)
   lines, text, missing = [], [[], [], []], []
   ranks: list[list[float]] = [[], [], []]
-  colors = dict(zip([name for name, _ in _SCHEMES],
-                    plt.rcParams['axes.prop_cycle'].by_key()['color']))
+  colors = dict(
+    zip([name for name, _ in _SCHEMES], plt.rcParams['axes.prop_cycle'].by_key()['color'])
+  )
   for request in _F17 + _F17_CALIBRATED:
     try:
       runs = ctx.runs(request)[1.0]
@@ -114,8 +141,11 @@ def render_app_e(ctx: Context) -> None:
       label = _scheme(request) + (f' (T={t:.2g})' if panel == 1 else '')
       axes[panel].annotate(label, (norm, rank), fontsize=7)
       ranks[panel].append(rank)
-      text[panel].append(f'{_scheme(request)}: init norm {norm:.3g}'
-                         + (f', T {t:.3g}' if panel == 1 else '') + f', final rank {rank:.0f}')
+      text[panel].append(
+        f'{_scheme(request)}: init norm {norm:.3g}'
+        + (f', T {t:.3g}' if panel == 1 else '')
+        + f', final rank {rank:.0f}'
+      )
     by_t = {}
     for run in runs:
       by_t.setdefault(round(_trained_temperature(run), 6), []).append(run)
@@ -126,32 +156,52 @@ def render_app_e(ctx: Context) -> None:
     ax.set_xscale('log')
     ax.set_xlabel('initial logits norm n0')
     ax.set_title(title, fontsize=9)
-    ax.grid(alpha=.3)
+    ax.grid(alpha=0.3)
   axes[0].set_ylabel('final rank of the penultimate layer')
   fig.tight_layout()
-  spread = '; '.join(f'{name}: final ranks {min(r):.0f}-{max(r):.0f}'
-                     for name, r in zip(('left', 'middle', 'right'), ranks) if r)
+  spread = '; '.join(
+    f'{name}: final ranks {min(r):.0f}-{max(r):.0f}'
+    for name, r in zip(('left', 'middle', 'right'), ranks)
+    if r
+  )
   ctx.save_figure(
-      fig, 'Initialisation scheme -> logits norm at initialisation n0 (x) -> rank of the '
-      'penultimate representation after training (y, monitor batch). Left (paper: top): '
-      'T = 1. Middle (paper: middle): every scheme trained at T = n0 / '
-      f'{F17_TARGET_NORM:g} (`target_logits_norm`, T chosen at step 0), so all start at the '
-      f'same effective norm n0 / T = {F17_TARGET_NORM:g}. Right (paper: bottom): T = 1 with '
-      'LayerNorm after every hidden layer. ' + spread + '. Left: ' + '; '.join(text[0])
-      + '. Middle: ' + '; '.join(text[1]) + '. Right: ' + '; '.join(text[2]) + '.', lines,
-      ('Not finished (diverged or not trained): ' + ', '.join(missing) + '.') if missing
-      else '')
+    fig,
+    'Initialisation scheme -> logits norm at initialisation n0 (x) -> rank of the '
+    'penultimate representation after training (y, monitor batch). Left (paper: top): '
+    'T = 1. Middle (paper: middle): every scheme trained at T = n0 / '
+    f'{F17_TARGET_NORM:g} (`target_logits_norm`, T chosen at step 0), so all start at the '
+    f'same effective norm n0 / T = {F17_TARGET_NORM:g}. Right (paper: bottom): T = 1 with '
+    'LayerNorm after every hidden layer. '
+    + spread
+    + '. Left: '
+    + '; '.join(text[0])
+    + '. Middle: '
+    + '; '.join(text[1])
+    + '. Right: '
+    + '; '.join(text[2])
+    + '.',
+    lines,
+    ('Not finished (diverged or not trained): ' + ', '.join(missing) + '.') if missing else '',
+  )
 
 
 ENTRIES = [
-    # _F8_VGG is drawn when it exists (Figures 9/15 train it), not trained for Figure 8.
-    Entry('figure_8', 'Logits norm at initialisation across models', _F8,
-          render_init_norms,
-          'CPU: every model with the CIFAR stem at 32x32 on CIFAR-10 JPEG test images, 2 '
-          'seeds each (about 30 min, mostly the final full-test evaluation of the 1-step '
-          'runs).'),
-    Entry('figure_17', 'Initialisation, initial logits norm, rank; LayerNorm (App. E)',
-          _F17 + _F17_CALIBRATED, render_app_e,
-          'CPU: the calibrated normal(0.01) scheme trains at T ~ 1e-6 (its n0 is ~1e-6 on '
-          'the 8x512 stand-in): the 1 / T gradient scale makes it the likeliest to diverge.'),
+  # _F8_VGG is drawn when it exists (Figures 9/15 train it), not trained for Figure 8.
+  Entry(
+    'figure_8',
+    'Logits norm at initialisation across models',
+    _F8,
+    render_init_norms,
+    'CPU: every model with the CIFAR stem at 32x32 on CIFAR-10 JPEG test images, 2 '
+    'seeds each (about 30 min, mostly the final full-test evaluation of the 1-step '
+    'runs).',
+  ),
+  Entry(
+    'figure_17',
+    'Initialisation, initial logits norm, rank; LayerNorm (App. E)',
+    _F17 + _F17_CALIBRATED,
+    render_app_e,
+    'CPU: the calibrated normal(0.01) scheme trains at T ~ 1e-6 (its n0 is ~1e-6 on '
+    'the 8x512 stand-in): the 1 / T gradient scale makes it the likeliest to diverge.',
+  ),
 ]

@@ -18,6 +18,7 @@ FLOP ratios for the conv nets. Measured once, on 2 cores at load average 10-13 f
 jobs: the `mlp_c10` run trained in 15.5 min (780 steps, 10 evaluations of the 10k test
 images, 11 monitor calls), about twice the estimate.
 """
+
 from __future__ import annotations
 
 from experiments.figures.runs import Setting
@@ -25,104 +26,162 @@ from rankdeficit.analysis.config import AnalysisConfig
 
 # Paper setting -> what the paper trained (for captions).
 PAPER_LABELS = {
-    'cifar10/mlp': 'MLP (8 layers, width 2048) on CIFAR-10, OOD SVHN',
-    'cifar10/resnet18': 'ResNet-18 on CIFAR-10, OOD SVHN',
-    'cifar10/resnet20': 'ResNet-20 on CIFAR-10, OOD SVHN',
-    'cifar10/vgg19': 'VGG-19 on CIFAR-10, OOD SVHN',
-    'cifar100/resnet18': 'ResNet-18 on CIFAR-100, OOD SVHN',
-    'cifar100/resnet34': 'ResNet-34 on CIFAR-100, OOD SVHN',
-    'cifar100/vgg19': 'VGG-19 on CIFAR-100, OOD SVHN',
-    'imagenet1k/resnet34': 'ResNet-34 on ImageNet-1k, OOD CIFAR-100',
-    'imagenet1k/resnet50': 'ResNet-50 on ImageNet-1k, OOD CIFAR-100',
-    'app_e/mlp': 'MLP 8x2048 on CIFAR-10 (App. E)',
-    'init/mlp': 'MLP at initialisation', 'init/resnet18': 'ResNet-18 at initialisation',
-    'init/resnet34': 'ResNet-34 at initialisation',
-    'init/resnet50': 'ResNet-50 at initialisation',
-    'init/vgg19': 'VGG-19 at initialisation',
+  'cifar10/mlp': 'MLP (8 layers, width 2048) on CIFAR-10, OOD SVHN',
+  'cifar10/resnet18': 'ResNet-18 on CIFAR-10, OOD SVHN',
+  'cifar10/resnet20': 'ResNet-20 on CIFAR-10, OOD SVHN',
+  'cifar10/vgg19': 'VGG-19 on CIFAR-10, OOD SVHN',
+  'cifar100/resnet18': 'ResNet-18 on CIFAR-100, OOD SVHN',
+  'cifar100/resnet34': 'ResNet-34 on CIFAR-100, OOD SVHN',
+  'cifar100/vgg19': 'VGG-19 on CIFAR-100, OOD SVHN',
+  'imagenet1k/resnet34': 'ResNet-34 on ImageNet-1k, OOD CIFAR-100',
+  'imagenet1k/resnet50': 'ResNet-50 on ImageNet-1k, OOD CIFAR-100',
+  'app_e/mlp': 'MLP 8x2048 on CIFAR-10 (App. E)',
+  'init/mlp': 'MLP at initialisation',
+  'init/resnet18': 'ResNet-18 at initialisation',
+  'init/resnet34': 'ResNet-34 at initialisation',
+  'init/resnet50': 'ResNet-50 at initialisation',
+  'init/vgg19': 'VGG-19 at initialisation',
 }
 
 _CPU_LOOP = (('eval_every_steps', -1), ('log_every_steps', 50), ('checkpoint_every_steps', 400))
 _MLP = (('model.width', 512), ('model.init', 'kaiming')) + _CPU_LOOP
 _CONV_ANALYSIS = AnalysisConfig.from_overrides({'max_examples': 2000, 'max_dims': 2048})
 _TRAIN_10K = AnalysisConfig.from_overrides({'max_train_examples': 10_000})
-_INIT_ONLY = (('num_train_steps', 1), ('metrics_every_steps', 0), ('eval_every_steps', 10**9),
-              ('train_subset', 1000))
+_INIT_ONLY = (
+  ('num_train_steps', 1),
+  ('metrics_every_steps', 0),
+  ('eval_every_steps', 10**9),
+  ('train_subset', 1000),
+)
 
 _MLP_C10 = Setting(
-    'mlp_c10', 'mlp_c10_cpu',
-    _MLP + (('model.depth', 8), ('train_subset', 10_000), ('num_epochs', 10),
-            ('metrics_every_steps', 79)),
-    'MLP 8x512 (Kaiming init), CIFAR-10 JPEG (10k train), 10 epochs, OOD MNIST',
-    _TRAIN_10K, minutes=8)
+  'mlp_c10',
+  'mlp_c10_cpu',
+  _MLP
+  + (('model.depth', 8), ('train_subset', 10_000), ('num_epochs', 10), ('metrics_every_steps', 79)),
+  'MLP 8x512 (Kaiming init), CIFAR-10 JPEG (10k train), 10 epochs, OOD MNIST',
+  _TRAIN_10K,
+  minutes=8,
+)
 _RESNET20_C10 = Setting(
-    'resnet20_c10', 'resnet20_c10_cpu',
-    _CPU_LOOP + (('num_epochs', 6), ('lr_milestones', (3, 5)), ('metrics_every_steps', 158)),
-    'ResNet-20, CIFAR-10 JPEG (10k train), 6 epochs, OOD MNIST',
-    _CONV_ANALYSIS, minutes=10)
+  'resnet20_c10',
+  'resnet20_c10_cpu',
+  _CPU_LOOP + (('num_epochs', 6), ('lr_milestones', (3, 5)), ('metrics_every_steps', 158)),
+  'ResNet-20, CIFAR-10 JPEG (10k train), 6 epochs, OOD MNIST',
+  _CONV_ANALYSIS,
+  minutes=10,
+)
 _MLP_TIN = Setting(
-    'mlp_tin', 'mlp_tin_cpu',
-    _MLP + (('model.depth', 4), ('num_epochs', 10), ('metrics_every_steps', 313)),
-    'MLP 4x512 (Kaiming init), Tiny-ImageNet-200 32x32 (20k train), 10 epochs, OOD CIFAR-10 JPEG',
-    _TRAIN_10K, minutes=9)
+  'mlp_tin',
+  'mlp_tin_cpu',
+  _MLP + (('model.depth', 4), ('num_epochs', 10), ('metrics_every_steps', 313)),
+  'MLP 4x512 (Kaiming init), Tiny-ImageNet-200 32x32 (20k train), 10 epochs, OOD CIFAR-10 JPEG',
+  _TRAIN_10K,
+  minutes=9,
+)
 _VGG_C10 = Setting(
-    'vgg19_c10', 'vgg19_c10',
-    _CPU_LOOP + (('data_dir', 'data/tfds'), ('dataset', 'cifar10_jpeg'),
-                 ('ood_dataset', 'mnist'), ('train_subset', 3000), ('num_epochs', 2),
-                 ('lr_milestones', ()), ('metrics_every_steps', 40)),
-    'VGG-19-BN, CIFAR-10 JPEG (3k train), 2 epochs, OOD MNIST', _CONV_ANALYSIS, minutes=12)
+  'vgg19_c10',
+  'vgg19_c10',
+  _CPU_LOOP
+  + (
+    ('data_dir', 'data/tfds'),
+    ('dataset', 'cifar10_jpeg'),
+    ('ood_dataset', 'mnist'),
+    ('train_subset', 3000),
+    ('num_epochs', 2),
+    ('lr_milestones', ()),
+    ('metrics_every_steps', 40),
+  ),
+  'VGG-19-BN, CIFAR-10 JPEG (3k train), 2 epochs, OOD MNIST',
+  _CONV_ANALYSIS,
+  minutes=12,
+)
 _VGG_TIN = Setting(
-    'vgg19_tin', 'vgg19_c100',
-    _CPU_LOOP + (('data_dir', 'data/tfds'), ('dataset', 'tiny_imagenet32'),
-                 ('ood_dataset', 'cifar10_jpeg'), ('ood_detection_dataset', ''),
-                 ('train_subset', 3000), ('num_epochs', 2),
-                 ('lr_milestones', ()), ('metrics_every_steps', 40)),
-    'VGG-19-BN, Tiny-ImageNet-200 32x32 (3k train), 2 epochs, OOD CIFAR-10 JPEG',
-    _CONV_ANALYSIS, minutes=12)
+  'vgg19_tin',
+  'vgg19_c100',
+  _CPU_LOOP
+  + (
+    ('data_dir', 'data/tfds'),
+    ('dataset', 'tiny_imagenet32'),
+    ('ood_dataset', 'cifar10_jpeg'),
+    ('ood_detection_dataset', ''),
+    ('train_subset', 3000),
+    ('num_epochs', 2),
+    ('lr_milestones', ()),
+    ('metrics_every_steps', 40),
+  ),
+  'VGG-19-BN, Tiny-ImageNet-200 32x32 (3k train), 2 epochs, OOD CIFAR-10 JPEG',
+  _CONV_ANALYSIS,
+  minutes=12,
+)
 _APP_E = Setting(
-    'app_e_mlp', 'mlp_c10_cpu',
-    _CPU_LOOP + (('model.width', 512), ('model.depth', 8), ('train_subset', 10_000),
-                 ('num_epochs', 3), ('metrics_every_steps', 10**9)),
-    'MLP 8x512, CIFAR-10 JPEG (10k train), 3 epochs', minutes=3)
+  'app_e_mlp',
+  'mlp_c10_cpu',
+  _CPU_LOOP
+  + (
+    ('model.width', 512),
+    ('model.depth', 8),
+    ('train_subset', 10_000),
+    ('num_epochs', 3),
+    ('metrics_every_steps', 10**9),
+  ),
+  'MLP 8x512, CIFAR-10 JPEG (10k train), 3 epochs',
+  minutes=3,
+)
 
 
 def _init(name: str, config: str, label: str, minutes: float) -> Setting:
-  return Setting(f'init_{name}', config, _INIT_ONLY + (('model.name', name),
-                                                       ('data_dir', 'data/tfds'),
-                                                       ('dataset', 'cifar10_jpeg'),
-                                                       ('ood_dataset', 'mnist'),
-                                                       ('ood_detection_dataset', '')),
-                 label + ' at init on CIFAR-10 JPEG (1 SGD step; init logits norm '
-                 'measured before it)', minutes=minutes)
+  return Setting(
+    f'init_{name}',
+    config,
+    _INIT_ONLY
+    + (
+      ('model.name', name),
+      ('data_dir', 'data/tfds'),
+      ('dataset', 'cifar10_jpeg'),
+      ('ood_dataset', 'mnist'),
+      ('ood_detection_dataset', ''),
+    ),
+    label + ' at init on CIFAR-10 JPEG (1 SGD step; init logits norm measured before it)',
+    minutes=minutes,
+  )
 
 
 CPU = {
-    'cifar10/mlp': _MLP_C10,
-    'cifar10/resnet18': _RESNET20_C10,
-    'cifar10/resnet20': _RESNET20_C10,
-    'cifar10/vgg19': _VGG_C10,
-    'cifar100/resnet18': _MLP_TIN,
-    'cifar100/resnet34': _MLP_TIN,
-    'cifar100/vgg19': _VGG_TIN,
-    'imagenet1k/resnet34': _MLP_TIN,
-    'imagenet1k/resnet50': _MLP_TIN,
-    'app_e/mlp': _APP_E,
-    'init/mlp': _init('mlp', 'mlp_c10_cpu', 'MLP 8x512 (PyTorch init)', 1),
-    'init/resnet18': _init('resnet18', 'resnet18_c10', 'ResNet-18 (CIFAR stem)', 3),
-    'init/resnet34': _init('resnet34', 'resnet18_c10', 'ResNet-34 (CIFAR stem)', 4),
-    'init/resnet50': _init('resnet50', 'resnet18_c10', 'ResNet-50 (CIFAR stem)', 4),
-    'init/vgg19': _init('vgg19_bn', 'vgg19_c10', 'VGG-19-BN', 3),
+  'cifar10/mlp': _MLP_C10,
+  'cifar10/resnet18': _RESNET20_C10,
+  'cifar10/resnet20': _RESNET20_C10,
+  'cifar10/vgg19': _VGG_C10,
+  'cifar100/resnet18': _MLP_TIN,
+  'cifar100/resnet34': _MLP_TIN,
+  'cifar100/vgg19': _VGG_TIN,
+  'imagenet1k/resnet34': _MLP_TIN,
+  'imagenet1k/resnet50': _MLP_TIN,
+  'app_e/mlp': _APP_E,
+  'init/mlp': _init('mlp', 'mlp_c10_cpu', 'MLP 8x512 (PyTorch init)', 1),
+  'init/resnet18': _init('resnet18', 'resnet18_c10', 'ResNet-18 (CIFAR stem)', 3),
+  'init/resnet34': _init('resnet34', 'resnet18_c10', 'ResNet-34 (CIFAR stem)', 4),
+  'init/resnet50': _init('resnet50', 'resnet18_c10', 'ResNet-50 (CIFAR stem)', 4),
+  'init/vgg19': _init('vgg19_bn', 'vgg19_c10', 'VGG-19-BN', 3),
 }
 
 _PAPER_CONFIGS = {
-    'cifar10/mlp': 'mlp_c10', 'cifar10/resnet18': 'resnet18_c10',
-    'cifar10/resnet20': 'resnet20_c10', 'cifar10/vgg19': 'vgg19_c10',
-    'cifar100/resnet18': 'resnet18_c100', 'cifar100/resnet34': 'resnet34_c100',
-    'cifar100/vgg19': 'vgg19_c100', 'imagenet1k/resnet34': 'resnet34_in1k',
-    'imagenet1k/resnet50': 'resnet50_in1k', 'app_e/mlp': 'mlp_c10',
-    'init/mlp': 'mlp_c10', 'init/resnet18': 'resnet18_c10', 'init/resnet34': 'resnet34_c100',
-    'init/resnet50': 'resnet50_in100', 'init/vgg19': 'vgg19_c10',
+  'cifar10/mlp': 'mlp_c10',
+  'cifar10/resnet18': 'resnet18_c10',
+  'cifar10/resnet20': 'resnet20_c10',
+  'cifar10/vgg19': 'vgg19_c10',
+  'cifar100/resnet18': 'resnet18_c100',
+  'cifar100/resnet34': 'resnet34_c100',
+  'cifar100/vgg19': 'vgg19_c100',
+  'imagenet1k/resnet34': 'resnet34_in1k',
+  'imagenet1k/resnet50': 'resnet50_in1k',
+  'app_e/mlp': 'mlp_c10',
+  'init/mlp': 'mlp_c10',
+  'init/resnet18': 'resnet18_c10',
+  'init/resnet34': 'resnet34_c100',
+  'init/resnet50': 'resnet50_in100',
+  'init/vgg19': 'vgg19_c10',
 }
-
 
 
 def _paper_setting(paper: str, config: str) -> Setting:
@@ -130,7 +189,8 @@ def _paper_setting(paper: str, config: str) -> Setting:
   prefix = 'init_' if paper.startswith('init/') else 'app_e_' if paper.startswith('app_e') else ''
   overrides = (('num_train_steps', 1), ('metrics_every_steps', 0)) if prefix == 'init_' else ()
   analysis = AnalysisConfig.from_overrides(
-      {'max_train_examples': 100_000} if '_in' in config else {})
+    {'max_train_examples': 100_000} if '_in' in config else {}
+  )
   return Setting(prefix + config, config, overrides, PAPER_LABELS[paper], analysis)
 
 

@@ -6,6 +6,7 @@ draws with matplotlib and writes `figure_<N>.png` + `figure_<N>.md` (`ctx.save_f
 the stand-in when the preset's setting is not the paper's, and the verdict of
 `verdicts.py` on it where one was judged.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -16,7 +17,11 @@ from typing import Callable, Sequence
 import numpy as np
 
 from experiments.figures import presets
-from experiments.figures.runs import Request, Run, Setting, load_run, run_dir
+from experiments.figures.runs import Request
+from experiments.figures.runs import Run
+from experiments.figures.runs import Setting
+from experiments.figures.runs import load_run
+from experiments.figures.runs import run_dir
 
 MAX_PNG_BYTES = 300_000
 
@@ -25,6 +30,7 @@ def save_png(fig, path: str) -> None:
   """Writes `fig` to `path` at the largest of a few resolutions under MAX_PNG_BYTES, then
   closes it (committed figures stay small)."""
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+
   data = b''
   for dpi in (110, 80, 60, 45):
     buf = io.BytesIO()
@@ -49,6 +55,7 @@ class SameRuns:
   experiment), two figures read the same runs: the second draws another view of them and its
   caption opens with `sentence`, so it is never a copy of the first.
   """
+
   figure: int
   request: Request
   differs: str
@@ -66,6 +73,7 @@ class SameRuns:
 @dataclasses.dataclass(frozen=True)
 class Entry:
   """One figure or table of the paper and the runs it is drawn from."""
+
   key: str  # 'figure_3', 'table_1', 'sweep_cifar10_mlp'
   title: str
   requests: tuple[Request, ...]
@@ -76,6 +84,7 @@ class Entry:
 @dataclasses.dataclass
 class Context:
   """Where runs live and where outputs go, for one preset."""
+
   preset: str
   outdir: str
   root: str  # run directories
@@ -106,8 +115,7 @@ class Context:
     """Where the compact record of the run in `workdir` lives."""
     return os.path.join(self.records, os.path.relpath(workdir, self.root))
 
-  def runs(self, request: Request, *, need_analysis: bool | None = None
-           ) -> dict[float, list[Run]]:
+  def runs(self, request: Request, *, need_analysis: bool | None = None) -> dict[float, list[Run]]:
     """{T: [finished runs]}; raises MissingRuns when none has finished."""
     need = request.analyze if need_analysis is None else need_analysis
     out: dict[float, list[Run]] = {}
@@ -118,8 +126,9 @@ class Context:
       if run is not None and (run.analysis is not None or not need):
         out.setdefault(t, []).append(run)
     if not out:
-      raise MissingRuns(f'no finished run of {request.paper} '
-                        f'({self.setting(request.paper).name}) under {self.root}')
+      raise MissingRuns(
+        f'no finished run of {request.paper} ({self.setting(request.paper).name}) under {self.root}'
+      )
     return out
 
   def describe(self, request: Request, runs: dict[float, list[Run]] | None = None) -> str:
@@ -130,11 +139,12 @@ class Context:
     if request.variant:
       line += f' [{request.variant}]'
     if runs is not None:
-      line += '; T = ' + ', '.join(f'{t:g} ({len(r)} seed{"s" * (len(r) > 1)})'
-                                   for t, r in sorted(runs.items()))
+      line += '; T = ' + ', '.join(
+        f'{t:g} ({len(r)} seed{"s" * (len(r) > 1)})' for t, r in sorted(runs.items())
+      )
     if self.preset == 'paper':
-      return line + f' (the paper\'s setting: {paper})'
-    return line + f'. CPU stand-in for the paper\'s {paper}.'
+      return line + f" (the paper's setting: {paper})"
+    return line + f". CPU stand-in for the paper's {paper}."
 
   def save_figure(self, fig, what: str, runs_lines: Sequence[str], notes: str = '') -> str:
     """`<key>.png` (< 300 KB) and its `<key>.md` caption."""
@@ -144,10 +154,18 @@ class Context:
     self._caption(f'![{key}]({key}.png)\n\n{what}', runs_lines, notes)
     return os.path.join(self.outdir, f'{key}.png')
 
-  def save_table(self, header: Sequence[str], rows: Sequence[Sequence], what: str,
-                 runs_lines: Sequence[str], notes: str = '') -> None:
+  def save_table(
+    self,
+    header: Sequence[str],
+    rows: Sequence[Sequence],
+    what: str,
+    runs_lines: Sequence[str],
+    notes: str = '',
+  ) -> None:
     """`<key>.md` (caption + table) and `<key>.csv`."""
-    from experiments import markdown_table, save_table  # pylint: disable=import-outside-toplevel
+    from experiments import markdown_table  # pylint: disable=import-outside-toplevel
+    from experiments import save_table  # pylint: disable=import-outside-toplevel
+
     save_table(self.outdir, self.entry.key, header, rows)
     self._caption(what + '\n\n' + markdown_table(header, rows), runs_lines, notes)
 
@@ -157,15 +175,28 @@ class Context:
 
   def _caption(self, body: str, runs_lines: Sequence[str], notes: str) -> None:
     from experiments.figures import verdicts  # pylint: disable=import-outside-toplevel
+
     entry = self.entry
-    text = [f'# {entry.key.replace("_", " ").capitalize()}: {entry.title}', '', body, '',
-            f'Runs (preset `{self.preset}`, from `{os.path.relpath(self.root)}`):', *runs_lines]
-    for note in (entry.cpu_note if self.preset == 'cpu' else '', notes,
-                 verdicts.for_caption(self.preset, entry.key, runs_lines)):
+    text = [
+      f'# {entry.key.replace("_", " ").capitalize()}: {entry.title}',
+      '',
+      body,
+      '',
+      f'Runs (preset `{self.preset}`, from `{os.path.relpath(self.root)}`):',
+      *runs_lines,
+    ]
+    for note in (
+      entry.cpu_note if self.preset == 'cpu' else '',
+      notes,
+      verdicts.for_caption(self.preset, entry.key, runs_lines),
+    ):
       if note:
         text += ['', note]
-    text += ['', f'Regenerate: `python -m experiments.paper --preset={self.preset} '
-             f'--only={entry.key}`', '']
+    text += [
+      '',
+      f'Regenerate: `python -m experiments.paper --preset={self.preset} --only={entry.key}`',
+      '',
+    ]
     with open(os.path.join(self.outdir, f'{entry.key}.md'), 'w') as f:
       f.write('\n'.join(text))
 
@@ -185,6 +216,8 @@ def pct(x: float | None) -> str:
 def pyplot():
   """matplotlib.pyplot on the Agg backend (no display needed)."""
   import matplotlib  # pylint: disable=import-outside-toplevel
+
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+
   return plt

@@ -7,6 +7,7 @@ so figures asking for the same setting share runs. `ensure_run` trains what is m
 (`train_and_evaluate` resumes a killed run; a run with `train_results.json` is done) and
 analyses it once (`analyze_run`); `load_run` reads a run directory back (never trains).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -18,8 +19,8 @@ from typing import Any
 from absl import logging
 
 from experiments import records
-from rankdeficit.training import monitor_log
 from rankdeficit.analysis.config import AnalysisConfig
+from rankdeficit.training import monitor_log
 
 TRAIN_RESULTS = 'train_results.json'
 ANALYSIS = os.path.join('analysis', 'analysis.json')
@@ -28,6 +29,7 @@ ANALYSIS = os.path.join('analysis', 'analysis.json')
 @dataclasses.dataclass(frozen=True)
 class Setting:
   """One model/data/training recipe of a preset."""
+
   name: str  # run-folder prefix, e.g. 'mlp_c10'
   config: str  # module in configs/
   overrides: tuple[tuple[str, Any], ...] = ()  # dotted config keys
@@ -39,6 +41,7 @@ class Setting:
 @dataclasses.dataclass(frozen=True)
 class Request:
   """The runs a figure needs of one paper setting."""
+
   paper: str  # paper setting, a key of PAPER_LABELS
   temperatures: tuple[float, ...]
   variant: str = ''  # run-folder suffix of `overrides`
@@ -51,6 +54,7 @@ class Request:
 @dataclasses.dataclass
 class Run:
   """What a finished run directory holds."""
+
   workdir: str
   temperature: float
   seed: int
@@ -63,26 +67,36 @@ class Run:
     return records.event_scalars(self.workdir, prefix)
 
 
-def run_dir(root: str, setting: Setting, request: Request, temperature: float,
-            seed: int) -> str:
+def run_dir(root: str, setting: Setting, request: Request, temperature: float, seed: int) -> str:
   folder = setting.name + (f'-{request.variant}' if request.variant else '')
   return os.path.join(root, folder, f'T{temperature:g}_s{seed}')
 
 
-def make_config(setting: Setting, request: Request, temperature: float, seed: int,
-                data_dir: str | None):
+def make_config(
+  setting: Setting, request: Request, temperature: float, seed: int, data_dir: str | None
+):
   """The setting's config with the preset's and the request's overrides."""
   from experiments import reproduce_table1  # pylint: disable=import-outside-toplevel
-  exp = reproduce_table1.Experiment(setting.name, setting.config,
-                                    setting.overrides + request.overrides)
+
+  exp = reproduce_table1.Experiment(
+    setting.name, setting.config, setting.overrides + request.overrides
+  )
   return reproduce_table1.make_config(exp, temperature, seed, data_dir)
 
 
-def ensure_run(workdir: str, setting: Setting, request: Request, temperature: float,
-               seed: int, *, data_dir: str | None) -> None:
+def ensure_run(
+  workdir: str,
+  setting: Setting,
+  request: Request,
+  temperature: float,
+  seed: int,
+  *,
+  data_dir: str | None,
+) -> None:
   """Trains (or resumes) and analyses the run unless already done."""
   from rankdeficit import analyze  # pylint: disable=import-outside-toplevel
   from rankdeficit.training import train
+
   os.makedirs(workdir, exist_ok=True)
   record = os.path.join(workdir, TRAIN_RESULTS)
   if not os.path.exists(record):
@@ -105,6 +119,7 @@ def check_analysis_data(config) -> None:
   """Raises DatasetNotFoundError (naming the fix) for a dataset the analysis will read, before
   a run trains for minutes only to fail there."""
   from rankdeficit.data import input_pipeline  # pylint: disable=import-outside-toplevel
+
   for name in {config.dataset, config.ood_dataset, config.ood_detection_dataset} - {''}:
     input_pipeline.dataset_info(name, config.data_dir)
 
@@ -125,8 +140,9 @@ def load_run(workdir: str, temperature: float, seed: int) -> Run | None:
   if os.path.exists(os.path.join(workdir, ANALYSIS)):
     with open(os.path.join(workdir, ANALYSIS)) as f:
       analysis = json.load(f)
-  return Run(workdir, temperature, seed, config, train_results, analysis,
-             monitor_log.read_monitor(workdir))
+  return Run(
+    workdir, temperature, seed, config, train_results, analysis, monitor_log.read_monitor(workdir)
+  )
 
 
 def metric(analysis: dict, name: str, convention: str | None = None):

@@ -16,6 +16,7 @@ on which layer is "the last". The conventions:
 * `post_softmax`: hidden layers + `softmax`;
 * `hidden`: hidden layers only (the last layer is the penultimate one).
 """
+
 from __future__ import annotations
 
 from typing import Mapping, Sequence
@@ -29,17 +30,18 @@ FINAL_LAYERS = (LOGITS, SOFTMAX)
 CONVENTIONS = ('paper', 'post_softmax', 'hidden')
 DEFAULT_CONVENTION = 'paper'
 DESCRIPTIONS = {
-    'paper': 'hidden post-activation layers + the final layer pre-softmax (logits)',
-    'post_softmax': 'hidden post-activation layers + the final layer post-softmax',
-    'hidden': 'hidden post-activation layers only (last = penultimate)',
+  'paper': 'hidden post-activation layers + the final layer pre-softmax (logits)',
+  'post_softmax': 'hidden post-activation layers + the final layer post-softmax',
+  'hidden': 'hidden post-activation layers only (last = penultimate)',
 }
 
 
 def layers_for(convention: str, hidden_layers: Sequence[str]) -> list[str]:
   """The probed layers of `convention`, forward order."""
   if convention not in CONVENTIONS:
-    raise ValueError(f'Unknown probe convention {convention!r}; choose one of '
-                     f'{", ".join(CONVENTIONS)}.')
+    raise ValueError(
+      f'Unknown probe convention {convention!r}; choose one of {", ".join(CONVENTIONS)}.'
+    )
   hidden = list(hidden_layers)
   if convention == 'paper':
     return hidden + [LOGITS]
@@ -59,8 +61,9 @@ def final_layer_features(logits: np.ndarray, temperature: float) -> dict[str, np
   return {LOGITS: np.asarray(logits, np.float32), SOFTMAX: p.astype(np.float32)}
 
 
-def _by_convention(fn, accuracy: Mapping[str, float], hidden_layers: Sequence[str]
-                   ) -> dict[str, float | None]:
+def _by_convention(
+  fn, accuracy: Mapping[str, float], hidden_layers: Sequence[str]
+) -> dict[str, float | None]:
   out = {}
   for convention in CONVENTIONS:
     layers = layers_for(convention, hidden_layers)
@@ -71,13 +74,15 @@ def _by_convention(fn, accuracy: Mapping[str, float], hidden_layers: Sequence[st
   return out
 
 
-def kappa_by_convention(id_accuracy: Mapping[str, float], hidden_layers: Sequence[str]
-                        ) -> dict[str, float | None]:
+def kappa_by_convention(
+  id_accuracy: Mapping[str, float], hidden_layers: Sequence[str]
+) -> dict[str, float | None]:
   """Effective depth kappa under every convention, from per-layer ID probe accuracies."""
   return _by_convention(probes.effective_depth, id_accuracy, hidden_layers)
 
 
-def rho_by_convention(ood_accuracy: Mapping[str, float], hidden_layers: Sequence[str]
-                      ) -> dict[str, float | None]:
+def rho_by_convention(
+  ood_accuracy: Mapping[str, float], hidden_layers: Sequence[str]
+) -> dict[str, float | None]:
   """OOD generalization loss rho under every convention, from per-layer OOD accuracies."""
   return _by_convention(probes.ood_generalization_loss, ood_accuracy, hidden_layers)

@@ -34,6 +34,7 @@ the device (10 layers x 10,000 examples x 10,000 coordinates = 4 GB); layers are
 width and packed greedily into groups of at most `ProbeConfig.max_group_bytes` (default
 1 GiB), so a ResNet on 50,000 training images trains one or a few layers per program.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -47,7 +48,6 @@ import numpy as np
 import optax
 
 from rankdeficit.metrics import spectral
-
 
 # --------------------------------------------------------------------------------------
 # kappa / rho
@@ -66,8 +66,9 @@ def _as_accuracy_vector(acc: Sequence[float] | Mapping[str, float] | np.ndarray)
   return a
 
 
-def effective_depth(acc_per_layer: Sequence[float] | Mapping[str, float] | np.ndarray,
-                    threshold: float = 0.99) -> float:
+def effective_depth(
+  acc_per_layer: Sequence[float] | Mapping[str, float] | np.ndarray, threshold: float = 0.99
+) -> float:
   """Effective depth kappa (paper Sec. 2): first layer reaching `threshold` x last accuracy.
 
   kappa = i* / L with i* the 1-based index (forward order) of the first layer whose probe
@@ -85,14 +86,15 @@ def effective_depth(acc_per_layer: Sequence[float] | Mapping[str, float] | np.nd
     raise ValueError(f'threshold must be in (0, 1], got {threshold}')
   last = a[-1]
   if last <= 0:
-    raise ValueError('effective depth is undefined when the last layer\'s probe accuracy is 0')
+    raise ValueError("effective depth is undefined when the last layer's probe accuracy is 0")
   reached = a >= threshold * last - 1e-12
   first = int(np.argmax(reached))  # reached[-1] is True, so argmax finds the first True
   return (first + 1) / a.size
 
 
-def ood_generalization_loss(ood_acc_per_layer: Sequence[float] | Mapping[str, float] | np.ndarray
-                            ) -> float:
+def ood_generalization_loss(
+  ood_acc_per_layer: Sequence[float] | Mapping[str, float] | np.ndarray,
+) -> float:
   """OOD generalization loss rho = (max_l acc_l - acc_last) / max_l acc_l, in [0, 1].
 
   0 when the last layer is (one of) the best. Raises ValueError when every accuracy is 0
@@ -113,6 +115,7 @@ def ood_generalization_loss(ood_acc_per_layer: Sequence[float] | Mapping[str, fl
 class ProbeConfig:
   """Linear-probe settings. The defaults are the paper's (Table 5) and are written only
   here: `analysis_config.AnalysisConfig.probe` holds one, set by its `probe_*` options."""
+
   learning_rate: float = 1e-3
   weight_decay: float = 1e-3
   decoupled_weight_decay: bool = False  # False: torch.optim.Adam (coupled L2); True: AdamW
@@ -124,7 +127,11 @@ class ProbeConfig:
 
 
 class Probe(NamedTuple):
-  """A trained linear probe: logits = ((x - mean) * scale) @ w + b (leading layer axis if stacked)."""
+  """A trained linear probe: logits = ((x - mean) * scale) @ w + b.
+
+  Stacked probes have a leading layer axis.
+  """
+
   w: Any  # [D, C]
   b: Any  # [C]
   mean: Any  # [D]
@@ -149,8 +156,9 @@ def _standardizer(x: jax.Array, standardize: bool):
   return mean, scale
 
 
-def _train_single(x: jax.Array, y: jax.Array, key: jax.Array, *, num_classes: int,
-                  cfg: ProbeConfig) -> Probe:
+def _train_single(
+  x: jax.Array, y: jax.Array, key: jax.Array, *, num_classes: int, cfg: ProbeConfig
+) -> Probe:
   """Trains one probe on x [n, D] (float32), y [n] int. Pure; jit/vmap-able over x."""
   n, d = x.shape
   bs = min(cfg.batch_size, n)
@@ -158,8 +166,10 @@ def _train_single(x: jax.Array, y: jax.Array, key: jax.Array, *, num_classes: in
   pad = steps * bs - n
   mean, scale = _standardizer(x, cfg.standardize)
   tx = _make_optimizer(cfg)
-  params = {'w': jnp.zeros((d, num_classes), jnp.float32),
-            'b': jnp.zeros((num_classes,), jnp.float32)}
+  params = {
+    'w': jnp.zeros((d, num_classes), jnp.float32),
+    'b': jnp.zeros((num_classes,), jnp.float32),
+  }
   opt_state = tx.init(params)
 
   def loss_fn(params, xb, yb, mb):
@@ -210,13 +220,22 @@ def _check_labels(y, num_classes: int) -> np.ndarray:
   return y
 
 
-def train_probe(x: np.ndarray, y: np.ndarray, num_classes: int, *, key: jax.Array,
-                config: ProbeConfig = ProbeConfig()) -> Probe:
+def train_probe(
+  x: np.ndarray,
+  y: np.ndarray,
+  num_classes: int,
+  *,
+  key: jax.Array,
+  config: ProbeConfig = ProbeConfig(),
+) -> Probe:
   """Trains one linear probe on features x [n, ...] (flattened) with labels y [n]."""
   x = np.asarray(x, np.float32).reshape(len(x), -1)
   y = _check_labels(y, num_classes)
-  return jax.device_get(_train_single_jit(jnp.asarray(x), jnp.asarray(y), key,
-                                          num_classes=num_classes, cfg=_jit_cfg(config)))
+  return jax.device_get(
+    _train_single_jit(
+      jnp.asarray(x), jnp.asarray(y), key, num_classes=num_classes, cfg=_jit_cfg(config)
+    )
+  )
 
 
 def _plan_groups(widths: Sequence[int], n: int, max_bytes: int) -> list[list[int]]:
@@ -234,8 +253,14 @@ def _plan_groups(widths: Sequence[int], n: int, max_bytes: int) -> list[list[int
   return groups
 
 
-def train_probes(xs: Sequence[np.ndarray], y: np.ndarray, num_classes: int, *, key: jax.Array,
-                 config: ProbeConfig = ProbeConfig()) -> list[Probe]:
+def train_probes(
+  xs: Sequence[np.ndarray],
+  y: np.ndarray,
+  num_classes: int,
+  *,
+  key: jax.Array,
+  config: ProbeConfig = ProbeConfig(),
+) -> list[Probe]:
   """Trains one probe per feature matrix (same examples and labels), vmapped in groups.
 
   Returns host (numpy) probes in the order of `xs`, each with its layer's own width.
@@ -252,9 +277,12 @@ def train_probes(xs: Sequence[np.ndarray], y: np.ndarray, num_classes: int, *, k
     dmax = max(widths[i] for i in group)
     stacked = np.zeros((len(group), n, dmax), np.float32)
     for k, i in enumerate(group):
-      stacked[k, :, :widths[i]] = xs[i]
-    res = jax.device_get(_train_group_jit(jnp.asarray(stacked), y_dev, key,
-                                          num_classes=num_classes, cfg=_jit_cfg(config)))
+      stacked[k, :, : widths[i]] = xs[i]
+    res = jax.device_get(
+      _train_group_jit(
+        jnp.asarray(stacked), y_dev, key, num_classes=num_classes, cfg=_jit_cfg(config)
+      )
+    )
     del stacked
     for k, i in enumerate(group):
       d = widths[i]
@@ -269,8 +297,10 @@ def _predict(probe: Probe, x):
 
 def probe_predictions(probe: Probe, x: np.ndarray, *, batch_size: int = 8192) -> np.ndarray:
   x = np.asarray(x, np.float32).reshape(len(x), -1)
-  preds = [np.asarray(_predict(probe, jnp.asarray(x[i:i + batch_size])))
-           for i in range(0, len(x), batch_size)]
+  preds = [
+    np.asarray(_predict(probe, jnp.asarray(x[i : i + batch_size])))
+    for i in range(0, len(x), batch_size)
+  ]
   return np.concatenate(preds) if preds else np.zeros((0,), np.int32)
 
 
@@ -281,18 +311,27 @@ def probe_accuracy(probe: Probe, x: np.ndarray, y: np.ndarray, *, batch_size: in
   return float(np.mean(probe_predictions(probe, x, batch_size=batch_size) == y))
 
 
-def fit_layer_probes(train_features: Mapping[str, np.ndarray], train_labels: np.ndarray,
-                     test_features: Mapping[str, np.ndarray], test_labels: np.ndarray,
-                     num_classes: int, *, key: jax.Array,
-                     config: ProbeConfig = ProbeConfig()) -> dict[str, float]:
+def fit_layer_probes(
+  train_features: Mapping[str, np.ndarray],
+  train_labels: np.ndarray,
+  test_features: Mapping[str, np.ndarray],
+  test_labels: np.ndarray,
+  num_classes: int,
+  *,
+  key: jax.Array,
+  config: ProbeConfig = ProbeConfig(),
+) -> dict[str, float]:
   """Trains a probe per layer on the train split and returns {layer: test accuracy}."""
   layers = list(train_features)
   if set(layers) != set(test_features):
     raise ValueError(f'train/test layers differ: {layers} vs {list(test_features)}')
-  probes = train_probes([train_features[l] for l in layers], train_labels, num_classes,
-                        key=key, config=config)
-  return {l: probe_accuracy(p, test_features[l], test_labels, batch_size=config.eval_batch_size)
-          for l, p in zip(layers, probes)}
+  probes = train_probes(
+    [train_features[l] for l in layers], train_labels, num_classes, key=key, config=config
+  )
+  return {
+    l: probe_accuracy(p, test_features[l], test_labels, batch_size=config.eval_batch_size)
+    for l, p in zip(layers, probes)
+  }
 
 
 # --------------------------------------------------------------------------------------
@@ -307,6 +346,7 @@ class Features(NamedTuple):
     coords: {layer: int array [k]} indices of the kept coordinates in the flattened layer
     (identical for every dataset extracted with the same key and model).
   """
+
   reps: dict[str, np.ndarray]
   logits: np.ndarray
   labels: np.ndarray
@@ -324,11 +364,21 @@ def select_coordinates(dim: int, max_dims: int | None, key: jax.Array) -> np.nda
   return np.asarray(spectral.feature_subset_indices(dim, max_dims, key)).astype(np.int32)
 
 
-def layer_coordinates(model, variables, image_shape: Sequence[int], *, max_dims: int | None,
-                      key: jax.Array, layers: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+def layer_coordinates(
+  model,
+  variables,
+  image_shape: Sequence[int],
+  *,
+  max_dims: int | None,
+  key: jax.Array,
+  layers: Sequence[str] | None = None,
+) -> dict[str, np.ndarray]:
   """The coordinate subset of every (selected) layer; layer i uses fold_in(key, i)."""
-  shapes = jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables,
-                          jax.ShapeDtypeStruct((1, *image_shape), jnp.float32))
+  shapes = jax.eval_shape(
+    lambda v, x: model.apply(v, x, train=False),
+    variables,
+    jax.ShapeDtypeStruct((1, *image_shape), jnp.float32),
+  )
   rep_shapes = shapes[1]
   names = list(rep_shapes)
   if layers is not None:
@@ -349,16 +399,24 @@ def _apply_and_select(model, variables, images, dev_coords):
   """Logits and each layer's coordinate subset, in float32. One compiled program per model
   and set of layers, shared by every split and every extraction of an analysis."""
   logits, reps = model.apply(variables, images, train=False)
-  sel = {k: jnp.take(reps[k].reshape(reps[k].shape[0], -1), c, axis=1).astype(jnp.float32)
-         for k, c in dev_coords.items()}
+  sel = {
+    k: jnp.take(reps[k].reshape(reps[k].shape[0], -1), c, axis=1).astype(jnp.float32)
+    for k, c in dev_coords.items()
+  }
   return logits.astype(jnp.float32), sel
 
 
-def extract_features(model, variables, batches: Iterable[Mapping[str, np.ndarray]], *,
-                     layers: Sequence[str] | None = None, max_dims: int | None = 10_000,
-                     key: jax.Array | None = None,
-                     coords: Mapping[str, np.ndarray] | None = None,
-                     max_examples: int | None = None) -> Features:
+def extract_features(
+  model,
+  variables,
+  batches: Iterable[Mapping[str, np.ndarray]],
+  *,
+  layers: Sequence[str] | None = None,
+  max_dims: int | None = 10_000,
+  key: jax.Array | None = None,
+  coords: Mapping[str, np.ndarray] | None = None,
+  max_examples: int | None = None,
+) -> Features:
   """Streams an eval iterator through the model and keeps a coordinate subset of each layer.
 
   One jitted apply per batch (train=False) that flattens every representation and gathers
@@ -385,18 +443,20 @@ def extract_features(model, variables, batches: Iterable[Mapping[str, np.ndarray
   for batch in it:
     images = np.asarray(batch['image'], np.float32)
     if coords is None:
-      coords = layer_coordinates(model, variables, images.shape[1:], max_dims=max_dims, key=key,
-                                 layers=layers)
+      coords = layer_coordinates(
+        model, variables, images.shape[1:], max_dims=max_dims, key=key, layers=layers
+      )
     if dev_coords is None:
       coords = {k: np.asarray(v, np.int32) for k, v in coords.items()}
       dev_coords = {k: jnp.asarray(v) for k, v in coords.items()}
       reps_out = {k: [] for k in coords}
     mask = np.asarray(batch.get('mask', np.ones(len(images), bool)), bool)
-    logits, sel = jax.device_get(_apply_and_select(model, variables, jnp.asarray(images),
-                                                   dev_coords))
+    logits, sel = jax.device_get(
+      _apply_and_select(model, variables, jnp.asarray(images), dev_coords)
+    )
     keep = np.flatnonzero(mask)
     if max_examples is not None:
-      keep = keep[:max(0, max_examples - count)]
+      keep = keep[: max(0, max_examples - count)]
     count += len(keep)
     logits_out.append(np.asarray(logits)[keep])
     labels_out.append(np.asarray(batch['label']).astype(np.int32)[keep])
@@ -407,8 +467,8 @@ def extract_features(model, variables, batches: Iterable[Mapping[str, np.ndarray
   if dev_coords is None:
     raise ValueError('the batch iterator was empty')
   return Features(
-      reps={k: np.concatenate(v) for k, v in reps_out.items()},
-      logits=np.concatenate(logits_out),
-      labels=np.concatenate(labels_out),
-      coords=dict(coords))
-
+    reps={k: np.concatenate(v) for k, v in reps_out.items()},
+    logits=np.concatenate(logits_out),
+    labels=np.concatenate(labels_out),
+    coords=dict(coords),
+  )

@@ -11,6 +11,9 @@
 - `local_import`: writes local files (../shared/data, image folders, zips, .npz) as
   array_record tfds datasets; CLI: `python -m tools.import_data`.
 """
-from rankdeficit.data.datasets import DATASET_NAMES, DatasetNotFoundError, ood_pair
+
+from rankdeficit.data.datasets import DATASET_NAMES
+from rankdeficit.data.datasets import DatasetNotFoundError
+from rankdeficit.data.datasets import ood_pair
 
 __all__ = ['DATASET_NAMES', 'DatasetNotFoundError', 'ood_pair']

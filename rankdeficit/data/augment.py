@@ -29,6 +29,7 @@ transform stops at the uint8 crop + flip and returns the colour jitter's random 
 With `device_resize_canvas` too it stops one step earlier: `decode_crop_window` ships the
 decoded window around the crop box, and the device resizes and flips.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -82,11 +83,14 @@ def fit_to_size(image, image_size: int, *, variable_size: bool = False) -> np.nd
     image = np.pad(image, ((2, 2), (2, 2), (0, 0)))
   elif variable_size:
     short = int(round(image_size / EVAL_CROP_FRACTION))
-    nh, nw = (short, max(short, int(round(w * short / h)))) if h <= w else (
-        max(short, int(round(h * short / w))), short)
+    nh, nw = (
+      (short, max(short, int(round(w * short / h))))
+      if h <= w
+      else (max(short, int(round(h * short / w))), short)
+    )
     image = resize(image, nh, nw)
     top, left = (nh - image_size) // 2, (nw - image_size) // 2
-    image = image[top:top + image_size, left:left + image_size]
+    image = image[top : top + image_size, left : left + image_size]
   else:
     image = resize(image, image_size, image_size)
   return to_rgb(image)
@@ -106,24 +110,26 @@ def normalize(image: np.ndarray, mean: Sequence[float], std: Sequence[float]) ->
   return np.divide(out, std255, out=out)
 
 
-def random_crop_with_padding(image: np.ndarray, rng: np.random.Generator, size: int,
-                             padding: int = 4) -> np.ndarray:
+def random_crop_with_padding(
+  image: np.ndarray, rng: np.random.Generator, size: int, padding: int = 4
+) -> np.ndarray:
   """torchvision RandomCrop(size, padding) with zero padding."""
   h, w, c = image.shape
   # A preallocated zero canvas: np.pad costs ~5x more per small image (profiled).
   padded = np.zeros((h + 2 * padding, w + 2 * padding, c), image.dtype)
-  padded[padding:padding + h, padding:padding + w] = image
+  padded[padding : padding + h, padding : padding + w] = image
   top = rng.integers(0, padded.shape[0] - size + 1)
   left = rng.integers(0, padded.shape[1] - size + 1)
-  return padded[top:top + size, left:left + size]
+  return padded[top : top + size, left : left + size]
 
 
 def random_flip(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
   return image[:, ::-1] if rng.random() < 0.5 else image
 
 
-def sample_crop_box(height: int, width: int, rng: np.random.Generator,
-                    scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)) -> tuple[int, int, int, int]:
+def sample_crop_box(
+  height: int, width: int, rng: np.random.Generator, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)
+) -> tuple[int, int, int, int]:
   """torchvision RandomResizedCrop's box (left, top, w, h): area fraction ~ U(scale), log
   aspect ~ U(log ratio), 10 tries, then a central crop with the aspect clamped to `ratio`."""
   area = height * width
@@ -147,15 +153,17 @@ def sample_crop_box(height: int, width: int, rng: np.random.Generator,
   return (width - w) // 2, (height - h) // 2, w, h
 
 
-def random_resized_crop(image: np.ndarray, rng: np.random.Generator, size: int,
-                        scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)) -> np.ndarray:
+def random_resized_crop(
+  image: np.ndarray, rng: np.random.Generator, size: int, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)
+) -> np.ndarray:
   """torchvision RandomResizedCrop of a decoded uint8 HWC image."""
   left, top, w, h = sample_crop_box(image.shape[0], image.shape[1], rng, scale, ratio)
   return resize(image, size, size, box=(left, top, left + w, top + h))
 
 
-def decode_random_resized_crop(data: bytes, rng: np.random.Generator, size: int,
-                               scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)) -> np.ndarray:
+def decode_random_resized_crop(
+  data: bytes, rng: np.random.Generator, size: int, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)
+) -> np.ndarray:
   """`random_resized_crop` of an encoded image, decoding only what the crop needs.
 
   Returns uint8 (size, size, 3). The box is drawn from the header's size (same random
@@ -188,8 +196,9 @@ def _draft_crop_box(pil: Image.Image, rng, size: int, scale, ratio) -> tuple[flo
   return left * f, top * f, (left + w) * f, (top + h) * f
 
 
-def decode_crop_window(data, rng: np.random.Generator, size: int, canvas: int,
-                       scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)) -> dict[str, np.ndarray]:
+def decode_crop_window(
+  data, rng: np.random.Generator, size: int, canvas: int, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)
+) -> dict[str, np.ndarray]:
   """`random_resized_crop`'s crop, left for the device to resize (data/device_preprocess.py).
 
   `data` is an encoded image (bytes) or a uint8 HWC array. The box is drawn (and a JPEG
@@ -219,14 +228,20 @@ def decode_crop_window(data, rng: np.random.Generator, size: int, canvas: int,
     box = (left, top, left + w, top + h)
     window = _filter_window(box, image.shape[1::-1], size)
     fits = max(window[2] - window[0], window[3] - window[1]) <= canvas
-    pixels = (image[window[1]:window[3], window[0]:window[2]] if fits
-              else resize(image, size, size, box=box))
+    pixels = (
+      image[window[1] : window[3], window[0] : window[2]]
+      if fits
+      else resize(image, size, size, box=box)
+    )
   out = np.zeros((canvas, canvas, 3), np.uint8)
-  out[:pixels.shape[0], :pixels.shape[1]] = pixels
+  out[: pixels.shape[0], : pixels.shape[1]] = pixels
   x0, y0 = (window[0], window[1]) if fits else (0, 0)
   box = (box[0] - x0, box[1] - y0, box[2] - x0, box[3] - y0) if fits else (0, 0, size, size)
-  return {'image': out, 'resize_box': np.asarray(box, np.float32),
-          'resize_valid': np.asarray(pixels.shape[:2], np.int32)}
+  return {
+    'image': out,
+    'resize_box': np.asarray(box, np.float32),
+    'resize_valid': np.asarray(pixels.shape[:2], np.int32),
+  }
 
 
 def _filter_window(box, image_size: tuple[int, int], size: int) -> tuple[int, int, int, int]:
@@ -245,16 +260,16 @@ def _grey(image: np.ndarray) -> np.ndarray:
   return image @ np.asarray([0.299, 0.587, 0.114], np.float32)
 
 
-def draw_color_jitter(rng: np.random.Generator,
-                      strength=(0.6, 1.4)) -> tuple[np.ndarray, np.ndarray]:
+def draw_color_jitter(
+  rng: np.random.Generator, strength=(0.6, 1.4)
+) -> tuple[np.ndarray, np.ndarray]:
   """The random draws of one `color_jitter`: float32 factors (brightness, contrast,
   saturation) ~ U(strength), and int32 `order`, the op indices in the order applied."""
   factors = rng.uniform(strength[0], strength[1], size=3)
   return factors.astype(np.float32), rng.permutation(3).astype(np.int32)
 
 
-def color_jitter(image: np.ndarray, rng: np.random.Generator,
-                 strength=(0.6, 1.4)) -> np.ndarray:
+def color_jitter(image: np.ndarray, rng: np.random.Generator, strength=(0.6, 1.4)) -> np.ndarray:
   """torchvision ColorJitter(brightness, contrast, saturation) with factors ~ U(strength),
   applied in a random order; uint8 RGB in, float32 [0, 255] out."""
   x = image.astype(np.float32)
@@ -275,8 +290,9 @@ def color_jitter(image: np.ndarray, rng: np.random.Generator,
 _GREY = (0.299, 0.587, 0.114)
 
 
-def color_jitter_pil(image: Image.Image, rng: np.random.Generator,
-                     strength=(0.6, 1.4)) -> Image.Image:
+def color_jitter_pil(
+  image: Image.Image, rng: np.random.Generator, strength=(0.6, 1.4)
+) -> Image.Image:
   """`color_jitter` (same random draws and order) on an RGB PIL image, in uint8.
 
   Each op is one affine colour matrix applied by Pillow in C, rounding and clipping to
@@ -303,6 +319,7 @@ def color_jitter_pil(image: Image.Image, rng: np.random.Generator,
 @dataclasses.dataclass(frozen=True)
 class Preprocess:
   """What every transform needs to know: output size and normalisation."""
+
   image_size: int
   mean: tuple[float, float, float]
   std: tuple[float, float, float]
@@ -323,16 +340,23 @@ class TrainTransform(grain.transforms.RandomMap):
   way, so a record gets the same crop, flip and jitter in both modes.
   """
 
-  def __init__(self, augment: str, prep: Preprocess, *, device_normalize: bool = False,
-               device_resize_canvas: int = 0):
+  def __init__(
+    self,
+    augment: str,
+    prep: Preprocess,
+    *,
+    device_normalize: bool = False,
+    device_resize_canvas: int = 0,
+  ):
     if augment not in ('cifar', 'imagenet', 'vit', 'none'):
-      raise ValueError(f"Unknown augment {augment!r}; choose cifar|imagenet|vit|none.")
+      raise ValueError(f'Unknown augment {augment!r}; choose cifar|imagenet|vit|none.')
     if device_normalize and augment not in DEVICE_NORMALIZED:
-      raise ValueError(f'device_normalize needs augment in {DEVICE_NORMALIZED}, not '
-                       f'{augment!r}.')
+      raise ValueError(f'device_normalize needs augment in {DEVICE_NORMALIZED}, not {augment!r}.')
     if device_resize_canvas and (not device_normalize or device_resize_canvas < prep.image_size):
-      raise ValueError(f'device_resize_canvas={device_resize_canvas} needs device_normalize '
-                       f'and a canvas of at least image_size={prep.image_size} pixels.')
+      raise ValueError(
+        f'device_resize_canvas={device_resize_canvas} needs device_normalize '
+        f'and a canvas of at least image_size={prep.image_size} pixels.'
+      )
     self.augment = augment
     self.prep = prep
     self.device_normalize = device_normalize
@@ -345,8 +369,10 @@ class TrainTransform(grain.transforms.RandomMap):
     if isinstance(element['image'], bytes) and self.augment in ('imagenet', 'vit'):
       return self._encoded_random_map(element, rng)
     if isinstance(element['image'], bytes):
-      raise ValueError(f"Encoded images need augment='imagenet' or 'vit', not "
-                       f"{self.augment!r} (decode them in the source instead).")
+      raise ValueError(
+        f"Encoded images need augment='imagenet' or 'vit', not "
+        f'{self.augment!r} (decode them in the source instead).'
+      )
     image = to_uint8_hwc(element['image'])
     if self.augment == 'none':
       image = fit_to_size(image, p.image_size, variable_size=p.variable_size)
@@ -359,15 +385,15 @@ class TrainTransform(grain.transforms.RandomMap):
     else:  # vit
       image = to_rgb(random_resized_crop(image, rng, p.image_size, (0.05, 1.0)))
       image = random_flip(image, rng)
-    return {'image': normalize(image, p.mean, p.std),
-            'label': np.int32(element['label'])}
+    return {'image': normalize(image, p.mean, p.std), 'label': np.int32(element['label'])}
 
   def _scale(self) -> tuple[float, float]:
     return (0.08, 1.0) if self.augment == 'imagenet' else (0.05, 1.0)
 
   def _encoded_crop_flip(self, data: bytes, rng: np.random.Generator) -> Image.Image:
-    image = _decode_random_resized_crop(data, rng, self.prep.image_size, self._scale(),
-                                        (3 / 4, 4 / 3))
+    image = _decode_random_resized_crop(
+      data, rng, self.prep.image_size, self._scale(), (3 / 4, 4 / 3)
+    )
     if rng.random() < 0.5:  # random_flip's draw
       image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     return image
@@ -378,8 +404,10 @@ class TrainTransform(grain.transforms.RandomMap):
     image = self._encoded_crop_flip(element['image'], rng)
     if self.augment == 'imagenet':
       image = color_jitter_pil(image, rng)
-    return {'image': normalize(np.asarray(image), p.mean, p.std),
-            'label': np.int32(element['label'])}
+    return {
+      'image': normalize(np.asarray(image), p.mean, p.std),
+      'label': np.int32(element['label']),
+    }
 
   def _uint8_random_map(self, element, rng: np.random.Generator):
     """Crop + flip to uint8 (from bytes or an array); jitter and normalisation are left to
@@ -387,14 +415,21 @@ class TrainTransform(grain.transforms.RandomMap):
     `device_resize_canvas` the crop's window and the flip draw are shipped instead
     (`decode_crop_window`): the device resizes and flips too."""
     if self.device_resize_canvas:
-      out = decode_crop_window(element['image'], rng, self.prep.image_size,
-                               self.device_resize_canvas, self._scale(), (3 / 4, 4 / 3))
+      out = decode_crop_window(
+        element['image'],
+        rng,
+        self.prep.image_size,
+        self.device_resize_canvas,
+        self._scale(),
+        (3 / 4, 4 / 3),
+      )
       out['flip'] = np.bool_(rng.random() < 0.5)  # random_flip's draw
     elif isinstance(element['image'], bytes):
       out = {'image': np.asarray(self._encoded_crop_flip(element['image'], rng))}
     else:
-      image = random_resized_crop(to_uint8_hwc(element['image']), rng, self.prep.image_size,
-                                  self._scale())
+      image = random_resized_crop(
+        to_uint8_hwc(element['image']), rng, self.prep.image_size, self._scale()
+      )
       out = {'image': random_flip(to_rgb(image), rng)}
     out['label'] = np.int32(element['label'])
     if self.augment == 'imagenet':
@@ -413,7 +448,7 @@ class EvalTransform(grain.transforms.Map):
     if not element['mask']:
       image = np.zeros((p.image_size, p.image_size, 3), np.float32)
     else:
-      image = normalize(fit_to_size(element['image'], p.image_size,
-                                    variable_size=p.variable_size), p.mean, p.std)
-    return {'image': image, 'label': np.int32(element['label']),
-            'mask': np.bool_(element['mask'])}
+      image = normalize(
+        fit_to_size(element['image'], p.image_size, variable_size=p.variable_size), p.mean, p.std
+      )
+    return {'image': image, 'label': np.int32(element['label']), 'mask': np.bool_(element['mask'])}

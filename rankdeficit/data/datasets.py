@@ -11,14 +11,15 @@ Normalisation constants (per-channel mean/std in [0, 1] units, of the training s
 - tiny_imagenet32: measured on the 20,000-image 32x32 train file in ../shared/data;
 - digits: measured on the digits train split at 8x8 (values 0..16 scaled to 0..255).
 """
+
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import os
+from pathlib import Path
 import socket
 import threading
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -52,32 +53,57 @@ class Spec:
 
 _IMAGENET_SPLITS = (('train', 'train'), ('test', 'validation'), ('validation', 'validation'))
 SPECS: dict[str, Spec] = {
-    'cifar10': Spec(10, (32, 32, 3), *CIFAR10_STATS, 'download', 'cifar10'),
-    'cifar100': Spec(100, (32, 32, 3), (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762),
-                     'download', 'cifar100'),
-    'svhn_cropped': Spec(10, (32, 32, 3), (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970),
-                         'download', 'svhn_cropped'),
-    'imagenet2012': Spec(1000, (None, None, 3), *IMAGENET_STATS, 'manual', 'imagenet2012',
-                         _IMAGENET_SPLITS),
-    'imagenet100': Spec(100, (None, None, 3), *IMAGENET_STATS, 'manual', 'imagenet2012',
-                        _IMAGENET_SPLITS),
-    'mnist': Spec(10, (28, 28, 1), (0.1307,) * 3, (0.3081,) * 3, 'offline', 'mnist'),
-    'cifar10_jpeg': Spec(10, (32, 32, 3), *CIFAR10_STATS, 'offline', 'cifar10_jpeg'),
-    'tiny_imagenet32': Spec(200, (32, 32, 3), (0.4819, 0.4496, 0.3991),
-                            (0.2618, 0.2535, 0.2679), 'offline', 'tiny_imagenet32',
-                            class_sorted=True),  # as ../shared/data stores it
-    'digits': Spec(10, (8, 8, 1), (0.3048,) * 3, (0.3755,) * 3, 'memory'),
+  'cifar10': Spec(10, (32, 32, 3), *CIFAR10_STATS, 'download', 'cifar10'),
+  'cifar100': Spec(
+    100, (32, 32, 3), (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), 'download', 'cifar100'
+  ),
+  'svhn_cropped': Spec(
+    10, (32, 32, 3), (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970), 'download', 'svhn_cropped'
+  ),
+  'imagenet2012': Spec(
+    1000, (None, None, 3), *IMAGENET_STATS, 'manual', 'imagenet2012', _IMAGENET_SPLITS
+  ),
+  'imagenet100': Spec(
+    100, (None, None, 3), *IMAGENET_STATS, 'manual', 'imagenet2012', _IMAGENET_SPLITS
+  ),
+  'mnist': Spec(10, (28, 28, 1), (0.1307,) * 3, (0.3081,) * 3, 'offline', 'mnist'),
+  'cifar10_jpeg': Spec(10, (32, 32, 3), *CIFAR10_STATS, 'offline', 'cifar10_jpeg'),
+  'tiny_imagenet32': Spec(
+    200,
+    (32, 32, 3),
+    (0.4819, 0.4496, 0.3991),
+    (0.2618, 0.2535, 0.2679),
+    'offline',
+    'tiny_imagenet32',
+    class_sorted=True,
+  ),  # as ../shared/data stores it
+  'digits': Spec(10, (8, 8, 1), (0.3048,) * 3, (0.3755,) * 3, 'memory'),
 }
 DATASET_NAMES = tuple(SPECS)
 
 # Default OOD partner of each training set (SPEC section 2/4).
-_FAR_OOD = {'cifar10': 'svhn_cropped', 'cifar100': 'svhn_cropped', 'svhn_cropped': 'cifar10',
-            'imagenet2012': 'cifar100', 'imagenet100': 'cifar100', 'cifar10_jpeg': 'mnist',
-            'tiny_imagenet32': 'mnist', 'mnist': 'cifar10_jpeg', 'digits': 'mnist'}
-_NEAR_OOD = {'cifar10': 'cifar100', 'cifar100': 'cifar10', 'cifar10_jpeg': 'tiny_imagenet32',
-             'tiny_imagenet32': 'cifar10_jpeg', 'imagenet2012': 'cifar100',
-             'imagenet100': 'cifar100', 'svhn_cropped': 'mnist', 'mnist': 'digits',
-             'digits': 'mnist'}
+_FAR_OOD = {
+  'cifar10': 'svhn_cropped',
+  'cifar100': 'svhn_cropped',
+  'svhn_cropped': 'cifar10',
+  'imagenet2012': 'cifar100',
+  'imagenet100': 'cifar100',
+  'cifar10_jpeg': 'mnist',
+  'tiny_imagenet32': 'mnist',
+  'mnist': 'cifar10_jpeg',
+  'digits': 'mnist',
+}
+_NEAR_OOD = {
+  'cifar10': 'cifar100',
+  'cifar100': 'cifar10',
+  'cifar10_jpeg': 'tiny_imagenet32',
+  'tiny_imagenet32': 'cifar10_jpeg',
+  'imagenet2012': 'cifar100',
+  'imagenet100': 'cifar100',
+  'svhn_cropped': 'mnist',
+  'mnist': 'digits',
+  'digits': 'mnist',
+}
 
 
 def subset_indices(name: str, size: int, n: int) -> np.ndarray:
@@ -106,8 +132,7 @@ def ood_pair(dataset: str, kind: str = 'far') -> str:
 
 
 def resolve_data_dir(data_dir: str | None) -> str:
-  return os.path.expanduser(data_dir or os.environ.get('TFDS_DATA_DIR')
-                            or '~/tensorflow_datasets')
+  return os.path.expanduser(data_dir or os.environ.get('TFDS_DATA_DIR') or '~/tensorflow_datasets')
 
 
 def is_decoded_in_memory(name: str, split: str, data_dir: str | None) -> bool:
@@ -118,18 +143,27 @@ def is_decoded_in_memory(name: str, split: str, data_dir: str | None) -> bool:
 def fix_command(name: str, data_dir: str | None) -> str:
   spec, d = get_spec(name), resolve_data_dir(data_dir)
   if spec.kind == 'offline':
-    return (f'python -m tools.import_data {name} --data_dir={d} '
-            f'[--source=/path/to/shared/data]  (imports the local files of ../shared/data)')
+    return (
+      f'python -m tools.import_data {name} --data_dir={d} '
+      f'[--source=/path/to/shared/data]  (imports the local files of ../shared/data)'
+    )
   if spec.kind == 'manual':
-    return (f'put ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar (image-net.org) in '
-            f'MANUAL_DIR, then: python -m tools.import_data imagenet2012 --data_dir={d} '
-            f'--manual_dir=MANUAL_DIR' + (
-                '  (imagenet100 is read from imagenet2012 with the CMC class list)'
-                if name == 'imagenet100' else ''))
-  return (f'on a machine with internet: python -m tools.import_data {name} --data_dir={d} '
-          f'--download  (tfds download_and_prepare, file_format=array_record), then copy '
-          f'{d}/{spec.tfds_name} into the data_dir here. Offline, train on cifar10_jpeg '
-          f'(python -m tools.import_data cifar10_jpeg --data_dir={d}) with mnist as OOD set.')
+    return (
+      f'put ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar (image-net.org) in '
+      f'MANUAL_DIR, then: python -m tools.import_data imagenet2012 --data_dir={d} '
+      f'--manual_dir=MANUAL_DIR'
+      + (
+        '  (imagenet100 is read from imagenet2012 with the CMC class list)'
+        if name == 'imagenet100'
+        else ''
+      )
+    )
+  return (
+    f'on a machine with internet: python -m tools.import_data {name} --data_dir={d} '
+    f'--download  (tfds download_and_prepare, file_format=array_record), then copy '
+    f'{d}/{spec.tfds_name} into the data_dir here. Offline, train on cifar10_jpeg '
+    f'(python -m tools.import_data cifar10_jpeg --data_dir={d}) with mnist as OOD set.'
+  )
 
 
 class DigitsSource:
@@ -139,6 +173,7 @@ class DigitsSource:
 
   def __init__(self, split: str):
     from sklearn.datasets import load_digits  # pylint: disable=import-outside-toplevel
+
     digits = load_digits()
     keep = (np.arange(len(digits.target)) % 5 == 4) == (split == 'test')
     self._images = np.rint(digits.images[keep] * (255.0 / 16.0)).astype(np.uint8)[..., None]
@@ -170,8 +205,10 @@ class IndexedSource:
     # Grain compares repr(source) when restoring a checkpoint: make it describe the data,
     # not the object's address, so a resumed process accepts its own checkpoint.
     digest = hashlib.sha1(self._indices.tobytes()).hexdigest()[:12]
-    return (f'IndexedSource(base={self._base!r}, n={len(self._indices)}, indices={digest}, '
-            f'label_map={sorted(self._label_map.items()) if self._label_map else None})')
+    return (
+      f'IndexedSource(base={self._base!r}, n={len(self._indices)}, indices={digest}, '
+      f'label_map={sorted(self._label_map.items()) if self._label_map else None})'
+    )
 
   def __getitem__(self, index: int) -> dict[str, Any]:
     record = self._base[int(self._indices[index])]
@@ -182,26 +219,45 @@ class IndexedSource:
 
 def _tfds_source(name: str, tfds_split: str, data_dir: str | None, decoders=None):
   import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+
   spec = get_spec(name)
   try:
-    return tfds.data_source(spec.tfds_name, split=tfds_split, data_dir=data_dir,
-                            download=False, decoders=decoders)
-  except (tfds.core.registered.DatasetNotFoundError, NotImplementedError, AssertionError,
-          FileNotFoundError, ValueError, KeyError) as e:
+    return tfds.data_source(
+      spec.tfds_name, split=tfds_split, data_dir=data_dir, download=False, decoders=decoders
+    )
+  except (
+    tfds.core.registered.DatasetNotFoundError,
+    NotImplementedError,
+    AssertionError,
+    FileNotFoundError,
+    ValueError,
+    KeyError,
+  ) as e:
     # KeyError: "Trying to access splits['train'] but splits is empty" (never prepared).
     raise DatasetNotFoundError(
-        f'Dataset {name!r} (split {tfds_split!r}) is not available as an array_record tfds '
-        f'dataset in data_dir {resolve_data_dir(data_dir)!r}. Fix: '
-        f'{fix_command(name, data_dir)}\n(tfds said: {str(e).splitlines()[0][:300]})') from e
+      f'Dataset {name!r} (split {tfds_split!r}) is not available as an array_record tfds '
+      f'dataset in data_dir {resolve_data_dir(data_dir)!r}. Fix: '
+      f'{fix_command(name, data_dir)}\n(tfds said: {str(e).splitlines()[0][:300]})'
+    ) from e
 
 
 DOWNLOADABLE = ('cifar10', 'cifar100', 'svhn_cropped', 'mnist')
 # Where tfds downloads each of them from (tensorflow_datasets/image_classification/*.py).
-DOWNLOAD_HOSTS = {'cifar10': 'www.cs.toronto.edu', 'cifar100': 'www.cs.toronto.edu',
-                  'svhn_cropped': 'ufldl.stanford.edu', 'mnist': 'storage.googleapis.com'}
+DOWNLOAD_HOSTS = {
+  'cifar10': 'www.cs.toronto.edu',
+  'cifar100': 'www.cs.toronto.edu',
+  'svhn_cropped': 'ufldl.stanford.edu',
+  'mnist': 'storage.googleapis.com',
+}
 RESOLVE_TIMEOUT_S = 5.0
-_PROXY_VARIABLES = ('https_proxy', 'HTTPS_PROXY', 'http_proxy', 'HTTP_PROXY', 'all_proxy',
-                    'ALL_PROXY')
+_PROXY_VARIABLES = (
+  'https_proxy',
+  'HTTPS_PROXY',
+  'http_proxy',
+  'HTTP_PROXY',
+  'all_proxy',
+  'ALL_PROXY',
+)
 
 
 def host_resolves(host: str, timeout: float = RESOLVE_TIMEOUT_S) -> bool:
@@ -242,20 +298,26 @@ def _unreachable_reason(name: str) -> str | None:
 def download_and_prepare(name: str, data_dir: str | None, manual_dir: str | None = None):
   """tfds download_and_prepare as array_record (needs the network, or manual_dir)."""
   import sys  # pylint: disable=import-outside-toplevel
+
   import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+
   try:
     import importlib_resources  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
   except ImportError:  # tfds 4.9.10 looks up this optional backport; the stdlib one works
     import importlib.resources  # pylint: disable=import-outside-toplevel
+
     sys.modules['importlib_resources'] = importlib.resources
   config = tfds.download.DownloadConfig(manual_dir=manual_dir) if manual_dir else None
   tfds.builder(get_spec(name).tfds_name, data_dir=data_dir).download_and_prepare(
-      download_config=config, file_format='array_record')
+    download_config=config, file_format='array_record'
+  )
 
 
 def _download_failed(name: str, data_dir: str | None, reason: str) -> str:
-  return (f'Dataset {name!r} is not in data_dir {resolve_data_dir(data_dir)!r} and '
-          f'downloading it failed ({reason}). Fix: {fix_command(name, data_dir)}')
+  return (
+    f'Dataset {name!r} is not in data_dir {resolve_data_dir(data_dir)!r} and '
+    f'downloading it failed ({reason}). Fix: {fix_command(name, data_dir)}'
+  )
 
 
 def ensure_available(name: str, data_dir: str | None, download: bool) -> None:
@@ -281,6 +343,7 @@ def ensure_available(name: str, data_dir: str | None, download: bool) -> None:
 def tfds_data_source(name: str, split: str, data_dir: str | None):
   """Plain `tfds.data_source` of any (e.g. generically imported) dataset, never downloading."""
   import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+
   return tfds.data_source(name, split=split, data_dir=data_dir, download=False)
 
 
@@ -299,6 +362,7 @@ def imagenet100_indices(tfds_split: str, data_dir: str | None, base) -> tuple[np
   The labels are scanned once (images not decoded) and cached in memory and, when possible,
   in `<data_dir>/imagenet100_index/<split>.npy` (`tools/import_data imagenet100` does it)."""
   import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+
   builder = tfds.builder('imagenet2012', data_dir=data_dir)
   info = builder.info
   tfds_labels = [info.features['label'].str2int(w) for w in imagenet100_wnids()]
@@ -309,8 +373,9 @@ def imagenet100_indices(tfds_split: str, data_dir: str | None, base) -> tuple[np
     if cache.exists():
       _IMAGENET100_CACHE[key] = np.load(cache)
     else:
-      src = _tfds_source('imagenet100', tfds_split, data_dir,
-                         decoders={'image': tfds.decode.SkipDecoding()})
+      src = _tfds_source(
+        'imagenet100', tfds_split, data_dir, decoders={'image': tfds.decode.SkipDecoding()}
+      )
       wanted = np.zeros(1000, bool)
       wanted[tfds_labels] = True
       keep = []
@@ -335,8 +400,9 @@ def holds_in_memory(name: str) -> bool:
   return spec.kind != 'memory' and not spec.variable_size
 
 
-def open_source(name: str, split: str, data_dir: str | None, *, in_memory: bool = False,
-                decode: bool = True):
+def open_source(
+  name: str, split: str, data_dir: str | None, *, in_memory: bool = False, decode: bool = True
+):
   """Random-access source of {'image', 'label'} records of `name`/`split` ('train'/'test').
 
   With `in_memory`, datasets of fixed-size images are decoded once (per process) into a
@@ -352,11 +418,12 @@ def open_source(name: str, split: str, data_dir: str | None, *, in_memory: bool 
     return DigitsSource(splits[split])
   if in_memory and holds_in_memory(name):
     return memory.in_memory_source(
-        name, split, resolve_data_dir(data_dir),
-        lambda: _tfds_source(name, splits[split], data_dir))
+      name, split, resolve_data_dir(data_dir), lambda: _tfds_source(name, splits[split], data_dir)
+    )
   decoders = None
   if not decode and spec.variable_size:
     import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+
     decoders = {'image': tfds.decode.SkipDecoding()}
   base = _tfds_source(name, splits[split], data_dir, decoders)
   if name == 'imagenet100':

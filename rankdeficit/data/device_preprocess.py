@@ -25,6 +25,7 @@ The dtype is static under `jit`, so the choice is made at trace time.
 
 Only jax and numpy here: `steps.py` imports this without grain, Pillow or TensorFlow.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -41,6 +42,7 @@ class DeviceNormalize:
   """uint8 batch -> float32 model input: resize + flip of shipped crop windows (when the
   batch has 'resize_box'; to `image_size`), optional colour jitter, then per-channel
   normalisation with `mean` and `std` in [0, 1] units (hashable: a static jit argument)."""
+
   mean: tuple[float, float, float]
   std: tuple[float, float, float]
   image_size: int | None = None
@@ -65,9 +67,11 @@ def model_images(batch: dict, preprocess: DeviceNormalize | None) -> jax.Array:
   without `preprocess` rather than feeding raw grey levels to the model."""
   if batch['image'].dtype == jnp.uint8:
     if preprocess is None:
-      raise TypeError('uint8 images (train batches of augment=imagenet/vit) are normalised in '
-                      'the step: pass preprocess=input_pipeline.device_preprocess(config) to '
-                      'steps.train_step.')
+      raise TypeError(
+        'uint8 images (train batches of augment=imagenet/vit) are normalised in '
+        'the step: pass preprocess=input_pipeline.device_preprocess(config) to '
+        'steps.train_step.'
+      )
     return preprocess(batch)
   return batch['image']
 
@@ -94,16 +98,19 @@ def resize_crops(x: jax.Array, box: jax.Array, valid: jax.Array, size: int) -> j
   """
   in_h, in_w = x.shape[1:3]
   rows = jax.vmap(bilinear_weights, (0, 0, 0, None, None))(
-      box[:, 1], box[:, 3], valid[:, 0], in_h, size)
+    box[:, 1], box[:, 3], valid[:, 0], in_h, size
+  )
   cols = jax.vmap(bilinear_weights, (0, 0, 0, None, None))(
-      box[:, 0], box[:, 2], valid[:, 1], in_w, size)
+    box[:, 0], box[:, 2], valid[:, 1], in_w, size
+  )
   highest = jax.lax.Precision.HIGHEST
   x = jnp.einsum('boh,bhwc->bowc', rows, x, precision=highest)
   return jnp.einsum('bpw,bowc->bopc', cols, x, precision=highest)
 
 
-def bilinear_weights(lo: jax.Array, hi: jax.Array, valid: jax.Array, in_size: int,
-                     out_size: int) -> jax.Array:
+def bilinear_weights(
+  lo: jax.Array, hi: jax.Array, valid: jax.Array, in_size: int, out_size: int
+) -> jax.Array:
   """[out_size, in_size] coefficients of Pillow's bilinear resize of [lo, hi) to out_size
   (libImaging/Resample.c `precompute_coeffs`): a triangle of half-width max(1, scale)
   centred on each output pixel, cut to the source pixels Pillow visits (< `valid`, the
@@ -129,7 +136,7 @@ def color_jitter(x: jax.Array, factors: jax.Array, order: jax.Array) -> jax.Arra
   """
   for k in range(3):
     op = order[:, k]
-    f = jnp.take_along_axis(factors, order[:, k:k + 1], axis=1)[:, 0]
+    f = jnp.take_along_axis(factors, order[:, k : k + 1], axis=1)[:, 0]
     x = _blend(x, op, f)
   return x
 

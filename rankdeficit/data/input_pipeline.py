@@ -36,6 +36,7 @@ Eval iterators (evaluation, the collapse monitor, analysis, probes) always yield
 Checkpointing the train iterator with orbax: `grain.checkpoint.CheckpointSave(it)` /
 `grain.checkpoint.CheckpointRestore(it)` (handler `grain.checkpoint.CheckpointHandler`).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -79,10 +80,10 @@ def input_shape(config) -> tuple[int, int, int]:
 
 def _preprocess(config, dataset: str) -> augment_lib.Preprocess:
   train_spec = datasets.get_spec(config.dataset)
-  mean, std = ((datasets.VIT_STATS) if config.augment == 'vit'
-               else (train_spec.mean, train_spec.std))
-  return augment_lib.Preprocess(config.image_size, tuple(mean), tuple(std),
-                                datasets.get_spec(dataset).variable_size)
+  mean, std = (datasets.VIT_STATS) if config.augment == 'vit' else (train_spec.mean, train_spec.std)
+  return augment_lib.Preprocess(
+    config.image_size, tuple(mean), tuple(std), datasets.get_spec(dataset).variable_size
+  )
 
 
 DEVICE_NORMALIZED_AUGMENTS = augment_lib.DEVICE_NORMALIZED
@@ -110,20 +111,24 @@ def device_resize_canvas(config) -> int:
 
 
 def _train_source(config):
-  source = datasets.open_source(config.dataset, 'train', config.data_dir,
-                                in_memory=config.in_memory,
-                                # random crops decode from the bytes (data/augment.py)
-                                decode=config.augment not in ('imagenet', 'vit'))
+  source = datasets.open_source(
+    config.dataset,
+    'train',
+    config.data_dir,
+    in_memory=config.in_memory,
+    # random crops decode from the bytes (data/augment.py)
+    decode=config.augment not in ('imagenet', 'vit'),
+  )
   if config.train_subset and config.train_subset < len(source):
     source = datasets.IndexedSource(
-        source, datasets.subset_indices(config.dataset, len(source), config.train_subset))
+      source, datasets.subset_indices(config.dataset, len(source), config.train_subset)
+    )
   return source
 
 
 def _local_batch_size(batch_size: int, process_count: int) -> int:
   if batch_size % process_count:
-    raise ValueError(f'batch size {batch_size} is not divisible by the {process_count} '
-                     f'processes.')
+    raise ValueError(f'batch size {batch_size} is not divisible by the {process_count} processes.')
   return batch_size // process_count
 
 
@@ -134,8 +139,10 @@ def steps_per_epoch(config) -> int:
     n = min(n, config.train_subset)
   steps = n // config.batch_size
   if steps == 0:
-    raise ValueError(f'{n} training examples of {config.dataset} are fewer than one batch '
-                     f'(config.batch_size={config.batch_size}).')
+    raise ValueError(
+      f'{n} training examples of {config.dataset} are fewer than one batch '
+      f'(config.batch_size={config.batch_size}).'
+    )
   return steps
 
 
@@ -148,8 +155,9 @@ def create_train_iterator(config, *, seed: int):
   on config.num_workers (grain splits records over workers), so resume with the same value.
   With num_workers > 0 the calling script needs an `if __name__ == '__main__':` guard.
   """
-  return _train_iterator(config, seed=seed, process_index=jax.process_index(),
-                         process_count=jax.process_count())
+  return _train_iterator(
+    config, seed=seed, process_index=jax.process_index(), process_count=jax.process_count()
+  )
 
 
 class GlobalBatchSliceSampler:
@@ -171,8 +179,10 @@ class GlobalBatchSliceSampler:
     return len(self._base) // self._count
 
   def __repr__(self) -> str:  # grain compares it with the checkpointed one on restore
-    return (f'GlobalBatchSliceSampler(base={self._base!r}, global_batch={self._batch}, '
-            f'process={self._index}/{self._count})')
+    return (
+      f'GlobalBatchSliceSampler(base={self._base!r}, global_batch={self._batch}, '
+      f'process={self._index}/{self._count})'
+    )
 
   def __getitem__(self, index: int):
     batch, offset = divmod(int(index), self._local)
@@ -186,28 +196,39 @@ def _train_iterator(config, *, seed: int, process_index: int, process_count: int
     flags.FLAGS.mark_as_parsed()  # grain worker processes read absl flags (outside absl.app)
   local_batch = _local_batch_size(config.batch_size, process_count)
   sampler = GlobalBatchSliceSampler(
-      grain.samplers.IndexSampler(num_records=len(source), shuffle=True, num_epochs=None,
-                                  seed=int(seed)),
-      global_batch=config.batch_size, process_index=process_index,
-      process_count=process_count)
+    grain.samplers.IndexSampler(
+      num_records=len(source), shuffle=True, num_epochs=None, seed=int(seed)
+    ),
+    global_batch=config.batch_size,
+    process_index=process_index,
+    process_count=process_count,
+  )
   if len(source) // process_count < local_batch:
-    raise ValueError(f'{len(source)} training examples over {process_count} processes are '
-                     f'fewer than one batch of {local_batch}.')
+    raise ValueError(
+      f'{len(source)} training examples over {process_count} processes are '
+      f'fewer than one batch of {local_batch}.'
+    )
   transform = augment_lib.TrainTransform(
-      config.augment, _preprocess(config, config.dataset),
-      device_normalize=config.augment in DEVICE_NORMALIZED_AUGMENTS,
-      device_resize_canvas=device_resize_canvas(config))
-  operations = [transform,
-                grain.transforms.Batch(local_batch, drop_remainder=True)]
+    config.augment,
+    _preprocess(config, config.dataset),
+    device_normalize=config.augment in DEVICE_NORMALIZED_AUGMENTS,
+    device_resize_canvas=device_resize_canvas(config),
+  )
+  operations = [transform, grain.transforms.Batch(local_batch, drop_remainder=True)]
   if config.in_memory and datasets.holds_in_memory(config.dataset):
     # Reads are array views: reader threads would only add futures polling (profiled).
     read_options = grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)
   else:
     read_options = grain.ReadOptions(num_threads=4, prefetch_buffer_size=256)
   loader = grain.DataLoader(
-      data_source=source, sampler=sampler, operations=operations,
-      shard_options=grain.sharding.NoSharding(),  # the sampler already slices per process
-      worker_count=int(config.num_workers), worker_buffer_size=2, read_options=read_options)
+    data_source=source,
+    sampler=sampler,
+    operations=operations,
+    shard_options=grain.sharding.NoSharding(),  # the sampler already slices per process
+    worker_count=int(config.num_workers),
+    worker_buffer_size=2,
+    read_options=read_options,
+  )
   return iter(loader)
 
 
@@ -228,8 +249,9 @@ class _EvalSource:
     return {'image': np.zeros(self._pad_shape, np.uint8), 'label': 0, 'mask': False}
 
 
-def eval_indices(num_records: int, *, num_examples: int | None = None,
-                 shuffle_seed: int | None = None) -> np.ndarray:
+def eval_indices(
+  num_records: int, *, num_examples: int | None = None, shuffle_seed: int | None = None
+) -> np.ndarray:
   """Global record indices of an eval pass: all, the first `num_examples`, or a fixed random
   subset of `num_examples` (drawn with `shuffle_seed`, kept in record order)."""
   if num_examples is None or num_examples >= num_records:
@@ -240,17 +262,25 @@ def eval_indices(num_records: int, *, num_examples: int | None = None,
   return np.sort(rng.permutation(num_records)[:num_examples])
 
 
-def host_shard(indices: np.ndarray, local_batch: int, process_index: int,
-               process_count: int) -> tuple[np.ndarray, int]:
+def host_shard(
+  indices: np.ndarray, local_batch: int, process_index: int, process_count: int
+) -> tuple[np.ndarray, int]:
   """This host's contiguous part of `indices`, and the padded length (same on every host)."""
   bounds = np.linspace(0, len(indices), process_count + 1).round().astype(np.int64)
   largest = int(np.max(np.diff(bounds)))
   num_batches = max(1, math.ceil(largest / local_batch))
-  return indices[bounds[process_index]:bounds[process_index + 1]], num_batches * local_batch
+  return indices[bounds[process_index] : bounds[process_index + 1]], num_batches * local_batch
 
 
-def create_eval_iterator(config, dataset: str, split: str, *, batch_size: int,
-                         num_examples: int | None = None, shuffle_seed: int | None = None):
+def create_eval_iterator(
+  config,
+  dataset: str,
+  split: str,
+  *,
+  batch_size: int,
+  num_examples: int | None = None,
+  shuffle_seed: int | None = None,
+):
   """One pass over `dataset`/`split` (or a subset of `num_examples`), no augmentation.
 
   Yields {'image': float32 [b, H, W, 3], 'label': int32 [b], 'mask': bool [b]} with
@@ -258,9 +288,16 @@ def create_eval_iterator(config, dataset: str, split: str, *, batch_size: int,
   the last batch is padded with mask=False, and every host yields the same number of
   batches. The result is re-iterable: each `iter()` starts a new pass.
   """
-  return _eval_iterator(config, dataset, split, batch_size=batch_size,
-                        num_examples=num_examples, shuffle_seed=shuffle_seed,
-                        process_index=jax.process_index(), process_count=jax.process_count())
+  return _eval_iterator(
+    config,
+    dataset,
+    split,
+    batch_size=batch_size,
+    num_examples=num_examples,
+    shuffle_seed=shuffle_seed,
+    process_index=jax.process_index(),
+    process_count=jax.process_count(),
+  )
 
 
 # A subset this small is read record by record rather than decoding the whole split into
@@ -270,24 +307,30 @@ SUBSET_READ_FRACTION = 0.25
 
 def _eval_source(config, dataset: str, split: str, num_examples: int | None):
   """The split's source; a small subset of a split not yet in memory is read lazily."""
-  if (config.in_memory and num_examples is not None and datasets.holds_in_memory(dataset)
-      and not datasets.is_decoded_in_memory(dataset, split, config.data_dir)):
+  if (
+    config.in_memory
+    and num_examples is not None
+    and datasets.holds_in_memory(dataset)
+    and not datasets.is_decoded_in_memory(dataset, split, config.data_dir)
+  ):
     lazy = datasets.open_source(dataset, split, config.data_dir, in_memory=False)
     if num_examples <= SUBSET_READ_FRACTION * len(lazy):
       return lazy
   return datasets.open_source(dataset, split, config.data_dir, in_memory=config.in_memory)
 
 
-def _eval_iterator(config, dataset, split, *, batch_size, num_examples, shuffle_seed,
-                   process_index, process_count):
+def _eval_iterator(
+  config, dataset, split, *, batch_size, num_examples, shuffle_seed, process_index, process_count
+):
   source = _eval_source(config, dataset, split, num_examples)
   local_batch = _local_batch_size(batch_size, process_count)
   indices = eval_indices(len(source), num_examples=num_examples, shuffle_seed=shuffle_seed)
   local, length = host_shard(indices, local_batch, process_index, process_count)
   padded = _EvalSource(source, local, length, datasets.get_spec(dataset).image_shape)
   threads = max(1, int(config.num_workers) * 2) if config.num_workers else 2
-  return (grain.MapDataset.source(padded)
-          .map(augment_lib.EvalTransform(_preprocess(config, dataset)))
-          .batch(local_batch, drop_remainder=False)
-          .to_iter_dataset(grain.ReadOptions(num_threads=threads,
-                                             prefetch_buffer_size=2 * local_batch)))
+  return (
+    grain.MapDataset.source(padded)
+    .map(augment_lib.EvalTransform(_preprocess(config, dataset)))
+    .batch(local_batch, drop_remainder=False)
+    .to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=2 * local_batch))
+  )

@@ -10,21 +10,32 @@ ClassLabel}. `mnist` is written under tfds' own name and version with tfds' own 
 `limit`: keep that many examples evenly spaced through the split (class-balanced for the
 class-sorted splits), in source order; 0/None = everything.
 """
+
 from __future__ import annotations
 
 import io
 import json
 import os
-import shutil
-import zipfile
 from pathlib import Path
+import shutil
 from typing import Callable, Iterable, Iterator
+import zipfile
 
 import numpy as np
 from PIL import Image
 
-CIFAR10_CLASSES = ('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse',
-                   'ship', 'truck')
+CIFAR10_CLASSES = (
+  'airplane',
+  'automobile',
+  'bird',
+  'cat',
+  'deer',
+  'dog',
+  'frog',
+  'horse',
+  'ship',
+  'truck',
+)
 OFFLINE_NAMES = ('cifar10_jpeg', 'tiny_imagenet32', 'mnist')
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.webp')
 
@@ -56,6 +67,7 @@ def _builder_cls():
     @classmethod
     def code_path(cls):  # pylint: disable=invalid-overridden-method
       return None
+
   return _LocalBuilder
 
 
@@ -68,8 +80,9 @@ def fingerprint(inputs: Iterable, **limits) -> dict:
   for path in inputs:
     path = Path(path)
     stat = path.stat() if path.exists() else None
-    files.append([str(path.resolve()), stat.st_size if stat else None,
-                  stat.st_mtime_ns if stat else None])
+    files.append(
+      [str(path.resolve()), stat.st_size if stat else None, stat.st_mtime_ns if stat else None]
+    )
   return {'inputs': files, 'limits': {k: v or 0 for k, v in sorted(limits.items())}}
 
 
@@ -82,15 +95,27 @@ def _reuse_existing(out: Path, wanted: dict | None) -> bool:
   if have == json.loads(json.dumps(wanted)):
     return True
   what = [k for k in ('inputs', 'limits') if have.get(k) != wanted.get(k)]
-  raise DataImportError(f'{out} was imported from different {" and ".join(what)} '
-                        f'({have.get(what[0])} != {wanted.get(what[0])}); pass --overwrite to '
-                        f'replace it.')
+  raise DataImportError(
+    f'{out} was imported from different {" and ".join(what)} '
+    f'({have.get(what[0])} != {wanted.get(what[0])}); pass --overwrite to '
+    f'replace it.'
+  )
 
 
-def write_tfds_dataset(name: str, data_dir: str, splits: dict[str, Iterable[dict]], *,
-                       image_shape, class_names=None, num_classes=None, version='1.0.0',
-                       description='', overwrite=False, source: dict | None = None,
-                       encoding_format='png') -> Path:
+def write_tfds_dataset(
+  name: str,
+  data_dir: str,
+  splits: dict[str, Iterable[dict]],
+  *,
+  image_shape,
+  class_names=None,
+  num_classes=None,
+  version='1.0.0',
+  description='',
+  overwrite=False,
+  source: dict | None = None,
+  encoding_format='png',
+) -> Path:
   """Writes {'image': uint8 HWC, 'label': int} examples as an array_record tfds dataset.
 
   An 'image' given as bytes is stored as is (already encoded in `encoding_format`).
@@ -98,23 +123,34 @@ def write_tfds_dataset(name: str, data_dir: str, splits: dict[str, Iterable[dict
   inputs or limits is refused unless `overwrite`.
   """
   import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+
   out = Path(data_dir) / name / str(version)
   tfds.disable_progress_bar()
   if out.exists():
-    if not overwrite and (out / 'dataset_info.json').exists() and _reuse_existing(out,
-                                                                                  source):
+    if not overwrite and (out / 'dataset_info.json').exists() and _reuse_existing(out, source):
       return out
     shutil.rmtree(out)
-  label = (tfds.features.ClassLabel(names=list(class_names)) if class_names is not None
-           else tfds.features.ClassLabel(num_classes=num_classes))
-  features = tfds.features.FeaturesDict({
+  label = (
+    tfds.features.ClassLabel(names=list(class_names))
+    if class_names is not None
+    else tfds.features.ClassLabel(num_classes=num_classes)
+  )
+  features = tfds.features.FeaturesDict(
+    {
       'image': tfds.features.Image(shape=tuple(image_shape), encoding_format=encoding_format),
-      'label': label})
+      'label': label,
+    }
+  )
   builder = _builder_cls()(
-      name=name, version=version, features=features, data_dir=data_dir,
-      split_datasets={s: _keyed_pil(it) for s, it in splits.items()},
-      description=description or f'{name}, imported by rankdeficit.data.local_import.',
-      file_format='array_record', disable_shuffling=True)
+    name=name,
+    version=version,
+    features=features,
+    data_dir=data_dir,
+    split_datasets={s: _keyed_pil(it) for s, it in splits.items()},
+    description=description or f'{name}, imported by rankdeficit.data.local_import.',
+    file_format='array_record',
+    disable_shuffling=True,
+  )
   builder.download_and_prepare()
   if source is not None:
     (out / FINGERPRINT_FILE).write_text(json.dumps(source))
@@ -138,17 +174,21 @@ def validate_arrays(images, labels, path, num_classes: int | None = None):
   if images.ndim == 3:
     images = images[..., None]
   if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] not in (1, 3):
-    raise DataImportError(f'{path}: images must be uint8 [N, H, W, C] with C in (1, 3), got '
-                          f'dtype {images.dtype} shape {images.shape}.')
+    raise DataImportError(
+      f'{path}: images must be uint8 [N, H, W, C] with C in (1, 3), got '
+      f'dtype {images.dtype} shape {images.shape}.'
+    )
   if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
-    raise DataImportError(f'{path}: labels must be a 1-D integer array, got dtype '
-                          f'{labels.dtype} shape {labels.shape}.')
+    raise DataImportError(
+      f'{path}: labels must be a 1-D integer array, got dtype {labels.dtype} shape {labels.shape}.'
+    )
   if len(labels) != len(images) or len(images) == 0:
     raise DataImportError(f'{path}: {len(images)} images but {len(labels)} labels.')
   top = num_classes if num_classes is not None else np.iinfo(np.int64).max
   if labels.min() < 0 or labels.max() >= top:
-    raise DataImportError(f'{path}: labels must lie in [0, {num_classes}), found '
-                          f'[{labels.min()}, {labels.max()}].')
+    raise DataImportError(
+      f'{path}: labels must lie in [0, {num_classes}), found [{labels.min()}, {labels.max()}].'
+    )
   return images, labels.astype(np.int64)
 
 
@@ -165,8 +205,9 @@ def read_npz(path, num_classes: int | None = None, image_key='image', label_key=
   except ValueError as e:  # e.g. object arrays, refused with allow_pickle=False
     if isinstance(e, DataImportError):
       raise
-    raise DataImportError(f'{path}: cannot be read without unpickling ({e}); save plain '
-                          f'uint8/int arrays.') from e
+    raise DataImportError(
+      f'{path}: cannot be read without unpickling ({e}); save plain uint8/int arrays.'
+    ) from e
 
 
 def _decode(data: bytes, where) -> np.ndarray:
@@ -197,15 +238,21 @@ class _Folder:
       tops = {n.split('/')[0] for n in names}
       if len(tops) == 1 and all(n.count('/') >= 2 for n in names):
         prefix = tops.pop() + '/'
-    files = [n for n in names if n.startswith(prefix) and
-             n.lower().endswith(IMAGE_SUFFIXES) and n[len(prefix):].count('/') == 1]
+    files = [
+      n
+      for n in names
+      if n.startswith(prefix)
+      and n.lower().endswith(IMAGE_SUFFIXES)
+      and n[len(prefix) :].count('/') == 1
+    ]
     if not files:
-      raise DataImportError(f'{self.path}: no images in <class>/<file> layout under '
-                            f'{prefix or "the top level"!r}.')
+      raise DataImportError(
+        f'{self.path}: no images in <class>/<file> layout under {prefix or "the top level"!r}.'
+      )
     self.prefix = prefix
-    self.classes = sorted({f[len(prefix):].split('/')[0] for f in files})
+    self.classes = sorted({f[len(prefix) :].split('/')[0] for f in files})
     index = {c: i for i, c in enumerate(self.classes)}
-    self.files = sorted(files, key=lambda f: (index[f[len(prefix):].split('/')[0]], f))
+    self.files = sorted(files, key=lambda f: (index[f[len(prefix) :].split('/')[0]], f))
 
   def read(self, name: str) -> bytes:
     try:
@@ -214,7 +261,7 @@ class _Folder:
       raise DataImportError(f'{self.path}:{name}: cannot be read ({e}).') from e
 
   def label(self, name: str) -> int:
-    return self.classes.index(name[len(self.prefix):].split('/')[0])
+    return self.classes.index(name[len(self.prefix) :].split('/')[0])
 
 
 def _folder_examples(folder: _Folder, files: list[str], shape, classes) -> Iterator[dict]:
@@ -222,7 +269,7 @@ def _folder_examples(folder: _Folder, files: list[str], shape, classes) -> Itera
     image = _decode(folder.read(f), f'{folder.path}:{f}')
     if shape is not None and image.shape != tuple(shape):
       raise DataImportError(f'{folder.path}:{f}: image shape {image.shape}, expected {shape}.')
-    yield {'image': image, 'label': classes.index(f[len(folder.prefix):].split('/')[0])}
+    yield {'image': image, 'label': classes.index(f[len(folder.prefix) :].split('/')[0])}
 
 
 def _array_examples(images, labels, keep) -> Iterator[dict]:
@@ -231,8 +278,9 @@ def _array_examples(images, labels, keep) -> Iterator[dict]:
 
 
 # ------------------------------------------------------------------ named importers
-def import_cifar10_jpeg(data_dir, source=None, limit_train=None, limit_test=None,
-                        overwrite=False) -> Path:
+def import_cifar10_jpeg(
+  data_dir, source=None, limit_train=None, limit_test=None, overwrite=False
+) -> Path:
   """All 60,000 JPEG CIFAR-10 images of cifar10_jpeg.zip, decoded with Pillow. Train in the
   canonical CIFAR-10 order (train_canonical_order.txt), test in class-major folder order."""
   path = Path(source or default_source_dir()) / 'cifar10_jpeg.zip'
@@ -250,40 +298,57 @@ def import_cifar10_jpeg(data_dir, source=None, limit_train=None, limit_test=None
   train_files = [order[i] for i in _select(len(order), limit_train)]
   test_files = [test.files[i] for i in _select(len(test.files), limit_test)]
   return write_tfds_dataset(
-      'cifar10_jpeg', data_dir, {
-          'train': _folder_examples(train, train_files, (32, 32, 3), train.classes),
-          'test': _folder_examples(test, test_files, (32, 32, 3), test.classes)},
-      image_shape=(32, 32, 3), class_names=CIFAR10_CLASSES, overwrite=overwrite,
-      source=fingerprint([path], train=limit_train, test=limit_test),
-      description='CIFAR-10 from the JPEG copy in ../shared/data/cifar10_jpeg.zip (quality ~75).')
+    'cifar10_jpeg',
+    data_dir,
+    {
+      'train': _folder_examples(train, train_files, (32, 32, 3), train.classes),
+      'test': _folder_examples(test, test_files, (32, 32, 3), test.classes),
+    },
+    image_shape=(32, 32, 3),
+    class_names=CIFAR10_CLASSES,
+    overwrite=overwrite,
+    source=fingerprint([path], train=limit_train, test=limit_test),
+    description='CIFAR-10 from the JPEG copy in ../shared/data/cifar10_jpeg.zip (quality ~75).',
+  )
 
 
-def import_tiny_imagenet32(data_dir, source=None, limit_train=None, limit_test=None,
-                           overwrite=False) -> Path:
+def import_tiny_imagenet32(
+  data_dir, source=None, limit_train=None, limit_test=None, overwrite=False
+) -> Path:
   """Tiny-ImageNet-200 at 32x32: 'train' = 20,000 (100/class), 'test' = the 10,000 val."""
   src = Path(source or default_source_dir())
   splits, names = {}, None
-  for split, fname, limit in (('train', 'tinyimagenet200_train100_32x32.npz', limit_train),
-                              ('test', 'tinyimagenet200_val_32x32.npz', limit_test)):
+  for split, fname, limit in (
+    ('train', 'tinyimagenet200_train100_32x32.npz', limit_train),
+    ('test', 'tinyimagenet200_val_32x32.npz', limit_test),
+  ):
     images, labels = read_npz(src / fname, num_classes=200)
     if images.shape[1:] != (32, 32, 3):
       raise DataImportError(f'{src / fname}: image shape {images.shape[1:]}, expected 32x32x3.')
     with np.load(src / fname, allow_pickle=False) as data:
       names = [str(w) for w in data['class_wnid']] if 'class_wnid' in data.files else names
     splits[split] = _array_examples(images, labels, _select(len(labels), limit))
-  return write_tfds_dataset('tiny_imagenet32', data_dir, splits, image_shape=(32, 32, 3),
-                            class_names=names, num_classes=200, overwrite=overwrite,
-                            source=fingerprint(
-                                [src / 'tinyimagenet200_train100_32x32.npz',
-                                 src / 'tinyimagenet200_val_32x32.npz'],
-                                train=limit_train, test=limit_test),
-                            description='Tiny-ImageNet-200 box-downsampled to 32x32.')
+  return write_tfds_dataset(
+    'tiny_imagenet32',
+    data_dir,
+    splits,
+    image_shape=(32, 32, 3),
+    class_names=names,
+    num_classes=200,
+    overwrite=overwrite,
+    source=fingerprint(
+      [src / 'tinyimagenet200_train100_32x32.npz', src / 'tinyimagenet200_val_32x32.npz'],
+      train=limit_train,
+      test=limit_test,
+    ),
+    description='Tiny-ImageNet-200 box-downsampled to 32x32.',
+  )
 
 
-def import_mnist(data_dir, source=None, limit_train=None, limit_test=None,
-                 overwrite=False) -> Path:
+def import_mnist(data_dir, source=None, limit_train=None, limit_test=None, overwrite=False) -> Path:
   """Exact MNIST from mnist_{train,test}.npz, written as tfds' own `mnist` dataset."""
   import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+
   src = Path(source or default_source_dir())
   splits = {}
   for split, limit in (('train', limit_train), ('test', limit_test)):
@@ -292,22 +357,33 @@ def import_mnist(data_dir, source=None, limit_train=None, limit_test=None,
       raise DataImportError(f'{src}/mnist_{split}.npz: shape {images.shape[1:]} != 28x28x1.')
     splits[split] = _array_examples(images, labels, _select(len(labels), limit))
   version = str(tfds.builder_cls('mnist').VERSION)
-  return write_tfds_dataset('mnist', data_dir, splits, image_shape=(28, 28, 1), num_classes=10,
-                            version=version, overwrite=overwrite,
-                            source=fingerprint([src / f'mnist_{s}.npz' for s in splits],
-                                               train=limit_train, test=limit_test),
-                            description='MNIST imported from ../shared/data (exact pixels).')
+  return write_tfds_dataset(
+    'mnist',
+    data_dir,
+    splits,
+    image_shape=(28, 28, 1),
+    num_classes=10,
+    version=version,
+    overwrite=overwrite,
+    source=fingerprint(
+      [src / f'mnist_{s}.npz' for s in splits], train=limit_train, test=limit_test
+    ),
+    description='MNIST imported from ../shared/data (exact pixels).',
+  )
 
 
-def import_generic(name, data_dir, inputs: dict[str, str], num_classes=None, limits=None,
-                   overwrite=False) -> Path:
+def import_generic(
+  name, data_dir, inputs: dict[str, str], num_classes=None, limits=None, overwrite=False
+) -> Path:
   """Any dataset from per-split inputs: an .npz (arrays `image`, `label`), an image folder
   or a zip of one (`<class>/<file>`, classes = sorted folder names). All splits must agree
   on image shape (and on the class folders)."""
   from rankdeficit.data.datasets import SPECS  # pylint: disable=import-outside-toplevel
+
   if name in SPECS:
-    raise DataImportError(f'{name!r} is a built-in dataset name; give your --train/--test '
-                          f'files another name.')
+    raise DataImportError(
+      f'{name!r} is a built-in dataset name; give your --train/--test files another name.'
+    )
   limits = limits or {}
   splits, shape, classes = {}, None, None
   for split, path in inputs.items():
@@ -315,8 +391,9 @@ def import_generic(name, data_dir, inputs: dict[str, str], num_classes=None, lim
     if path.suffix == '.npz':
       images, labels = read_npz(path, num_classes)
       if shape is not None and images.shape[1:] != shape:
-        raise DataImportError(f'{path}: image shape {images.shape[1:]} != {shape} of the '
-                              f'other splits.')
+        raise DataImportError(
+          f'{path}: image shape {images.shape[1:]} != {shape} of the other splits.'
+        )
       shape = images.shape[1:]
       num_classes = num_classes or int(labels.max()) + 1
       splits[split] = _array_examples(images, labels, _select(len(labels), limits.get(split)))
@@ -329,14 +406,20 @@ def import_generic(name, data_dir, inputs: dict[str, str], num_classes=None, lim
       shape = shape or first.shape
       files = [folder.files[i] for i in _select(len(folder.files), limits.get(split))]
       splits[split] = _folder_examples(folder, files, shape, classes)
-  return write_tfds_dataset(name, data_dir, splits, image_shape=shape, class_names=classes,
-                            num_classes=None if classes else num_classes, overwrite=overwrite,
-                            source=fingerprint(inputs.values(), num_classes=num_classes,
-                                               **limits))
+  return write_tfds_dataset(
+    name,
+    data_dir,
+    splits,
+    image_shape=shape,
+    class_names=classes,
+    num_classes=None if classes else num_classes,
+    overwrite=overwrite,
+    source=fingerprint(inputs.values(), num_classes=num_classes, **limits),
+  )
 
 
 IMPORTERS: dict[str, Callable[..., Path]] = {
-    'cifar10_jpeg': import_cifar10_jpeg,
-    'tiny_imagenet32': import_tiny_imagenet32,
-    'mnist': import_mnist,
+  'cifar10_jpeg': import_cifar10_jpeg,
+  'tiny_imagenet32': import_tiny_imagenet32,
+  'mnist': import_mnist,
 }

@@ -10,6 +10,7 @@ Decoding happens once per (dataset, split, data_dir) and process: `in_memory_sou
 memoises the result, so training, evaluation and analysis in one process share it. With
 grain worker processes the array is pickled to each worker once, at start-up.
 """
+
 from __future__ import annotations
 
 import time
@@ -17,6 +18,7 @@ from typing import Any, Callable
 
 from absl import logging
 import numpy as np
+
 
 class InMemorySource:
   """Random-access source over decoded uint8 images and int64 labels (picklable).
@@ -28,8 +30,7 @@ class InMemorySource:
 
   def __init__(self, images: np.ndarray, labels: np.ndarray, description: str):
     if images.dtype != np.uint8 or images.ndim != 4:
-      raise ValueError(f'images must be uint8 [N, H, W, C], got {images.dtype} '
-                       f'{images.shape}.')
+      raise ValueError(f'images must be uint8 [N, H, W, C], got {images.dtype} {images.shape}.')
     if len(images) != len(labels):
       raise ValueError(f'{len(images)} images but {len(labels)} labels.')
     self.images, self.labels = images, np.asarray(labels, np.int64)
@@ -60,8 +61,14 @@ def decode_all(source, description: str) -> InMemorySource:
     record = source[i]
     images[i] = np.asarray(record['image']).reshape(image0.shape)
     labels[i] = int(record['label'])
-  logging.info('Decoded %s into memory: %d images %s, %.0f MB, %.1f s.', description, n,
-               image0.shape, images.nbytes / 2**20, time.perf_counter() - start)
+  logging.info(
+    'Decoded %s into memory: %d images %s, %.0f MB, %.1f s.',
+    description,
+    n,
+    image0.shape,
+    images.nbytes / 2**20,
+    time.perf_counter() - start,
+  )
   return InMemorySource(images, labels, description)
 
 
@@ -75,8 +82,9 @@ def is_decoded(name: str, split: str, data_dir: str) -> bool:
   return (name, split, data_dir) in _CACHE
 
 
-def in_memory_source(name: str, split: str, data_dir: str,
-                     open_fn: Callable[[], Any]) -> InMemorySource:
+def in_memory_source(
+  name: str, split: str, data_dir: str, open_fn: Callable[[], Any]
+) -> InMemorySource:
   """The decoded `open_fn()` source, decoded on first use per (name, split, data_dir)."""
   key = (name, split, data_dir)
   if key not in _CACHE:

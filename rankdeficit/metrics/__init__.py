@@ -18,70 +18,67 @@ input gives an error (eagerly) or NaN / rank -1 (under ``jit``), never a plausib
 number. Formulas, conventions and costs: docs/metrics.md.
 """
 
-from rankdeficit.metrics import alignment, attention, collapse, ood, placement, spectral
-from rankdeficit.metrics.attention import (
-    attention_effective_rank,
-    attention_entropy,
-    attention_logits_norm,
-    attention_probabilities,
-    attention_rank,
-    attention_statistics,
-)
-from rankdeficit.metrics.alignment import (
-    conv_patches,
-    gradient_rank,
-    kernel_as_matrix,
-    layer_input_matrix,
-    max_alignment,
-    mean_max_alignment,
-    singular_vector_alignment,
-    subsample_rows,
-    top_right_singular_vectors,
-)
-from rankdeficit.metrics.collapse import (
-    ClassStats,
-    NccStats,
-    centred_class_means,
-    class_stats_from_features,
-    class_stats_init,
-    class_stats_update,
-    global_mean,
-    nc1,
-    nc2,
-    nc3,
-    nc4,
-    ncc_init,
-    ncc_update,
-    neural_collapse,
-    neural_collapse_from_features,
-    orthodev,
-    within_class_covariance,
-)
-from rankdeficit.metrics.ood import (
-    NecoParams,
-    aupr_in,
-    aupr_out,
-    auroc,
-    fpr_at_95_tpr,
-    neco_fit,
-    neco_score,
-    ood_metrics,
-)
-from rankdeficit.metrics.placement import gather_from_processes, global_batch, replicated
-from rankdeficit.metrics.spectral import (
-    INVALID_RANK,
-    effective_rank,
-    feature_subset_indices,
-    flatten_features,
-    logits_norm,
-    mean_per_sample_norm,
-    numerical_rank,
-    rank_tolerance,
-    representation_matrix,
-    representation_rank,
-    seeded_subset_indices,
-    singular_values,
-    softmax_rank,
-    stable_rank,
-    top_k_singular_values,
-)
+from rankdeficit.metrics import alignment
+from rankdeficit.metrics import attention
+from rankdeficit.metrics import collapse
+from rankdeficit.metrics import ood
+from rankdeficit.metrics import placement
+from rankdeficit.metrics import spectral
+from rankdeficit.metrics.alignment import conv_patches
+from rankdeficit.metrics.alignment import gradient_rank
+from rankdeficit.metrics.alignment import kernel_as_matrix
+from rankdeficit.metrics.alignment import layer_input_matrix
+from rankdeficit.metrics.alignment import max_alignment
+from rankdeficit.metrics.alignment import mean_max_alignment
+from rankdeficit.metrics.alignment import singular_vector_alignment
+from rankdeficit.metrics.alignment import subsample_rows
+from rankdeficit.metrics.alignment import top_right_singular_vectors
+from rankdeficit.metrics.attention import attention_effective_rank
+from rankdeficit.metrics.attention import attention_entropy
+from rankdeficit.metrics.attention import attention_logits_norm
+from rankdeficit.metrics.attention import attention_probabilities
+from rankdeficit.metrics.attention import attention_rank
+from rankdeficit.metrics.attention import attention_statistics
+from rankdeficit.metrics.collapse import ClassStats
+from rankdeficit.metrics.collapse import NccStats
+from rankdeficit.metrics.collapse import centred_class_means
+from rankdeficit.metrics.collapse import class_stats_from_features
+from rankdeficit.metrics.collapse import class_stats_init
+from rankdeficit.metrics.collapse import class_stats_update
+from rankdeficit.metrics.collapse import global_mean
+from rankdeficit.metrics.collapse import nc1
+from rankdeficit.metrics.collapse import nc2
+from rankdeficit.metrics.collapse import nc3
+from rankdeficit.metrics.collapse import nc4
+from rankdeficit.metrics.collapse import ncc_init
+from rankdeficit.metrics.collapse import ncc_update
+from rankdeficit.metrics.collapse import neural_collapse
+from rankdeficit.metrics.collapse import neural_collapse_from_features
+from rankdeficit.metrics.collapse import orthodev
+from rankdeficit.metrics.collapse import within_class_covariance
+from rankdeficit.metrics.ood import NecoParams
+from rankdeficit.metrics.ood import aupr_in
+from rankdeficit.metrics.ood import aupr_out
+from rankdeficit.metrics.ood import auroc
+from rankdeficit.metrics.ood import fpr_at_95_tpr
+from rankdeficit.metrics.ood import neco_fit
+from rankdeficit.metrics.ood import neco_score
+from rankdeficit.metrics.ood import ood_metrics
+from rankdeficit.metrics.placement import gather_from_processes
+from rankdeficit.metrics.placement import global_batch
+from rankdeficit.metrics.placement import replicated
+from rankdeficit.metrics.spectral import INVALID_RANK
+from rankdeficit.metrics.spectral import effective_rank
+from rankdeficit.metrics.spectral import feature_subset_indices
+from rankdeficit.metrics.spectral import flatten_features
+from rankdeficit.metrics.spectral import logits_norm
+from rankdeficit.metrics.spectral import mean_per_sample_norm
+from rankdeficit.metrics.spectral import numerical_rank
+from rankdeficit.metrics.spectral import rank_tolerance
+from rankdeficit.metrics.spectral import representation_matrix
+from rankdeficit.metrics.spectral import representation_rank
+from rankdeficit.metrics.spectral import seeded_subset_indices
+from rankdeficit.metrics.spectral import singular_values
+from rankdeficit.metrics.spectral import softmax_rank
+from rankdeficit.metrics.spectral import stable_rank
+from rankdeficit.metrics.spectral import top_k_singular_values

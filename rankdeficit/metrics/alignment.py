@@ -36,18 +36,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rankdeficit.metrics import numerics, placement, spectral
+from rankdeficit.metrics import numerics
+from rankdeficit.metrics import placement
+from rankdeficit.metrics import spectral
 
 __all__ = [
-    "kernel_as_matrix",
-    "conv_patches",
-    "layer_input_matrix",
-    "top_right_singular_vectors",
-    "singular_vector_alignment",
-    "max_alignment",
-    "mean_max_alignment",
-    "gradient_rank",
-    "subsample_rows",
+  'kernel_as_matrix',
+  'conv_patches',
+  'layer_input_matrix',
+  'top_right_singular_vectors',
+  'singular_vector_alignment',
+  'max_alignment',
+  'mean_max_alignment',
+  'gradient_rank',
+  'subsample_rows',
 ]
 
 Padding = str | int | Sequence[int] | Sequence[tuple[int, int]]
@@ -63,8 +65,8 @@ def kernel_as_matrix(kernel: jax.Array) -> jax.Array:
 def _canonical_padding(padding: Padding, ndim: int):
   if isinstance(padding, str):
     up = padding.upper()
-    if up not in ("SAME", "VALID"):
-      raise ValueError(f"conv_patches supports SAME/VALID/explicit padding, got {padding!r}")
+    if up not in ('SAME', 'VALID'):
+      raise ValueError(f'conv_patches supports SAME/VALID/explicit padding, got {padding!r}')
     return up
   if isinstance(padding, int):
     return [(padding, padding)] * ndim
@@ -75,13 +77,13 @@ def _canonical_padding(padding: Padding, ndim: int):
 
 
 def conv_patches(
-    x: jax.Array,
-    kernel_size: Sequence[int],
-    *,
-    strides: Sequence[int] | int | None = 1,
-    padding: Padding = "SAME",
-    kernel_dilation: Sequence[int] | int | None = 1,
-    input_dilation: Sequence[int] | int | None = 1,
+  x: jax.Array,
+  kernel_size: Sequence[int],
+  *,
+  strides: Sequence[int] | int | None = 1,
+  padding: Padding = 'SAME',
+  kernel_dilation: Sequence[int] | int | None = 1,
+  input_dilation: Sequence[int] | int | None = 1,
 ) -> jax.Array:
   """Image patches of an NHWC input as the ``n x d`` input matrix of a 2-D conv.
 
@@ -94,14 +96,14 @@ def conv_patches(
   as_pair = lambda v: (1, 1) if v is None else ((v, v) if isinstance(v, int) else tuple(v))
   cin = x.shape[-1]
   patches = jax.lax.conv_general_dilated_patches(
-      x,
-      filter_shape=(kh, kw),
-      window_strides=as_pair(strides),
-      padding=_canonical_padding(padding, 2),
-      lhs_dilation=as_pair(input_dilation),
-      rhs_dilation=as_pair(kernel_dilation),
-      dimension_numbers=("NHWC", "HWIO", "NHWC"),
-      precision=jax.lax.Precision.HIGHEST,
+    x,
+    filter_shape=(kh, kw),
+    window_strides=as_pair(strides),
+    padding=_canonical_padding(padding, 2),
+    lhs_dilation=as_pair(input_dilation),
+    rhs_dilation=as_pair(kernel_dilation),
+    dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+    precision=jax.lax.Precision.HIGHEST,
   )
   n, ho, wo, _ = patches.shape
   patches = patches.reshape(n, ho, wo, cin, kh * kw)
@@ -115,11 +117,11 @@ def layer_input_matrix(layer_input: jax.Array, in_features: int) -> jax.Array:
 
 
 def subsample_rows(
-    a: jax.Array,
-    max_rows: int | None,
-    key: jax.Array | None = None,
-    *,
-    indices: jax.Array | np.ndarray | None = None,
+  a: jax.Array,
+  max_rows: int | None,
+  key: jax.Array | None = None,
+  *,
+  indices: jax.Array | np.ndarray | None = None,
 ) -> jax.Array:
   """At most ``max_rows`` rows of ``a`` (a fixed random subset from ``key``).
 
@@ -138,7 +140,7 @@ def subsample_rows(
   return jnp.take(a, idx, axis=0)
 
 
-@functools.partial(jax.jit, static_argnames=("k",))
+@functools.partial(jax.jit, static_argnames=('k',))
 @placement.replicate_inputs
 def top_right_singular_vectors(x: jax.Array, k: int) -> jax.Array:
   """Top-``k`` right singular vectors of ``x [m, n]`` as the ROWS of a ``[k, n]`` array
@@ -157,7 +159,7 @@ def top_right_singular_vectors(x: jax.Array, k: int) -> jax.Array:
   x = jnp.where(finite, x / numerics.max_abs_scale(x), 0.0)
   m, n = x.shape[-2], x.shape[-1]
   hi = jax.lax.Precision.HIGHEST
-  with jax.default_matmul_precision("highest"):
+  with jax.default_matmul_precision('highest'):
     if n <= m:
       evals, evecs = jnp.linalg.eigh(jnp.matmul(jnp.swapaxes(x, -1, -2), x, precision=hi))
       v = jnp.swapaxes(jnp.flip(evecs, -1), -1, -2)  # rows, descending
@@ -178,7 +180,7 @@ def top_right_singular_vectors(x: jax.Array, k: int) -> jax.Array:
   return jnp.pad(v, pad)
 
 
-@functools.partial(jax.jit, static_argnames=("k",))
+@functools.partial(jax.jit, static_argnames=('k',))
 @placement.replicate_inputs
 def singular_vector_alignment(weight: jax.Array, inputs: jax.Array, k: int = 15) -> jax.Array:
   """``k x k`` matrix ``|<v_i(W), v_j(A)>|`` (module docstring).
@@ -189,7 +191,7 @@ def singular_vector_alignment(weight: jax.Array, inputs: jax.Array, k: int = 15)
     k: number of top singular vectors of each.
   """
   if weight.shape[-1] != inputs.shape[-1]:
-    raise ValueError(f"W is out x in={weight.shape}, A must be n x in, got {inputs.shape}")
+    raise ValueError(f'W is out x in={weight.shape}, A must be n x in, got {inputs.shape}')
   vw = top_right_singular_vectors(weight, k)
   va = top_right_singular_vectors(inputs, k)
   cos = jnp.matmul(vw, jnp.swapaxes(va, -1, -2), precision=jax.lax.Precision.HIGHEST)
@@ -210,10 +212,10 @@ def mean_max_alignment(alignments: dict[str, jax.Array] | Sequence[jax.Array]) -
 
 
 def gradient_rank(
-    grad_kernel: jax.Array,
-    *,
-    atol: float | jax.Array | None = None,
-    rtol: float | jax.Array | None = None,
+  grad_kernel: jax.Array,
+  *,
+  atol: float | jax.Array | None = None,
+  rtol: float | jax.Array | None = None,
 ) -> jax.Array:
   """Numerical rank of ``dL/dW`` for a Dense ``[in, out]`` or Conv ``[kh, kw, cin, cout]``
   kernel gradient, reshaped like ``kernel_as_matrix`` (rank is transpose-invariant).

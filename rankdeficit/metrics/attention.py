@@ -14,6 +14,7 @@ head) statistic of the queries x keys attention matrix, then the mean over examp
 monitor and `analyze` also report the mean over heads. Inputs sharded over an Explicit
 mesh are replicated first (`placement.replicated`).
 """
+
 from __future__ import annotations
 
 import jax
@@ -74,7 +75,9 @@ def attention_logits_norm(logits: jax.Array) -> jax.Array:
 def attention_statistics(logits: jax.Array) -> dict[str, jax.Array]:
   """All four per-head statistics of one layer: {'rank', 'effective_rank', 'entropy',
   'logits_norm'}, each [heads]."""
-  return {'rank': attention_rank(logits),
-          'effective_rank': attention_effective_rank(logits),
-          'entropy': attention_entropy(logits),
-          'logits_norm': attention_logits_norm(logits)}
+  return {
+    'rank': attention_rank(logits),
+    'effective_rank': attention_effective_rank(logits),
+    'entropy': attention_entropy(logits),
+    'logits_norm': attention_logits_norm(logits),
+  }

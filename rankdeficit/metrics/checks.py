@@ -58,12 +58,17 @@ def labels_in_range(labels: Any, num_classes: int, mask: Any = None) -> None:
   y = concrete(labels)
   if y is None:
     return
-  keep = np.ones(y.shape, bool) if mask is None or concrete(mask) is None else (
-      concrete(mask).astype(bool))
+  keep = (
+    np.ones(y.shape, bool)
+    if mask is None or concrete(mask) is None
+    else (concrete(mask).astype(bool))
+  )
   bad = y[keep & ((y < 0) | (y >= num_classes))]
   if bad.size:
-    raise ValueError(f'labels must lie in [0, {num_classes}) (num_classes), got '
-                     f'{np.unique(bad)[:5].tolist()}; fix num_classes or the labels.')
+    raise ValueError(
+      f'labels must lie in [0, {num_classes}) (num_classes), got '
+      f'{np.unique(bad)[:5].tolist()}; fix num_classes or the labels.'
+    )
 
 
 def class_counts(counts: Any) -> None:
@@ -72,15 +77,21 @@ def class_counts(counts: Any) -> None:
   if n is None:
     return
   if not np.all(np.isfinite(n)):
-    raise ValueError('ClassStats.counts is NaN: labels outside [0, num_classes) were '
-                     'folded in; fix num_classes or the labels.')
+    raise ValueError(
+      'ClassStats.counts is NaN: labels outside [0, num_classes) were '
+      'folded in; fix num_classes or the labels.'
+    )
   if np.any(n == 0):
-    raise ValueError(f'classes {np.flatnonzero(n == 0)[:5].tolist()} have no samples; '
-                     'NC metrics need every class (pass num_classes = classes present).')
+    raise ValueError(
+      f'classes {np.flatnonzero(n == 0)[:5].tolist()} have no samples; '
+      'NC metrics need every class (pass num_classes = classes present).'
+    )
 
 
 def real(name: str, x: Any) -> None:
   """A real (non-complex) array; raises under ``jit`` too, since the dtype is static."""
   if jnp.iscomplexobj(x):
-    raise ValueError(f'{name} is complex ({jnp.result_type(x)}); this metric needs real '
-                     f'input: pass jnp.real(x), jnp.abs(x) or a real matrix.')
+    raise ValueError(
+      f'{name} is complex ({jnp.result_type(x)}); this metric needs real '
+      f'input: pass jnp.real(x), jnp.abs(x) or a real matrix.'
+    )

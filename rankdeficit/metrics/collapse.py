@@ -46,26 +46,28 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rankdeficit.metrics import checks, numerics, placement
+from rankdeficit.metrics import checks
+from rankdeficit.metrics import numerics
+from rankdeficit.metrics import placement
 
 __all__ = [
-    "ClassStats",
-    "class_stats_init",
-    "class_stats_update",
-    "class_stats_from_features",
-    "global_mean",
-    "centred_class_means",
-    "within_class_covariance",
-    "nc1",
-    "nc2",
-    "nc3",
-    "NccStats",
-    "ncc_init",
-    "ncc_update",
-    "nc4",
-    "neural_collapse",
-    "neural_collapse_from_features",
-    "orthodev",
+  'ClassStats',
+  'class_stats_init',
+  'class_stats_update',
+  'class_stats_from_features',
+  'global_mean',
+  'centred_class_means',
+  'within_class_covariance',
+  'nc1',
+  'nc2',
+  'nc3',
+  'NccStats',
+  'ncc_init',
+  'ncc_update',
+  'nc4',
+  'neural_collapse',
+  'neural_collapse_from_features',
+  'orthodev',
 ]
 
 _HI = jax.lax.Precision.HIGHEST
@@ -89,16 +91,16 @@ class ClassStats:
 def class_stats_init(num_classes: int, dim: int, dtype=jnp.float32) -> ClassStats:
   """Empty statistics for ``num_classes`` classes of ``dim``-dimensional features."""
   return ClassStats(
-      counts=jnp.zeros((num_classes,), dtype),
-      means=jnp.zeros((num_classes, dim), dtype),
-      within_scatter=jnp.zeros((dim, dim), dtype),
+    counts=jnp.zeros((num_classes,), dtype),
+    means=jnp.zeros((num_classes, dim), dtype),
+    within_scatter=jnp.zeros((dim, dim), dtype),
   )
 
 
 @jax.jit
 @placement.replicate_inputs
 def class_stats_update(
-    stats: ClassStats, feats: jax.Array, labels: jax.Array, mask: jax.Array | None = None
+  stats: ClassStats, feats: jax.Array, labels: jax.Array, mask: jax.Array | None = None
 ) -> ClassStats:
   """Fold a batch ``feats [B, d]``, ``labels [B]`` (``mask [B]`` bool) into ``stats``.
 
@@ -131,10 +133,10 @@ def class_stats_update(
 
 
 def class_stats_from_features(
-    feats: jax.Array, labels: jax.Array, num_classes: int, mask: jax.Array | None = None
+  feats: jax.Array, labels: jax.Array, num_classes: int, mask: jax.Array | None = None
 ) -> ClassStats:
   """``class_stats_update`` of empty statistics with one in-memory batch."""
-  checks.non_empty("feats", feats)
+  checks.non_empty('feats', feats)
   checks.labels_in_range(labels, num_classes, mask)
   feats = jnp.reshape(feats, (feats.shape[0], -1))
   stats = class_stats_init(num_classes, feats.shape[1])
@@ -198,11 +200,11 @@ def nc1(stats: ClassStats) -> jax.Array:
   sigma_w = within_class_covariance(stats)
   valid = _valid(stats)
   m = jnp.where(valid, m, 0.0)
-  with jax.default_matmul_precision("highest"):
+  with jax.default_matmul_precision('highest'):
     _, s, vt = jnp.linalg.svd(m, full_matrices=False)
     tol = s[0] * max(m.shape) * jnp.finfo(m.dtype).eps
     keep = s > tol
-    quad = jnp.einsum("kd,de,ke->k", vt, sigma_w, vt, precision=_HI)
+    quad = jnp.einsum('kd,de,ke->k', vt, sigma_w, vt, precision=_HI)
   value = jnp.sum(jnp.where(keep, quad / jnp.where(keep, s * s, 1.0), 0.0))
   return jnp.where(valid, value, jnp.nan)
 
@@ -231,10 +233,10 @@ def nc2(stats_or_means: ClassStats | jax.Array) -> dict[str, jax.Array]:
   gram = jnp.matmul(m, m.T, precision=_HI)
   etf = (jnp.eye(c) - jnp.ones((c, c)) / c) / jnp.sqrt(c - 1.0)
   out = {
-      "nc2_equinorm": jnp.std(norms, ddof=1) / jnp.mean(norms),
-      "nc2_equiangularity": jnp.std(cos, ddof=1),
-      "nc2_max_angle": jnp.mean(jnp.abs(cos + 1.0 / (c - 1))),
-      "nc2_etf_distance": jnp.linalg.norm(gram / jnp.linalg.norm(gram) - etf),
+    'nc2_equinorm': jnp.std(norms, ddof=1) / jnp.mean(norms),
+    'nc2_equiangularity': jnp.std(cos, ddof=1),
+    'nc2_max_angle': jnp.mean(jnp.abs(cos + 1.0 / (c - 1))),
+    'nc2_etf_distance': jnp.linalg.norm(gram / jnp.linalg.norm(gram) - etf),
   }
   return {k: jnp.where(valid, v, jnp.nan) for k, v in out.items()}
 
@@ -247,7 +249,7 @@ def nc3(stats_or_means: ClassStats | jax.Array, classifier: jax.Array) -> jax.Ar
   m = _centred(stats_or_means)
   w = jnp.asarray(classifier, m.dtype)
   if w.shape != m.shape:
-    raise ValueError(f"classifier must be C x d = {m.shape} (Dense kernel.T), got {w.shape}")
+    raise ValueError(f'classifier must be C x d = {m.shape} (Dense kernel.T), got {w.shape}')
   valid = _valid(stats_or_means, m, w)
   w_unit = w / numerics.norm(w, axis=(0, 1))
   m_unit = m / numerics.norm(m, axis=(0, 1))
@@ -271,11 +273,11 @@ def ncc_init() -> NccStats:
 @jax.jit
 @placement.replicate_inputs
 def ncc_update(
-    stats: NccStats,
-    feats: jax.Array,
-    logits: jax.Array,
-    class_means: jax.Array,
-    mask: jax.Array | None = None,
+  stats: NccStats,
+  feats: jax.Array,
+  logits: jax.Array,
+  class_means: jax.Array,
+  mask: jax.Array | None = None,
 ) -> NccStats:
   """Count samples whose ``argmax logits`` differs from the nearest class mean
   ``argmin_c ||h - mu_c||^2 = argmin_c (||mu_c||^2 - 2 <h, mu_c>)`` (uncentred ``mu_c``).
@@ -284,7 +286,7 @@ def ncc_update(
   """
   feats = jnp.reshape(feats, (feats.shape[0], -1)).astype(class_means.dtype)
   dist = jnp.sum(class_means**2, axis=1)[None, :] - 2.0 * jnp.matmul(
-      feats, class_means.T, precision=_HI
+    feats, class_means.T, precision=_HI
   )
   differ = (jnp.argmin(dist, axis=1) != jnp.argmax(logits, axis=1)).astype(jnp.float32)
   finite = numerics.all_finite(feats, -1) & numerics.all_finite(logits, -1)
@@ -300,25 +302,25 @@ def nc4(stats: NccStats) -> jax.Array:
 
 
 def neural_collapse(
-    stats: ClassStats, classifier: jax.Array | None = None, ncc: NccStats | None = None
+  stats: ClassStats, classifier: jax.Array | None = None, ncc: NccStats | None = None
 ) -> dict[str, jax.Array]:
   """All available NC metrics as a dict (``nc3`` needs ``classifier``, ``nc4`` needs ``ncc``)."""
-  out = {"nc1": nc1(stats), **nc2(stats)}
+  out = {'nc1': nc1(stats), **nc2(stats)}
   if classifier is not None:
-    out["nc3"] = nc3(stats, classifier)
+    out['nc3'] = nc3(stats, classifier)
   if ncc is not None:
-    out["nc4"] = nc4(ncc)
+    out['nc4'] = nc4(ncc)
   return out
 
 
 def neural_collapse_from_features(
-    feats: jax.Array,
-    labels: jax.Array,
-    num_classes: int,
-    *,
-    logits: jax.Array | None = None,
-    classifier: jax.Array | None = None,
-    mask: jax.Array | None = None,
+  feats: jax.Array,
+  labels: jax.Array,
+  num_classes: int,
+  *,
+  logits: jax.Array | None = None,
+  classifier: jax.Array | None = None,
+  mask: jax.Array | None = None,
 ) -> dict[str, jax.Array]:
   """Both passes on in-memory arrays (small data / tests)."""
   stats = class_stats_from_features(feats, labels, num_classes, mask)
@@ -331,7 +333,7 @@ def neural_collapse_from_features(
 @jax.jit
 @placement.replicate_inputs
 def orthodev(
-    class_means: jax.Array, ood_global_mean: jax.Array, *, centre: jax.Array | None = None
+  class_means: jax.Array, ood_global_mean: jax.Array, *, centre: jax.Array | None = None
 ) -> jax.Array:
   """``Avg_c |cos(mu_c, mu_G^OOD)|`` (paper Eq. 4; see module docstring).
 

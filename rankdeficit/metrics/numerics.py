@@ -102,8 +102,7 @@ def pow2_normalize(x: jax.Array, axis=(-2, -1)) -> tuple[jax.Array, jax.Array]:
   parts = (jnp.real(x), jnp.imag(x)) if jnp.iscomplexobj(x) else (x,)
   splits = [_split(p) for p in parts]
   low = jnp.iinfo(jnp.int32).min
-  tops = [jnp.max(jnp.where(ok, top, low), axis=axis, keepdims=True)
-          for _, _, _, top, ok in splits]
+  tops = [jnp.max(jnp.where(ok, top, low), axis=axis, keepdims=True) for _, _, _, top, ok in splits]
   e = functools.reduce(jnp.maximum, tops)
   e = jnp.where(e == low, 0, e)
   units = []

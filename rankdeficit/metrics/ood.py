@@ -42,17 +42,19 @@ import math
 import jax
 import jax.numpy as jnp
 
-from rankdeficit.metrics import checks, numerics, placement
+from rankdeficit.metrics import checks
+from rankdeficit.metrics import numerics
+from rankdeficit.metrics import placement
 
 __all__ = [
-    "NecoParams",
-    "neco_fit",
-    "neco_score",
-    "auroc",
-    "aupr_in",
-    "aupr_out",
-    "fpr_at_95_tpr",
-    "ood_metrics",
+  'NecoParams',
+  'neco_fit',
+  'neco_score',
+  'auroc',
+  'aupr_in',
+  'aupr_out',
+  'fpr_at_95_tpr',
+  'ood_metrics',
 ]
 
 _HI = jax.lax.Precision.HIGHEST
@@ -75,15 +77,15 @@ def neco_fit(train_feats: jax.Array, dim: int) -> NecoParams:
   Computed on ``h / max|h|`` and scaled back (the PCA directions are scale-invariant),
   so features near 1e30 do not overflow. Needs ``n >= 1`` and ``1 <= dim <= D``.
   """
-  checks.non_empty("train_feats", train_feats)
-  checks.real("train_feats", train_feats)
+  checks.non_empty('train_feats', train_feats)
+  checks.real('train_feats', train_feats)
   num_features = math.prod(jnp.shape(train_feats)[1:])
   if not 1 <= dim <= num_features:
-    raise ValueError(f"neco_fit: dim must be in [1, D={num_features}] (feature size), got {dim}.")
+    raise ValueError(f'neco_fit: dim must be in [1, D={num_features}] (feature size), got {dim}.')
   return _neco_fit(train_feats, dim)
 
 
-@functools.partial(jax.jit, static_argnames=("dim",))
+@functools.partial(jax.jit, static_argnames=('dim',))
 @placement.replicate_inputs
 def _neco_fit(train_feats: jax.Array, dim: int) -> NecoParams:
   h = jnp.reshape(jnp.asarray(train_feats, jnp.float32), (train_feats.shape[0], -1))
@@ -98,11 +100,15 @@ def _neco_fit(train_feats: jax.Array, dim: int) -> NecoParams:
   z = (h - mean) / scale
   z = z - jnp.mean(z, axis=0)
   cov = jnp.matmul(z.T, z, precision=_HI) / z.shape[0]
-  with jax.default_matmul_precision("highest"):
+  with jax.default_matmul_precision('highest'):
     evals, evecs = jnp.linalg.eigh(cov)
   order = jnp.argsort(-evals)[:dim]
-  return NecoParams(mean=mean * unit, scale=scale * unit, components=evecs[:, order],
-                    explained_variance=evals[order])
+  return NecoParams(
+    mean=mean * unit,
+    scale=scale * unit,
+    components=evecs[:, order],
+    explained_variance=evals[order],
+  )
 
 
 @jax.jit
@@ -112,7 +118,7 @@ def neco_score(params: NecoParams, feats: jax.Array, logits: jax.Array | None = 
 
   Each ``z`` is rescaled by its own ``max|z|`` first (the ratio is scale-invariant).
   """
-  checks.real("feats", feats)
+  checks.real('feats', feats)
   h = jnp.reshape(jnp.asarray(feats, jnp.float32), (feats.shape[0], -1))
   z = (h - params.mean) / params.scale
   z = z / numerics.max_abs_scale(z, -1)
@@ -129,10 +135,10 @@ def _nan_if_any_nan(value: jax.Array, *scores: jax.Array) -> jax.Array:
 
 
 def _check_scores(id_scores, ood_scores) -> None:
-  checks.non_empty("id_scores", id_scores)
-  checks.non_empty("ood_scores", ood_scores)
-  checks.real("id_scores", id_scores)
-  checks.real("ood_scores", ood_scores)
+  checks.non_empty('id_scores', id_scores)
+  checks.non_empty('ood_scores', ood_scores)
+  checks.real('id_scores', id_scores)
+  checks.real('ood_scores', ood_scores)
 
 
 def _sorted_with_groups(id_scores, ood_scores, positive_is_id: bool):
@@ -204,22 +210,22 @@ def aupr_out(id_scores: jax.Array, ood_scores: jax.Array) -> jax.Array:
   return _average_precision(id_scores, ood_scores, positive_is_id=False)
 
 
-@functools.partial(jax.jit, static_argnames=("convention", "tpr"))
+@functools.partial(jax.jit, static_argnames=('convention', 'tpr'))
 @placement.replicate_inputs
 def fpr_at_95_tpr(
-    id_scores: jax.Array, ood_scores: jax.Array, *, convention: str = "neco", tpr: float = 0.95
+  id_scores: jax.Array, ood_scores: jax.Array, *, convention: str = 'neco', tpr: float = 0.95
 ) -> jax.Array:
   """FPR at ``tpr`` (0.95) TPR; ``convention`` 'neco' (ID positive) or 'openood' (OOD
   positive); see the module docstring. Always record which one was used."""
   _check_scores(id_scores, ood_scores)
   id_scores = jnp.asarray(id_scores, jnp.float32)
   ood_scores = jnp.asarray(ood_scores, jnp.float32)
-  if convention == "neco":
+  if convention == 'neco':
     n_keep = max(int(math.floor(tpr * id_scores.shape[0])), 1)
     thresh = jnp.sort(id_scores)[-n_keep]
     value = jnp.mean((ood_scores >= thresh).astype(jnp.float32))
     return _nan_if_any_nan(value, id_scores, ood_scores)
-  if convention == "openood":
+  if convention == 'openood':
     _, group_end, tps, fps, _ = _sorted_with_groups(id_scores, ood_scores, positive_is_id=False)
     n_pos, n_neg = tps[-1], fps[-1]
     reached = group_end & (tps / n_pos >= tpr)
@@ -228,11 +234,13 @@ def fpr_at_95_tpr(
   raise ValueError(f"convention must be 'neco' or 'openood', got {convention!r}")
 
 
-def ood_metrics(id_scores: jax.Array, ood_scores: jax.Array, *, fpr_convention: str = "neco") -> dict:
+def ood_metrics(
+  id_scores: jax.Array, ood_scores: jax.Array, *, fpr_convention: str = 'neco'
+) -> dict:
   """AUROC, AUPR-In, AUPR-Out and FPR@95 (key names say the convention)."""
   return {
-      "auroc": auroc(id_scores, ood_scores),
-      "aupr_in": aupr_in(id_scores, ood_scores),
-      "aupr_out": aupr_out(id_scores, ood_scores),
-      f"fpr95_{fpr_convention}": fpr_at_95_tpr(id_scores, ood_scores, convention=fpr_convention),
+    'auroc': auroc(id_scores, ood_scores),
+    'aupr_in': aupr_in(id_scores, ood_scores),
+    'aupr_out': aupr_out(id_scores, ood_scores),
+    f'fpr95_{fpr_convention}': fpr_at_95_tpr(id_scores, ood_scores, convention=fpr_convention),
   }

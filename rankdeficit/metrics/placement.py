@@ -27,11 +27,11 @@ import functools
 from typing import Any, Callable
 
 import jax
-import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import PartitionSpec as P
+import numpy as np
 
-__all__ = ["replicated", "replicate_inputs", "global_batch", "gather_from_processes"]
+__all__ = ['replicated', 'replicate_inputs', 'global_batch', 'gather_from_processes']
 
 
 def _is_sharded(x: Any) -> bool:
@@ -69,8 +69,9 @@ def replicate_inputs(fn: Callable) -> Callable:
   return wrapper
 
 
-def global_batch(local_rows: np.ndarray | jax.Array, mesh: jax.sharding.Mesh,
-                 spec: P = P("data")) -> jax.Array:
+def global_batch(
+  local_rows: np.ndarray | jax.Array, mesh: jax.sharding.Mesh, spec: P = P('data')
+) -> jax.Array:
   """One global array from the rows each process holds (concatenated in process order).
 
   A thin wrapper of ``multihost_utils.host_local_array_to_global_array``; with one

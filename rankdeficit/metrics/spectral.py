@@ -45,7 +45,8 @@ Numerics (the paper's conventions, Section 2 / App. A):
   rank. Singular values are returned in the units of ``x``; values below float32's
   normal range (1.2e-38) flush to 0 on CPU.
 * Sharding: inputs sharded over an Explicit mesh are replicated first
-  (``placement.replicated``; memory cost in that module). ``jnp.linalg.matrix_rank(x, rtol=...)`` treats its tolerance
+  (``placement.replicated``; memory cost in that module). ``jnp.linalg.matrix_rank(x, rtol=...)``
+  treats its tolerance
   as absolute (jax 0.10.2), so the threshold is built here from the singular values.
 * Non-finite input: ``numerical_rank`` returns ``-1`` (an impossible rank) and the
   float-valued metrics return NaN -- never a plausible number.
@@ -60,24 +61,26 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rankdeficit.metrics import checks, numerics, placement
+from rankdeficit.metrics import checks
+from rankdeficit.metrics import numerics
+from rankdeficit.metrics import placement
 
 __all__ = [
-    "compute_dtype",
-    "singular_values",
-    "rank_tolerance",
-    "numerical_rank",
-    "effective_rank",
-    "stable_rank",
-    "top_k_singular_values",
-    "logits_norm",
-    "mean_per_sample_norm",
-    "softmax_rank",
-    "flatten_features",
-    "feature_subset_indices",
-    "seeded_subset_indices",
-    "representation_matrix",
-    "representation_rank",
+  'compute_dtype',
+  'singular_values',
+  'rank_tolerance',
+  'numerical_rank',
+  'effective_rank',
+  'stable_rank',
+  'top_k_singular_values',
+  'logits_norm',
+  'mean_per_sample_norm',
+  'softmax_rank',
+  'flatten_features',
+  'feature_subset_indices',
+  'seeded_subset_indices',
+  'representation_matrix',
+  'representation_rank',
 ]
 
 INVALID_RANK = -1
@@ -98,7 +101,7 @@ def _unit_matrix(x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
 
 
 def _svdvals(unit: jax.Array, finite: jax.Array) -> jax.Array:
-  with jax.default_matmul_precision("highest"):
+  with jax.default_matmul_precision('highest'):
     s = jnp.linalg.svd(_square_core(unit), compute_uv=False)
   return jnp.where(finite[..., None], s, jnp.nan)
 
@@ -142,17 +145,17 @@ def _square_core(x: jax.Array) -> jax.Array:
   if max(m, n) < 2 * min(m, n):
     return x
   tall = x if m >= n else jnp.swapaxes(x, -1, -2)
-  return jnp.linalg.qr(tall, mode="r")
+  return jnp.linalg.qr(tall, mode='r')
 
 
 def rank_tolerance(
-    sigma: jax.Array,
-    shape: tuple[int, int] | jax.Array,
-    *,
-    atol: float | jax.Array | None = None,
-    rtol: float | jax.Array | None = None,
-    dtype=jnp.float32,
-    line_norms: tuple[jax.Array, jax.Array] | None = None,
+  sigma: jax.Array,
+  shape: tuple[int, int] | jax.Array,
+  *,
+  atol: float | jax.Array | None = None,
+  rtol: float | jax.Array | None = None,
+  dtype=jnp.float32,
+  line_norms: tuple[jax.Array, jax.Array] | None = None,
 ) -> jax.Array:
   """Threshold ``tol`` of the numerical rank from singular values ``sigma [..., k]``.
 
@@ -204,11 +207,11 @@ def _default_tolerance(sigma, shape, dtype, line_norms=None, log2_unit=0):
 
 
 def numerical_rank(
-    x: jax.Array,
-    *,
-    atol: float | jax.Array | None = None,
-    rtol: float | jax.Array | None = None,
-    row_mask: jax.Array | None = None,
+  x: jax.Array,
+  *,
+  atol: float | jax.Array | None = None,
+  rtol: float | jax.Array | None = None,
+  row_mask: jax.Array | None = None,
 ) -> jax.Array:
   """Numerical rank ``#{sigma_i(x) > tol}`` of ``x [..., m, n]`` as int32 ``[...]``.
 
@@ -229,8 +232,8 @@ def numerical_rank(
     int32 rank; ``-1`` when ``x`` holds NaN or Inf, or (under ``jit``) when a
     tolerance is negative or NaN. Eagerly, such a tolerance raises ``ValueError``.
   """
-  checks.tolerance("atol", atol)
-  checks.tolerance("rtol", rtol)
+  checks.tolerance('atol', atol)
+  checks.tolerance('rtol', rtol)
   return _numerical_rank(x, atol, rtol, row_mask)
 
 
@@ -289,7 +292,7 @@ def stable_rank(x: jax.Array) -> jax.Array:
   return jnp.where(top > 0, ratio, jnp.where(jnp.isnan(top), jnp.nan, 0.0))
 
 
-@functools.partial(jax.jit, static_argnames=("k",))
+@functools.partial(jax.jit, static_argnames=('k',))
 @placement.replicate_inputs
 def top_k_singular_values(x: jax.Array, k: int) -> jax.Array:
   """The ``k`` largest singular values ``[..., k]`` (zero-padded if ``min(m, n) < k``),
@@ -329,12 +332,12 @@ def mean_per_sample_norm(logits: jax.Array, mask: jax.Array | None = None) -> ja
 
 
 def softmax_rank(
-    logits: jax.Array,
-    temperature: float | jax.Array = 1.0,
-    *,
-    atol: float | jax.Array | None = None,
-    rtol: float | jax.Array | None = None,
-    row_mask: jax.Array | None = None,
+  logits: jax.Array,
+  temperature: float | jax.Array = 1.0,
+  *,
+  atol: float | jax.Array | None = None,
+  rtol: float | jax.Array | None = None,
+  row_mask: jax.Array | None = None,
 ) -> jax.Array:
   """Post-softmax rank ``rank(softmax(M / T))`` (row-wise softmax over classes).
 
@@ -344,17 +347,17 @@ def softmax_rank(
   (also under ``jit``). The default tolerance uses the eps of the probabilities' dtype
   (float32; float64 under x64).
   """
-  checks.real("logits", logits)
-  checks.positive("temperature", temperature)
-  checks.tolerance("atol", atol)
-  checks.tolerance("rtol", rtol)
+  checks.real('logits', logits)
+  checks.positive('temperature', temperature)
+  checks.tolerance('atol', atol)
+  checks.tolerance('rtol', rtol)
   return _softmax_rank(logits, temperature, atol, rtol, row_mask)
 
 
 @jax.jit
 @placement.replicate_inputs
 def _softmax_rank(logits, temperature, atol, rtol, row_mask):
-  probs = jax.nn.softmax(numerics.as_float(logits, "logits") / temperature, axis=-1)
+  probs = jax.nn.softmax(numerics.as_float(logits, 'logits') / temperature, axis=-1)
   rank = _numerical_rank(probs, atol, rtol, row_mask)
   return jnp.where(jnp.asarray(temperature) > 0, rank, INVALID_RANK)
 
@@ -379,8 +382,9 @@ def feature_subset_indices(num_features: int, max_dims: int, key: jax.Array) -> 
   return jnp.sort(idx)
 
 
-def seeded_subset_indices(num_features: int, max_dims: int,
-                          seed: int | Sequence[int]) -> np.ndarray:
+def seeded_subset_indices(
+  num_features: int, max_dims: int, seed: int | Sequence[int]
+) -> np.ndarray:
   """Host (numpy) twin of ``feature_subset_indices``: sorted int32 indices of a fixed
   random subset of ``min(num_features, max_dims)`` coordinates out of ``num_features``.
 
@@ -395,15 +399,15 @@ def seeded_subset_indices(num_features: int, max_dims: int,
   if num_features <= max_dims:
     return np.arange(num_features, dtype=np.int32)
   bits = np.random.PCG64(np.random.SeedSequence(seed)).random_raw(num_features)
-  return np.sort(np.argsort(bits, kind="stable")[:max_dims]).astype(np.int32)
+  return np.sort(np.argsort(bits, kind='stable')[:max_dims]).astype(np.int32)
 
 
 def representation_matrix(
-    reps: jax.Array,
-    *,
-    max_dims: int = 10_000,
-    key: jax.Array | None = None,
-    indices: jax.Array | np.ndarray | None = None,
+  reps: jax.Array,
+  *,
+  max_dims: int = 10_000,
+  key: jax.Array | None = None,
+  indices: jax.Array | np.ndarray | None = None,
 ) -> jax.Array:
   """``[n, d']`` matrix of a layer's representation: flattened, at most ``max_dims``
   coordinates (a fixed random subset chosen by ``feature_subset_indices``).
@@ -422,14 +426,14 @@ def representation_matrix(
 
 
 def representation_rank(
-    reps: jax.Array,
-    *,
-    max_dims: int = 10_000,
-    key: jax.Array | None = None,
-    indices: jax.Array | np.ndarray | None = None,
-    atol: float | jax.Array | None = None,
-    rtol: float | jax.Array | None = None,
-    row_mask: jax.Array | None = None,
+  reps: jax.Array,
+  *,
+  max_dims: int = 10_000,
+  key: jax.Array | None = None,
+  indices: jax.Array | np.ndarray | None = None,
+  atol: float | jax.Array | None = None,
+  rtol: float | jax.Array | None = None,
+  row_mask: jax.Array | None = None,
 ) -> jax.Array:
   """Numerical rank of a layer representation ``[n, ...]`` (see ``representation_matrix``).
 
@@ -437,8 +441,8 @@ def representation_rank(
   ``max_dims`` coordinates); ``indices`` replaces the random subset by given
   coordinates. Tolerances as in ``numerical_rank``.
   """
-  checks.tolerance("atol", atol)
-  checks.tolerance("rtol", rtol)
+  checks.tolerance('atol', atol)
+  checks.tolerance('rtol', rtol)
   return _representation_rank(reps, max_dims, key, indices, atol, rtol, row_mask)
 
 

@@ -21,13 +21,14 @@ reference runs correspond to init='pytorch' for mlp / vgg19 / vgg19_bn, init='ka
 'torchvision', the exact torchvision convention) for ResNets, and 'xavier' for ViTs trained
 from scratch (fine-tuning overwrites everything but the head).
 """
+
 import dataclasses
 from typing import Any
 
+from flax import linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
-from flax import linen as nn
 
 from rankdeficit.models import cpu_conv
 from rankdeficit.models import initializers
@@ -35,13 +36,25 @@ from rankdeficit.models import mlp
 from rankdeficit.models import resnet
 from rankdeficit.models import vgg
 from rankdeficit.models import vit
-from rankdeficit.models.initializers import INIT_SCHEMES, Init
+from rankdeficit.models.initializers import INIT_SCHEMES
+from rankdeficit.models.initializers import Init
 
 MODEL_NAMES = ('mlp', 'vgg19', 'vgg19_bn') + tuple(resnet.RESNET_SPECS) + tuple(vit.VIT_SPECS)
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 
-__all__ = ['MODEL_NAMES', 'INIT_SCHEMES', 'Init', 'MeasurementModel', 'create_model',
-           'initializers', 'measurement_model', 'mlp', 'resnet', 'vgg', 'vit']
+__all__ = [
+  'MODEL_NAMES',
+  'INIT_SCHEMES',
+  'Init',
+  'MeasurementModel',
+  'create_model',
+  'initializers',
+  'measurement_model',
+  'mlp',
+  'resnet',
+  'vgg',
+  'vit',
+]
 
 
 def create_model(model_config: ml_collections.ConfigDict, num_classes: int) -> nn.Module:
@@ -54,7 +67,8 @@ def create_model(model_config: ml_collections.ConfigDict, num_classes: int) -> n
   Args:
     model_config: `config.model` (configs/base.py): name, width, depth (MLP), stem (ResNet),
       init, init_sigma, layer_norm (MLP), dtype, conv_impl (resolved here, from
-      `jax.default_backend()`, so build the model on the backend it will run on). `pretrained_path` is not used here; load
+      `jax.default_backend()`, so build the model on the backend it will run on). `pretrained_path`
+      is not used here; load
       weights after `init` with `rankdeficit.models.vit.load_pretrained`.
     num_classes: classifier outputs (takes precedence over `model_config.num_classes`).
   Returns:
@@ -80,18 +94,38 @@ def create_model(model_config: ml_collections.ConfigDict, num_classes: int) -> n
     raise ValueError(f'layer_norm=True is only implemented for the MLP, not {name!r}.')
 
   if name == 'mlp':
-    return mlp.MLP(num_classes=num_classes, width=model_config.width, depth=model_config.depth,
-                   init_scheme=init, layer_norm=bool(model_config.layer_norm), dtype=dtype)
+    return mlp.MLP(
+      num_classes=num_classes,
+      width=model_config.width,
+      depth=model_config.depth,
+      init_scheme=init,
+      layer_norm=bool(model_config.layer_norm),
+      dtype=dtype,
+    )
   if name in ('vgg19', 'vgg19_bn'):
-    return vgg.VGG(num_classes=num_classes, batch_norm=name == 'vgg19_bn',
-                   init_scheme=init, dtype=dtype, conv_general_dilated=conv)
+    return vgg.VGG(
+      num_classes=num_classes,
+      batch_norm=name == 'vgg19_bn',
+      init_scheme=init,
+      dtype=dtype,
+      conv_general_dilated=conv,
+    )
   if name in resnet.RESNET_SPECS:
-    return resnet.resnet(name, num_classes, stem=model_config.stem, init=init, dtype=dtype,
-                         conv_general_dilated=conv)
+    return resnet.resnet(
+      name, num_classes, stem=model_config.stem, init=init, dtype=dtype, conv_general_dilated=conv
+    )
   patch, width, depth, heads, mlp_dim = vit.VIT_SPECS[name]
-  return vit.ViT(num_classes=num_classes, patch_size=patch, width=width, depth=depth,
-                 num_heads=heads, mlp_dim=mlp_dim, init_scheme=init, dtype=dtype,
-                 attention_temperature=tau)
+  return vit.ViT(
+    num_classes=num_classes,
+    patch_size=patch,
+    width=width,
+    depth=depth,
+    num_heads=heads,
+    mlp_dim=mlp_dim,
+    init_scheme=init,
+    dtype=dtype,
+    attention_temperature=tau,
+  )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,6 +135,7 @@ class MeasurementModel:
   `apply` / `init` take and return what the wrapped module's do (same parameters); other
   attributes are the wrapped module's.
   """
+
   model: nn.Module
 
   def apply(self, *args, **kwargs):

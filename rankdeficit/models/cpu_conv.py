@@ -23,6 +23,7 @@ Convs that are not plain (dilated, grouped, non-NHWC, string padding) always use
 `resolve('auto')` is 'cpu' on the CPU backend and 'xla' on GPU/TPU (`jax.default_backend()`
 at model construction).
 """
+
 from __future__ import annotations
 
 import collections
@@ -30,8 +31,8 @@ import functools
 from typing import Callable
 
 import jax
-import jax.numpy as jnp
 from jax import lax
+import jax.numpy as jnp
 
 CONV_IMPLS = ('auto', 'xla', 'im2col', 'cpu')
 PASSES = ('fwd', 'dx', 'dw')  # forward; gradient w.r.t. the input; w.r.t. the kernel
@@ -43,8 +44,9 @@ ConvShape = collections.namedtuple('ConvShape', 'height width cin cout kernel st
 def resolve(impl: str) -> str:
   """'auto' -> 'cpu' on the CPU backend, 'xla' elsewhere; other values are returned as is."""
   if impl not in CONV_IMPLS:
-    raise ValueError(f'Unknown conv_impl {impl!r}; set config.model.conv_impl to one of '
-                     f'{", ".join(CONV_IMPLS)}.')
+    raise ValueError(
+      f'Unknown conv_impl {impl!r}; set config.model.conv_impl to one of {", ".join(CONV_IMPLS)}.'
+    )
   if impl == 'auto':
     return 'cpu' if jax.default_backend() == 'cpu' else 'xla'
   return impl
@@ -69,17 +71,31 @@ def pick(shape: ConvShape, pass_: str) -> str:
   return 'xla'
 
 
-def _plain(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
-           dimension_numbers, feature_group_count, batch_group_count) -> bool:
+def _plain(
+  lhs,
+  rhs,
+  window_strides,
+  padding,
+  lhs_dilation,
+  rhs_dilation,
+  dimension_numbers,
+  feature_group_count,
+  batch_group_count,
+) -> bool:
   """An undilated, ungrouped, square 2-D NHWC/HWIO conv with explicit padding."""
-  return (lhs.ndim == 4 and not isinstance(padding, str)
-          and rhs.shape[0] == rhs.shape[1] and window_strides[0] == window_strides[1]
-          and all(d == 1 for d in (lhs_dilation or (1, 1)))
-          and all(d == 1 for d in (rhs_dilation or (1, 1)))
-          and feature_group_count == 1 and batch_group_count == 1
-          and dimension_numbers is not None
-          and lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
-          == lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC))
+  return (
+    lhs.ndim == 4
+    and not isinstance(padding, str)
+    and rhs.shape[0] == rhs.shape[1]
+    and window_strides[0] == window_strides[1]
+    and all(d == 1 for d in (lhs_dilation or (1, 1)))
+    and all(d == 1 for d in (rhs_dilation or (1, 1)))
+    and feature_group_count == 1
+    and batch_group_count == 1
+    and dimension_numbers is not None
+    and lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
+    == lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC)
+  )
 
 
 def shifted_views(x, kh: int, kw: int, window_strides, padding) -> list:
@@ -88,49 +104,69 @@ def shifted_views(x, kh: int, kw: int, window_strides, padding) -> list:
   (pt, pb), (pl, pr) = padding
   x = jnp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0))) if pt or pb or pl or pr else x
   ho, wo = (x.shape[1] - kh) // sh + 1, (x.shape[2] - kw) // sw + 1
-  return [x[:, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw, :]
-          for i in range(kh) for j in range(kw)]
+  return [
+    x[:, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw, :]
+    for i in range(kh)
+    for j in range(kw)
+  ]
 
 
-def im2col_conv(lhs, rhs, window_strides, padding, precision=None,
-                preferred_element_type=None):
+def im2col_conv(lhs, rhs, window_strides, padding, precision=None, preferred_element_type=None):
   """NHWC x HWIO conv as one dot over the concatenated shifted views."""
   kh, kw, cin, cout = rhs.shape
   views = shifted_views(lhs, kh, kw, window_strides, padding)
   # (i, j, c) order along the last axis = the HWIO kernel's row-major order.
   patches = views[0] if len(views) == 1 else jnp.concatenate(views, axis=-1)
-  return jnp.dot(patches, rhs.reshape(kh * kw * cin, cout), precision=precision,
-                 preferred_element_type=preferred_element_type)
+  return jnp.dot(
+    patches,
+    rhs.reshape(kh * kw * cin, cout),
+    precision=precision,
+    preferred_element_type=preferred_element_type,
+  )
 
 
 def xla_conv(lhs, rhs, window_strides, padding, precision=None, preferred_element_type=None):
   """XLA's native NHWC x HWIO convolution."""
-  return lax.conv_general_dilated(lhs, rhs, window_strides, padding, dimension_numbers=_NHWC,
-                                  precision=precision,
-                                  preferred_element_type=preferred_element_type)
+  return lax.conv_general_dilated(
+    lhs,
+    rhs,
+    window_strides,
+    padding,
+    dimension_numbers=_NHWC,
+    precision=precision,
+    preferred_element_type=preferred_element_type,
+  )
 
 
 FORMULATIONS = {'xla': xla_conv, 'im2col': im2col_conv}
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5, 6))
-def per_pass_conv(lhs, rhs, window_strides, padding, picks, precision=None,
-                  preferred_element_type=None):
+def per_pass_conv(
+  lhs, rhs, window_strides, padding, picks, precision=None, preferred_element_type=None
+):
   """A plain conv whose forward, dx and dw use `picks` = (fwd, dx, dw) formulation names."""
-  return FORMULATIONS[picks[0]](lhs, rhs, window_strides, padding, precision,
-                                preferred_element_type)
+  return FORMULATIONS[picks[0]](
+    lhs, rhs, window_strides, padding, precision, preferred_element_type
+  )
 
 
 def _per_pass_fwd(lhs, rhs, window_strides, padding, picks, precision, preferred):
-  return per_pass_conv(lhs, rhs, window_strides, padding, picks, precision, preferred), (
-      lhs, rhs)
+  return per_pass_conv(lhs, rhs, window_strides, padding, picks, precision, preferred), (lhs, rhs)
 
 
 def _per_pass_bwd(window_strides, padding, picks, precision, preferred, residuals, dy):
   lhs, rhs = residuals
-  dx_conv, dw_conv = (functools.partial(FORMULATIONS[p], window_strides=window_strides,
-                                        padding=padding, precision=precision,
-                                        preferred_element_type=preferred) for p in picks[1:])
+  dx_conv, dw_conv = (
+    functools.partial(
+      FORMULATIONS[p],
+      window_strides=window_strides,
+      padding=padding,
+      precision=precision,
+      preferred_element_type=preferred,
+    )
+    for p in picks[1:]
+  )
   dx = jax.vjp(lambda x: dx_conv(x, rhs), lhs)[1](dy)[0]
   dw = jax.vjp(lambda w: dw_conv(lhs, w), rhs)[1](dy)[0]
   return dx, dw
@@ -139,28 +175,55 @@ def _per_pass_bwd(window_strides, padding, picks, precision, preferred, residual
 per_pass_conv.defvjp(_per_pass_fwd, _per_pass_bwd)
 
 
-def _conv(impl, lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
-          dimension_numbers=None, feature_group_count=1, batch_group_count=1, precision=None,
-          preferred_element_type=None):
-  if impl != 'xla' and _plain(lhs, rhs, window_strides, padding, lhs_dilation,
-                              rhs_dilation, dimension_numbers, feature_group_count,
-                              batch_group_count):
+def _conv(
+  impl,
+  lhs,
+  rhs,
+  window_strides,
+  padding,
+  lhs_dilation=None,
+  rhs_dilation=None,
+  dimension_numbers=None,
+  feature_group_count=1,
+  batch_group_count=1,
+  precision=None,
+  preferred_element_type=None,
+):
+  if impl != 'xla' and _plain(
+    lhs,
+    rhs,
+    window_strides,
+    padding,
+    lhs_dilation,
+    rhs_dilation,
+    dimension_numbers,
+    feature_group_count,
+    batch_group_count,
+  ):
     strides = tuple(window_strides)
     padding = tuple(tuple(p) for p in padding)
     if impl == 'im2col':
       return im2col_conv(lhs, rhs, strides, padding, precision, preferred_element_type)
-    shape = ConvShape(lhs.shape[1], lhs.shape[2], rhs.shape[2], rhs.shape[3], rhs.shape[0],
-                      strides[0])
+    shape = ConvShape(
+      lhs.shape[1], lhs.shape[2], rhs.shape[2], rhs.shape[3], rhs.shape[0], strides[0]
+    )
     picks = tuple(pick(shape, p) for p in PASSES)
     if len(set(picks)) == 1:  # plain autodiff of one formulation
-      return FORMULATIONS[picks[0]](lhs, rhs, strides, padding, precision,
-                                    preferred_element_type)
+      return FORMULATIONS[picks[0]](lhs, rhs, strides, padding, precision, preferred_element_type)
     return per_pass_conv(lhs, rhs, strides, padding, picks, precision, preferred_element_type)
   return lax.conv_general_dilated(
-      lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
-      rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
-      feature_group_count=feature_group_count, batch_group_count=batch_group_count,
-      precision=precision, preferred_element_type=preferred_element_type)
+    lhs,
+    rhs,
+    window_strides,
+    padding,
+    lhs_dilation=lhs_dilation,
+    rhs_dilation=rhs_dilation,
+    dimension_numbers=dimension_numbers,
+    feature_group_count=feature_group_count,
+    batch_group_count=batch_group_count,
+    precision=precision,
+    preferred_element_type=preferred_element_type,
+  )
 
 
 def conv_general_dilated(impl: str) -> Callable:
@@ -172,6 +235,8 @@ def conv_general_dilated(impl: str) -> Callable:
     A function with `lax.conv_general_dilated`'s signature.
   """
   if impl not in ('xla', 'im2col', 'cpu'):
-    raise ValueError(f"conv_general_dilated takes 'xla', 'im2col' or 'cpu', not {impl!r} "
-                     "(resolve 'auto' with cpu_conv.resolve first).")
+    raise ValueError(
+      f"conv_general_dilated takes 'xla', 'im2col' or 'cpu', not {impl!r} "
+      "(resolve 'auto' with cpu_conv.resolve first)."
+    )
   return functools.partial(_conv, impl)

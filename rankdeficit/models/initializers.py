@@ -19,13 +19,14 @@ The PyTorch bias rule depends on the fan_in of the *kernel*, which a Flax bias i
 (that only sees the bias shape) cannot know, so the modules pass fan_in in and get a closure.
 Normalisation layers (BatchNorm, LayerNorm) always start at scale 1, bias 0.
 """
+
 import dataclasses
 import math
 from typing import Any
 
+from flax import linen as nn
 import jax
 import jax.numpy as jnp
-from flax import linen as nn
 
 INIT_SCHEMES = ('kaiming', 'pytorch', 'normal', 'torchvision', 'xavier')
 
@@ -62,6 +63,7 @@ class Init:
   Usage inside a module: `nn.Dense(features, **init.dense(x.shape[-1]))`,
   `nn.Conv(features, (3, 3), **init.conv(3 * 3 * x.shape[-1]))`.
   """
+
   scheme: str = 'kaiming'
   sigma: float = 0.01
 

@@ -11,11 +11,12 @@ pre-activation placement, like BatchNorm in conv nets), so every hidden represen
 still "after the non-linearity" and the classifier sees ReLU features, as without it.
 This is the paper's App. E / Figure 17 (bottom) "LayerNorm after hidden layers" model.
 """
+
 import collections
 from typing import Any
 
-import jax.numpy as jnp
 from flax import linen as nn
+import jax.numpy as jnp
 
 from rankdeficit.models.initializers import Init
 
@@ -31,6 +32,7 @@ class MLP(nn.Module):
     layer_norm: LayerNorm before each hidden ReLU.
     dtype: computation dtype (parameters stay float32; logits are returned float32).
   """
+
   num_classes: int
   width: int = 2048
   depth: int = 8
@@ -44,12 +46,14 @@ class MLP(nn.Module):
     reps = collections.OrderedDict()  # kept in forward order by jit (a plain dict is sorted)
     x = x.reshape((x.shape[0], -1)).astype(self.dtype)
     for i in range(self.depth):
-      x = nn.Dense(self.width, dtype=self.dtype, name=f'dense_{i}',
-                   **self.init_scheme.dense(x.shape[-1]))(x)
+      x = nn.Dense(
+        self.width, dtype=self.dtype, name=f'dense_{i}', **self.init_scheme.dense(x.shape[-1])
+      )(x)
       if self.layer_norm:
         x = nn.LayerNorm(epsilon=1e-5, dtype=self.dtype, name=f'layer_norm_{i}')(x)
       x = nn.relu(x)
       reps[f'dense_{i}'] = x
-    logits = nn.Dense(self.num_classes, dtype=self.dtype, name='head',
-                      **self.init_scheme.dense(x.shape[-1]))(x)
+    logits = nn.Dense(
+      self.num_classes, dtype=self.dtype, name='head', **self.init_scheme.dense(x.shape[-1])
+    )(x)
     return logits.astype(jnp.float32), reps

@@ -19,35 +19,53 @@ Representations (`reps`, forward order):
                                 block4_1; ResNet-20: block1_0 ... block3_2
   'pool'                        [N, C] global-average-pooled features (penultimate feature)
 """
-import functools
+
 import collections
+import functools
 from typing import Any, Callable
 
-import jax.numpy as jnp
 from flax import linen as nn
 from jax import lax
+import jax.numpy as jnp
 
 from rankdeficit.models.initializers import Init
 
 # name -> (block kind, blocks per stage, channels of the stages' 3x3 convs)
 RESNET_SPECS = {
-    'resnet18': ('basic', (2, 2, 2, 2), (64, 128, 256, 512)),
-    'resnet34': ('basic', (3, 4, 6, 3), (64, 128, 256, 512)),
-    'resnet50': ('bottleneck', (3, 4, 6, 3), (64, 128, 256, 512)),
-    'resnet20': ('basic', (3, 3, 3), (16, 32, 64)),
+  'resnet18': ('basic', (2, 2, 2, 2), (64, 128, 256, 512)),
+  'resnet34': ('basic', (3, 4, 6, 3), (64, 128, 256, 512)),
+  'resnet50': ('bottleneck', (3, 4, 6, 3), (64, 128, 256, 512)),
+  'resnet20': ('basic', (3, 3, 3), (16, 32, 64)),
 }
 
 
-def _conv(init: Init, dtype, features: int, kernel: int, stride: int, name: str, cin: int,
-          conv: Callable = lax.conv_general_dilated):
+def _conv(
+  init: Init,
+  dtype,
+  features: int,
+  kernel: int,
+  stride: int,
+  name: str,
+  cin: int,
+  conv: Callable = lax.conv_general_dilated,
+):
   pad = kernel // 2
-  return nn.Conv(features, (kernel, kernel), strides=(stride, stride),
-                 padding=((pad, pad), (pad, pad)), use_bias=False, dtype=dtype, name=name,
-                 conv_general_dilated=conv, **init.conv(kernel * kernel * cin))
+  return nn.Conv(
+    features,
+    (kernel, kernel),
+    strides=(stride, stride),
+    padding=((pad, pad), (pad, pad)),
+    use_bias=False,
+    dtype=dtype,
+    name=name,
+    conv_general_dilated=conv,
+    **init.conv(kernel * kernel * cin),
+  )
 
 
 class BasicBlock(nn.Module):
   """Two 3x3 convs; output channels = `features`."""
+
   features: int
   stride: int
   init_scheme: Init
@@ -59,17 +77,20 @@ class BasicBlock(nn.Module):
   @nn.compact
   def __call__(self, x):
     cin = x.shape[-1]
-    y = _conv(self.init_scheme, self.dtype, self.features, 3, self.stride, 'conv1', cin,
-              self.conv)(x)
+    y = _conv(self.init_scheme, self.dtype, self.features, 3, self.stride, 'conv1', cin, self.conv)(
+      x
+    )
     y = nn.relu(self.norm(name='bn1')(y))
-    y = _conv(self.init_scheme, self.dtype, self.features, 3, 1, 'conv2', self.features,
-              self.conv)(y)
+    y = _conv(self.init_scheme, self.dtype, self.features, 3, 1, 'conv2', self.features, self.conv)(
+      y
+    )
     y = self.norm(name='bn2')(y)
     return nn.relu(y + _shortcut(self, x, self.features))
 
 
 class Bottleneck(nn.Module):
   """1x1 reduce, 3x3 (strided), 1x1 expand; output channels = 4 * `features`."""
+
   features: int
   stride: int
   init_scheme: Init
@@ -81,14 +102,13 @@ class Bottleneck(nn.Module):
   @nn.compact
   def __call__(self, x):
     cin, cout = x.shape[-1], self.features * self.expansion
-    y = _conv(self.init_scheme, self.dtype, self.features, 1, 1, 'conv1', cin,
-              self.conv)(x)
+    y = _conv(self.init_scheme, self.dtype, self.features, 1, 1, 'conv1', cin, self.conv)(x)
     y = nn.relu(self.norm(name='bn1')(y))
-    y = _conv(self.init_scheme, self.dtype, self.features, 3, self.stride, 'conv2',
-              self.features, self.conv)(y)
+    y = _conv(
+      self.init_scheme, self.dtype, self.features, 3, self.stride, 'conv2', self.features, self.conv
+    )(y)
     y = nn.relu(self.norm(name='bn2')(y))
-    y = _conv(self.init_scheme, self.dtype, cout, 1, 1, 'conv3', self.features,
-              self.conv)(y)
+    y = _conv(self.init_scheme, self.dtype, cout, 1, 1, 'conv3', self.features, self.conv)(y)
     y = self.norm(name='bn3')(y)
     return nn.relu(y + _shortcut(self, x, cout))
 
@@ -97,8 +117,9 @@ def _shortcut(block, x, cout: int):
   """Identity, or 1x1 conv + BN when the block changes stride or channels (called in-block)."""
   if block.stride == 1 and x.shape[-1] == cout:
     return x
-  p = _conv(block.init_scheme, block.dtype, cout, 1, block.stride, 'proj_conv', x.shape[-1],
-            block.conv)(x)
+  p = _conv(
+    block.init_scheme, block.dtype, cout, 1, block.stride, 'proj_conv', x.shape[-1], block.conv
+  )(x)
   return block.norm(name='proj_bn')(p)
 
 
@@ -115,6 +136,7 @@ class ResNet(nn.Module):
     dtype: computation dtype (parameters stay float32; logits are returned float32).
     conv_general_dilated: the convs' formulation (models/cpu_conv.py; XLA's by default).
   """
+
   num_classes: int
   stage_sizes: tuple
   stage_widths: tuple
@@ -127,19 +149,36 @@ class ResNet(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool = False):
     # PyTorch BatchNorm2d defaults: momentum 0.1 (= flax 0.9), eps 1e-5; gamma 1, beta 0.
-    norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
-                             epsilon=1e-5, dtype=self.dtype)
+    norm = functools.partial(
+      nn.BatchNorm, use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=self.dtype
+    )
     block_cls = {'basic': BasicBlock, 'bottleneck': Bottleneck}[self.block]
     reps = collections.OrderedDict()  # kept in forward order by jit (a plain dict is sorted)
     x = x.astype(self.dtype)
     width = self.stage_widths[0]
     if self.stem == 'cifar':
-      x = _conv(self.init_scheme, self.dtype, width, 3, 1, 'stem_conv', x.shape[-1],
-                self.conv_general_dilated)(x)
+      x = _conv(
+        self.init_scheme,
+        self.dtype,
+        width,
+        3,
+        1,
+        'stem_conv',
+        x.shape[-1],
+        self.conv_general_dilated,
+      )(x)
       x = nn.relu(norm(name='stem_bn')(x))
     elif self.stem == 'imagenet':
-      x = _conv(self.init_scheme, self.dtype, width, 7, 2, 'stem_conv', x.shape[-1],
-                self.conv_general_dilated)(x)
+      x = _conv(
+        self.init_scheme,
+        self.dtype,
+        width,
+        7,
+        2,
+        'stem_conv',
+        x.shape[-1],
+        self.conv_general_dilated,
+      )(x)
       x = nn.relu(norm(name='stem_bn')(x))
       x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     else:
@@ -150,23 +189,39 @@ class ResNet(nn.Module):
       for b in range(n_blocks):
         stride = 2 if (s > 0 and b == 0) else 1
         name = f'block{s + 1}_{b}'
-        x = block_cls(features, stride, self.init_scheme, norm, self.dtype,
-                      self.conv_general_dilated, name=name)(x)
+        x = block_cls(
+          features, stride, self.init_scheme, norm, self.dtype, self.conv_general_dilated, name=name
+        )(x)
         reps[name] = x
 
     x = jnp.mean(x, axis=(1, 2))
     reps['pool'] = x
-    logits = nn.Dense(self.num_classes, dtype=self.dtype, name='head',
-                      **self.init_scheme.dense(x.shape[-1]))(x)
+    logits = nn.Dense(
+      self.num_classes, dtype=self.dtype, name='head', **self.init_scheme.dense(x.shape[-1])
+    )(x)
     return logits.astype(jnp.float32), reps
 
 
-def resnet(name: str, num_classes: int, *, stem: str, init: Init, dtype=jnp.float32,
-           conv_general_dilated: Callable = lax.conv_general_dilated) -> ResNet:
+def resnet(
+  name: str,
+  num_classes: int,
+  *,
+  stem: str,
+  init: Init,
+  dtype=jnp.float32,
+  conv_general_dilated: Callable = lax.conv_general_dilated,
+) -> ResNet:
   """Builds one of `RESNET_SPECS` by name."""
   if stem not in ('cifar', 'imagenet'):
     raise ValueError(f"Unknown ResNet stem {stem!r}; valid: 'cifar', 'imagenet'.")
   block, sizes, widths = RESNET_SPECS[name]
-  return ResNet(num_classes=num_classes, stage_sizes=sizes, stage_widths=widths, block=block,
-                stem=stem, init_scheme=init, dtype=dtype,
-                conv_general_dilated=conv_general_dilated)
+  return ResNet(
+    num_classes=num_classes,
+    stage_sizes=sizes,
+    stage_widths=widths,
+    block=block,
+    stem=stem,
+    init_scheme=init,
+    dtype=dtype,
+    conv_general_dilated=conv_general_dilated,
+  )

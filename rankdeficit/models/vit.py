@@ -18,29 +18,30 @@ Representations (`reps`, forward order), tokens [N, 1 + num_patches, D]:
   'block_0' ... 'block_{L-1}'  output of each encoder block (after its residual add)
   'pre_logits'               [N, D] final-LayerNorm'd class token (penultimate feature)
 """
-import logging
+
 import collections
+import logging
 from typing import Any
 
+from flax import linen as nn
+from flax import traverse_util
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import linen as nn
-from flax import traverse_util
 
 from rankdeficit.models.initializers import Init
 
 # name -> (patch size, width, depth, heads, mlp dim)
 VIT_SPECS = {
-    'vit_b16': (16, 768, 12, 12, 3072),
-    'vit_s16': (16, 384, 12, 6, 1536),
-    'vit_ti16': (16, 192, 12, 3, 768),
-    # CPU-sized model for 32x32 inputs: 8x8 patches of 4x4 pixels, width 256 (> 200 classes
-    # of Tiny-ImageNet, so the penultimate width does not cap the solution rank).
-    'vit_tiny': (4, 256, 4, 4, 512),
-    # Smallest: the same 65 tokens at width 64 (4 heads of 16), for from-scratch CIFAR runs
-    # of about a minute on 2 CPU cores (configs/vit_c10_cpu.py, attention temperature).
-    'vit_mini': (4, 64, 4, 4, 128),
+  'vit_b16': (16, 768, 12, 12, 3072),
+  'vit_s16': (16, 384, 12, 6, 1536),
+  'vit_ti16': (16, 192, 12, 3, 768),
+  # CPU-sized model for 32x32 inputs: 8x8 patches of 4x4 pixels, width 256 (> 200 classes
+  # of Tiny-ImageNet, so the penultimate width does not cap the solution rank).
+  'vit_tiny': (4, 256, 4, 4, 512),
+  # Smallest: the same 65 tokens at width 64 (4 heads of 16), for from-scratch CIFAR runs
+  # of about a minute on 2 CPU cores (configs/vit_c10_cpu.py, attention temperature).
+  'vit_mini': (4, 64, 4, 4, 128),
 }
 
 
@@ -66,6 +67,7 @@ class MultiHeadDotProductAttention(nn.Module):
   `intermediates/attention_logits` (free unless applied with mutable=['intermediates']; see
   `attention_logits`).
   """
+
   num_heads: int
   init_scheme: Init
   dtype: Any = jnp.float32
@@ -76,8 +78,9 @@ class MultiHeadDotProductAttention(nn.Module):
     n, t, d = x.shape
     head_dim = d // self.num_heads
     dense = lambda name: nn.Dense(d, dtype=self.dtype, name=name, **self.init_scheme.dense(d))
-    q, k, v = (dense(name)(x).reshape(n, t, self.num_heads, head_dim)
-               for name in ('query', 'key', 'value'))
+    q, k, v = (
+      dense(name)(x).reshape(n, t, self.num_heads, head_dim) for name in ('query', 'key', 'value')
+    )
     scale = 1.0 / (self.attention_temperature * np.sqrt(head_dim))
     logits = jnp.einsum('nqhd,nkhd->nhqk', q * jnp.asarray(scale, q.dtype), k)
     self.sow('intermediates', 'attention_logits', logits)
@@ -96,9 +99,13 @@ class EncoderBlock(nn.Module):
   @nn.compact
   def __call__(self, x):
     y = nn.LayerNorm(dtype=self.dtype, name='LayerNorm_0')(x)
-    x = x + MultiHeadDotProductAttention(self.num_heads, self.init_scheme, self.dtype,
-                                         self.attention_temperature,
-                                         name='MultiHeadDotProductAttention_1')(y)
+    x = x + MultiHeadDotProductAttention(
+      self.num_heads,
+      self.init_scheme,
+      self.dtype,
+      self.attention_temperature,
+      name='MultiHeadDotProductAttention_1',
+    )(y)
     y = nn.LayerNorm(dtype=self.dtype, name='LayerNorm_2')(x)
     return x + MlpBlock(self.mlp_dim, self.init_scheme, self.dtype, name='MlpBlock_3')(y)
 
@@ -124,8 +131,14 @@ class Transformer(nn.Module):
     x = PosEmbedding(name='posembed_input')(x)
     reps['embed'] = x
     for i in range(self.depth):
-      x = EncoderBlock(self.num_heads, self.mlp_dim, self.init_scheme, self.dtype,
-                       self.attention_temperature, name=f'encoderblock_{i}')(x)
+      x = EncoderBlock(
+        self.num_heads,
+        self.mlp_dim,
+        self.init_scheme,
+        self.dtype,
+        self.attention_temperature,
+        name=f'encoderblock_{i}',
+      )(x)
       reps[f'block_{i}'] = x
     return nn.LayerNorm(dtype=self.dtype, name='encoder_norm')(x), reps
 
@@ -142,6 +155,7 @@ class ViT(nn.Module):
     dtype: computation dtype (parameters stay float32; logits are returned float32).
     attention_temperature: tau in softmax(q k^T / (tau sqrt(d))) of every attention layer.
   """
+
   num_classes: int
   patch_size: int = 16
   width: int = 768
@@ -156,20 +170,34 @@ class ViT(nn.Module):
   def __call__(self, x, train: bool = False):
     del train  # no dropout: fine-tuning and the CPU runs use none
     p = self.patch_size
-    x = nn.Conv(self.width, (p, p), strides=(p, p), padding='VALID', dtype=self.dtype,
-                name='embedding', **self.init_scheme.conv(p * p * x.shape[-1]))(
-                    x.astype(self.dtype))
+    x = nn.Conv(
+      self.width,
+      (p, p),
+      strides=(p, p),
+      padding='VALID',
+      dtype=self.dtype,
+      name='embedding',
+      **self.init_scheme.conv(p * p * x.shape[-1]),
+    )(x.astype(self.dtype))
     n, h, w, d = x.shape
     x = x.reshape(n, h * w, d)
     cls = self.param('cls', nn.initializers.zeros, (1, 1, d))
     x = jnp.concatenate([jnp.broadcast_to(cls.astype(x.dtype), (n, 1, d)), x], axis=1)
     # An OrderedDict keeps forward order through jit (a plain dict comes back key-sorted).
-    x, reps = Transformer(self.depth, self.num_heads, self.mlp_dim, self.init_scheme,
-                          self.dtype, self.attention_temperature, name='Transformer')(x)
+    x, reps = Transformer(
+      self.depth,
+      self.num_heads,
+      self.mlp_dim,
+      self.init_scheme,
+      self.dtype,
+      self.attention_temperature,
+      name='Transformer',
+    )(x)
     x = x[:, 0]
     reps['pre_logits'] = x
-    logits = nn.Dense(self.num_classes, dtype=self.dtype, name='head',
-                      **self.init_scheme.dense(d))(x)
+    logits = nn.Dense(self.num_classes, dtype=self.dtype, name='head', **self.init_scheme.dense(d))(
+      x
+    )
     return logits.astype(jnp.float32), reps
 
 
@@ -227,8 +255,9 @@ def _resize_posemb(pe: np.ndarray, target_shape: tuple) -> np.ndarray:
     raise ValueError(f'Cannot resize non-square position embeddings {pe.shape} -> {target_shape}.')
   grid = grid.reshape(g_old, g_old, -1)
   grid = jax.image.resize(grid, (g_new, g_new, grid.shape[-1]), method='bilinear')
-  logging.info('Resized position embeddings from a %dx%d to a %dx%d grid.',
-               g_old, g_old, g_new, g_new)
+  logging.info(
+    'Resized position embeddings from a %dx%d to a %dx%d grid.', g_old, g_old, g_new, g_new
+  )
   return np.concatenate([cls_pe, np.asarray(grid).reshape(1, g_new * g_new, -1)], axis=1)
 
 
@@ -264,13 +293,20 @@ def load_pretrained(params, path: str, *, num_heads: int | None = None):
   out = {}
   for key, ours in flat.items():
     if key not in stored:
-      raise ValueError(f'Pretrained checkpoint {path} has no parameter {key!r} '
-                       f'(expected shape {_public_shape(key, ours.shape, num_heads)}).')
+      raise ValueError(
+        f'Pretrained checkpoint {path} has no parameter {key!r} '
+        f'(expected shape {_public_shape(key, ours.shape, num_heads)}).'
+      )
     value = stored[key]
     expected = _public_shape(key, ours.shape, num_heads)
     if key.startswith('head/') and value.shape != expected:
-      logging.info('Pretrained head %s has shape %s, the model needs %s: keeping the freshly '
-                   'initialised head.', key, value.shape, expected)
+      logging.info(
+        'Pretrained head %s has shape %s, the model needs %s: keeping the freshly '
+        'initialised head.',
+        key,
+        value.shape,
+        expected,
+      )
       out[key] = ours
       continue
     if key.endswith('posembed_input/pos_embedding') and value.shape != expected:
@@ -282,6 +318,7 @@ def load_pretrained(params, path: str, *, num_heads: int | None = None):
     out[key] = np.asarray(value, dtype=ours.dtype).reshape(ours.shape)
   extra = sorted(set(stored) - set(flat))
   if extra:
-    logging.info('Ignoring %d checkpoint entries the model does not use: %s', len(extra),
-                 ', '.join(extra[:10]))
+    logging.info(
+      'Ignoring %d checkpoint entries the model does not use: %s', len(extra), ', '.join(extra[:10])
+    )
   return traverse_util.unflatten_dict(out, sep='/')

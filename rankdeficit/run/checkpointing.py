@@ -6,7 +6,8 @@ A checkpoint is a directory `workdir/checkpoints/<step>/` with three items: `sta
 JSON: the run's identity, which `config_diff.check_resumable` compares a resumed run with,
 whether or not config.json is still there; checkpoints written before it existed have
 none). Orbax writes into a temporary directory and renames it when complete, so a run
-killed at any moment leaves the previous checkpoints intact; `latest_step` only ever sees finished ones. Each finished step is then
+killed at any moment leaves the previous checkpoints intact; `latest_step` only ever sees finished
+ones. Each finished step is then
 sealed with the checksums of its files and verified before a restore; a damaged step is
 moved to `checkpoints/corrupt/<step>` and the previous one is restored instead
 (rankdeficit/run/integrity.py).
@@ -14,17 +15,18 @@ moved to `checkpoints/corrupt/<step>` and the previous one is restored instead
 A full disk while saving raises `DiskFullError` (the step that failed, the last good one);
 the failed step's partial files are removed and the earlier checkpoints stay intact.
 """
+
 import contextlib
 import errno
 import json
 from typing import Any
 
+from absl import logging
 import grain
 import jax
+from jax.experimental import multihost_utils
 import ml_collections
 import orbax.checkpoint as ocp
-from absl import logging
-from jax.experimental import multihost_utils
 
 from rankdeficit.run import integrity
 from rankdeficit.run import storage
@@ -49,8 +51,10 @@ class DiskFullError(OSError):
 
   def __init__(self, step: int, last_good: int | None, device: str, doing: str = 'saving'):
     good = f'step {last_good}' if last_good is not None else 'none (none was saved yet)'
-    super().__init__(errno.ENOSPC, f'no space left on {device} while {doing} step {step}; '
-                                   f'the last good checkpoint is {good}')
+    super().__init__(
+      errno.ENOSPC,
+      f'no space left on {device} while {doing} step {step}; the last good checkpoint is {good}',
+    )
     self.step, self.last_good = step, last_good
 
   def __str__(self) -> str:
@@ -116,23 +120,35 @@ class Checkpointer:
   ones, moving each aside to `checkpoints/corrupt/<step>`.
   """
 
-  def __init__(self, workdir: str, keep: int = 3, every_steps: int | None = None,
-               config: ml_collections.ConfigDict | None = None):
+  def __init__(
+    self,
+    workdir: str,
+    keep: int = 3,
+    every_steps: int | None = None,
+    config: ml_collections.ConfigDict | None = None,
+  ):
     """`config` (read at every save, so later changes such as a chosen T are kept) is
     stored in each checkpoint as its item `config`."""
     if keep < 1:
-      raise ValueError(f'keep={keep}: at least one checkpoint must be kept '
-                       f'(config.keep_checkpoints >= 1).')
+      raise ValueError(
+        f'keep={keep}: at least one checkpoint must be kept (config.keep_checkpoints >= 1).'
+      )
     policy = None
     if every_steps:
-      policy = ocp.checkpoint_managers.AnySavePolicy([
+      policy = ocp.checkpoint_managers.AnySavePolicy(
+        [
           ocp.checkpoint_managers.FixedIntervalPolicy(every_steps),
-          ocp.checkpoint_managers.PreemptionCheckpointingPolicy()])
+          ocp.checkpoint_managers.PreemptionCheckpointingPolicy(),
+        ]
+      )
     self._directory = storage.workdir_path(workdir) / CHECKPOINT_DIR
     self._manager = ocp.CheckpointManager(
-        self._directory, item_names=ITEMS,
-        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
-                                             save_decision_policy=policy))
+      self._directory,
+      item_names=ITEMS,
+      options=ocp.CheckpointManagerOptions(
+        max_to_keep=keep, create=True, save_decision_policy=policy
+      ),
+    )
     self._config = config
     self._unsealed: int | None = None
     self._failed = False
@@ -190,8 +206,9 @@ class Checkpointer:
           partial.rmtree(missing_ok=True)
       self._manager.reload()
       steps = self._manager.all_steps()
-      raise DiskFullError(step, max(steps) if steps else None,
-                          storage.device_of(self._directory), doing) from e
+      raise DiskFullError(
+        step, max(steps) if steps else None, storage.device_of(self._directory), doing
+      ) from e
 
   def restore(self, state: Any, data_iter) -> Any:
     """Restores the newest intact checkpoint into `state`'s structure/sharding and `data_iter`.
@@ -210,12 +227,17 @@ class Checkpointer:
         except Exception as e:  # pylint: disable=broad-except
           if integrity.is_sealed(step_dir):
             # Intact bytes that do not fit this run: a code or config change, not damage.
-            raise RestoreError(f'Checkpoint {step_dir} is intact but does not fit this run '
-                               f'({type(e).__name__}: {_first_line(e)}); resume with the '
-                               f'code and config that wrote it, or use a new --workdir.') from e
+            raise RestoreError(
+              f'Checkpoint {step_dir} is intact but does not fit this run '
+              f'({type(e).__name__}: {_first_line(e)}); resume with the '
+              f'code and config that wrote it, or use a new --workdir.'
+            ) from e
           problem = f'{type(e).__name__}: {_first_line(e)}'
-      logging.warning('Checkpoint at step %d is corrupt (%s); moving it aside and trying '
-                      'the previous one.', step, problem)
+      logging.warning(
+        'Checkpoint at step %d is corrupt (%s); moving it aside and trying the previous one.',
+        step,
+        problem,
+      )
       self._quarantine(step)
     return state
 
@@ -255,7 +277,8 @@ def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
   """Writes the resolved config as JSON (process 0 only)."""
   if jax.process_index() == 0:
     (storage.workdir_path(workdir) / CONFIG_FILE).write_text(
-        config.to_json_best_effort(indent=2, sort_keys=True))
+      config.to_json_best_effort(indent=2, sort_keys=True)
+    )
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
@@ -269,8 +292,9 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
   path = storage.workdir_path(workdir) / CONFIG_FILE
   saved = json.loads(path.read_text()) if path.exists() else stored_config(workdir)
   if saved is None:
-    raise FileNotFoundError(f'{path} does not exist, and no checkpoint of {workdir} holds '
-                            f'its config.')
+    raise FileNotFoundError(
+      f'{path} does not exist, and no checkpoint of {workdir} holds its config.'
+    )
   config = ml_collections.ConfigDict(_lists_to_tuples(saved))
   config.lock()
   return config
@@ -310,8 +334,7 @@ def _on_local_device(metadata) -> Any:
   which an analysis on another machine, or another number of processes, does not have.
   """
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  return jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
-                      metadata)
+  return jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), metadata)
 
 
 def load_run(workdir: str, step: int | None = None):
@@ -324,21 +347,31 @@ def load_run(workdir: str, step: int | None = None):
   """
   from rankdeficit import models  # pylint: disable=import-outside-toplevel
   from rankdeficit.data import input_pipeline
+
   config = load_config(workdir)
-  manager = ocp.CheckpointManager(storage.workdir_path(workdir) / CHECKPOINT_DIR,
-                                  item_names=('state', 'data_iter'),
-                                  item_handlers={
-                                      'state': ocp.StandardCheckpointHandler(),
-                                      'data_iter': grain.checkpoint.CheckpointHandler()})
+  manager = ocp.CheckpointManager(
+    storage.workdir_path(workdir) / CHECKPOINT_DIR,
+    item_names=('state', 'data_iter'),
+    item_handlers={
+      'state': ocp.StandardCheckpointHandler(),
+      'data_iter': grain.checkpoint.CheckpointHandler(),
+    },
+  )
   step = manager.latest_step() if step is None else step
   if step is None:
     raise FileNotFoundError(f'No checkpoint in {workdir}/{CHECKPOINT_DIR}.')
-  restored = manager.restore(step, args=ocp.args.Composite(
-      state=ocp.args.StandardRestore(_on_local_device(manager.item_metadata(step)['state']))))
+  restored = manager.restore(
+    step,
+    args=ocp.args.Composite(
+      state=ocp.args.StandardRestore(_on_local_device(manager.item_metadata(step)['state']))
+    ),
+  )
   manager.close()
   state = restored['state']
-  num_classes = config.model.num_classes or input_pipeline.dataset_info(
-      config.dataset, config.data_dir).num_classes
+  num_classes = (
+    config.model.num_classes
+    or input_pipeline.dataset_info(config.dataset, config.data_dir).num_classes
+  )
   model = models.create_model(config.model, num_classes)
   variables = {'params': state['params']}
   if state.get('batch_stats'):

@@ -13,25 +13,41 @@ the field only affects bookkeeping (`BOOKKEEPING_FIELDS`) or is a longer budget
 total number of steps). `num_workers` is not bookkeeping: grain's saved iterator state
 and the batch composition depend on it.
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
 
-import jax
-import ml_collections
 from absl import logging
 from etils import epath
+import jax
+import ml_collections
 
 CONFIG_FILE = 'config.json'
 CHECKPOINT_DIR = 'checkpoints'
-BOOKKEEPING_FIELDS = frozenset({
-    'log_every_steps', 'eval_every_steps', 'checkpoint_every_steps', 'keep_checkpoints',
-    'metrics_every_steps', 'metrics_batch_size', 'metrics_input_ranks', 'max_feature_dims',
-    'eval_batch_size', 'data_dir', 'distributed', 'ood_dataset', 'ood_detection_dataset',
-    'download', 'in_memory', 'compilation_cache_dir', 'profile',
+BOOKKEEPING_FIELDS = frozenset(
+  {
+    'log_every_steps',
+    'eval_every_steps',
+    'checkpoint_every_steps',
+    'keep_checkpoints',
+    'metrics_every_steps',
+    'metrics_batch_size',
+    'metrics_input_ranks',
+    'max_feature_dims',
+    'eval_batch_size',
+    'data_dir',
+    'distributed',
+    'ood_dataset',
+    'ood_detection_dataset',
+    'download',
+    'in_memory',
+    'compilation_cache_dir',
+    'profile',
     'device_resize_canvas',  # host or device resize: pixels differ by < 1 grey level
-})
+  }
+)
 EXTENDABLE_FIELDS = frozenset({'num_train_steps', 'num_epochs'})
 
 
@@ -70,8 +86,12 @@ def differences(saved: dict, config: ml_collections.ConfigDict) -> list[str]:
     old, new = saved[field], values.get(field, '<absent>')
     if old == new or field in BOOKKEEPING_FIELDS:
       continue
-    if (field in EXTENDABLE_FIELDS and isinstance(old, (int, float))
-        and isinstance(new, (int, float)) and _extension_ok(field, old, new, values)):
+    if (
+      field in EXTENDABLE_FIELDS
+      and isinstance(old, (int, float))
+      and isinstance(new, (int, float))
+      and _extension_ok(field, old, new, values)
+    ):
       continue
     found.append(f'{field} ({old!r} -> {new!r})')
   return found
@@ -87,8 +107,7 @@ def _read_config_file(workdir: epath.PathLike) -> dict | None:
   path = epath.Path(workdir) / CONFIG_FILE
   if not path.exists():
     return None
-  fix = ('it describes the checkpoints next to it: restore it, or choose another '
-         '--workdir.')
+  fix = 'it describes the checkpoints next to it: restore it, or choose another --workdir.'
   try:
     saved = json.loads(path.read_text())
   except ValueError as e:
@@ -105,6 +124,7 @@ def saved_config(workdir: epath.PathLike) -> dict | None:
   were stored fall back on config.json (ValueError if it is not a JSON object).
   """
   from rankdeficit.run import checkpointing  # pylint: disable=import-outside-toplevel  (orbax)
+
   stored = checkpointing.stored_config(workdir)
   return stored if stored is not None else _read_config_file(workdir)
 
@@ -119,16 +139,18 @@ def check_resumable(config: ml_collections.ConfigDict, workdir: epath.PathLike) 
   found = differences(saved, config)
   if found:
     raise ValueError(
-        f'workdir {workdir} holds checkpoints trained with a different config: '
-        f'{"; ".join(found)}. Resume with the saved values, or choose another --workdir '
-        f'(only {", ".join(sorted(BOOKKEEPING_FIELDS))} and a longer num_train_steps/'
-        f'num_epochs may change).')
+      f'workdir {workdir} holds checkpoints trained with a different config: '
+      f'{"; ".join(found)}. Resume with the saved values, or choose another --workdir '
+      f'(only {", ".join(sorted(BOOKKEEPING_FIELDS))} and a longer num_train_steps/'
+      f'num_epochs may change).'
+    )
 
 
 def restore_config_file(workdir: epath.PathLike) -> bool:
   """Rewrites a missing or unreadable config.json from the config stored in the newest
   checkpoint (process 0); returns whether it did."""
   from rankdeficit.run import checkpointing  # pylint: disable=import-outside-toplevel  (orbax)
+
   if not has_checkpoint(workdir):
     return False
   try:
@@ -142,8 +164,9 @@ def restore_config_file(workdir: epath.PathLike) -> bool:
   path = epath.Path(workdir) / CONFIG_FILE
   if jax.process_index() == 0:
     path.write_text(json.dumps(stored, indent=2, sort_keys=True))
-  logging.warning('%s was missing or unreadable: restored it from the config stored in '
-                  'the checkpoints.', path)
+  logging.warning(
+    '%s was missing or unreadable: restored it from the config stored in the checkpoints.', path
+  )
   return True
 
 
@@ -151,7 +174,10 @@ def run_name(config: ml_collections.ConfigDict, config_stem: str) -> str:
   """`<config stem>_T<T>_seed<seed>_<hash>`: the hash covers every field that changes the
   weights, so runs that differ only in loss, init, width or data never share a name, and
   re-running the same command finds (and resumes) its own directory."""
-  values = {k: v for k, v in config_values(config).items()
-            if k not in BOOKKEEPING_FIELDS | EXTENDABLE_FIELDS}
+  values = {
+    k: v
+    for k, v in config_values(config).items()
+    if k not in BOOKKEEPING_FIELDS | EXTENDABLE_FIELDS
+  }
   digest = hashlib.sha1(json.dumps(values, sort_keys=True).encode()).hexdigest()[:8]
   return f'{config_stem}_T{config.temperature:g}_seed{config.seed}_{digest}'

@@ -18,6 +18,7 @@ After initialisation every process sees all devices (`jax.devices()`), each feed
 slice of every batch (`sharding.shard_batch`), and process 0 alone writes shared files
 (`is_main_process()`).
 """
+
 from __future__ import annotations
 
 from typing import Any, Mapping
@@ -25,8 +26,8 @@ from typing import Any, Mapping
 from absl import flags
 from absl import logging
 import jax
-import numpy as np
 from jax.experimental import multihost_utils
+import numpy as np
 
 
 def define_flags() -> None:
@@ -36,18 +37,28 @@ def define_flags() -> None:
   """
   if 'coordinator_address' in flags.FLAGS:
     return
-  flags.DEFINE_string('coordinator_address', None,
-                      'HOST:PORT of process 0 for a multi-process run (with --num_processes '
-                      'and --process_id); omit on TPU pods / SLURM and use --distributed.')
+  flags.DEFINE_string(
+    'coordinator_address',
+    None,
+    'HOST:PORT of process 0 for a multi-process run (with --num_processes '
+    'and --process_id); omit on TPU pods / SLURM and use --distributed.',
+  )
   flags.DEFINE_integer('num_processes', None, 'Number of processes of a multi-process run.')
   flags.DEFINE_integer('process_id', None, 'Index of this process, 0 .. num_processes - 1.')
-  flags.DEFINE_bool('distributed', False,
-                    'Auto-detect the cluster (TPU pod, SLURM) with '
-                    'jax.distributed.initialize().')
+  flags.DEFINE_bool(
+    'distributed',
+    False,
+    'Auto-detect the cluster (TPU pod, SLURM) with jax.distributed.initialize().',
+  )
 
 
-def initialize(coordinator_address: str | None = None, num_processes: int | None = None,
-               process_id: int | None = None, *, auto: bool = False) -> bool:
+def initialize(
+  coordinator_address: str | None = None,
+  num_processes: int | None = None,
+  process_id: int | None = None,
+  *,
+  auto: bool = False,
+) -> bool:
   """Starts the JAX distributed runtime; returns whether it is now running multi-process.
 
   Args:
@@ -62,12 +73,15 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
   explicit = (coordinator_address, num_processes, process_id)
   if any(v is not None for v in explicit):
     if any(v is None for v in explicit):
-      raise ValueError('--coordinator_address, --num_processes and --process_id go together; '
-                       f'got {explicit}. Give all three, or none and --distributed on a '
-                       'TPU pod / SLURM.')
+      raise ValueError(
+        '--coordinator_address, --num_processes and --process_id go together; '
+        f'got {explicit}. Give all three, or none and --distributed on a '
+        'TPU pod / SLURM.'
+      )
     if not 0 <= process_id < num_processes:
-      raise ValueError(f'--process_id={process_id} must be in [0, --num_processes='
-                       f'{num_processes}).')
+      raise ValueError(
+        f'--process_id={process_id} must be in [0, --num_processes={num_processes}).'
+      )
   elif not auto:
     return False
   if jax.distributed.is_initialized():
@@ -77,19 +91,25 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
   if coordinator_address is None:
     jax.distributed.initialize()
   else:
-    jax.distributed.initialize(coordinator_address=coordinator_address,
-                               num_processes=num_processes, process_id=process_id)
-  logging.info('JAX distributed: process %d/%d, %d local / %d global devices',
-               jax.process_index(), jax.process_count(), jax.local_device_count(),
-               jax.device_count())
+    jax.distributed.initialize(
+      coordinator_address=coordinator_address, num_processes=num_processes, process_id=process_id
+    )
+  logging.info(
+    'JAX distributed: process %d/%d, %d local / %d global devices',
+    jax.process_index(),
+    jax.process_count(),
+    jax.local_device_count(),
+    jax.device_count(),
+  )
   return jax.process_count() > 1
 
 
 def initialize_from_flags(auto: bool = False) -> bool:
   """`initialize` from the flags of `define_flags` (`auto` or --distributed: detect)."""
   fl = flags.FLAGS
-  return initialize(fl.coordinator_address, fl.num_processes, fl.process_id,
-                    auto=auto or fl.distributed)
+  return initialize(
+    fl.coordinator_address, fl.num_processes, fl.process_id, auto=auto or fl.distributed
+  )
 
 
 def is_main_process() -> bool:
@@ -131,5 +151,5 @@ def allgather_rows(tree: Mapping[str, Any] | Any) -> Any:
 
   gathered = multihost_utils.process_allgather(jax.tree.map(pad, tree))
   return jax.tree.map(
-      lambda g: np.concatenate([np.asarray(g)[p, :int(n)] for p, n in enumerate(counts)]),
-      gathered)
+    lambda g: np.concatenate([np.asarray(g)[p, : int(n)] for p, n in enumerate(counts)]), gathered
+  )

@@ -10,6 +10,7 @@ truncated or garbage files that fail to parse.
 
 All file I/O goes through `etils.epath`, so run directories on gs:// work too.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -46,8 +47,10 @@ def _files(step_dir: epath.Path) -> dict[str, epath.Path]:
 def seal(step_dir: epath.PathLike) -> None:
   """Records size and SHA-256 of every file of a finished checkpoint step directory."""
   step_dir = epath.Path(step_dir)
-  entries = {name: {'size': p.stat().length, 'sha256': _digest(p)}
-             for name, p in sorted(_files(step_dir).items())}
+  entries = {
+    name: {'size': p.stat().length, 'sha256': _digest(p)}
+    for name, p in sorted(_files(step_dir).items())
+  }
   tmp = step_dir / (MANIFEST + '.tmp')
   try:
     tmp.write_text(json.dumps(entries, indent=1))

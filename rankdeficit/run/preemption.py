@@ -16,6 +16,7 @@ through orbax's `CheckpointManager.reached_preemption`, so every host saves the 
 Input workers (grain, `num_workers > 0`) are started with the signals ignored (see
 `StopRequest.starting_workers`) and stopped by the loop when it exits.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -23,16 +24,18 @@ import signal
 import threading
 from types import FrameType
 
-import jax
 from absl import logging
+import jax
 
 
 class Stopped(Exception):
   """Training stopped early on a signal, after saving a checkpoint at `step`."""
 
   def __init__(self, step: int, signum: int):
-    super().__init__(f'Stopped by {signal.Signals(signum).name} at step {step}; its '
-                     f'checkpoint is saved and rerunning the same command resumes from it.')
+    super().__init__(
+      f'Stopped by {signal.Signals(signum).name} at step {step}; its '
+      f'checkpoint is saved and rerunning the same command resumes from it.'
+    )
     self.step = step
     self.signum = signum
 
@@ -50,8 +53,7 @@ class StopRequest:
 
   def __init__(self, signals: tuple[int, ...] | None = None):
     if signals is None:
-      signals = ((signal.SIGTERM, signal.SIGINT) if jax.process_count() == 1
-                 else (signal.SIGINT,))
+      signals = (signal.SIGTERM, signal.SIGINT) if jax.process_count() == 1 else (signal.SIGINT,)
     self._signals = signals
     self._previous: dict[int, object] = {}
     self.signum: int | None = None
@@ -65,8 +67,10 @@ class StopRequest:
     if self.signum == signal.SIGINT and signum == signal.SIGINT:
       raise KeyboardInterrupt
     self.signum = signum
-    logging.warning('Received %s: finishing this step, saving a checkpoint, then stopping.',
-                    signal.Signals(signum).name)
+    logging.warning(
+      'Received %s: finishing this step, saving a checkpoint, then stopping.',
+      signal.Signals(signum).name,
+    )
 
   def __enter__(self) -> StopRequest:
     if threading.current_thread() is threading.main_thread():

@@ -9,6 +9,7 @@
   to `workdir/run_info.json`: package versions, git commit, command line, devices.
   Reviewers of a table can then tell which code, libraries and hardware produced it.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -29,8 +30,21 @@ if TYPE_CHECKING:  # CLU imports TensorFlow: only where a hook is made
   from clu import periodic_actions
 
 RUN_INFO_FILE = 'run_info.json'
-PACKAGES = ('rankdeficit', 'jax', 'jaxlib', 'flax', 'optax', 'orbax-checkpoint', 'grain',
-            'clu', 'etils', 'numpy', 'ml-collections', 'tensorflow-datasets', 'submitit')
+PACKAGES = (
+  'rankdeficit',
+  'jax',
+  'jaxlib',
+  'flax',
+  'optax',
+  'orbax-checkpoint',
+  'grain',
+  'clu',
+  'etils',
+  'numpy',
+  'ml-collections',
+  'tensorflow-datasets',
+  'submitit',
+)
 
 
 def enable_compilation_cache(cache_dir: str) -> None:
@@ -49,19 +63,32 @@ def profile_hook(config, workdir: str) -> periodic_actions.Profile | None:
   if not config.get('profile', False) or not distributed.is_main_process():
     return None
   from clu import periodic_actions  # pylint: disable=import-outside-toplevel,redefined-outer-name
+
   return periodic_actions.Profile(
-      logdir=os.fspath(storage.workdir_path(workdir)),
-      num_profile_steps=int(config.get('profile_num_steps', 5)),
-      first_profile=int(config.get('profile_first_step', 10)), every_secs=None)
+    logdir=os.fspath(storage.workdir_path(workdir)),
+    num_profile_steps=int(config.get('profile_num_steps', 5)),
+    first_profile=int(config.get('profile_first_step', 10)),
+    every_secs=None,
+  )
 
 
 def _git_commit() -> str | None:
   repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   try:
-    out = subprocess.run(['git', '-C', repo, 'rev-parse', 'HEAD'], capture_output=True,
-                         text=True, timeout=10, check=True).stdout.strip()
-    dirty = subprocess.run(['git', '-C', repo, 'status', '--porcelain', '--untracked-files=no'],
-                           capture_output=True, text=True, timeout=10, check=True).stdout
+    out = subprocess.run(
+      ['git', '-C', repo, 'rev-parse', 'HEAD'],
+      capture_output=True,
+      text=True,
+      timeout=10,
+      check=True,
+    ).stdout.strip()
+    dirty = subprocess.run(
+      ['git', '-C', repo, 'status', '--porcelain', '--untracked-files=no'],
+      capture_output=True,
+      text=True,
+      timeout=10,
+      check=True,
+    ).stdout
   except (OSError, subprocess.SubprocessError):
     return None  # not a git checkout (an installed wheel), or no git binary
   return out + ('-dirty' if dirty.strip() else '')
@@ -81,17 +108,17 @@ def collect_run_info() -> dict[str, Any]:
   """This process's view of the run: code, libraries, command line and devices."""
   devices = jax.devices()
   return {
-      'time_utc': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
-      'command_line': [sys.executable] + sys.argv,
-      'git_commit': _git_commit(),
-      'python': platform.python_version(),
-      'packages': _versions(),
-      'hostname': platform.node(),
-      'platform': devices[0].platform,
-      'device_kind': devices[0].device_kind,
-      'device_count': jax.device_count(),
-      'local_device_count': jax.local_device_count(),
-      'process_count': jax.process_count(),
+    'time_utc': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
+    'command_line': [sys.executable] + sys.argv,
+    'git_commit': _git_commit(),
+    'python': platform.python_version(),
+    'packages': _versions(),
+    'hostname': platform.node(),
+    'platform': devices[0].platform,
+    'device_kind': devices[0].device_kind,
+    'device_count': jax.device_count(),
+    'local_device_count': jax.local_device_count(),
+    'process_count': jax.process_count(),
   }
 
 

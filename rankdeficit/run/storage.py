@@ -9,6 +9,7 @@ silently become `<cwd>/gs:/b/run`.
 sees the same directory (a per-host local path on a pod would give each host its own
 checkpoints and a run that can never resume consistently).
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -19,8 +20,8 @@ from typing import Any
 
 from etils import epath
 import jax
-import numpy as np
 from jax.experimental import multihost_utils
+import numpy as np
 
 from rankdeficit.run import distributed
 
@@ -82,9 +83,11 @@ def gcs_client_installed() -> bool:
 def check_writable(workdir: str | os.PathLike) -> None:
   """Creates the workdir and writes/deletes a probe file; PermissionError naming the fix."""
   if os.fspath(workdir).startswith('gs://') and not gcs_client_installed():
-    raise PermissionError(f'--workdir={os.fspath(workdir)!r} is on GCS, whose checkpoints '
-                          f'orbax lists with google-cloud-storage: pip install '
-                          f'google-cloud-storage (or use a local/NFS workdir).')
+    raise PermissionError(
+      f'--workdir={os.fspath(workdir)!r} is on GCS, whose checkpoints '
+      f'orbax lists with google-cloud-storage: pip install '
+      f'google-cloud-storage (or use a local/NFS workdir).'
+    )
   path = workdir_path(workdir)
   probe = path / f'.write_check_{jax.process_index()}'
   try:
@@ -92,8 +95,9 @@ def check_writable(workdir: str | os.PathLike) -> None:
     probe.write_text('ok')
     probe.unlink()
   except Exception as e:  # epath backends raise OSError, tf/fsspec their own errors
-    raise PermissionError(f'The workdir {os.fspath(workdir)!r} is not writable ({e}); choose '
-                          f'another --workdir.') from e
+    raise PermissionError(
+      f'The workdir {os.fspath(workdir)!r} is not writable ({e}); choose another --workdir.'
+    ) from e
 
 
 def check_shared_workdir(workdir: str | os.PathLike) -> None:
@@ -121,7 +125,8 @@ def check_shared_workdir(workdir: str | os.PathLike) -> None:
   if not ok.all():
     blind = [int(p) for p in np.flatnonzero(ok == 0)]
     raise ValueError(
-        f'--workdir={os.fspath(workdir)!r} is not the same directory on every process: '
-        f'process(es) {blind} cannot see the file process 0 wrote there. A multi-host run '
-        f'needs storage every host sees: a bucket (gs://bucket/runs/x), NFS or Filestore, '
-        f'not a path on each host\'s local disk.')
+      f'--workdir={os.fspath(workdir)!r} is not the same directory on every process: '
+      f'process(es) {blind} cannot see the file process 0 wrote there. A multi-host run '
+      f'needs storage every host sees: a bucket (gs://bucket/runs/x), NFS or Filestore, '
+      f"not a path on each host's local disk."
+    )

@@ -10,6 +10,7 @@ host, or (other hosts, whose pids cannot be checked) when its heartbeat is older
 Local paths are created with O_EXCL (atomic); other `etils.epath` paths (gs://) are
 checked and then written, which leaves a window of a second or so.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,9 +18,9 @@ import os
 import socket
 import time
 
-import jax
 from absl import logging
 from etils import epath
+import jax
 
 LOCK_FILE = 'lock'
 STALE_AFTER_S = 15 * 60
@@ -79,9 +80,10 @@ def check_unlocked(workdir: epath.PathLike) -> None:
   holder = read_holder(workdir)
   if holder is not None and not _is_stale(holder) and not _is_me(holder):
     raise LockedError(
-        f'workdir {workdir} is locked by {_describe(holder)}, which is still training '
-        f'there; wait for it, stop it, or choose another --workdir (if it is dead, delete '
-        f'{epath.Path(workdir) / LOCK_FILE}).')
+      f'workdir {workdir} is locked by {_describe(holder)}, which is still training '
+      f'there; wait for it, stop it, or choose another --workdir (if it is dead, delete '
+      f'{epath.Path(workdir) / LOCK_FILE}).'
+    )
 
 
 def _is_me(holder: dict) -> bool:
@@ -97,8 +99,14 @@ class WorkdirLock:
     self._refreshed = 0.0
 
   def _record(self, started: float) -> str:
-    return json.dumps({'host': socket.gethostname(), 'pid': os.getpid(), 'started': started,
-                       'heartbeat': time.time()})
+    return json.dumps(
+      {
+        'host': socket.gethostname(),
+        'pid': os.getpid(),
+        'started': started,
+        'heartbeat': time.time(),
+      }
+    )
 
   def _create(self) -> bool:
     text = self._record(time.time())
@@ -125,8 +133,9 @@ class WorkdirLock:
       if _is_me(holder):
         return self  # re-entered by the process that holds it
       check_unlocked(self._path.parent)
-      logging.warning('Taking over the stale lock of %s in %s.', _describe(holder),
-                      self._path.parent)
+      logging.warning(
+        'Taking over the stale lock of %s in %s.', _describe(holder), self._path.parent
+      )
       self._path.unlink(missing_ok=True)
     self._held = True
     self._refreshed = time.time()

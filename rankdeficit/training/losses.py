@@ -4,6 +4,7 @@ The paper's object of study is softmax_T(z) = softmax(z / T). Raising T (or, equ
 keeping the logits norm small) is what drives the rank-deficit bias, so both losses below
 take the temperature as an explicit argument rather than folding it into the model.
 """
+
 from typing import Callable
 
 import jax
@@ -49,8 +50,9 @@ def get_loss_fn(name: str) -> LossFn:
   return losses[name]
 
 
-def temperature_schedule(kind: str, initial: float, final: float | None,
-                         total_steps: int, milestones_steps=()) -> Callable:
+def temperature_schedule(
+  kind: str, initial: float, final: float | None, total_steps: int, milestones_steps=()
+) -> Callable:
   """A jittable `step -> T` function.
 
   - constant: T = initial.
@@ -62,13 +64,13 @@ def temperature_schedule(kind: str, initial: float, final: float | None,
   collapse-prone high-T regime and anneal back to T = 1.
   """
   if kind not in TEMPERATURE_SCHEDULES:
-    raise ValueError(f'Unknown temperature schedule {kind!r}; choose one of '
-                     f'{TEMPERATURE_SCHEDULES}.')
+    raise ValueError(
+      f'Unknown temperature schedule {kind!r}; choose one of {TEMPERATURE_SCHEDULES}.'
+    )
   if kind == 'constant':
     return optax.constant_schedule(initial)
   if final is None or final <= 0:
-    raise ValueError(f'temperature_schedule={kind!r} needs final_temperature > 0, '
-                     f'got {final}.')
+    raise ValueError(f'temperature_schedule={kind!r} needs final_temperature > 0, got {final}.')
   if kind == 'linear':
     return optax.linear_schedule(initial, final, max(total_steps, 1))
   if kind == 'cosine':
@@ -76,5 +78,4 @@ def temperature_schedule(kind: str, initial: float, final: float | None,
   if not milestones_steps:
     raise ValueError("temperature_schedule='step' needs temperature_milestones.")
   ratio = (final / initial) ** (1.0 / len(milestones_steps))
-  return optax.piecewise_constant_schedule(
-      initial, {int(s): ratio for s in milestones_steps})
+  return optax.piecewise_constant_schedule(initial, {int(s): ratio for s in milestones_steps})

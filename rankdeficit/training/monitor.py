@@ -64,8 +64,8 @@ from __future__ import annotations
 
 import functools
 import math
-import zlib
 from typing import Any, Callable, Sequence
+import zlib
 
 import flax.linen as nn
 import jax
@@ -78,8 +78,14 @@ from rankdeficit.metrics import spectral
 from rankdeficit.models import vit
 
 __all__ = [
-  "capture_layers", "collapse_metrics", "forward_order", "host_subsets", "key_seed",
-  "make_collapse_metrics_fn", "subset_indices", "write_collapse_metrics",
+  'capture_layers',
+  'collapse_metrics',
+  'forward_order',
+  'host_subsets',
+  'key_seed',
+  'make_collapse_metrics_fn',
+  'subset_indices',
+  'write_collapse_metrics',
 ]
 
 LossFn = Callable[[jax.Array, jax.Array, Any], jax.Array]
@@ -87,8 +93,10 @@ LossFn = Callable[[jax.Array, jax.Array, Any], jax.Array]
 # that run once per call, while the call's time is in library calls these options leave
 # alone (LAPACK QR/SVD/eigh, Eigen convolutions and dots). ResNet-20: compile CPU time
 # halved, call time unchanged within noise (tools/benchmark_compile.py).
-CPU_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0,
-                        "xla_llvm_disable_expensive_passes": True}
+CPU_COMPILER_OPTIONS = {
+  'xla_backend_optimization_level': 0,
+  'xla_llvm_disable_expensive_passes': True,
+}
 # subsets(name, n, k): the k kept coordinates / rows (sorted indices < n) of the matrix
 # `name` ('rep/<name>', 'input/<path>' or 'rows/<path>'); called only when n > k.
 SubsetFn = Callable[[str, int, int], Any]
@@ -96,7 +104,7 @@ SubsetFn = Callable[[str, int, int], Any]
 
 def _name_word(name: str) -> int:
   """A stable 31-bit word of a matrix name (Python's hash() changes per process)."""
-  return zlib.crc32(name.encode("utf-8")) & 0x7FFFFFFF
+  return zlib.crc32(name.encode('utf-8')) & 0x7FFFFFFF
 
 
 def key_seed(key: jax.Array) -> tuple[int, ...]:
@@ -121,7 +129,8 @@ def _key_subsets(key: jax.Array) -> SubsetFn:
   """Subsets drawn inside the program from ``key`` (``spectral.feature_subset_indices``
   with ``fold_in(key, crc32(name) & 0x7FFFFFFF)``); slow to compile, see module doc."""
   return lambda name, n, k: spectral.feature_subset_indices(
-    n, k, jax.random.fold_in(key, _name_word(name)))
+    n, k, jax.random.fold_in(key, _name_word(name))
+  )
 
 
 def capture_layers(records: dict[str, dict[str, Any]]):
@@ -129,10 +138,10 @@ def capture_layers(records: dict[str, dict[str, Any]]):
 
   def interceptor(next_fun, args, kwargs, context):
     module = context.module
-    if context.method_name == "__call__" and isinstance(module, (nn.Dense, nn.Conv)) and args:
-      path = "/".join(module.path)
+    if context.method_name == '__call__' and isinstance(module, (nn.Dense, nn.Conv)) and args:
+      path = '/'.join(module.path)
       if path not in records:
-        records[path] = {"input": args[0], "module": module}
+        records[path] = {'input': args[0], 'module': module}
     return next_fun(*args, **kwargs)
 
   return interceptor
@@ -150,7 +159,7 @@ def forward_order(model: nn.Module, variables: dict, images: jax.Array) -> dict[
     records: dict[str, dict[str, Any]] = {}
     with nn.intercept_methods(capture_layers(records)):
       _, reps = model.apply(v, x, train=False)
-    order["layers"], order["reps"] = list(records), list(reps)
+    order['layers'], order['reps'] = list(records), list(reps)
     return jnp.zeros(())
 
   jax.eval_shape(trace, variables, images)
@@ -158,7 +167,7 @@ def forward_order(model: nn.Module, variables: dict, images: jax.Array) -> dict[
 
 
 def _get_path(tree, path: str):
-  for part in path.split("/"):
+  for part in path.split('/'):
     tree = tree[part]
   return tree
 
@@ -178,7 +187,7 @@ def _alignment_input(module, layer_input, max_rows: int) -> jax.Array | None:
     ks = tuple(module.kernel_size)
     if len(ks) != 2 or layer_input.ndim != 4 or module.feature_group_count != 1:
       return None
-    if isinstance(module.padding, str) and module.padding.upper() not in ("SAME", "VALID"):
+    if isinstance(module.padding, str) and module.padding.upper() not in ('SAME', 'VALID'):
       return None
     h, w = layer_input.shape[1:3]
     strides = module.strides or 1
@@ -202,19 +211,20 @@ def _differentiate_with_capture(model, variables, images, labels, temperature, l
   """The loss and its parameter gradients on one batch, with what the metrics need from
   inside the forward pass: logits, representations, every Dense/Conv input, the modules,
   which inputs alias a representation or an earlier input, and sown attention logits."""
-  params = variables["params"]
-  rest = {k: v for k, v in variables.items() if k != "params"}
+  params = variables['params']
+  rest = {k: v for k, v in variables.items() if k != 'params'}
 
   def loss_with_capture(p):
     records: dict[str, dict[str, Any]] = {}
     with nn.intercept_methods(capture_layers(records)):
       # `intermediates` holds what models sow: the ViT's attention logits (else nothing).
-      (logits, reps), state = model.apply({"params": p, **rest}, images, train=False,
-                                          mutable=["intermediates"])
-    inputs = {path: r["input"] for path, r in records.items()}
-    modules = {path: r["module"] for path, r in records.items()}
+      (logits, reps), state = model.apply(
+        {'params': p, **rest}, images, train=False, mutable=['intermediates']
+      )
+    inputs = {path: r['input'] for path, r in records.items()}
+    modules = {path: r['module'] for path, r in records.items()}
     loss = loss_fn(logits, labels, temperature)
-    attention = vit.sown_attention_logits(state.get("intermediates"))
+    attention = vit.sown_attention_logits(state.get('intermediates'))
     return loss, (logits, reps, inputs, modules, attention)
 
   # Modules are Python objects: trace once to learn them, then differentiate.
@@ -225,17 +235,18 @@ def _differentiate_with_capture(model, variables, images, labels, temperature, l
   def loss_for_grad(p):
     loss, (logits, reps, inputs, modules, attention) = loss_with_capture(p)
     modules_box.update(modules)
-    seen = {id(r): ("rep", name) for name, r in reps.items()}
+    seen = {id(r): ('rep', name) for name, r in reps.items()}
     for path, x in inputs.items():
       if id(x) in seen:
         alias_box[path] = seen[id(x)]
       else:
-        seen[id(x)] = ("input", path)
+        seen[id(x)] = ('input', path)
     return loss, (logits, reps, inputs, attention)
 
-  with jax.default_matmul_precision("highest"):
+  with jax.default_matmul_precision('highest'):
     (loss, (logits, reps, inputs, attention)), grads = jax.value_and_grad(
-        loss_for_grad, has_aux=True)(params)
+      loss_for_grad, has_aux=True
+    )(params)
   return loss, logits, reps, inputs, attention, grads, modules_box, alias_box
 
 
@@ -264,59 +275,78 @@ def collapse_metrics(
   sort-based shuffle per subset to compile) chooses the coordinate and row subsets.
   """
   if (key is None) == (subsets is None):
-    raise ValueError("collapse_metrics: pass exactly one of key= (subsets drawn in the "
-                     "program) or subsets= (e.g. monitor.host_subsets(seed))")
+    raise ValueError(
+      'collapse_metrics: pass exactly one of key= (subsets drawn in the '
+      'program) or subsets= (e.g. monitor.host_subsets(seed))'
+    )
   draw = _key_subsets(key) if subsets is None else subsets
   pick = lambda name, n, k: draw(name, n, k) if n > k else None
   loss, logits, reps, inputs, attention, grads, modules_box, alias_box = (
-    _differentiate_with_capture(model, variables, images, labels, temperature, loss_fn))
+    _differentiate_with_capture(model, variables, images, labels, temperature, loss_fn)
+  )
 
-  out = {"loss": loss, **_logit_metrics(logits.astype(jnp.float32), temperature, top_k)}
+  out = {'loss': loss, **_logit_metrics(logits.astype(jnp.float32), temperature, top_k)}
 
   for name, rep in reps.items():
-    out[f"rank/rep/{name}"], out[f"sv/rep/{name}"] = _spectrum(spectral.representation_matrix(
-      rep, max_dims=max_dims, indices=pick(f"rep/{name}", math.prod(rep.shape[1:]), max_dims)),
-      top_k)
+    out[f'rank/rep/{name}'], out[f'sv/rep/{name}'] = _spectrum(
+      spectral.representation_matrix(
+        rep, max_dims=max_dims, indices=pick(f'rep/{name}', math.prod(rep.shape[1:]), max_dims)
+      ),
+      top_k,
+    )
 
   maxima = []
   for path, layer_input in inputs.items():
-    kernel = _get_path(variables["params"], path)["kernel"]
-    out[f"rank/grad/{path}"] = alignment_lib.gradient_rank(_get_path(grads, path)["kernel"])
+    kernel = _get_path(variables['params'], path)['kernel']
+    out[f'rank/grad/{path}'] = alignment_lib.gradient_rank(_get_path(grads, path)['kernel'])
     if input_ranks:
-      out[f"rank/input/{path}"] = _input_rank(out, path, layer_input, alias_box.get(path),
-                                              pick, max_dims)
-    align = _alignment(modules_box[path], kernel, layer_input, lambda n: pick(
-      f"rows/{path}", n, max_alignment_rows), max_alignment_rows, top_k)
+      out[f'rank/input/{path}'] = _input_rank(
+        out, path, layer_input, alias_box.get(path), pick, max_dims
+      )
+    align = _alignment(
+      modules_box[path],
+      kernel,
+      layer_input,
+      lambda n: pick(f'rows/{path}', n, max_alignment_rows),
+      max_alignment_rows,
+      top_k,
+    )
     if align is None:
       continue
-    out[f"alignment/{path}"] = align
-    out[f"alignment_max/{path}"] = alignment_lib.max_alignment(align)
-    maxima.append(out[f"alignment_max/{path}"])
+    out[f'alignment/{path}'] = align
+    out[f'alignment_max/{path}'] = alignment_lib.max_alignment(align)
+    maxima.append(out[f'alignment_max/{path}'])
   if maxima:
-    out["alignment_max_mean"] = jnp.mean(jnp.stack(maxima))
+    out['alignment_max_mean'] = jnp.mean(jnp.stack(maxima))
   for name, z in attention.items():  # mean over heads of each per-head statistic
-    out.update({f"attention/{stat}/{name}": jnp.mean(per_head)
-                for stat, per_head in attention_lib.attention_statistics(z).items()})
+    out.update(
+      {
+        f'attention/{stat}/{name}': jnp.mean(per_head)
+        for stat, per_head in attention_lib.attention_statistics(z).items()
+      }
+    )
   return out
 
 
 def _logit_metrics(logits: jax.Array, temperature, top_k: int) -> dict[str, jax.Array]:
   """Logits norms, pre-softmax rank and top singular values, post-softmax rank."""
-  out = {"logits_norm": spectral.logits_norm(logits),
-         "logits_norm_per_sample": spectral.mean_per_sample_norm(logits)}
-  out["rank/pre_softmax"], out["sv/logits"] = _spectrum(logits, top_k)
-  out["rank/post_softmax"] = spectral.softmax_rank(logits, temperature)
+  out = {
+    'logits_norm': spectral.logits_norm(logits),
+    'logits_norm_per_sample': spectral.mean_per_sample_norm(logits),
+  }
+  out['rank/pre_softmax'], out['sv/logits'] = _spectrum(logits, top_k)
+  out['rank/post_softmax'] = spectral.softmax_rank(logits, temperature)
   return out
 
 
 def _input_rank(out, path: str, layer_input, alias, pick, max_dims: int) -> jax.Array:
   """Rank of a layer's input: that of the representation or input it aliases, if any."""
-  kind, src = alias or ("", "")
-  if kind == "rep":
-    return out[f"rank/rep/{src}"]
-  if kind == "input":
-    return out[f"rank/input/{src}"]
-  indices = pick(f"input/{path}", math.prod(layer_input.shape[1:]), max_dims)
+  kind, src = alias or ('', '')
+  if kind == 'rep':
+    return out[f'rank/rep/{src}']
+  if kind == 'input':
+    return out[f'rank/input/{src}']
+  indices = pick(f'input/{path}', math.prod(layer_input.shape[1:]), max_dims)
   return spectral.representation_rank(layer_input, max_dims=max_dims, indices=indices)
 
 
@@ -327,8 +357,7 @@ def _alignment(module, kernel, layer_input, pick_rows, max_rows: int, top_k: int
   if a is None:
     return None
   a = alignment_lib.subsample_rows(a, max_rows, indices=pick_rows(a.shape[0]))
-  return alignment_lib.singular_vector_alignment(
-    alignment_lib.kernel_as_matrix(kernel), a, top_k)
+  return alignment_lib.singular_vector_alignment(alignment_lib.kernel_as_matrix(kernel), a, top_k)
 
 
 def make_collapse_metrics_fn(
@@ -350,9 +379,9 @@ def make_collapse_metrics_fn(
   ``fn.lower(...)`` (same arguments) lowers the program without running it. On CPU it is
   compiled with ``CPU_COMPILER_OPTIONS`` (cheap LLVM codegen: see there).
   """
-  options = CPU_COMPILER_OPTIONS if jax.default_backend() == "cpu" else None
+  options = CPU_COMPILER_OPTIONS if jax.default_backend() == 'cpu' else None
 
-  @functools.partial(jax.jit, static_argnames=("seed",), compiler_options=options)
+  @functools.partial(jax.jit, static_argnames=('seed',), compiler_options=options)
   def program(variables, images, labels, temperature, seed):
     return collapse_metrics(
       model,
@@ -372,7 +401,8 @@ def make_collapse_metrics_fn(
     return program(variables, images, labels, temperature, seed=key_seed(key))
 
   fn.lower = lambda variables, images, labels, temperature, key: program.lower(
-    variables, images, labels, temperature, seed=key_seed(key))
+    variables, images, labels, temperature, seed=key_seed(key)
+  )
   return fn
 
 
@@ -399,14 +429,28 @@ def subset_indices(
   labels = jax.ShapeDtypeStruct(images.shape[:1], jnp.int32)
   jax.eval_shape(
     lambda v, x, y: collapse_metrics(
-      model, v, x, y, temperature=1.0, loss_fn=lambda *_: jnp.zeros(()), subsets=record,
-      max_dims=max_dims, top_k=1, max_alignment_rows=max_alignment_rows,
-      input_ranks=input_ranks),
-    variables, images, labels)
+      model,
+      v,
+      x,
+      y,
+      temperature=1.0,
+      loss_fn=lambda *_: jnp.zeros(()),
+      subsets=record,
+      max_dims=max_dims,
+      top_k=1,
+      max_alignment_rows=max_alignment_rows,
+      input_ranks=input_ranks,
+    ),
+    variables,
+    images,
+    labels,
+  )
   return drawn
 
 
-def write_collapse_metrics(writer, step: int, metrics: dict[str, Any], *, prefix: str = "monitor/") -> None:
+def write_collapse_metrics(
+  writer, step: int, metrics: dict[str, Any], *, prefix: str = 'monitor/'
+) -> None:
   """Write a ``collapse_metrics`` dict through a CLU ``MetricWriter``.
 
   0-d values -> ``write_scalars`` (plus ``sigma_1`` of every spectrum); 1-d spectra ->
@@ -425,7 +469,7 @@ def write_collapse_metrics(writer, step: int, metrics: dict[str, Any], *, prefix
     elif value.ndim == 1:
       if np.isfinite(value).all():  # CLU's histograms raise on NaN; the scalar keeps it
         hists[tag] = value.astype(np.float32)
-      scalars[tag + "/sigma_1"] = float(value[0]) if value.size else float("nan")
+      scalars[tag + '/sigma_1'] = float(value[0]) if value.size else float('nan')
     elif value.ndim == 2 and np.isfinite(value).all():
       images[tag] = np.clip(value.astype(np.float32), 0.0, 1.0)[None, :, :, None]
   if scalars:

@@ -29,6 +29,7 @@ Eval/train scalars stay in the TensorBoard events (written by the training loop)
 `read_event_scalars` reads them back with `tensorboard.backend.event_processing`, last
 write of a step winning (a resumed run rewrites the steps after its checkpoint).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -134,6 +135,7 @@ def _natural_key(name: str):
 @dataclasses.dataclass
 class MonitorHistory:
   """A run's monitor records, one per step (ascending)."""
+
   directory: epath.Path
   records: list[dict[str, Any]]
   order: dict[str, list[str]] = dataclasses.field(default_factory=dict)
@@ -158,8 +160,13 @@ class MonitorHistory:
 
   def scalar(self, name: str) -> np.ndarray:
     """`[steps]` float64; NaN where a record lacks `name`."""
-    return np.asarray([float(r.get(name, np.nan)) if not isinstance(r.get(name), list)
-                       else np.nan for r in self.records], np.float64)
+    return np.asarray(
+      [
+        float(r.get(name, np.nan)) if not isinstance(r.get(name), list) else np.nan
+        for r in self.records
+      ],
+      np.float64,
+    )
 
   def vector(self, name: str) -> np.ndarray:
     """`[steps, k]` (e.g. the top singular values `sv/logits`); NaN rows when absent."""
@@ -168,7 +175,7 @@ class MonitorHistory:
     out = np.full((len(rows), k), np.nan)
     for i, v in enumerate(rows):
       if isinstance(v, list):
-        out[i, :len(v)] = v
+        out[i, : len(v)] = v
     return out
 
   def arrays(self, step: int) -> dict[str, np.ndarray]:
@@ -178,8 +185,7 @@ class MonitorHistory:
     if not path.exists():
       text_path = path.with_suffix('.json')
       if text_path.exists():
-        return {k: np.asarray(v, np.float32)
-                for k, v in json.loads(text_path.read_text()).items()}
+        return {k: np.asarray(v, np.float32) for k, v in json.loads(text_path.read_text()).items()}
       return {}
     with np.load(io.BytesIO(path.read_bytes())) as z:
       return {k.replace('|', '/'): z[k] for k in z.files}
@@ -205,8 +211,9 @@ def read_monitor(workdir: str | os.PathLike) -> MonitorHistory:
   return MonitorHistory(directory, [by_step[s] for s in sorted(by_step)], order)
 
 
-def read_event_scalars(workdir: str | os.PathLike, prefix: str = '') -> dict[str, tuple[np.ndarray,
-                                                                         np.ndarray]]:
+def read_event_scalars(
+  workdir: str | os.PathLike, prefix: str = ''
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
   """`{tag: (steps, values)}` of the scalars in the run's TensorBoard event files.
 
   Reads every events file in `workdir` (CLU writes scalars as tensor summaries); for a
@@ -216,11 +223,13 @@ def read_event_scalars(workdir: str | os.PathLike, prefix: str = '') -> dict[str
   # pylint: disable=import-outside-toplevel
   from tensorboard.backend.event_processing import event_accumulator
   from tensorboard.util import tensor_util
+
   # pylint: enable=import-outside-toplevel
   series: dict[str, dict[int, tuple[float, float]]] = {}
   for path in sorted(epath.Path(workdir).glob('events.out.tfevents.*')):
     acc = event_accumulator.EventAccumulator(
-        os.fspath(path), size_guidance={event_accumulator.TENSORS: 0, event_accumulator.SCALARS: 0})
+      os.fspath(path), size_guidance={event_accumulator.TENSORS: 0, event_accumulator.SCALARS: 0}
+    )
     acc.Reload()
     tags = acc.Tags()
     for tag in tags.get('tensors', []):
@@ -234,8 +243,10 @@ def read_event_scalars(workdir: str | os.PathLike, prefix: str = '') -> dict[str
       if tag.startswith(prefix):
         for e in acc.Scalars(tag):
           _keep_latest(series.setdefault(tag, {}), e.step, e.wall_time, float(e.value))
-  return {tag: (np.asarray(sorted(d), np.int64), np.asarray([d[s][1] for s in sorted(d)]))
-          for tag, d in series.items()}
+  return {
+    tag: (np.asarray(sorted(d), np.int64), np.asarray([d[s][1] for s in sorted(d)]))
+    for tag, d in series.items()
+  }
 
 
 def _keep_latest(d: dict[int, tuple[float, float]], step: int, wall: float, value: float):

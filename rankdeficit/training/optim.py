@@ -1,12 +1,14 @@
 """Optimisers as in the paper: SGD with momentum and coupled weight decay, multi-step LR."""
+
 import ml_collections
 import optax
 
 OPTIMIZER_NAMES = ('sgd', 'adam')
 
 
-def learning_rate_schedule(config: ml_collections.ConfigDict,
-                           steps_per_epoch: int) -> optax.Schedule:
+def learning_rate_schedule(
+  config: ml_collections.ConfigDict, steps_per_epoch: int
+) -> optax.Schedule:
   """Multi-step decay by `lr_gamma` at `lr_milestones` (in epochs), optional linear warmup.
 
   Milestones are in epochs, as in `torch.optim.lr_scheduler.MultiStepLR` stepped per epoch.
@@ -20,8 +22,9 @@ def learning_rate_schedule(config: ml_collections.ConfigDict,
   return optax.join_schedules([warmup, decay], [warmup_steps])
 
 
-def create_optimizer(config: ml_collections.ConfigDict,
-                     steps_per_epoch: int) -> optax.GradientTransformation:
+def create_optimizer(
+  config: ml_collections.ConfigDict, steps_per_epoch: int
+) -> optax.GradientTransformation:
   """SGD(momentum, nesterov) or Adam, with weight decay coupled into the gradient.
 
   Coupled decay (g <- g + wd * w before momentum) is what `torch.optim.SGD/Adam` do and what
@@ -34,8 +37,7 @@ def create_optimizer(config: ml_collections.ConfigDict,
 
   def make(learning_rate):
     if config.optimizer == 'sgd':
-      base = optax.sgd(learning_rate, momentum=config.momentum or None,
-                       nesterov=config.nesterov)
+      base = optax.sgd(learning_rate, momentum=config.momentum or None, nesterov=config.nesterov)
     else:
       base = optax.adam(learning_rate)
     return optax.chain(optax.add_decayed_weights(config.weight_decay), base)

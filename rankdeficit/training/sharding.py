@@ -5,11 +5,14 @@ The same code runs on one CPU, eight GPUs or a multi-host TPU pod: under `jax.ji
 inserts the gradient all-reduce, and BatchNorm's batch statistics (a mean over the sharded
 axis) are global automatically.
 """
+
 from typing import Sequence
 
 import jax
+from jax.sharding import Mesh
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 DATA_AXIS = 'data'
 
@@ -37,15 +40,18 @@ def shard_batch(batch: dict, mesh: Mesh) -> dict:
   """
   sharding = data_sharded(mesh)
   return jax.tree.map(
-      lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), batch)
+    lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), batch
+  )
 
 
 def check_divisible(batch_size: int, mesh: Mesh, what: str = 'batch_size') -> None:
   """Raises a clear error when a global batch cannot be split evenly over the mesh."""
   n = mesh.devices.size
   if batch_size % n:
-    raise ValueError(f'{what}={batch_size} is not divisible by the number of devices ({n}); '
-                     f'use a multiple of {n}.')
+    raise ValueError(
+      f'{what}={batch_size} is not divisible by the number of devices ({n}); use a multiple of {n}.'
+    )
   if batch_size % jax.process_count():
-    raise ValueError(f'{what}={batch_size} is not divisible by the number of processes '
-                     f'({jax.process_count()}).')
+    raise ValueError(
+      f'{what}={batch_size} is not divisible by the number of processes ({jax.process_count()}).'
+    )

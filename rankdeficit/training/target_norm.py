@@ -11,6 +11,7 @@ The chosen T is written into config.json like any other field, so a resumed run,
 and the tables use it; `adopt_saved_temperature` makes an unchanged command resume it
 (the command's own `temperature` is ignored while `target_logits_norm > 0`).
 """
+
 from __future__ import annotations
 
 import math
@@ -20,8 +21,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from rankdeficit.run import config_diff
 from rankdeficit.data import input_pipeline
+from rankdeficit.run import config_diff
 from rankdeficit.training import sharding
 from rankdeficit.training import steps
 
@@ -29,9 +30,17 @@ from rankdeficit.training import steps
 def mean_logits_norm(model, state: steps.TrainState, config, mesh) -> float:
   """Mean per-sample logits L2 norm of `state` on the first eval batch (padding masked):
   every run's `init/logits_norm`, and n0 here."""
-  batch = next(iter(input_pipeline.create_eval_iterator(
-      config, config.dataset, 'test', batch_size=config.eval_batch_size,
-      num_examples=config.eval_batch_size)))
+  batch = next(
+    iter(
+      input_pipeline.create_eval_iterator(
+        config,
+        config.dataset,
+        'test',
+        batch_size=config.eval_batch_size,
+        num_examples=config.eval_batch_size,
+      )
+    )
+  )
   batch = sharding.shard_batch(batch, mesh)
 
   @jax.jit
@@ -40,17 +49,20 @@ def mean_logits_norm(model, state: steps.TrainState, config, mesh) -> float:
     per_sample = jnp.linalg.norm(logits.astype(jnp.float32), axis=-1)
     return jnp.sum(per_sample * mask) / jnp.sum(mask)
 
-  return float(norm(steps.model_variables(state), batch['image'],
-                    batch['mask'].astype(jnp.float32)))
+  return float(
+    norm(steps.model_variables(state), batch['image'], batch['mask'].astype(jnp.float32))
+  )
 
 
 def choose_temperature(config: ml_collections.ConfigDict, initial_norm: float) -> float:
   """Sets and returns config.temperature = initial_norm / config.target_logits_norm."""
   temperature = initial_norm / config.target_logits_norm
   if not (math.isfinite(temperature) and temperature > 0):
-    raise ValueError(f'config.target_logits_norm={config.target_logits_norm}: the initial '
-                     f'logits norm is {initial_norm}, which gives T={temperature}; this init '
-                     f'cannot be rescaled to a target norm.')
+    raise ValueError(
+      f'config.target_logits_norm={config.target_logits_norm}: the initial '
+      f'logits norm is {initial_norm}, which gives T={temperature}; this init '
+      f'cannot be rescaled to a target norm.'
+    )
   config.temperature = float(temperature)
   return config.temperature
 
@@ -65,8 +77,9 @@ def adopt_saved_temperature(config: ml_collections.ConfigDict, workdir) -> bool:
   if config.target_logits_norm <= 0 or not config_diff.has_checkpoint(workdir):
     return False
   saved = config_diff.saved_config(workdir)
-  if saved is None or not np.isclose(saved.get('target_logits_norm', 0.0),
-                                     config.target_logits_norm):
+  if saved is None or not np.isclose(
+    saved.get('target_logits_norm', 0.0), config.target_logits_norm
+  ):
     return False
   config.temperature = float(saved['temperature'])
   return True

@@ -1,4 +1,5 @@
 """kappa / rho conventions on hand-built accuracy vectors with known answers."""
+
 import numpy as np
 import pytest
 
@@ -41,7 +42,10 @@ def test_rho_each_convention():
 def test_undefined_is_none():
   acc = _acc([0.0, 0.0, 0.0], logits=0.0, softmax=0.5)
   assert probe_layers.rho_by_convention(acc, HIDDEN) == {
-      'paper': None, 'post_softmax': 0.0, 'hidden': None}
+    'paper': None,
+    'post_softmax': 0.0,
+    'hidden': None,
+  }
 
 
 def test_final_layer_features_against_float64():

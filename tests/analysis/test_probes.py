@@ -1,4 +1,5 @@
 """Tests of rankdeficit.analysis.probes: kappa, rho, probe training, feature extraction."""
+
 import dataclasses
 
 import jax
@@ -14,7 +15,10 @@ FAST = probes.ProbeConfig(num_epochs=30, batch_size=256, learning_rate=1e-2)
 
 # ---------------------------------------------------------------- kappa
 
-@pytest.mark.parametrize('acc, expected', [
+
+@pytest.mark.parametrize(
+  'acc, expected',
+  [
     ([0.2, 0.5, 0.8, 0.9, 0.9], 4 / 5),  # tie with the last layer: first of the tie counts
     ([0.2, 0.5, 0.891, 0.9], 3 / 4),  # 0.891 == 0.99 * 0.9 exactly: ">=" reaches
     ([0.2, 0.5, 0.8909, 0.9], 4 / 4),  # just below 99%: only the last layer
@@ -23,7 +27,8 @@ FAST = probes.ProbeConfig(num_epochs=30, batch_size=256, learning_rate=1e-2)
     ([0.5], 1.0),  # single layer
     ([0.1, 0.97, 0.2, 0.96], 2 / 4),  # a middle layer above the last counts
     ([0.0, 0.0, 0.5], 1.0),
-])
+  ],
+)
 def test_effective_depth_hand_computed(acc, expected):
   assert probes.effective_depth(acc) == pytest.approx(expected)
 
@@ -34,7 +39,9 @@ def test_effective_depth_threshold_and_mapping():
   assert probes.effective_depth(acc, threshold=0.9) == pytest.approx(3 / 4)
   assert probes.effective_depth(acc, threshold=0.5) == pytest.approx(1 / 4)
   # Table 1 MLP row (8 layers): 75% = layer 6 of 8.
-  assert probes.effective_depth([.3, .4, .45, .5, .52, .545, .55, .55]) == pytest.approx(0.75)
+  assert probes.effective_depth([0.3, 0.4, 0.45, 0.5, 0.52, 0.545, 0.55, 0.55]) == pytest.approx(
+    0.75
+  )
 
 
 @pytest.mark.parametrize('bad', [[], [0.0, 0.0, 0.0], [0.5, 0.0], [0.5, float('nan')], [-0.1, 0.5]])
@@ -45,7 +52,10 @@ def test_effective_depth_rejects_undefined(bad):
 
 # ---------------------------------------------------------------- rho
 
-@pytest.mark.parametrize('acc, expected', [
+
+@pytest.mark.parametrize(
+  'acc, expected',
+  [
     ([0.3, 0.6, 0.4], (0.6 - 0.4) / 0.6),
     ([0.3, 0.6, 0.6], 0.0),  # tie between the best and the last layer
     ([0.6, 0.6, 0.3], 0.5),  # tie among the best layers
@@ -54,7 +64,8 @@ def test_effective_depth_rejects_undefined(bad):
     ([0.0, 0.0, 0.5], 0.0),
     ([0.5, 0.0], 1.0),  # last layer at zero accuracy
     ([0.7], 0.0),
-])
+  ],
+)
 def test_ood_generalization_loss_hand_computed(acc, expected):
   assert probes.ood_generalization_loss(acc) == pytest.approx(expected)
 
@@ -66,6 +77,7 @@ def test_ood_generalization_loss_rejects_undefined(bad):
 
 
 # ---------------------------------------------------------------- probe training
+
 
 def _separable(n=1200, d=20, c=4, seed=0):
   rng = np.random.default_rng(seed)
@@ -103,8 +115,12 @@ def test_probe_deterministic_for_seed():
 def test_vmapped_layers_equal_single_layer(group_bytes):
   rng = np.random.default_rng(0)
   x, y = _separable(n=600, d=12)
-  layers = [x, rng.normal(size=(600, 30)).astype(np.float32) + x[:, :1],
-            x[:, :5] * 100.0, np.zeros((600, 3), np.float32)]  # incl. scale and dead features
+  layers = [
+    x,
+    rng.normal(size=(600, 30)).astype(np.float32) + x[:, :1],
+    x[:, :5] * 100.0,
+    np.zeros((600, 3), np.float32),
+  ]  # incl. scale and dead features
   cfg = dataclasses.replace(FAST, max_group_bytes=group_bytes)
   key = jax.random.PRNGKey(7)
   multi = probes.train_probes(layers, y, 4, key=key, config=cfg)
@@ -117,13 +133,19 @@ def test_vmapped_layers_equal_single_layer(group_bytes):
 
 def test_decoupled_weight_decay_differs_and_paper_defaults():
   cfg = probes.ProbeConfig()
-  assert (cfg.learning_rate, cfg.weight_decay, cfg.num_epochs, cfg.batch_size) == (1e-3, 1e-3, 50, 4096)
+  assert (cfg.learning_rate, cfg.weight_decay, cfg.num_epochs, cfg.batch_size) == (
+    1e-3,
+    1e-3,
+    50,
+    4096,
+  )
   assert not cfg.decoupled_weight_decay  # torch.optim.Adam semantics
   x, y = _separable(n=300)
   big = dataclasses.replace(FAST, weight_decay=0.1, num_epochs=3)
   a = probes.train_probe(x, y, 4, key=jax.random.PRNGKey(0), config=big)
-  b = probes.train_probe(x, y, 4, key=jax.random.PRNGKey(0),
-                         config=dataclasses.replace(big, decoupled_weight_decay=True))
+  b = probes.train_probe(
+    x, y, 4, key=jax.random.PRNGKey(0), config=dataclasses.replace(big, decoupled_weight_decay=True)
+  )
   assert not np.allclose(a.w, b.w)
 
 
@@ -132,8 +154,9 @@ def test_fit_layer_probes_and_plan_groups():
   noise = np.random.default_rng(2).normal(size=(1000, 8)).astype(np.float32)
   train = {'noise': noise[:800], 'signal': x[:800]}
   test = {'noise': noise[800:], 'signal': x[800:]}
-  acc = probes.fit_layer_probes(train, y[:800], test, y[800:], 4, key=jax.random.PRNGKey(0),
-                                config=FAST)
+  acc = probes.fit_layer_probes(
+    train, y[:800], test, y[800:], 4, key=jax.random.PRNGKey(0), config=FAST
+  )
   assert list(acc) == ['noise', 'signal']
   assert acc['signal'] > 0.95 and acc['noise'] < 0.45
   groups = probes._plan_groups([10, 100, 50, 5], n=10, max_bytes=6000)
@@ -151,6 +174,7 @@ def test_select_coordinates():
 
 # ---------------------------------------------------------------- feature extraction
 
+
 class _ToyModel:
   """Stand-in with the models' contract: apply(v, images, train) -> (logits, reps)."""
 
@@ -163,16 +187,19 @@ class _ToyModel:
 
 def test_extract_features_masks_and_subsets():
   rng = np.random.default_rng(0)
-  variables = {'a': jnp.float32(1.5), 'w': jnp.asarray(rng.normal(size=(48, 6)), jnp.float32),
-               'v': jnp.asarray(rng.normal(size=(6, 3)), jnp.float32)}
+  variables = {
+    'a': jnp.float32(1.5),
+    'w': jnp.asarray(rng.normal(size=(48, 6)), jnp.float32),
+    'v': jnp.asarray(rng.normal(size=(6, 3)), jnp.float32),
+  }
   images = rng.normal(size=(10, 4, 4, 3)).astype(np.float32)
   labels = np.arange(10) % 3
   batches = []
   for i in range(0, 10, 4):  # 4 + 4 + 2 real rows, last batch padded to 4
-    im, lb = images[i:i + 4], labels[i:i + 4]
+    im, lb = images[i : i + 4], labels[i : i + 4]
     m = np.ones(4, bool)
     if len(im) < 4:
-      m[len(im):] = False
+      m[len(im) :] = False
       im = np.concatenate([im, np.zeros((4 - len(im), 4, 4, 3), np.float32)])
       lb = np.concatenate([lb, np.zeros(4 - len(lb), int)])
     batches.append({'image': im, 'label': lb, 'mask': m})
@@ -186,8 +213,9 @@ def test_extract_features_masks_and_subsets():
   np.testing.assert_allclose(f.logits, np.asarray(logits), rtol=1e-5, atol=1e-6)
   np.testing.assert_array_equal(f.labels, labels)
   # same key -> same coordinates on another dataset; explicit coords reuse them
-  g = probes.extract_features(model, variables, batches[:1], max_dims=20, key=jax.random.PRNGKey(1),
-                              layers=['conv'])
+  g = probes.extract_features(
+    model, variables, batches[:1], max_dims=20, key=jax.random.PRNGKey(1), layers=['conv']
+  )
   np.testing.assert_array_equal(g.coords['conv'], f.coords['conv'])
   h = probes.extract_features(model, variables, batches, coords=f.coords, max_examples=5)
   assert h.reps['conv'].shape == (5, 20) and len(h.labels) == 5

@@ -1,4 +1,5 @@
 """Properties of the per-example augmentations (rankdeficit/data/augment.py)."""
+
 import numpy as np
 import pytest
 
@@ -16,8 +17,12 @@ def test_random_crop_keeps_size_and_content():
     out = augment.random_crop_with_padding(image, rng, 32, 4)
     assert out.shape == (32, 32, 3)
     padded = np.pad(image, ((4, 4), (4, 4), (0, 0)))
-    hits = [(t, l) for t in range(9) for l in range(9)
-            if np.array_equal(padded[t:t + 32, l:l + 32], out)]
+    hits = [
+      (t, l)
+      for t in range(9)
+      for l in range(9)
+      if np.array_equal(padded[t : t + 32, l : l + 32], out)
+    ]
     assert hits  # a window of the zero-padded image
 
 

@@ -1,10 +1,11 @@
 """Augmenting encoded images (augment.decode_random_resized_crop, TrainTransform on bytes)
 keeps the semantics of the decoded-array path: same boxes, random stream, shapes, pixels."""
+
 import io
 
 import numpy as np
-import pytest
 from PIL import Image
+import pytest
 
 from rankdeficit.data import augment
 

@@ -1,14 +1,16 @@
 """Normalisation and colour jitter inside the step (data/device_preprocess.py) against float64
 references and the host float path they replace, and the jitter draws' distribution."""
+
 import io
 import itertools
 
 import jax
 import numpy as np
-import pytest
 from PIL import Image
+import pytest
 
-from rankdeficit.data import augment, device_preprocess
+from rankdeficit.data import augment
+from rankdeficit.data import device_preprocess
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -53,8 +55,12 @@ def test_color_jitter_matches_float64_for_every_order():
     want = _jitter64(images[i], factors[i], orders[i])
     np.testing.assert_allclose(got[i], want, rtol=0, atol=2e-3)  # grey levels
   # The order matters, so the test above could fail: brightness first vs last differ.
-  assert np.abs(_jitter64(images[0], factors[0], (0, 1, 2)) -
-                _jitter64(images[0], factors[0], (2, 1, 0))).max() > 1
+  assert (
+    np.abs(
+      _jitter64(images[0], factors[0], (0, 1, 2)) - _jitter64(images[0], factors[0], (2, 1, 0))
+    ).max()
+    > 1
+  )
 
 
 def test_jitter_draws_distribution():
@@ -123,6 +129,7 @@ def test_device_normalize_needs_a_crop_augment():
 
 # --- Crop windows resized on the device (augment.decode_crop_window + resize_crops) ---
 
+
 @pytest.fixture(scope='module')
 def real_jpegs(shared_data):
   """12 real Tiny-ImageNet photos upscaled to 120x100 (plus grain noise), JPEG q90."""
@@ -142,8 +149,9 @@ def real_jpegs(shared_data):
 def _resized_on_device(windows, size):
   batch = {k: np.stack([w[k] for w in windows]) for k in windows[0]}
   resize = jax.jit(device_preprocess.resize_crops, static_argnums=3)
-  return np.asarray(resize(batch['image'].astype(np.float32), batch['resize_box'],
-                           batch['resize_valid'], size))
+  return np.asarray(
+    resize(batch['image'].astype(np.float32), batch['resize_box'], batch['resize_valid'], size)
+  )
 
 
 @pytest.mark.parametrize('canvas', [128, 56])  # every window fits / many are resized on the host
@@ -169,8 +177,11 @@ def test_only_the_image_edge_clips_the_device_filter(real_jpegs):
   image = np.asarray(Image.open(io.BytesIO(real_jpegs[0])).convert('RGB'))  # 100 x 120
   canvas = np.zeros((128, 128, 3), np.uint8)
   canvas[:100, :120] = image
-  window = {'image': canvas, 'resize_box': np.array([0, 0, 120, 100], np.float32),
-            'resize_valid': np.array([100, 120], np.int32)}
+  window = {
+    'image': canvas,
+    'resize_box': np.array([0, 0, 120, 100], np.float32),
+    'resize_valid': np.array([100, 120], np.int32),
+  }
   want = np.asarray(Image.fromarray(image).resize((48, 48), Image.BILINEAR), np.float32)
   got = _resized_on_device([window], 48)[0]
   assert np.abs(got - want).max() <= 1.0 + 1e-3
@@ -179,8 +190,9 @@ def test_only_the_image_edge_clips_the_device_filter(real_jpegs):
 
 
 def test_resize_weights_are_identity_at_scale_one():
-  w = np.asarray(device_preprocess.bilinear_weights(
-      np.float32(0), np.float32(24), np.int32(24), 40, 24))
+  w = np.asarray(
+    device_preprocess.bilinear_weights(np.float32(0), np.float32(24), np.int32(24), 40, 24)
+  )
   np.testing.assert_array_equal(w, np.eye(24, 40, dtype=np.float32))
 
 
@@ -228,11 +240,16 @@ def test_grey_jpeg_windows_come_out_rgb_and_match_the_host(real_jpegs):
   grey = Image.open(io.BytesIO(real_jpegs[1])).convert('L')
   buf = io.BytesIO()
   grey.save(buf, 'JPEG', quality=90)
-  want = np.stack([augment.decode_random_resized_crop(buf.getvalue(),
-                                                      np.random.default_rng(s), 32)
-                   for s in range(4)]).astype(np.float32)
+  want = np.stack(
+    [
+      augment.decode_random_resized_crop(buf.getvalue(), np.random.default_rng(s), 32)
+      for s in range(4)
+    ]
+  ).astype(np.float32)
   for canvas in (128, 40):  # every window fits / most are resized on the host
-    windows = [augment.decode_crop_window(buf.getvalue(), np.random.default_rng(s), 32, canvas)
-               for s in range(4)]
+    windows = [
+      augment.decode_crop_window(buf.getvalue(), np.random.default_rng(s), 32, canvas)
+      for s in range(4)
+    ]
     assert all(w['image'].shape == (canvas, canvas, 3) for w in windows)
     assert np.abs(_resized_on_device(windows, 32) - want).max() <= 1.0 + 1e-3

@@ -1,17 +1,18 @@
 """Offline import: generic folder/zip/npz importer, validation of corrupt inputs."""
+
 import zipfile
 
 import numpy as np
-import pytest
 from PIL import Image
+import pytest
 
-from rankdeficit.data import datasets, local_import
+from rankdeficit.data import datasets
+from rankdeficit.data import local_import
 
 
 def _arrays(n=12, shape=(8, 8, 3), classes=3, seed=0):
   rng = np.random.default_rng(seed)
-  return (rng.integers(0, 256, (n, *shape), dtype=np.uint8),
-          np.arange(n) % classes)
+  return (rng.integers(0, 256, (n, *shape), dtype=np.uint8), np.arange(n) % classes)
 
 
 def _npz(path, images, labels):
@@ -19,14 +20,17 @@ def _npz(path, images, labels):
   return path
 
 
-@pytest.mark.parametrize('images,labels,msg', [
+@pytest.mark.parametrize(
+  'images,labels,msg',
+  [
     (np.zeros((4, 8, 8, 3), np.float32), np.zeros(4, np.int64), 'uint8'),
     (np.zeros((4, 8, 8, 5), np.uint8), np.zeros(4, np.int64), 'C in'),
     (np.zeros((4, 8, 8, 3), np.uint8), np.zeros(3, np.int64), '4 images but 3 labels'),
     (np.zeros((4, 8, 8, 3), np.uint8), np.array([0, 1, 2, 10]), r'\[0, 10\)'),
     (np.zeros((4, 8, 8, 3), np.uint8), np.array([0, -1, 2, 1]), 'labels must lie'),
     (np.zeros((4, 8, 8, 3), np.uint8), np.zeros(4, np.float32), 'integer'),
-])
+  ],
+)
 def test_corrupt_arrays_rejected_with_file_named(tmp_path, images, labels, msg):
   path = _npz(tmp_path / 'bad_train.npz', images, labels)
   with pytest.raises(local_import.DataImportError, match=msg) as e:
@@ -66,8 +70,7 @@ def test_generic_folder_and_zip_import(tmp_path):
   with zipfile.ZipFile(zpath, 'w') as z:
     for f in sorted(root.rglob('*.png')):
       z.write(f, 'imgs/' + str(f.relative_to(root)))
-  local_import.import_generic('folder_set', str(tmp_path / 'tfds'),
-                              {'train': root, 'test': zpath})
+  local_import.import_generic('folder_set', str(tmp_path / 'tfds'), {'train': root, 'test': zpath})
   for split in ('train', 'test'):
     src = datasets.tfds_data_source('folder_set', split, str(tmp_path / 'tfds'))
     got = sorted((int(src[i]['label']), src[i]['image'].tobytes()) for i in range(len(src)))
@@ -88,9 +91,11 @@ def test_mismatched_split_shapes_rejected(tmp_path):
   a, la = _arrays(shape=(8, 8, 3))
   b, lb = _arrays(shape=(9, 9, 3))
   with pytest.raises(local_import.DataImportError, match='test.npz'):
-    local_import.import_generic('mixed', str(tmp_path / 'tfds'), {
-        'train': _npz(tmp_path / 'train.npz', a, la),
-        'test': _npz(tmp_path / 'test.npz', b, lb)})
+    local_import.import_generic(
+      'mixed',
+      str(tmp_path / 'tfds'),
+      {'train': _npz(tmp_path / 'train.npz', a, la), 'test': _npz(tmp_path / 'test.npz', b, lb)},
+    )
 
 
 def test_builtin_name_rejected(tmp_path):
@@ -105,6 +110,7 @@ def test_limit_is_evenly_spaced():
 
 def test_mnist_readable_as_tfds_mnist(local_data_dir):
   import tensorflow_datasets as tfds
+
   src = tfds.data_source('mnist', split='test', data_dir=local_data_dir, download=False)
   assert len(src) == 500 and src[0]['image'].shape == (28, 28, 1)
   assert int(src[0]['label']) == 7  # canonical t10k starts 7 2 1 0 4

@@ -1,10 +1,12 @@
 """In-memory small datasets: same records, same batches, same checkpointable state."""
+
 import numpy as np
 import pytest
 
 from configs import base
+from rankdeficit.data import datasets
 from rankdeficit.data import input_pipeline
-from rankdeficit.data import datasets, memory
+from rankdeficit.data import memory
 
 
 def _config(data_dir, in_memory, dataset='cifar10_jpeg'):
@@ -52,8 +54,10 @@ def test_train_batches_identical_and_resumable(local_data_dir):
 def test_eval_iterator_in_memory_matches(local_data_dir):
   def collect(in_memory):
     it = input_pipeline.create_eval_iterator(
-        _config(local_data_dir, in_memory, 'mnist'), 'mnist', 'test', batch_size=200)
+      _config(local_data_dir, in_memory, 'mnist'), 'mnist', 'test', batch_size=200
+    )
     return [b['image'] for b in it]
+
   for a, b in zip(collect(True), collect(False), strict=True):
     np.testing.assert_array_equal(a, b)
 

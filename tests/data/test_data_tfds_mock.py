@@ -1,5 +1,6 @@
 """Every tfds dataset name through the real pipeline code, with `tfds.testing.mock_data`
 (random examples; data_source/array_record path; no files, no network)."""
+
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
@@ -8,12 +9,12 @@ from configs import base
 from rankdeficit.data import input_pipeline as ip
 
 CASES = [  # name, augment, image_size, num_classes
-    ('cifar10', 'cifar', 32, 10),
-    ('cifar100', 'cifar', 32, 100),
-    ('svhn_cropped', 'none', 32, 10),
-    ('mnist', 'cifar', 32, 10),
-    ('imagenet2012', 'imagenet', 48, 1000),
-    ('imagenet100', 'vit', 48, 100),
+  ('cifar10', 'cifar', 32, 10),
+  ('cifar100', 'cifar', 32, 100),
+  ('svhn_cropped', 'none', 32, 10),
+  ('mnist', 'cifar', 32, 10),
+  ('imagenet2012', 'imagenet', 48, 1000),
+  ('imagenet100', 'vit', 48, 100),
 ]
 
 
@@ -34,14 +35,14 @@ def test_mocked_tfds_dataset(name, augment, size, num_classes):
     else:
       assert batch['image'].dtype == np.float32 and np.isfinite(batch['image']).all()
     assert batch['label'].min() >= 0 and batch['label'].max() < num_classes
-    batches = list(ip.create_eval_iterator(config, name, 'test', batch_size=24,
-                                           num_examples=30))
+    batches = list(ip.create_eval_iterator(config, name, 'test', batch_size=24, num_examples=30))
     assert sum(int(b['mask'].sum()) for b in batches) == min(30, info.num_test)
     assert all(b['image'].shape == (24, size, size, 3) for b in batches)
 
 
 def test_imagenet100_labels_remapped():
   from rankdeficit.data import datasets
+
   wnids = datasets.imagenet100_wnids()
   assert len(wnids) == 100 == len(set(wnids)) and wnids == sorted(wnids)
   with tfds.testing.mock_data(num_examples=300):

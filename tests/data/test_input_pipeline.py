@@ -1,12 +1,13 @@
 """Input pipeline on real images (offline import of ../shared/data) and on in-memory digits."""
+
 import collections
 
 import numpy as np
 import pytest
 
 from configs import base
-from rankdeficit.data import input_pipeline as ip
 from rankdeficit.data import datasets
+from rankdeficit.data import input_pipeline as ip
 
 
 def _config(data_dir, dataset='cifar10_jpeg', **kw):
@@ -27,7 +28,9 @@ def test_dataset_info_real(local_data_dir):
 def test_imported_cifar10_matches_pillow_decode(local_data_dir, shared_data):
   import io
   import zipfile
+
   from PIL import Image
+
   source = datasets.open_source('cifar10_jpeg', 'train', local_data_dir)
   with zipfile.ZipFile(shared_data / 'cifar10_jpeg.zip') as z:
     first = z.read('cifar10/train_canonical_order.txt').decode().split()[0]
@@ -68,13 +71,13 @@ def test_train_subset_of_a_class_sorted_split_keeps_every_class(local_data_dir):
   source = datasets.open_source('tiny_imagenet32', 'train', local_data_dir)
   first = {int(source[i]['label']) for i in range(400)}
   assert len(first) < 100  # the stored order is by class, so the test can fail
-  config = _config(local_data_dir, 'tiny_imagenet32', train_subset=400, augment='none',
-                   batch_size=400)
+  config = _config(
+    local_data_dir, 'tiny_imagenet32', train_subset=400, augment='none', batch_size=400
+  )
   labels = next(ip.create_train_iterator(config, seed=0))['label']
   assert len(set(labels.tolist())) == 200
   # Unsorted splits keep their first N (the runs recorded so far used those).
-  np.testing.assert_array_equal(datasets.subset_indices('cifar10_jpeg', 2000, 96),
-                                np.arange(96))
+  np.testing.assert_array_equal(datasets.subset_indices('cifar10_jpeg', 2000, 96), np.arange(96))
 
 
 def test_iterator_state_round_trip(local_data_dir):
@@ -96,14 +99,23 @@ def test_eval_each_example_once(local_data_dir, num_examples, shuffle_seed):
   config = _config(local_data_dir)
   source = datasets.open_source('cifar10_jpeg', 'test', local_data_dir)
   idx = ip.eval_indices(len(source), num_examples=num_examples, shuffle_seed=shuffle_seed)
-  batches = list(ip.create_eval_iterator(config, 'cifar10_jpeg', 'test', batch_size=64,
-                                         num_examples=num_examples, shuffle_seed=shuffle_seed))
+  batches = list(
+    ip.create_eval_iterator(
+      config,
+      'cifar10_jpeg',
+      'test',
+      batch_size=64,
+      num_examples=num_examples,
+      shuffle_seed=shuffle_seed,
+    )
+  )
   assert all(b['image'].shape == (64, 32, 32, 3) for b in batches)
   mask = np.concatenate([b['mask'] for b in batches])
   labels = np.concatenate([b['label'] for b in batches])[mask]
   assert mask.sum() == len(idx) and len(batches) == -(-len(idx) // 64)
   assert collections.Counter(labels.tolist()) == collections.Counter(
-      int(source[i]['label']) for i in idx)
+    int(source[i]['label']) for i in idx
+  )
   assert np.all(np.concatenate([b['image'] for b in batches])[~mask] == 0)
 
 
@@ -115,8 +127,9 @@ def test_ood_eval_uses_training_normalisation_and_size(local_data_dir):
   mean, std = datasets.CIFAR10_STATS
   # 2-pixel zero border (MNIST 28 -> 32), normalised with CIFAR-10's stats, grey x3.
   np.testing.assert_allclose(image[0, 0], -np.array(mean) / np.array(std), rtol=1e-5)
-  np.testing.assert_allclose(image[..., 0] * std[0] + mean[0], image[..., 1] * std[1] + mean[1],
-                             atol=1e-5)
+  np.testing.assert_allclose(
+    image[..., 0] * std[0] + mean[0], image[..., 1] * std[1] + mean[1], atol=1e-5
+  )
 
 
 def test_eval_process_shards_disjoint_and_cover(local_data_dir):
@@ -126,9 +139,21 @@ def test_eval_process_shards_disjoint_and_cover(local_data_dir):
   parts = [ip.host_shard(idx, 8, p, 3) for p in range(3)]
   assert len({length for _, length in parts}) == 1
   np.testing.assert_array_equal(np.concatenate([part for part, _ in parts]), idx)
-  runs = [list(ip._eval_iterator(config, 'cifar10_jpeg', 'test', batch_size=24,
-                                 num_examples=101, shuffle_seed=None, process_index=p,
-                                 process_count=3)) for p in range(3)]
+  runs = [
+    list(
+      ip._eval_iterator(
+        config,
+        'cifar10_jpeg',
+        'test',
+        batch_size=24,
+        num_examples=101,
+        shuffle_seed=None,
+        process_index=p,
+        process_count=3,
+      )
+    )
+    for p in range(3)
+  ]
   assert len({len(r) for r in runs}) == 1  # same number of batches on every host
   assert all(b['image'].shape[0] == 8 for r in runs for b in r)
   labels = np.concatenate([b['label'][b['mask']] for r in runs for b in r])
@@ -139,15 +164,22 @@ def test_small_eval_subset_is_read_without_decoding_the_split(local_data_dir, mo
   # An analysis of 100 of 2,000 train images must not decode all 2,000 into memory first,
   # and must see exactly the records the in-memory path serves.
   from rankdeficit.data import memory  # pylint: disable=import-outside-toplevel
+
   monkeypatch.setattr(memory, '_CACHE', {})
   config = _config(local_data_dir)
+
   def subset():
-    return list(ip.create_eval_iterator(config, 'cifar10_jpeg', 'train', batch_size=32,
-                                        num_examples=100, shuffle_seed=0))
+    return list(
+      ip.create_eval_iterator(
+        config, 'cifar10_jpeg', 'train', batch_size=32, num_examples=100, shuffle_seed=0
+      )
+    )
+
   lazy = subset()
   assert not datasets.is_decoded_in_memory('cifar10_jpeg', 'train', local_data_dir)
-  list(ip.create_eval_iterator(config, 'cifar10_jpeg', 'train', batch_size=500,
-                               num_examples=1000))  # a large subset decodes the split
+  list(
+    ip.create_eval_iterator(config, 'cifar10_jpeg', 'train', batch_size=500, num_examples=1000)
+  )  # a large subset decodes the split
   assert datasets.is_decoded_in_memory('cifar10_jpeg', 'train', local_data_dir)
   held = subset()
   assert len(lazy) == len(held) == 4
@@ -177,16 +209,19 @@ def test_digits_without_data_dir():
   assert (info.num_train, info.num_test, info.num_classes) == (1438, 359, 10)
   batch = next(ip.create_train_iterator(config, seed=0))
   assert batch['image'].shape == (50, 32, 32, 3)
-  n = sum(b['mask'].sum() for b in ip.create_eval_iterator(config, 'digits', 'test',
-                                                            batch_size=100))
+  n = sum(
+    b['mask'].sum() for b in ip.create_eval_iterator(config, 'digits', 'test', batch_size=100)
+  )
   assert n == 359
 
 
 def test_missing_dataset_names_fix(tmp_path):
-  for name, needle in [('cifar10_jpeg', 'python -m tools.import_data cifar10_jpeg'),
-                       ('mnist', 'python -m tools.import_data mnist'),
-                       ('cifar10', 'python -m tools.import_data cifar10'),
-                       ('imagenet100', '--manual_dir')]:
+  for name, needle in [
+    ('cifar10_jpeg', 'python -m tools.import_data cifar10_jpeg'),
+    ('mnist', 'python -m tools.import_data mnist'),
+    ('cifar10', 'python -m tools.import_data cifar10'),
+    ('imagenet100', '--manual_dir'),
+  ]:
     with pytest.raises(ip.DatasetNotFoundError, match='Fix') as e:
       ip.dataset_info(name, str(tmp_path))
     assert needle in str(e.value) and str(tmp_path) in str(e.value)
@@ -211,8 +246,7 @@ def test_global_batches_do_not_depend_on_the_process_count():
   order and random augmentation), so a run on a pod sees the data of a run on one host."""
   config = _config(None, dataset='digits', augment='cifar', batch_size=24, image_size=8)
   one = ip._train_iterator(config, seed=3, process_index=0, process_count=1)
-  parts = [ip._train_iterator(config, seed=3, process_index=p, process_count=3)
-           for p in range(3)]
+  parts = [ip._train_iterator(config, seed=3, process_index=p, process_count=3) for p in range(3)]
   for _ in range(65):  # 1,438 examples / 24: crosses an epoch boundary
     want = next(one)
     got = [next(p) for p in parts]

@@ -1,5 +1,6 @@
 """The attention-temperature experiment renders its figure and tables from run folders alone,
 and its table holds the run files' numbers (seed mean / sample std)."""
+
 import csv
 import json
 import os
@@ -8,7 +9,8 @@ import numpy as np
 import pytest
 
 from experiments import attention_temperature as exp
-from experiments.figures import beyond_attention, runs
+from experiments.figures import beyond_attention
+from experiments.figures import runs
 from rankdeficit.training import monitor_log
 
 BLOCKS = ('block_0', 'block_1')
@@ -28,11 +30,14 @@ def _fake_run(workdir: str, tau: float, t: float, seed: int) -> dict:
   """Writes a finished, analysed run; returns its per-run truth."""
   os.makedirs(os.path.join(workdir, 'analysis'), exist_ok=True)
   acc, kappa, rho = 0.4 + 0.01 * seed - 0.02 * tau, 0.5 + 0.03 * seed, 0.2 + 0.001 * t
-  analysis = {'kappa': 0.99, 'rho': 0.99,  # default convention: must not be what is read
-              'kappa_by_convention': {'paper': kappa, 'hidden': 0.1},
-              'rho_by_convention': {'paper': rho, 'hidden': 0.1},
-              'num_examples': {'id_test': 200},
-              'probe_config': {'epochs': 2, 'batch_size': 128, 'max_dims': 256}}
+  analysis = {
+    'kappa': 0.99,
+    'rho': 0.99,  # default convention: must not be what is read
+    'kappa_by_convention': {'paper': kappa, 'hidden': 0.1},
+    'rho_by_convention': {'paper': rho, 'hidden': 0.1},
+    'num_examples': {'id_test': 200},
+    'probe_config': {'epochs': 2, 'batch_size': 128, 'max_dims': 256},
+  }
   with open(os.path.join(workdir, 'analysis', 'analysis.json'), 'w') as f:
     json.dump(analysis, f)
   config = runs.make_config(exp.FULL, exp.request(tau, (t,)), t, seed, None)
@@ -42,9 +47,15 @@ def _fake_run(workdir: str, tau: float, t: float, seed: int) -> dict:
     json.dump({'eval/accuracy': acc}, f)
   log = monitor_log.MonitorLog(workdir)
   for step in STEPS:
-    log.write(step, {f'attention/{stat}/{b}': _value(stat, tau, t, seed, i, step)
-                     for stat in beyond_attention.STATS for i, b in enumerate(BLOCKS)},
-              temperature=t)
+    log.write(
+      step,
+      {
+        f'attention/{stat}/{b}': _value(stat, tau, t, seed, i, step)
+        for stat in beyond_attention.STATS
+        for i, b in enumerate(BLOCKS)
+      },
+      temperature=t,
+    )
   return {'test_accuracy': acc, 'kappa': kappa, 'rho': rho}
 
 
@@ -120,8 +131,9 @@ def test_curves_use_every_step_and_seed():
 
 
 def _history(seed):
-  records = [{'step': st, 'attention/rank/block_0': _value('rank', 1, 1, seed, 0, st)}
-             for st in STEPS]
+  records = [
+    {'step': st, 'attention/rank/block_0': _value('rank', 1, 1, seed, 0, st)} for st in STEPS
+  ]
   return runs.Run('', 1.0, seed, {}, {}, None, monitor_log.MonitorHistory(None, records))
 
 

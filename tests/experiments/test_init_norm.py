@@ -1,4 +1,5 @@
 """Figure 17 (App. E) with its middle panel (calibrated T), from synthetic run directories."""
+
 import json
 import os
 
@@ -22,9 +23,12 @@ def _fake_run(workdir: str, *, n0: float, temperature: float, final_rank: int) -
     json.dump({'temperature': temperature}, f)
   log = monitor_log.MonitorLog(workdir)
   for step, rank in ((0, 256), (30, final_rank)):
-    log.write(step, {f'rank/rep/{l}': rank + 10 * (len(LAYERS) - i)
-                     for i, l in enumerate(LAYERS)} | {'rank/rep/dense_2': rank},
-              temperature=temperature)
+    log.write(
+      step,
+      {f'rank/rep/{l}': rank + 10 * (len(LAYERS) - i) for i, l in enumerate(LAYERS)}
+      | {'rank/rep/dense_2': rank},
+      temperature=temperature,
+    )
 
 
 def _plan(out):
@@ -35,7 +39,8 @@ def _plan(out):
 def _rank(workdir: str) -> int:
   """Distinct per run: the calibrated ones 40 + i, the others 10 + i."""
   return (40 if '_norm' in workdir else 10) + sorted(N0).index(
-      os.path.basename(os.path.dirname(workdir)).split('-')[1].split('_')[0])
+    os.path.basename(os.path.dirname(workdir)).split('-')[1].split('_')[0]
+  )
 
 
 @pytest.fixture(scope='module')
@@ -57,8 +62,7 @@ def rendered(tmp_path_factory):
 
 def test_calibrated_requests_set_the_target_for_every_scheme():
   _, plan = _plan('/nonexistent')
-  calibrated = [r for _, r, _, _ in plan.values()
-                if dict(r.overrides).get('target_logits_norm')]
+  calibrated = [r for _, r, _, _ in plan.values() if dict(r.overrides).get('target_logits_norm')]
   assert sorted(r.variant.split('_')[0] for r in calibrated) == sorted(N0)
   for request in calibrated:
     overrides = dict(request.overrides)
@@ -75,8 +79,10 @@ def test_figure_17_has_three_panels_from_the_runs(rendered):
   # The renderer's own 'Middle: ...' sentence (the verdict's evidence may quote it too).
   middle = caption.split('Middle: ', 1)[1].split('. Right: ')[0]
   # The middle panel holds the calibrated runs (ranks 40+), with T = n0 / target.
-  assert f'kaiming: init norm 4, T {4 / init_norm.F17_TARGET_NORM:.3g}, final rank ' \
-         f'{40 + sorted(N0).index("kaiming")}' in middle
+  assert (
+    f'kaiming: init norm 4, T {4 / init_norm.F17_TARGET_NORM:.3g}, final rank '
+    f'{40 + sorted(N0).index("kaiming")}' in middle
+  )
   assert 'final rank 1' not in middle  # no uncalibrated run leaks into it
   assert 'middle: final ranks 40-43' in caption and 'left: final ranks 10-13' in caption
 

@@ -3,6 +3,7 @@
 The synthetic runs make every metric a known function of the run (init, T, seed), so the
 table and CSV can be checked against the run files; training is never called.
 """
+
 import csv
 import json
 import os
@@ -11,8 +12,10 @@ import numpy as np
 import pytest
 
 from experiments import logits_norm_knob
-from experiments.figures import beyond_knob, grid, runs
-from rankdeficit.run import validation
+from experiments.figures import beyond_knob
+from experiments.figures import grid
+from experiments.figures import runs
+from rankdeficit.plan import validation
 
 SEEDS = 2
 N0 = {'pytorch': 0.1, 'kaiming': 4.0, 'normal0.1': 35.0, 'normal0.05': 0.15}
@@ -25,18 +28,26 @@ def fake_run(workdir: str, *, n0: float, temperature: float, values: dict) -> No
   with open(os.path.join(workdir, 'config.json'), 'w') as f:
     json.dump({'temperature': temperature}, f)
   with open(os.path.join(workdir, runs.TRAIN_RESULTS), 'w') as f:
-    json.dump({'init/logits_norm': n0, 'init/temperature': temperature,
-               'eval/accuracy': values['accuracy']}, f)
+    json.dump(
+      {
+        'init/logits_norm': n0,
+        'init/temperature': temperature,
+        'eval/accuracy': values['accuracy'],
+      },
+      f,
+    )
   analysis = {
-      'kappa': values['kappa'], 'rho': values['rho'],
-      'kappa_by_convention': {'paper': values['kappa']},
-      'rho_by_convention': {'paper': values['rho']},
-      'solution_rank': values['solution_rank'], 'hidden_layers': LAYERS,
-      'id_probe_accuracy': {l: 0.5 for l in LAYERS + ['logits', 'softmax']},
-      'representation_effective_rank': {'dense_0': 99.0,
-                                        'dense_1': values['effective_rank']},
-      'test_accuracy': 0.0, 'temperature': temperature,
-      'ood_detection': {'auroc': values.get('auroc'), 'fpr95_neco': values.get('fpr95_neco')},
+    'kappa': values['kappa'],
+    'rho': values['rho'],
+    'kappa_by_convention': {'paper': values['kappa']},
+    'rho_by_convention': {'paper': values['rho']},
+    'solution_rank': values['solution_rank'],
+    'hidden_layers': LAYERS,
+    'id_probe_accuracy': {l: 0.5 for l in LAYERS + ['logits', 'softmax']},
+    'representation_effective_rank': {'dense_0': 99.0, 'dense_1': values['effective_rank']},
+    'test_accuracy': 0.0,
+    'temperature': temperature,
+    'ood_detection': {'auroc': values.get('auroc'), 'fpr95_neco': values.get('fpr95_neco')},
   }
   with open(os.path.join(workdir, runs.ANALYSIS), 'w') as f:
     json.dump(analysis, f)
@@ -45,8 +56,13 @@ def fake_run(workdir: str, *, n0: float, temperature: float, values: dict) -> No
 def knob_values(x: float, seed: int) -> dict:
   """Every metric a function of the effective norm x = n0 / T alone (plus a seed offset)."""
   lx = np.log10(x)
-  return {'accuracy': 0.3 + 0.02 * lx + 0.01 * seed, 'kappa': 0.5 + 0.05 * lx,
-          'rho': 0.4 - 0.03 * lx, 'solution_rank': 9, 'effective_rank': 20.0 + 3 * lx}
+  return {
+    'accuracy': 0.3 + 0.02 * lx + 0.01 * seed,
+    'kappa': 0.5 + 0.05 * lx,
+    'rho': 0.4 - 0.03 * lx,
+    'solution_rank': 9,
+    'effective_rank': 20.0 + 3 * lx,
+  }
 
 
 @pytest.fixture(scope='module')
@@ -57,8 +73,9 @@ def rendered(tmp_path_factory):
     for seed in range(SEEDS):
       n0 = N0[cell.get('init')] * (1 + 0.1 * seed)
       t = n0 / cell.get('target') if cell.get('target') else cell.temperature
-      fake_run(grid.workdir(root, cell, seed), n0=n0, temperature=t,
-               values=knob_values(n0 / t, seed))
+      fake_run(
+        grid.workdir(root, cell, seed), n0=n0, temperature=t, values=knob_values(n0 / t, seed)
+      )
   loaded = logits_norm_knob.main(['--render_only', f'--seeds={SEEDS}', '--outdir', str(out)])
   return out, loaded
 
@@ -71,8 +88,9 @@ def _csv(out) -> dict[str, dict]:
 def test_every_cell_is_a_valid_config(local_data_dir):
   for smoke in (False, True):
     for cell in beyond_knob.cells(smoke):
-      config = runs.make_config(cell.setting, grid.request(cell), cell.temperature, 0,
-                                local_data_dir)
+      config = runs.make_config(
+        cell.setting, grid.request(cell), cell.temperature, 0, local_data_dir
+      )
       validation.validate_config(config, None, 1, create=False)  # raises on a bad field
       assert (config.target_logits_norm > 0) == bool(cell.get('target'))
 
@@ -106,9 +124,11 @@ def test_calibrated_cells_sit_at_the_target(rendered):
   for init in N0:
     row = _csv(out)[f'{init}_target{beyond_knob.TARGET_NORM:g}']
     np.testing.assert_allclose(float(row['x_mean']), beyond_knob.TARGET_NORM, rtol=1e-9)
-    np.testing.assert_allclose(float(row['temperature_mean']),
-                               np.mean([N0[init] * (1 + 0.1 * s) for s in range(SEEDS)])
-                               / beyond_knob.TARGET_NORM, rtol=1e-9)
+    np.testing.assert_allclose(
+      float(row['temperature_mean']),
+      np.mean([N0[init] * (1 + 0.1 * s) for s in range(SEEDS)]) / beyond_knob.TARGET_NORM,
+      rtol=1e-9,
+    )
 
 
 def test_one_curve_summary(rendered):

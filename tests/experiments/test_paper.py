@@ -1,4 +1,5 @@
 """Every registered figure and table renders from synthetic run directories, in seconds."""
+
 import json
 import os
 import re
@@ -9,8 +10,9 @@ import pytest
 
 from experiments import paper
 from experiments import records
-from experiments.figures import REGISTRY, verdicts
+from experiments.figures import REGISTRY
 from experiments.figures import runs as runs_lib
+from experiments.figures import verdicts
 from rankdeficit.training import monitor_log
 
 FIGURES = [f'figure_{n}' for n in range(1, 26)]
@@ -27,18 +29,28 @@ def _analysis(t: float, seed: int) -> dict:
   ood_acc = {l: 0.8 - drop * i for i, l in enumerate(LAYERS)}
   ood_acc.update(logits=0.5 - drop, softmax=0.4 - drop)
   return {
-      'model': 'mlp', 'dataset': 'cifar10_jpeg', 'ood_dataset': 'mnist', 'temperature': t,
-      'num_classes': 10, 'layers': LAYERS, 'test_accuracy': 0.4 - drop / 2,
-      'id_probe_accuracy': id_acc, 'ood_probe_accuracy': ood_acc,
-      'kappa': 0.6 - drop, 'rho': 0.2 + drop,
-      'kappa_by_convention': {'paper': 0.6 - drop, 'post_softmax': 0.6, 'hidden': 0.5},
-      'rho_by_convention': {'paper': 0.2 + drop, 'post_softmax': 0.3, 'hidden': 0.1},
-      'probe_convention': 'paper', 'solution_rank': 10 - int(np.log10(t)),
-      'solution_rank_bound': 10, 'post_softmax_rank': 10, 'logits_norm_mean': 5 * t,
-      'orthodev': 0.8 - drop, 'orthodev_per_layer': {l: 0.9 - drop * i for i, l in
-                                                     enumerate(LAYERS)},
-      'ood_detection': {'auroc': 0.6 + drop, 'fpr95_neco': 0.9 - drop, 'ood_dataset': 'mnist'},
-      'timings_s': {'total': 1.0},
+    'model': 'mlp',
+    'dataset': 'cifar10_jpeg',
+    'ood_dataset': 'mnist',
+    'temperature': t,
+    'num_classes': 10,
+    'layers': LAYERS,
+    'test_accuracy': 0.4 - drop / 2,
+    'id_probe_accuracy': id_acc,
+    'ood_probe_accuracy': ood_acc,
+    'kappa': 0.6 - drop,
+    'rho': 0.2 + drop,
+    'kappa_by_convention': {'paper': 0.6 - drop, 'post_softmax': 0.6, 'hidden': 0.5},
+    'rho_by_convention': {'paper': 0.2 + drop, 'post_softmax': 0.3, 'hidden': 0.1},
+    'probe_convention': 'paper',
+    'solution_rank': 10 - int(np.log10(t)),
+    'solution_rank_bound': 10,
+    'post_softmax_rank': 10,
+    'logits_norm_mean': 5 * t,
+    'orthodev': 0.8 - drop,
+    'orthodev_per_layer': {l: 0.9 - drop * i for i, l in enumerate(LAYERS)},
+    'ood_detection': {'auroc': 0.6 + drop, 'fpr95_neco': 0.9 - drop, 'ood_dataset': 'mnist'},
+    'timings_s': {'total': 1.0},
   }
 
 
@@ -47,9 +59,15 @@ def _monitor(workdir: str, t: float, seed: int) -> None:
   rng = np.random.default_rng(seed)
   for i, step in enumerate((0, 10, 20)):
     grow = 1 + i * np.log10(10 * t)
-    m = {'loss': 2.3 / grow, 'logits_norm': 3.0 * grow, 'logits_norm_per_sample': grow,
-         'rank/pre_softmax': 9, 'rank/post_softmax': 10 - i, 'sv/logits': np.linspace(5, 1, 10),
-         'alignment_max_mean': 0.2 * grow / (1 + grow)}
+    m = {
+      'loss': 2.3 / grow,
+      'logits_norm': 3.0 * grow,
+      'logits_norm_per_sample': grow,
+      'rank/pre_softmax': 9,
+      'rank/post_softmax': 10 - i,
+      'sv/logits': np.linspace(5, 1, 10),
+      'alignment_max_mean': 0.2 * grow / (1 + grow),
+    }
     for j, l in enumerate(LAYERS):
       m[f'rank/rep/{l}'] = 64 - 10 * j * i
       m[f'sv/rep/{l}'] = np.sort(rng.uniform(0.1, grow, 15))[::-1]
@@ -113,7 +131,7 @@ def test_figure_files_and_caption(rendered, key):
   caption = md.read_text()
   assert f'{key}.png' in caption
   if key not in ('figure_6', 'figure_21'):  # synthetic: no model, no stand-in
-    assert 'CPU stand-in for the paper\'s' in caption and 'T = ' in caption
+    assert "CPU stand-in for the paper's" in caption and 'T = ' in caption
 
 
 @pytest.mark.parametrize('key', TABLES)
@@ -121,7 +139,7 @@ def test_table_files_beside_paper_numbers(rendered, key):
   out, _ = rendered
   md = (out / f'{key}.md').read_text()
   assert (out / f'{key}.csv').stat().st_size > 0
-  assert 'CPU stand-in for the paper\'s' in md
+  assert "CPU stand-in for the paper's" in md
   assert 'paper' in md.lower()
 
 
@@ -168,7 +186,9 @@ def test_trains_only_the_selected_settings_and_survives_divergence(tmp_path, mon
 def test_every_cpu_setting_reads_only_offline_datasets():
   """A CPU run trains for minutes before its analysis reads the OOD sets: each must be one
   that tools.import_data makes offline (vgg19_tin once inherited NECO's 'cifar10')."""
-  from experiments.figures import presets, runs  # pylint: disable=import-outside-toplevel
+  from experiments.figures import presets  # pylint: disable=import-outside-toplevel
+  from experiments.figures import runs  # pylint: disable=import-outside-toplevel
+
   offline = {'cifar10_jpeg', 'mnist', 'tiny_imagenet32', 'digits', ''}
   for paper_setting, setting in presets.CPU.items():
     config = runs.make_config(setting, runs.Request(paper_setting, (1.0,)), 1.0, 0, None)
@@ -177,13 +197,21 @@ def test_every_cpu_setting_reads_only_offline_datasets():
 
 
 def test_a_missing_analysis_dataset_stops_before_training(tmp_path):
-  from experiments.figures import presets, runs  # pylint: disable=import-outside-toplevel
+  from experiments.figures import presets  # pylint: disable=import-outside-toplevel
+  from experiments.figures import runs  # pylint: disable=import-outside-toplevel
   from rankdeficit.data import datasets  # pylint: disable=import-outside-toplevel
+
   setting = presets.CPU['cifar10/vgg19']
   workdir = tmp_path / 'run'
   with pytest.raises(datasets.DatasetNotFoundError, match='import_data'):
-    runs.ensure_run(str(workdir), setting, runs.Request('cifar10/vgg19', (1.0,)), 1.0, 0,
-                    data_dir=str(tmp_path / 'empty'))
+    runs.ensure_run(
+      str(workdir),
+      setting,
+      runs.Request('cifar10/vgg19', (1.0,)),
+      1.0,
+      0,
+      data_dir=str(tmp_path / 'empty'),
+    )
   assert not (workdir / 'checkpoints').exists()
 
 
@@ -239,11 +267,11 @@ def test_figures_drawn_from_shared_runs_are_not_copies(rendered, tmp_path):
   out, _ = rendered
   ctx = paper.make_context(paper.parse_args(['--outdir', str(tmp_path)]))
   runs = {key: set(paper.planned_runs(ctx, REGISTRY[key])) for key in FIGURES}
-  pairs = [(a, b) for i, a in enumerate(FIGURES) for b in FIGURES[i + 1:]
-           if runs[a] & runs[b]]
+  pairs = [(a, b) for i, a in enumerate(FIGURES) for b in FIGURES[i + 1 :] if runs[a] & runs[b]]
   assert ('figure_11', 'figure_13') in pairs and ('figure_5', 'figure_19') in pairs
-  same = [(a, b) for a, b in pairs
-          if (out / f'{a}.png').read_bytes() == (out / f'{b}.png').read_bytes()]
+  same = [
+    (a, b) for a, b in pairs if (out / f'{a}.png').read_bytes() == (out / f'{b}.png').read_bytes()
+  ]
   assert same == []
 
 
@@ -258,6 +286,7 @@ def test_a_figure_on_shared_runs_says_so(rendered, key):
 def test_same_runs_sentence_only_where_the_runs_are_shared(tmp_path):
   """On the paper preset Figures 11 and 13 are two models: no 'same runs' sentence."""
   from experiments.figures import probes  # pylint: disable=import-outside-toplevel
+
   same = probes._SAME_11  # pylint: disable=protected-access
   request = REGISTRY['figure_13'].requests[0]
   cpu = paper.make_context(paper.parse_args(['--outdir', str(tmp_path)]))
@@ -274,6 +303,7 @@ def test_committed_theory_results_carry_their_verdict(name):
 
 def _run_with_events(workdir: str) -> None:
   from clu import metric_writers  # pylint: disable=import-outside-toplevel
+
   _fake_run(workdir, 100.0, 1)
   os.makedirs(os.path.join(workdir, 'checkpoints', '10'))
   with open(os.path.join(workdir, 'checkpoints', '10', 'blob'), 'wb') as f:
@@ -296,8 +326,9 @@ def test_a_compact_record_reads_back_like_its_run(tmp_path):
   assert rec.analysis == run.analysis and rec.config == run.config
   assert rec.train_results == run.train_results
   assert [r['step'] for r in rec.monitor.records] == [r['step'] for r in run.monitor.records]
-  np.testing.assert_array_equal(rec.monitor.arrays(10)['alignment/head'],
-                                run.monitor.arrays(10)['alignment/head'])
+  np.testing.assert_array_equal(
+    rec.monitor.arrays(10)['alignment/head'], run.monitor.arrays(10)['alignment/head']
+  )
   ev_run, ev_rec = run.events('train/'), rec.events('train/')
   assert list(ev_rec) == ['train/loss']
   np.testing.assert_array_equal(ev_rec['train/loss'][0], [1, 5, 10])

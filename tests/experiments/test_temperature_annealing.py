@@ -1,5 +1,6 @@
 """temperature_annealing: valid configs, rendering from synthetic run dirs, the grid plumbing
 (diverged runs are marked once and never retrained)."""
+
 import csv
 import json
 import os
@@ -8,13 +9,19 @@ import numpy as np
 import pytest
 
 from experiments import temperature_annealing
-from experiments.figures import beyond_annealing, grid, runs
-from rankdeficit.run import validation
+from experiments.figures import beyond_annealing
+from experiments.figures import grid
+from experiments.figures import runs
+from rankdeficit.plan import validation
 
 SEEDS = 2
 # Per schedule: (AUROC, rho, accuracy) of seed 0; seed s adds s / 100 to each.
-TRUTH = {'T1': (0.60, 0.20, 0.40), 'T100': (0.90, 0.50, 0.35),
-         'cosine': (0.80, 0.30, 0.41), 'step': (0.70, 0.45, 0.30)}
+TRUTH = {
+  'T1': (0.60, 0.20, 0.40),
+  'T100': (0.90, 0.50, 0.35),
+  'cosine': (0.80, 0.30, 0.41),
+  'step': (0.70, 0.45, 0.30),
+}
 
 
 def fake_run(workdir: str, cell: grid.Cell, seed: int) -> None:
@@ -22,11 +29,18 @@ def fake_run(workdir: str, cell: grid.Cell, seed: int) -> None:
   auroc, rho, acc = (v + seed / 100 for v in TRUTH[cell.name])
   final_t = 1.0 if cell.name != 'T100' else 100.0
   os.makedirs(os.path.join(workdir, 'analysis'), exist_ok=True)
-  files = {'config.json': {'temperature': cell.temperature},
-           runs.TRAIN_RESULTS: {'init/logits_norm': 3.0, 'eval/accuracy': acc},
-           runs.ANALYSIS: {'kappa': 0.5, 'rho': rho, 'solution_rank': 9,
-                           'temperature': final_t, 'test_accuracy': 0.0,
-                           'ood_detection': {'auroc': auroc, 'fpr95_neco': 1 - auroc}}}
+  files = {
+    'config.json': {'temperature': cell.temperature},
+    runs.TRAIN_RESULTS: {'init/logits_norm': 3.0, 'eval/accuracy': acc},
+    runs.ANALYSIS: {
+      'kappa': 0.5,
+      'rho': rho,
+      'solution_rank': 9,
+      'temperature': final_t,
+      'test_accuracy': 0.0,
+      'ood_detection': {'auroc': auroc, 'fpr95_neco': 1 - auroc},
+    },
+  }
   for name, content in files.items():
     with open(os.path.join(workdir, name), 'w') as f:
       json.dump(content, f)
@@ -35,6 +49,7 @@ def fake_run(workdir: str, cell: grid.Cell, seed: int) -> None:
 @pytest.fixture(scope='module')
 def rendered(tmp_path_factory):
   from clu import metric_writers  # pylint: disable=import-outside-toplevel
+
   out = tmp_path_factory.mktemp('beyond_cpu')
   root = os.path.join(out, 'runs')
   for cell in beyond_annealing.cells():
@@ -46,16 +61,16 @@ def rendered(tmp_path_factory):
         for step in (10, 20):
           writer.write_scalars(step, {'train/temperature': cell.temperature / step})
         writer.close()
-  loaded = temperature_annealing.main(['--render_only', f'--seeds={SEEDS}', '--outdir',
-                                       str(out)])
+  loaded = temperature_annealing.main(['--render_only', f'--seeds={SEEDS}', '--outdir', str(out)])
   return out, loaded
 
 
 def test_every_cell_is_a_valid_config_and_anneals_to_one(local_data_dir):
   for smoke in (False, True):
     for cell in beyond_annealing.cells(smoke):
-      config = runs.make_config(cell.setting, grid.request(cell), cell.temperature, 0,
-                                local_data_dir)
+      config = runs.make_config(
+        cell.setting, grid.request(cell), cell.temperature, 0, local_data_dir
+      )
       validation.validate_config(config, None, 1, create=False)
       if cell.name in ('cosine', 'step'):
         assert config.temperature == 100 and config.final_temperature == 1
@@ -113,6 +128,7 @@ def test_a_diverged_run_is_marked_once(tmp_path, monkeypatch):
 
 def test_step0_values_of_a_resumed_run_come_from_its_events(tmp_path):
   from clu import metric_writers  # pylint: disable=import-outside-toplevel
+
   workdir = str(tmp_path / 'run')
   os.makedirs(workdir)
   with open(os.path.join(workdir, 'config.json'), 'w') as f:
@@ -128,13 +144,14 @@ def test_step0_values_of_a_resumed_run_come_from_its_events(tmp_path):
 
 def test_settings_trains_only_those_cells(tmp_path, monkeypatch):
   from rankdeficit.run import runtime  # pylint: disable=import-outside-toplevel
+
   calls = []
   monkeypatch.setattr(runtime, 'enable_compilation_cache', lambda path: None)
-  monkeypatch.setattr(runs, 'ensure_run',
-                      lambda workdir, setting, *a, **k: calls.append(setting.name))
+  monkeypatch.setattr(
+    runs, 'ensure_run', lambda workdir, setting, *a, **k: calls.append(setting.name)
+  )
   with pytest.raises(SystemExit, match='no analysed run'):  # nothing really trained
-    temperature_annealing.main(['--settings=anneal_mlp', '--seeds=1', '--outdir',
-                                str(tmp_path)])
+    temperature_annealing.main(['--settings=anneal_mlp', '--seeds=1', '--outdir', str(tmp_path)])
   assert calls == ['anneal_mlp'] * len(beyond_annealing.SCHEDULES)
   with pytest.raises(SystemExit, match="unknown \\['resnet'\\]"):
     temperature_annealing.main(['--settings=resnet', '--outdir', str(tmp_path)])
@@ -147,9 +164,9 @@ def test_no_share_of_a_gain_that_high_t_does_not_have(tmp_path, monkeypatch):
   root = tmp_path / 'runs'
   for cell in beyond_annealing.cells():
     fake_run(grid.workdir(str(root), cell, 0), cell, 0)
-  loaded = temperature_annealing.main(['--render_only', '--seeds=1', '--outdir',
-                                       str(tmp_path)])
+  loaded = temperature_annealing.main(['--render_only', '--seeds=1', '--outdir', str(tmp_path)])
   shares = beyond_annealing.tradeoff(loaded)['MLP']['cosine']
   assert np.isnan(shares['auroc_gain_kept']) and np.isnan(shares['rho_loss_recovered'])
-  assert 'AUROC gain kept n/a (T = 100 has none)' in (
-      tmp_path / 'temperature_annealing.md').read_text()
+  assert (
+    'AUROC gain kept n/a (T = 100 has none)' in (tmp_path / 'temperature_annealing.md').read_text()
+  )

@@ -12,18 +12,20 @@ RNG = np.random.default_rng(1)
 
 
 @pytest.mark.parametrize(
-    "strides,padding,dilation",
-    [(1, "SAME", 1), (2, "VALID", 1), ((2, 1), [(1, 2), (0, 1)], 1), (1, "SAME", 2)],
+  'strides,padding,dilation',
+  [(1, 'SAME', 1), (2, 'VALID', 1), ((2, 1), [(1, 2), (0, 1)], 1), (1, 'SAME', 2)],
 )
 def test_patches_times_reshaped_kernel_equals_conv(strides, padding, dilation):
   x = RNG.standard_normal((2, 9, 8, 3)).astype(np.float32)
   kernel = RNG.standard_normal((3, 2, 3, 5)).astype(np.float32)
-  conv = nn.Conv(5, (3, 2), strides=strides, padding=padding, kernel_dilation=dilation, use_bias=False)
-  y = conv.apply({"params": {"kernel": kernel}}, x)
+  conv = nn.Conv(
+    5, (3, 2), strides=strides, padding=padding, kernel_dilation=dilation, use_bias=False
+  )
+  y = conv.apply({'params': {'kernel': kernel}}, x)
   a = metrics.conv_patches(x, (3, 2), strides=strides, padding=padding, kernel_dilation=dilation)
   w = metrics.kernel_as_matrix(kernel)  # cout x (kh*kw*cin)
   assert w.shape == (5, 18) and a.shape == (int(np.prod(y.shape[:3])), 18)
-  y2 = jnp.matmul(a, w.T, precision="highest").reshape(y.shape)
+  y2 = jnp.matmul(a, w.T, precision='highest').reshape(y.shape)
   np.testing.assert_allclose(np.asarray(y2), np.asarray(y), rtol=1e-4, atol=1e-4)
 
 
@@ -64,7 +66,7 @@ def test_alignment_pads_when_fewer_than_k_vectors():
 
 
 def test_mean_max_alignment():
-  mats = {"a": jnp.eye(3) * 0.5, "b": jnp.ones((3, 3))}
+  mats = {'a': jnp.eye(3) * 0.5, 'b': jnp.ones((3, 3))}
   assert float(metrics.mean_max_alignment(mats)) == pytest.approx(0.75)
 
 
@@ -86,5 +88,6 @@ def test_subsample_rows_with_given_indices_matches_the_key_draw():
   np.testing.assert_array_equal(by_key, a[idx])
   host = metrics.seeded_subset_indices(200, 50, 4)
   np.testing.assert_array_equal(
-      jax.jit(lambda x, i: metrics.subsample_rows(x, None, indices=i))(a, host), a[host])
+    jax.jit(lambda x, i: metrics.subsample_rows(x, None, indices=i))(a, host), a[host]
+  )
   np.testing.assert_array_equal(metrics.subsample_rows(a, 500, key), a)  # under the limit

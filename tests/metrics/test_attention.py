@@ -1,9 +1,10 @@
 """Attention-map metrics and the ViT attention temperature, against float64 references."""
+
+from flax import linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import linen as nn
 
 from configs import base
 from rankdeficit import models
@@ -60,10 +61,13 @@ def test_tau_one_is_standard_attention():
   def reference(x):  # flax's own attention on the same projections
     n, t, d = x.shape
     proj = lambda name: params['params'][name]
-    q, k, v = (nn.Dense(d).apply({'params': proj(nm)}, x).reshape(n, t, 4, d // 4)
-               for nm in ('query', 'key', 'value'))
+    q, k, v = (
+      nn.Dense(d).apply({'params': proj(nm)}, x).reshape(n, t, 4, d // 4)
+      for nm in ('query', 'key', 'value')
+    )
     y = nn.dot_product_attention(q, k, v)
     return nn.Dense(d).apply({'params': proj('out')}, y.reshape(n, t, d))
+
   np.testing.assert_allclose(mha.apply(params, x), reference(x), rtol=1e-5, atol=1e-6)
 
 

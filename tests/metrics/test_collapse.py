@@ -22,7 +22,9 @@ def _reference_nc(feats, labels, c, w):
   mu = np.stack([feats[labels == k].mean(0) for k in range(c)])
   mu_g = feats.mean(0)
   centred = mu - mu_g
-  sw = sum(((feats[labels == k] - mu[k]).T @ (feats[labels == k] - mu[k])) for k in range(c)) / len(feats)
+  sw = sum(((feats[labels == k] - mu[k]).T @ (feats[labels == k] - mu[k])) for k in range(c)) / len(
+    feats
+  )
   sb = centred.T @ centred / c
   nc1 = np.trace(sw @ np.linalg.pinv(sb, rcond=1e-6)) / c
   norms = np.linalg.norm(centred, axis=1)
@@ -62,9 +64,9 @@ def test_collapsed_dataset_has_zero_nc1_and_streaming_matches_reference():
   np.testing.assert_allclose(np.asarray(stats.counts), per)
   np.testing.assert_allclose(np.asarray(stats.means), ref_mu, rtol=1e-5, atol=1e-5)
   out = metrics.neural_collapse(stats, classifier=w)
-  assert float(out["nc1"]) == pytest.approx(ref_nc1, rel=1e-4)
-  assert float(out["nc2_equinorm"]) == pytest.approx(ref_equinorm, rel=1e-4)
-  assert float(out["nc3"]) == pytest.approx(ref_nc3, rel=1e-5)
+  assert float(out['nc1']) == pytest.approx(ref_nc1, rel=1e-4)
+  assert float(out['nc2_equinorm']) == pytest.approx(ref_equinorm, rel=1e-4)
+  assert float(out['nc3']) == pytest.approx(ref_nc3, rel=1e-5)
 
 
 def test_nc3_zero_when_classifier_is_scaled_centred_means():
@@ -85,7 +87,7 @@ def test_nc4_counts_disagreement_with_nearest_class_mean():
   ncc = metrics.ncc_update(ncc, feats, logits, means, mask=np.array([1, 1, 0, 1], bool))
   assert float(metrics.nc4(ncc)) == pytest.approx(1 / 7)
   out = metrics.neural_collapse_from_features(feats, np.array([0, 1, 0, 1]), 2, logits=logits)
-  assert "nc4" in out and "nc1" in out
+  assert 'nc4' in out and 'nc1' in out
 
 
 def test_orthodev():

@@ -9,11 +9,11 @@ from rankdeficit import metrics
 
 RNG = np.random.default_rng(11)
 OOD_FUNCTIONS = {
-    'auroc': metrics.auroc,
-    'aupr_in': metrics.aupr_in,
-    'aupr_out': metrics.aupr_out,
-    'fpr_neco': metrics.fpr_at_95_tpr,
-    'fpr_openood': lambda a, b: metrics.fpr_at_95_tpr(a, b, convention='openood'),
+  'auroc': metrics.auroc,
+  'aupr_in': metrics.aupr_in,
+  'aupr_out': metrics.aupr_out,
+  'fpr_neco': metrics.fpr_at_95_tpr,
+  'fpr_openood': lambda a, b: metrics.fpr_at_95_tpr(a, b, convention='openood'),
 }
 
 
@@ -102,8 +102,9 @@ def test_alignment_with_nan_is_nan(where):
   assert c.shape == (5, 5) and np.all(np.isnan(c))
 
 
-@pytest.mark.parametrize('kwargs', [{'atol': -1.0}, {'atol': np.nan}, {'rtol': -0.1},
-                                    {'rtol': np.nan}])
+@pytest.mark.parametrize(
+  'kwargs', [{'atol': -1.0}, {'atol': np.nan}, {'rtol': -0.1}, {'rtol': np.nan}]
+)
 def test_bad_tolerance_is_an_error_eagerly_and_minus_one_under_jit(kwargs):
   x = _low_rank(20, 10, 3)
   name = next(iter(kwargs))
@@ -150,8 +151,10 @@ def test_default_tolerance_of_low_precision_input_bounds_its_rounding_noise(dtyp
   assert noise < want / 3 and s[2] > 10 * want
   # without line norms: their bound sigma_1, so tol = 2 eps sigma_1 (< sigma_1)
   np.testing.assert_allclose(
-      float(metrics.rank_tolerance(sigma, x.shape, dtype=x.dtype)),
-      2 * float(jnp.finfo(dtype).eps) * s[0], rtol=1e-4)
+    float(metrics.rank_tolerance(sigma, x.shape, dtype=x.dtype)),
+    2 * float(jnp.finfo(dtype).eps) * s[0],
+    rtol=1e-4,
+  )
 
 
 def test_float32_default_tolerance_is_still_pytorchs():
@@ -162,19 +165,18 @@ def test_float32_default_tolerance_is_still_pytorchs():
 
 
 COMPLEX_REFUSED = {
-    'softmax_rank': metrics.softmax_rank,
-    'logits_norm': metrics.logits_norm,
-    'mean_per_sample_norm': metrics.mean_per_sample_norm,
-    'top_right_singular_vectors': lambda x: metrics.top_right_singular_vectors(x, 2),
-    'orthodev': lambda x: metrics.orthodev(x, x[0]),
-    'neco_fit': lambda x: metrics.neco_fit(x, 2),
-    'neco_score': lambda x: metrics.neco_score(
-        metrics.neco_fit(np.ones((4, 5), np.float32), 2), x),
-    'auroc': lambda x: metrics.auroc(x[:, 0], x[:, 1]),
-    'fpr_at_95_tpr': lambda x: metrics.fpr_at_95_tpr(x[:, 0], x[:, 1]),
-    'attention_entropy': lambda x: metrics.attention.attention_entropy(x[None, None]),
-    'attention_rank': lambda x: metrics.attention.attention_rank(x[None, None]),
-    'attention_logits_norm': lambda x: metrics.attention.attention_logits_norm(x[None, None]),
+  'softmax_rank': metrics.softmax_rank,
+  'logits_norm': metrics.logits_norm,
+  'mean_per_sample_norm': metrics.mean_per_sample_norm,
+  'top_right_singular_vectors': lambda x: metrics.top_right_singular_vectors(x, 2),
+  'orthodev': lambda x: metrics.orthodev(x, x[0]),
+  'neco_fit': lambda x: metrics.neco_fit(x, 2),
+  'neco_score': lambda x: metrics.neco_score(metrics.neco_fit(np.ones((4, 5), np.float32), 2), x),
+  'auroc': lambda x: metrics.auroc(x[:, 0], x[:, 1]),
+  'fpr_at_95_tpr': lambda x: metrics.fpr_at_95_tpr(x[:, 0], x[:, 1]),
+  'attention_entropy': lambda x: metrics.attention.attention_entropy(x[None, None]),
+  'attention_rank': lambda x: metrics.attention.attention_rank(x[None, None]),
+  'attention_logits_norm': lambda x: metrics.attention.attention_logits_norm(x[None, None]),
 }
 
 
@@ -194,29 +196,43 @@ def test_values_near_1e30_give_the_numbers_of_the_rescaled_input():
   assert int(metrics.numerical_rank(big, atol=1e25)) == int(metrics.numerical_rank(x, atol=1e-5))
   for fn in (metrics.stable_rank, metrics.effective_rank):
     np.testing.assert_allclose(float(fn(big)), float(fn(x)), rtol=1e-5)
-  np.testing.assert_allclose(np.asarray(metrics.singular_values(big)) / 1e30,
-                             np.asarray(metrics.singular_values(x)), rtol=1e-5, atol=1e-6)
-  np.testing.assert_allclose(float(metrics.logits_norm(big)) / 1e30,
-                             np.linalg.norm(x.astype(np.float64)), rtol=1e-5)
-  np.testing.assert_allclose(float(metrics.mean_per_sample_norm(big)) / 1e30,
-                             np.linalg.norm(x.astype(np.float64), axis=1).mean(), rtol=1e-5)
+  np.testing.assert_allclose(
+    np.asarray(metrics.singular_values(big)) / 1e30,
+    np.asarray(metrics.singular_values(x)),
+    rtol=1e-5,
+    atol=1e-6,
+  )
+  np.testing.assert_allclose(
+    float(metrics.logits_norm(big)) / 1e30, np.linalg.norm(x.astype(np.float64)), rtol=1e-5
+  )
+  np.testing.assert_allclose(
+    float(metrics.mean_per_sample_norm(big)) / 1e30,
+    np.linalg.norm(x.astype(np.float64), axis=1).mean(),
+    rtol=1e-5,
+  )
   means = x[:5]
-  np.testing.assert_allclose(float(metrics.orthodev(big[:5], big[5])),
-                             float(metrics.orthodev(means, x[5])), rtol=1e-5)
+  np.testing.assert_allclose(
+    float(metrics.orthodev(big[:5], big[5])), float(metrics.orthodev(means, x[5])), rtol=1e-5
+  )
   for key, value in metrics.nc2(big[:5]).items():
-    np.testing.assert_allclose(float(value), float(metrics.nc2(means)[key]), rtol=1e-4,
-                               atol=1e-6, err_msg=key)
-  np.testing.assert_allclose(float(metrics.nc3(big[:5], x[5:10])),
-                             float(metrics.nc3(means, x[5:10])), rtol=1e-5)
-  np.testing.assert_allclose(np.asarray(metrics.singular_vector_alignment(big[:6], x, 3)),
-                             np.asarray(metrics.singular_vector_alignment(x[:6], x, 3)),
-                             atol=1e-4)
+    np.testing.assert_allclose(
+      float(value), float(metrics.nc2(means)[key]), rtol=1e-4, atol=1e-6, err_msg=key
+    )
+  np.testing.assert_allclose(
+    float(metrics.nc3(big[:5], x[5:10])), float(metrics.nc3(means, x[5:10])), rtol=1e-5
+  )
+  np.testing.assert_allclose(
+    np.asarray(metrics.singular_vector_alignment(big[:6], x, 3)),
+    np.asarray(metrics.singular_vector_alignment(x[:6], x, 3)),
+    atol=1e-4,
+  )
 
 
 def test_neco_near_1e30_matches_the_unscaled_fit():
   train, test = RNG.standard_normal((200, 8)), RNG.standard_normal((20, 8))
-  want = np.asarray(metrics.neco_score(metrics.neco_fit(train.astype(np.float32), 3),
-                                       test.astype(np.float32)))
+  want = np.asarray(
+    metrics.neco_score(metrics.neco_fit(train.astype(np.float32), 3), test.astype(np.float32))
+  )
   big = metrics.neco_fit((train * 1e30).astype(np.float32), 3)
   got = np.asarray(metrics.neco_score(big, (test * 1e30).astype(np.float32)))
   assert np.all(np.isfinite(got)) and np.all(got > 0)

@@ -3,7 +3,9 @@
 import jax
 import numpy as np
 import pytest
-from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
+from sklearn.metrics import average_precision_score
+from sklearn.metrics import roc_auc_score
+from sklearn.metrics import roc_curve
 
 from rankdeficit import metrics
 
@@ -15,15 +17,15 @@ def _sk(id_s, ood_s):
   s = np.r_[id_s, ood_s].astype(np.float64)
   fpr, tpr, _ = roc_curve(1 - y, -s)
   return {
-      "auroc": roc_auc_score(y, s),
-      "aupr_in": average_precision_score(y, s),
-      "aupr_out": average_precision_score(1 - y, -s),
-      "fpr_openood": fpr[np.argmax(tpr >= 0.95)],
+    'auroc': roc_auc_score(y, s),
+    'aupr_in': average_precision_score(y, s),
+    'aupr_out': average_precision_score(1 - y, -s),
+    'fpr_openood': fpr[np.argmax(tpr >= 0.95)],
   }
 
 
-@pytest.mark.parametrize("ties", [False, True])
-@pytest.mark.parametrize("sizes", [(100, 60), (37, 211), (5, 3)])
+@pytest.mark.parametrize('ties', [False, True])
+@pytest.mark.parametrize('sizes', [(100, 60), (37, 211), (5, 3)])
 def test_against_sklearn(ties, sizes):
   n_id, n_ood = sizes
   if ties:
@@ -33,11 +35,11 @@ def test_against_sklearn(ties, sizes):
     id_s = RNG.normal(1.0, 1.0, n_id).astype(np.float32)
     ood_s = RNG.normal(0.0, 1.0, n_ood).astype(np.float32)
   ref = _sk(id_s, ood_s)
-  assert float(metrics.auroc(id_s, ood_s)) == pytest.approx(ref["auroc"], abs=1e-6)
-  assert float(metrics.aupr_in(id_s, ood_s)) == pytest.approx(ref["aupr_in"], abs=1e-6)
-  assert float(metrics.aupr_out(id_s, ood_s)) == pytest.approx(ref["aupr_out"], abs=1e-6)
-  got = float(metrics.fpr_at_95_tpr(id_s, ood_s, convention="openood"))
-  assert got == pytest.approx(ref["fpr_openood"], abs=1e-6)
+  assert float(metrics.auroc(id_s, ood_s)) == pytest.approx(ref['auroc'], abs=1e-6)
+  assert float(metrics.aupr_in(id_s, ood_s)) == pytest.approx(ref['aupr_in'], abs=1e-6)
+  assert float(metrics.aupr_out(id_s, ood_s)) == pytest.approx(ref['aupr_out'], abs=1e-6)
+  got = float(metrics.fpr_at_95_tpr(id_s, ood_s, convention='openood'))
+  assert got == pytest.approx(ref['fpr_openood'], abs=1e-6)
 
 
 def test_hand_computed_cases():
@@ -58,28 +60,32 @@ def test_fpr95_neco_convention():
   # keep floor(.95*20)=19 ID -> threshold = 2 (the 19th largest); OOD >= 2 accepted
   ood_s = np.array([0.0, 1.0, 2.0, 5.0, 30.0], np.float32)
   assert float(metrics.fpr_at_95_tpr(id_s, ood_s)) == pytest.approx(3 / 5)
-  assert float(metrics.fpr_at_95_tpr(id_s, ood_s, convention="neco")) == pytest.approx(3 / 5)
+  assert float(metrics.fpr_at_95_tpr(id_s, ood_s, convention='neco')) == pytest.approx(3 / 5)
   # reference implementation of ViM/NECO's fpr_recall
   for _ in range(5):
     a, b = RNG.normal(1, 1, 97), RNG.normal(0, 1, 55)
     thresh = np.sort(a)[-int(np.floor(0.95 * len(a)))]
     ref = np.sum(b >= thresh) / len(b)
-    assert float(metrics.fpr_at_95_tpr(a.astype(np.float32), b.astype(np.float32))) == pytest.approx(ref)
+    assert float(
+      metrics.fpr_at_95_tpr(a.astype(np.float32), b.astype(np.float32))
+    ) == pytest.approx(ref)
   with pytest.raises(ValueError):
-    metrics.fpr_at_95_tpr(id_s, ood_s, convention="bogus")
+    metrics.fpr_at_95_tpr(id_s, ood_s, convention='bogus')
 
 
 def test_ood_metrics_jit_and_keys():
   a, b = RNG.normal(1, 1, 50).astype(np.float32), RNG.normal(0, 1, 40).astype(np.float32)
   out = jax.jit(metrics.ood_metrics)(a, b)
-  assert set(out) == {"auroc", "aupr_in", "aupr_out", "fpr95_neco"}
-  assert "fpr95_openood" in metrics.ood_metrics(a, b, fpr_convention="openood")
+  assert set(out) == {'auroc', 'aupr_in', 'aupr_out', 'fpr95_neco'}
+  assert 'fpr95_openood' in metrics.ood_metrics(a, b, fpr_convention='openood')
 
 
 def test_neco_scores_in_subspace_points_higher():
   d, k = 20, 3
   basis, _ = np.linalg.qr(RNG.standard_normal((d, k)))
-  train = (RNG.standard_normal((500, k)) * [5.0, 4.0, 3.0]) @ basis.T + 0.05 * RNG.standard_normal((500, d))
+  train = (RNG.standard_normal((500, k)) * [5.0, 4.0, 3.0]) @ basis.T + 0.05 * RNG.standard_normal(
+    (500, d)
+  )
   params = metrics.neco_fit(train.astype(np.float32), dim=k)
   assert params.components.shape == (d, k)
   in_sub = (RNG.standard_normal((100, k)) * 4.0) @ basis.T + 0.05 * RNG.standard_normal((100, d))

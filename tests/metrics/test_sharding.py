@@ -10,10 +10,10 @@ import inspect
 
 import jax
 import jax.numpy as jnp
-import numpy as np
-import pytest
 from jax.sharding import AxisType
 from jax.sharding import PartitionSpec as P
+import numpy as np
+import pytest
 
 from rankdeficit import metrics
 
@@ -44,92 +44,126 @@ def _ncc(feats, logits):
 # name -> (function of the sharded arrays, the arrays). Arrays are sharded along axis 0;
 # the lambdas add the static/unsharded arguments.
 CASES = {
-    'singular_values': (metrics.singular_values, (FEATS,)),
-    'numerical_rank': (lambda x, m: metrics.numerical_rank(x, row_mask=m), (FEATS, MASK)),
-    'numerical_rank_rtol': (lambda x: metrics.numerical_rank(x, rtol=0.05), (FEATS,)),
-    'rank_tolerance': (lambda x: metrics.rank_tolerance(
-        metrics.singular_values(x), x.shape), (FEATS,)),
-    'effective_rank': (metrics.effective_rank, (FEATS,)),
-    'stable_rank': (metrics.stable_rank, (FEATS,)),
-    'top_k_singular_values': (lambda x: metrics.top_k_singular_values(x, 5), (FEATS,)),
-    'logits_norm': (metrics.logits_norm, (LOGITS, MASK)),
-    'mean_per_sample_norm': (metrics.mean_per_sample_norm, (LOGITS, MASK)),
-    'softmax_rank': (lambda x, m: metrics.softmax_rank(x, 0.5, row_mask=m), (LOGITS, MASK)),
-    'flatten_features': (metrics.flatten_features, (IMAGES,)),
-    'feature_subset_indices': (lambda x: metrics.feature_subset_indices(
-        x.shape[1], 5, KEY), (FEATS,)),
-    'seeded_subset_indices': (lambda x: metrics.seeded_subset_indices(
-        x.shape[1], 5, 0), (FEATS,)),
-    'representation_matrix': (lambda x: metrics.representation_matrix(
-        x, max_dims=50, key=KEY), (IMAGES,)),
-    'representation_rank': (lambda x: metrics.representation_rank(
-        x, max_dims=50, key=KEY), (IMAGES,)),
-    'representation_rank_indices': (lambda x: metrics.representation_rank(
-        x, indices=metrics.seeded_subset_indices(108, 50, 0)), (IMAGES,)),
-    'kernel_as_matrix': (metrics.kernel_as_matrix, (KERNEL,)),
-    'conv_patches': (lambda x: metrics.conv_patches(x, (3, 3)), (IMAGES,)),
-    'layer_input_matrix': (lambda x: metrics.layer_input_matrix(x, 3), (IMAGES,)),
-    'subsample_rows': (lambda x: metrics.subsample_rows(x, 20, KEY), (FEATS,)),
-    'subsample_rows_indices': (lambda x: metrics.subsample_rows(
-        x, 20, indices=metrics.seeded_subset_indices(N, 20, 0)), (FEATS,)),
-    'top_right_singular_vectors': (lambda x: jnp.abs(
-        metrics.top_right_singular_vectors(x, 3)), (FEATS,)),
-    'singular_vector_alignment': (lambda w, a: metrics.singular_vector_alignment(
-        w, a, 3), (FEATS[:16], FEATS)),
-    'max_alignment': (lambda w, a: metrics.max_alignment(
-        metrics.singular_vector_alignment(w, a, 3)), (FEATS[:16], FEATS)),
-    'mean_max_alignment': (lambda w, a: metrics.mean_max_alignment(
-        [metrics.singular_vector_alignment(w, a, 3)]), (FEATS[:16], FEATS)),
-    'gradient_rank': (metrics.gradient_rank, (FEATS,)),
-    'class_stats_init': (lambda x: metrics.class_stats_init(C, x.shape[1]), (FEATS,)),
-    'class_stats_update': (_stats, (FEATS, LABELS)),
-    'class_stats_from_features': (lambda x, y, m: metrics.class_stats_from_features(
-        x, y, C, m), (FEATS, LABELS, MASK)),
-    'global_mean': (lambda x, y: metrics.global_mean(_stats(x, y)), (FEATS, LABELS)),
-    'centred_class_means': (lambda x, y: metrics.centred_class_means(_stats(x, y)),
-                            (FEATS, LABELS)),
-    'within_class_covariance': (lambda x, y: metrics.within_class_covariance(
-        _stats(x, y)), (FEATS, LABELS)),
-    'nc1': (lambda x, y: metrics.nc1(_stats(x, y)), (FEATS, LABELS)),
-    'nc2': (lambda x, y: metrics.nc2(_stats(x, y)), (FEATS, LABELS)),
-    'nc3': (lambda x, y, w: metrics.nc3(_stats(x, y), w), (FEATS, LABELS, FEATS[:C])),
-    'ncc_init': (lambda x: metrics.ncc_init(), (FEATS,)),
-    'ncc_update': (_ncc, (FEATS, LOGITS)),
-    'nc4': (lambda x, z: metrics.nc4(_ncc(x, z)), (FEATS, LOGITS)),
-    'neural_collapse': (lambda x, y, z: metrics.neural_collapse(
-        _stats(x, y), FEATS[:C], _ncc(x, z)), (FEATS, LABELS, LOGITS)),
-    'neural_collapse_from_features': (lambda x, y, z: metrics.neural_collapse_from_features(
-        x, y, C, logits=z), (FEATS, LABELS, LOGITS)),
-    'orthodev': (metrics.orthodev, (FEATS[:8], FEATS[8])),
-    'neco_fit': (lambda x: metrics.neco_fit(x, 3), (FEATS,)),
-    'neco_score': (lambda x, z: metrics.neco_score(
-        metrics.neco_fit(FEATS, 3), x, z), (FEATS, LOGITS)),
-    'auroc': (metrics.auroc, (ID_SCORES, OOD_SCORES)),
-    'aupr_in': (metrics.aupr_in, (ID_SCORES, OOD_SCORES)),
-    'aupr_out': (metrics.aupr_out, (ID_SCORES, OOD_SCORES)),
-    'fpr_at_95_tpr': (metrics.fpr_at_95_tpr, (ID_SCORES, OOD_SCORES)),
-    'fpr_at_95_tpr_openood': (lambda a, b: metrics.fpr_at_95_tpr(
-        a, b, convention='openood'), (ID_SCORES, OOD_SCORES)),
-    'ood_metrics': (metrics.ood_metrics, (ID_SCORES, OOD_SCORES)),
-    'replicated': (metrics.replicated, (FEATS,)),
-    'attention_probabilities': (metrics.attention_probabilities, (ATTENTION,)),
-    'attention_entropy': (metrics.attention_entropy, (ATTENTION,)),
-    'attention_rank': (metrics.attention_rank, (ATTENTION,)),
-    'attention_effective_rank': (metrics.attention_effective_rank, (ATTENTION,)),
-    'attention_logits_norm': (metrics.attention_logits_norm, (ATTENTION,)),
-    'attention_statistics': (metrics.attention_statistics, (ATTENTION,)),
+  'singular_values': (metrics.singular_values, (FEATS,)),
+  'numerical_rank': (lambda x, m: metrics.numerical_rank(x, row_mask=m), (FEATS, MASK)),
+  'numerical_rank_rtol': (lambda x: metrics.numerical_rank(x, rtol=0.05), (FEATS,)),
+  'rank_tolerance': (
+    lambda x: metrics.rank_tolerance(metrics.singular_values(x), x.shape),
+    (FEATS,),
+  ),
+  'effective_rank': (metrics.effective_rank, (FEATS,)),
+  'stable_rank': (metrics.stable_rank, (FEATS,)),
+  'top_k_singular_values': (lambda x: metrics.top_k_singular_values(x, 5), (FEATS,)),
+  'logits_norm': (metrics.logits_norm, (LOGITS, MASK)),
+  'mean_per_sample_norm': (metrics.mean_per_sample_norm, (LOGITS, MASK)),
+  'softmax_rank': (lambda x, m: metrics.softmax_rank(x, 0.5, row_mask=m), (LOGITS, MASK)),
+  'flatten_features': (metrics.flatten_features, (IMAGES,)),
+  'feature_subset_indices': (
+    lambda x: metrics.feature_subset_indices(x.shape[1], 5, KEY),
+    (FEATS,),
+  ),
+  'seeded_subset_indices': (lambda x: metrics.seeded_subset_indices(x.shape[1], 5, 0), (FEATS,)),
+  'representation_matrix': (
+    lambda x: metrics.representation_matrix(x, max_dims=50, key=KEY),
+    (IMAGES,),
+  ),
+  'representation_rank': (
+    lambda x: metrics.representation_rank(x, max_dims=50, key=KEY),
+    (IMAGES,),
+  ),
+  'representation_rank_indices': (
+    lambda x: metrics.representation_rank(x, indices=metrics.seeded_subset_indices(108, 50, 0)),
+    (IMAGES,),
+  ),
+  'kernel_as_matrix': (metrics.kernel_as_matrix, (KERNEL,)),
+  'conv_patches': (lambda x: metrics.conv_patches(x, (3, 3)), (IMAGES,)),
+  'layer_input_matrix': (lambda x: metrics.layer_input_matrix(x, 3), (IMAGES,)),
+  'subsample_rows': (lambda x: metrics.subsample_rows(x, 20, KEY), (FEATS,)),
+  'subsample_rows_indices': (
+    lambda x: metrics.subsample_rows(x, 20, indices=metrics.seeded_subset_indices(N, 20, 0)),
+    (FEATS,),
+  ),
+  'top_right_singular_vectors': (
+    lambda x: jnp.abs(metrics.top_right_singular_vectors(x, 3)),
+    (FEATS,),
+  ),
+  'singular_vector_alignment': (
+    lambda w, a: metrics.singular_vector_alignment(w, a, 3),
+    (FEATS[:16], FEATS),
+  ),
+  'max_alignment': (
+    lambda w, a: metrics.max_alignment(metrics.singular_vector_alignment(w, a, 3)),
+    (FEATS[:16], FEATS),
+  ),
+  'mean_max_alignment': (
+    lambda w, a: metrics.mean_max_alignment([metrics.singular_vector_alignment(w, a, 3)]),
+    (FEATS[:16], FEATS),
+  ),
+  'gradient_rank': (metrics.gradient_rank, (FEATS,)),
+  'class_stats_init': (lambda x: metrics.class_stats_init(C, x.shape[1]), (FEATS,)),
+  'class_stats_update': (_stats, (FEATS, LABELS)),
+  'class_stats_from_features': (
+    lambda x, y, m: metrics.class_stats_from_features(x, y, C, m),
+    (FEATS, LABELS, MASK),
+  ),
+  'global_mean': (lambda x, y: metrics.global_mean(_stats(x, y)), (FEATS, LABELS)),
+  'centred_class_means': (lambda x, y: metrics.centred_class_means(_stats(x, y)), (FEATS, LABELS)),
+  'within_class_covariance': (
+    lambda x, y: metrics.within_class_covariance(_stats(x, y)),
+    (FEATS, LABELS),
+  ),
+  'nc1': (lambda x, y: metrics.nc1(_stats(x, y)), (FEATS, LABELS)),
+  'nc2': (lambda x, y: metrics.nc2(_stats(x, y)), (FEATS, LABELS)),
+  'nc3': (lambda x, y, w: metrics.nc3(_stats(x, y), w), (FEATS, LABELS, FEATS[:C])),
+  'ncc_init': (lambda x: metrics.ncc_init(), (FEATS,)),
+  'ncc_update': (_ncc, (FEATS, LOGITS)),
+  'nc4': (lambda x, z: metrics.nc4(_ncc(x, z)), (FEATS, LOGITS)),
+  'neural_collapse': (
+    lambda x, y, z: metrics.neural_collapse(_stats(x, y), FEATS[:C], _ncc(x, z)),
+    (FEATS, LABELS, LOGITS),
+  ),
+  'neural_collapse_from_features': (
+    lambda x, y, z: metrics.neural_collapse_from_features(x, y, C, logits=z),
+    (FEATS, LABELS, LOGITS),
+  ),
+  'orthodev': (metrics.orthodev, (FEATS[:8], FEATS[8])),
+  'neco_fit': (lambda x: metrics.neco_fit(x, 3), (FEATS,)),
+  'neco_score': (
+    lambda x, z: metrics.neco_score(metrics.neco_fit(FEATS, 3), x, z),
+    (FEATS, LOGITS),
+  ),
+  'auroc': (metrics.auroc, (ID_SCORES, OOD_SCORES)),
+  'aupr_in': (metrics.aupr_in, (ID_SCORES, OOD_SCORES)),
+  'aupr_out': (metrics.aupr_out, (ID_SCORES, OOD_SCORES)),
+  'fpr_at_95_tpr': (metrics.fpr_at_95_tpr, (ID_SCORES, OOD_SCORES)),
+  'fpr_at_95_tpr_openood': (
+    lambda a, b: metrics.fpr_at_95_tpr(a, b, convention='openood'),
+    (ID_SCORES, OOD_SCORES),
+  ),
+  'ood_metrics': (metrics.ood_metrics, (ID_SCORES, OOD_SCORES)),
+  'replicated': (metrics.replicated, (FEATS,)),
+  'attention_probabilities': (metrics.attention_probabilities, (ATTENTION,)),
+  'attention_entropy': (metrics.attention_entropy, (ATTENTION,)),
+  'attention_rank': (metrics.attention_rank, (ATTENTION,)),
+  'attention_effective_rank': (metrics.attention_effective_rank, (ATTENTION,)),
+  'attention_logits_norm': (metrics.attention_logits_norm, (ATTENTION,)),
+  'attention_statistics': (metrics.attention_statistics, (ATTENTION,)),
 }
 # Multi-process helpers, tested on their own below.
 PROCESS_HELPERS = {'global_batch', 'gather_from_processes'}
 
 pytestmark = pytest.mark.skipif(
-    jax.device_count() < 8,
-    reason='needs 8 devices: XLA_FLAGS=--xla_force_host_platform_device_count=8')
+  jax.device_count() < 8,
+  reason='needs 8 devices: XLA_FLAGS=--xla_force_host_platform_device_count=8',
+)
 
 
 def _public_functions() -> set[str]:
-  return {name for name, obj in vars(metrics).items()
-          if not name.startswith('_') and inspect.isfunction(obj)}
+  return {
+    name
+    for name, obj in vars(metrics).items()
+    if not name.startswith('_') and inspect.isfunction(obj)
+  }
 
 
 def test_every_public_function_has_a_case():

@@ -22,7 +22,7 @@ def _np_rank_default(x):
 
 
 @pytest.mark.parametrize(
-    "shape,k", [((60, 40), 7), ((40, 60), 7), ((128, 32), 1), ((30, 30), 30), ((5, 200), 3)]
+  'shape,k', [((60, 40), 7), ((40, 60), 7), ((128, 32), 1), ((30, 30), 30), ((5, 200), 3)]
 )
 def test_rank_of_low_rank_products_matches_numpy(shape, k):
   x = _low_rank(*shape, k)
@@ -39,7 +39,7 @@ def test_ill_conditioned_matrix():
   expected = int(np.sum(s > 50 * np.finfo(np.float32).eps))
   assert abs(int(metrics.numerical_rank(x.astype(np.float32))) - expected) <= 1
   np.testing.assert_allclose(
-      np.asarray(metrics.singular_values(x.astype(np.float32)))[:5], s[:5], rtol=1e-5
+    np.asarray(metrics.singular_values(x.astype(np.float32)))[:5], s[:5], rtol=1e-5
   )
 
 
@@ -100,7 +100,9 @@ def test_bf16_input_is_cast_up():
 def test_effective_and_stable_rank_and_top_k():
   x = np.diag([3.0, 2.0, 1.0, 0.0]).astype(np.float32)
   p = np.array([3, 2, 1]) / 6
-  np.testing.assert_allclose(float(metrics.effective_rank(x)), np.exp(-np.sum(p * np.log(p))), rtol=1e-5)
+  np.testing.assert_allclose(
+    float(metrics.effective_rank(x)), np.exp(-np.sum(p * np.log(p))), rtol=1e-5
+  )
   np.testing.assert_allclose(float(metrics.stable_rank(x)), 14 / 9, rtol=1e-6)
   np.testing.assert_allclose(np.asarray(metrics.top_k_singular_values(x, 2)), [3, 2])
   np.testing.assert_allclose(np.asarray(metrics.top_k_singular_values(x, 6)), [3, 2, 1, 0, 0, 0])
@@ -110,23 +112,31 @@ def test_effective_and_stable_rank_and_top_k():
 def test_logits_norms_and_softmax_rank():
   m = RNG.standard_normal((16, 5)).astype(np.float32)
   assert float(metrics.logits_norm(m)) == pytest.approx(np.linalg.norm(m), rel=1e-5)
-  assert float(metrics.mean_per_sample_norm(m)) == pytest.approx(np.linalg.norm(m, axis=1).mean(), rel=1e-5)
+  assert float(metrics.mean_per_sample_norm(m)) == pytest.approx(
+    np.linalg.norm(m, axis=1).mean(), rel=1e-5
+  )
   # rank-1 logits, large scale -> near one-hot rows -> full post-softmax rank
   a = RNG.uniform(-1, 1, (16, 1)).astype(np.float32)
   b = np.arange(5, dtype=np.float32)[None, :] - 2
   logits = a @ b
   assert int(metrics.numerical_rank(logits)) == 1
   probs = jax.nn.softmax(logits * 10.0, axis=-1)
-  assert int(metrics.softmax_rank(logits, 0.1)) == np.linalg.matrix_rank(np.asarray(probs, np.float64))
+  assert int(metrics.softmax_rank(logits, 0.1)) == np.linalg.matrix_rank(
+    np.asarray(probs, np.float64)
+  )
   # masks: padded rows must not change anything
   padded = np.concatenate([logits, np.zeros((4, 5), np.float32)])
   mask = np.r_[np.ones(16, bool), np.zeros(4, bool)]
-  assert int(metrics.softmax_rank(padded, 0.1, row_mask=mask)) == int(metrics.softmax_rank(logits, 0.1))
-  assert float(metrics.logits_norm(padded, mask)) == pytest.approx(float(metrics.logits_norm(logits)))
+  assert int(metrics.softmax_rank(padded, 0.1, row_mask=mask)) == int(
+    metrics.softmax_rank(logits, 0.1)
+  )
+  assert float(metrics.logits_norm(padded, mask)) == pytest.approx(
+    float(metrics.logits_norm(logits))
+  )
 
 
 def test_representation_rank_subset_is_fixed_and_flattens():
-  reps = np.einsum("nk,khwc->nhwc", RNG.standard_normal((40, 3)), RNG.standard_normal((3, 8, 8, 4)))
+  reps = np.einsum('nk,khwc->nhwc', RNG.standard_normal((40, 3)), RNG.standard_normal((3, 8, 8, 4)))
   reps = reps.astype(np.float32)
   key = jax.random.PRNGKey(3)
   assert int(metrics.representation_rank(reps, max_dims=100, key=key)) == 3
@@ -138,7 +148,7 @@ def test_representation_rank_subset_is_fixed_and_flattens():
   assert metrics.representation_matrix(reps, max_dims=1000).shape == (40, 256)
 
 
-@pytest.mark.parametrize("num,max_dims", [(1000, 37), (64, 64), (10, 100)])
+@pytest.mark.parametrize('num,max_dims', [(1000, 37), (64, 64), (10, 100)])
 def test_seeded_subset_indices_are_a_fixed_sorted_subset(num, max_dims):
   idx = metrics.seeded_subset_indices(num, max_dims, (3, 7))
   assert idx.dtype == np.int32 and len(idx) == min(num, max_dims)
@@ -166,12 +176,15 @@ def test_given_indices_replace_the_key_draw():
   by_indices = metrics.representation_matrix(reps, indices=np.asarray(idx))
   np.testing.assert_array_equal(by_indices, by_key)
   np.testing.assert_array_equal(by_indices, reps.reshape(30, -1)[:, np.asarray(idx)])
-  assert int(metrics.representation_rank(reps, max_dims=40, key=key)) == int(
-      metrics.representation_rank(reps, indices=idx)) == _np_rank_default(
-          reps.reshape(30, -1)[:, np.asarray(idx)])
+  assert (
+    int(metrics.representation_rank(reps, max_dims=40, key=key))
+    == int(metrics.representation_rank(reps, indices=idx))
+    == _np_rank_default(reps.reshape(30, -1)[:, np.asarray(idx)])
+  )
   # indices are an ordinary traced argument: jit and vmap see one program
   ranks = jax.jit(jax.vmap(lambda r, i: metrics.representation_rank(r, indices=i)))(
-      np.stack([reps, reps]), np.stack([idx, idx[::-1]]))
+    np.stack([reps, reps]), np.stack([idx, idx[::-1]])
+  )
   assert ranks.tolist() == [int(metrics.representation_rank(reps, indices=idx))] * 2
 
 
@@ -195,23 +208,25 @@ def _product(rng, m, n, k, row_scale=None):
 
 
 LOW_PRECISION_CASES = {
-    "300x40 rank 3": lambda rng: _product(rng, 300, 40, 3),
-    "40x300 rank 3": lambda rng: _product(rng, 40, 300, 3),
-    "1000x256 rank 17": lambda rng: _product(rng, 1000, 256, 17),
-    "512x512 rank 50": lambda rng: _product(rng, 512, 512, 50),
-    "128x16 rank 2": lambda rng: _product(rng, 128, 16, 2),
-    "64x32 rank 4": lambda rng: _product(rng, 64, 32, 4),
-    "300x40 full rank": lambda rng: rng.standard_normal((300, 40)),
-    # uneven magnitudes: lognormal row scales; one row 100x the others
-    "600x100 rank 3 lognormal rows": lambda rng: _product(
-        rng, 600, 100, 3, lambda r, m: r.lognormal(0.0, 1.0, m)),
-    "500x100 rank 2 one big row": lambda rng: _product(
-        rng, 500, 100, 2, lambda r, m: np.r_[100.0, np.ones(m - 1)]),
+  '300x40 rank 3': lambda rng: _product(rng, 300, 40, 3),
+  '40x300 rank 3': lambda rng: _product(rng, 40, 300, 3),
+  '1000x256 rank 17': lambda rng: _product(rng, 1000, 256, 17),
+  '512x512 rank 50': lambda rng: _product(rng, 512, 512, 50),
+  '128x16 rank 2': lambda rng: _product(rng, 128, 16, 2),
+  '64x32 rank 4': lambda rng: _product(rng, 64, 32, 4),
+  '300x40 full rank': lambda rng: rng.standard_normal((300, 40)),
+  # uneven magnitudes: lognormal row scales; one row 100x the others
+  '600x100 rank 3 lognormal rows': lambda rng: _product(
+    rng, 600, 100, 3, lambda r, m: r.lognormal(0.0, 1.0, m)
+  ),
+  '500x100 rank 2 one big row': lambda rng: _product(
+    rng, 500, 100, 2, lambda r, m: np.r_[100.0, np.ones(m - 1)]
+  ),
 }
 
 
-@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16], ids=["bf16", "f16"])
-@pytest.mark.parametrize("case", list(LOW_PRECISION_CASES))
+@pytest.mark.parametrize('dtype', [jnp.bfloat16, jnp.float16], ids=['bf16', 'f16'])
+@pytest.mark.parametrize('case', list(LOW_PRECISION_CASES))
 def test_low_precision_rank_is_the_float64_rank_of_the_unrounded_matrix(case, dtype):
   # Before: tol = sigma_1 * max(m, n) * eps(dtype) >= sigma_1 once max(m, n) >= 1/eps
   # (bf16: 128), so every bf16 matrix of 128+ rows had rank 0.
@@ -223,8 +238,9 @@ def test_low_precision_rank_is_the_float64_rank_of_the_unrounded_matrix(case, dt
 def test_low_precision_rank_under_jit_and_vmap():
   rng = np.random.default_rng(8)
   xs = jnp.asarray(np.stack([_product(rng, 200, 30, k) for k in (1, 2, 3, 30)]), jnp.bfloat16)
-  np.testing.assert_array_equal(np.asarray(jax.jit(jax.vmap(metrics.numerical_rank))(xs)),
-                                [1, 2, 3, 30])
+  np.testing.assert_array_equal(
+    np.asarray(jax.jit(jax.vmap(metrics.numerical_rank))(xs)), [1, 2, 3, 30]
+  )
   mask = np.arange(200) < 150  # padded rows: the rank of the first 150 rows
   ranks = jax.jit(lambda x: metrics.numerical_rank(x, row_mask=mask))(xs)
   np.testing.assert_array_equal(np.asarray(ranks), [1, 2, 3, 30])
@@ -241,19 +257,22 @@ def test_rank_is_scale_invariant_down_to_subnormal_input():
   assert int(metrics.numerical_rank(tiny, rtol=1e-3)) == 3
   assert int(metrics.numerical_rank(jnp.asarray(x64 * 1e-6, jnp.float16))) == 3  # f16 subnormals
   # the rounded subnormal entries keep ~17 significant bits: close to the float64 values
-  np.testing.assert_allclose(float(metrics.effective_rank(tiny)), _np_effective_rank(x64),
-                             rtol=1e-4)
+  np.testing.assert_allclose(
+    float(metrics.effective_rank(tiny)), _np_effective_rank(x64), rtol=1e-4
+  )
   np.testing.assert_allclose(float(metrics.stable_rank(tiny)), _np_stable_rank(x64), rtol=1e-4)
   # singular values stay in the units of x (normal range: 1e-30)
   small = (x64 * 1e-30).astype(np.float32)
   s = np.linalg.svd(small.astype(np.float64), compute_uv=False)
-  np.testing.assert_allclose(np.asarray(metrics.top_k_singular_values(small, 4)), s[:4],
-                             rtol=1e-5, atol=1e-5 * s[0])
-  np.testing.assert_allclose(np.asarray(metrics.singular_values(small)), s, rtol=1e-5,
-                             atol=1e-5 * s[0])
+  np.testing.assert_allclose(
+    np.asarray(metrics.top_k_singular_values(small, 4)), s[:4], rtol=1e-5, atol=1e-5 * s[0]
+  )
+  np.testing.assert_allclose(
+    np.asarray(metrics.singular_values(small)), s, rtol=1e-5, atol=1e-5 * s[0]
+  )
 
 
-@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16, jnp.float16, jnp.complex64])
+@pytest.mark.parametrize('dtype', [jnp.float32, jnp.bfloat16, jnp.float16, jnp.complex64])
 def test_all_zero_matrix_has_rank_zero_in_every_dtype(dtype):
   z = jnp.zeros((300, 40), dtype)
   assert int(metrics.numerical_rank(z)) == 0
@@ -275,15 +294,16 @@ def test_complex_input_is_the_svd_of_the_complex_matrix():
   got = metrics.singular_values(xc)
   assert got.dtype == jnp.float32
   np.testing.assert_allclose(np.asarray(got), s, rtol=1e-5, atol=1e-5 * s[0])
-  np.testing.assert_allclose(np.asarray(metrics.top_k_singular_values(xc, 5)), s[:5],
-                             rtol=1e-5, atol=1e-5 * s[0])
+  np.testing.assert_allclose(
+    np.asarray(metrics.top_k_singular_values(xc, 5)), s[:5], rtol=1e-5, atol=1e-5 * s[0]
+  )
   np.testing.assert_allclose(float(metrics.effective_rank(xc)), _np_effective_rank(x), rtol=1e-4)
   np.testing.assert_allclose(float(metrics.stable_rank(xc)), _np_stable_rank(x), rtol=1e-5)
-  np.testing.assert_allclose(float(metrics.stable_rank(1e30 * xc)), _np_stable_rank(x),
-                             rtol=1e-5)
+  np.testing.assert_allclose(float(metrics.stable_rank(1e30 * xc)), _np_stable_rank(x), rtol=1e-5)
   xs = np.stack([1j * _product(rng, 20, 10, k) for k in (1, 2, 5)]).astype(np.complex64)
-  np.testing.assert_array_equal(np.asarray(jax.jit(jax.vmap(metrics.numerical_rank))(xs)),
-                                [1, 2, 5])
+  np.testing.assert_array_equal(
+    np.asarray(jax.jit(jax.vmap(metrics.numerical_rank))(xs)), [1, 2, 5]
+  )
   xs[1, 0, 0] = complex(0, np.nan)
   np.testing.assert_array_equal(np.asarray(metrics.numerical_rank(xs)), [1, -1, 5])
   assert np.isnan(float(metrics.effective_rank(xs[1])))

@@ -1,4 +1,5 @@
 """Forward-pass contract: logits/reps shapes, reps names and order, dtypes, BatchNorm state."""
+
 import collections
 import functools
 
@@ -28,32 +29,62 @@ def abstract_forward(model, size, batch=2):
 
 
 EXPECTED_REPS = {
-    # name: (overrides, input size, [(key, shape without batch)] in forward order)
-    'mlp': (dict(width=64, depth=3), 32,
-            [('dense_0', (64,)), ('dense_1', (64,)), ('dense_2', (64,))]),
-    'vgg19': ({}, 32,
-              [(f'conv_{i}', (s, s, c)) for i, (s, c) in enumerate(
-                  [(32, 64)] * 2 + [(16, 128)] * 2 + [(8, 256)] * 4 + [(4, 512)] * 4
-                  + [(2, 512)] * 4)] + [('fc_0', (512,)), ('fc_1', (512,))]),
-    'resnet20': (dict(stem='cifar'), 32,
-                 [('stem', (32, 32, 16))]
-                 + [(f'block{s + 1}_{b}', (32 >> s, 32 >> s, 16 << s))
-                    for s in range(3) for b in range(3)] + [('pool', (64,))]),
-    'resnet18': (dict(stem='imagenet'), 64,
-                 [('stem', (16, 16, 64))]
-                 + [(f'block{s + 1}_{b}', (16 >> s, 16 >> s, 64 << s))
-                    for s in range(4) for b in range(2)] + [('pool', (512,))]),
-    'resnet50': (dict(stem='imagenet'), 64,
-                 [('stem', (16, 16, 64))]
-                 + [(f'block{s + 1}_{b}', (16 >> s, 16 >> s, 256 << s))
-                    for s, n in enumerate((3, 4, 6, 3)) for b in range(n)]
-                 + [('pool', (2048,))]),
-    'vit_tiny': ({}, 32,
-                 [('embed', (65, 256))] + [(f'block_{i}', (65, 256)) for i in range(4)]
-                 + [('pre_logits', (256,))]),
-    'vit_b16': ({}, 224,
-                [('embed', (197, 768))] + [(f'block_{i}', (197, 768)) for i in range(12)]
-                + [('pre_logits', (768,))]),
+  # name: (overrides, input size, [(key, shape without batch)] in forward order)
+  'mlp': (
+    dict(width=64, depth=3),
+    32,
+    [('dense_0', (64,)), ('dense_1', (64,)), ('dense_2', (64,))],
+  ),
+  'vgg19': (
+    {},
+    32,
+    [
+      (f'conv_{i}', (s, s, c))
+      for i, (s, c) in enumerate(
+        [(32, 64)] * 2 + [(16, 128)] * 2 + [(8, 256)] * 4 + [(4, 512)] * 4 + [(2, 512)] * 4
+      )
+    ]
+    + [('fc_0', (512,)), ('fc_1', (512,))],
+  ),
+  'resnet20': (
+    dict(stem='cifar'),
+    32,
+    [('stem', (32, 32, 16))]
+    + [(f'block{s + 1}_{b}', (32 >> s, 32 >> s, 16 << s)) for s in range(3) for b in range(3)]
+    + [('pool', (64,))],
+  ),
+  'resnet18': (
+    dict(stem='imagenet'),
+    64,
+    [('stem', (16, 16, 64))]
+    + [(f'block{s + 1}_{b}', (16 >> s, 16 >> s, 64 << s)) for s in range(4) for b in range(2)]
+    + [('pool', (512,))],
+  ),
+  'resnet50': (
+    dict(stem='imagenet'),
+    64,
+    [('stem', (16, 16, 64))]
+    + [
+      (f'block{s + 1}_{b}', (16 >> s, 16 >> s, 256 << s))
+      for s, n in enumerate((3, 4, 6, 3))
+      for b in range(n)
+    ]
+    + [('pool', (2048,))],
+  ),
+  'vit_tiny': (
+    {},
+    32,
+    [('embed', (65, 256))]
+    + [(f'block_{i}', (65, 256)) for i in range(4)]
+    + [('pre_logits', (256,))],
+  ),
+  'vit_b16': (
+    {},
+    224,
+    [('embed', (197, 768))]
+    + [(f'block_{i}', (197, 768)) for i in range(12)]
+    + [('pre_logits', (768,))],
+  ),
 }
 
 
@@ -113,11 +144,16 @@ def test_batchnorm_train_updates_stats_and_eval_uses_them():
   new = updates['batch_stats']['stem_bn']
   # momentum 0.9 (PyTorch 0.1): running_mean = 0.9 * 0 + 0.1 * batch_mean.
   conv_out = jax.lax.conv_general_dilated(
-      x, variables['params']['stem_conv']['kernel'], (1, 1), ((1, 1), (1, 1)),
-      dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+    x,
+    variables['params']['stem_conv']['kernel'],
+    (1, 1),
+    ((1, 1), (1, 1)),
+    dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+  )
   np.testing.assert_allclose(new['mean'], 0.1 * conv_out.mean((0, 1, 2)), rtol=1e-4, atol=1e-5)
-  np.testing.assert_allclose(new['var'], 0.9 * old['var'] + 0.1 * conv_out.var((0, 1, 2)),
-                             rtol=1e-3)
+  np.testing.assert_allclose(
+    new['var'], 0.9 * old['var'] + 0.1 * conv_out.var((0, 1, 2)), rtol=1e-3
+  )
   # Eval mode reads the running statistics and changes nothing.
   eval_logits, _ = model.apply({**variables, **updates}, x, train=False)
   assert eval_logits.shape == (8, 10) and not np.allclose(eval_logits, logits)
@@ -147,5 +183,5 @@ def test_mlp_layer_norm_keeps_scale_under_pytorch_init():
   variables = real_init(model, x)
   assert 'layer_norm_0' in variables['params']
   _, reps = model.apply(variables, x, train=False)
-  rms = [float(jnp.sqrt(jnp.mean(r ** 2))) for r in reps.values()]
+  rms = [float(jnp.sqrt(jnp.mean(r**2))) for r in reps.values()]
   assert 0.5 < rms[-1] / rms[0] < 2, rms

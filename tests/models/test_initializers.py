@@ -1,24 +1,28 @@
 """Initialisation schemes (paper App. E): empirical statistics in float64, and their effect
 on the initial logits norm of a deep ReLU MLP."""
+
 import math
 
+from flax import linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import linen as nn
 
 from configs import base
 from rankdeficit import models
-from rankdeficit.models.initializers import INIT_SCHEMES, Init
+from rankdeficit.models.initializers import INIT_SCHEMES
+from rankdeficit.models.initializers import Init
 
 
 def layer_params(layer, in_shape, seed=0):
   x = jnp.zeros(in_shape, jnp.float32)
   # 'rbg' keys: threefry sampling compiles several times slower on a CPU; same distributions.
   params = layer.init(jax.random.key(seed, impl='rbg'), x)['params']
-  return (np.asarray(params['kernel'], np.float64),
-          np.asarray(params['bias'], np.float64) if 'bias' in params else None)
+  return (
+    np.asarray(params['kernel'], np.float64),
+    np.asarray(params['bias'], np.float64) if 'bias' in params else None,
+  )
 
 
 def test_pytorch_dense_bounds():
@@ -35,8 +39,7 @@ def test_pytorch_dense_bounds():
 def test_pytorch_conv_uses_receptive_field_fan_in():
   cin, k = 16, 3
   fan_in = k * k * cin
-  kernel, bias = layer_params(nn.Conv(64, (k, k), **Init('pytorch').conv(fan_in)),
-                              (1, 8, 8, cin))
+  kernel, bias = layer_params(nn.Conv(64, (k, k), **Init('pytorch').conv(fan_in)), (1, 8, 8, cin))
   bound = 1 / math.sqrt(fan_in)
   assert kernel.shape == (k, k, cin, 64)
   assert bound * 0.98 < np.abs(kernel).max() <= bound
@@ -44,10 +47,13 @@ def test_pytorch_conv_uses_receptive_field_fan_in():
   np.testing.assert_allclose(kernel.std(), bound / math.sqrt(3), rtol=0.03)
 
 
-@pytest.mark.parametrize('layer,in_shape,fan_in', [
+@pytest.mark.parametrize(
+  'layer,in_shape,fan_in',
+  [
     (nn.Dense(512, **Init('kaiming').dense(256)), (1, 256), 256),
     (nn.Conv(128, (3, 3), **Init('kaiming').conv(9 * 32)), (1, 4, 4, 32), 9 * 32),
-])
+  ],
+)
 def test_kaiming_std_and_zero_bias(layer, in_shape, fan_in):
   kernel, bias = layer_params(layer, in_shape)
   np.testing.assert_allclose(kernel.std(), math.sqrt(2 / fan_in), rtol=0.02)
@@ -93,9 +99,9 @@ def test_pytorch_init_mlp_starts_with_tiny_logits_norm():
   kaiming_norm, kaiming_reps = initial_logits_norm('kaiming')
   assert pytorch_norm < kaiming_norm / 20, (pytorch_norm, kaiming_norm)
   # The shrinkage is layer by layer, while Kaiming init preserves the scale.
-  rms = [float(jnp.sqrt(jnp.mean(r ** 2))) for r in pytorch_reps.values()]
+  rms = [float(jnp.sqrt(jnp.mean(r**2))) for r in pytorch_reps.values()]
   assert all(b <= 1.05 * a for a, b in zip(rms, rms[1:])) and rms[-1] < rms[0] / 10, rms
-  kaiming_rms = [float(jnp.sqrt(jnp.mean(r ** 2))) for r in kaiming_reps.values()]
+  kaiming_rms = [float(jnp.sqrt(jnp.mean(r**2))) for r in kaiming_reps.values()]
   assert 0.25 < kaiming_rms[-1] / kaiming_rms[0] < 4, kaiming_rms
   # A normal init with small sigma is smaller still (Figure 17: smaller sigma, smaller norm).
   assert initial_logits_norm('normal')[0] < pytorch_norm

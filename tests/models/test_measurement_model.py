@@ -1,5 +1,6 @@
 """Half precision: bf16 activations, f32 parameters and optimizer state; the collapse monitor
 (per-layer ranks and SR) and feature extraction measure a bf16-trained model in float32."""
+
 import functools
 
 import jax
@@ -7,13 +8,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from configs import base
-from rankdeficit.training import losses
 from rankdeficit import models
+from rankdeficit.analysis import probes
+from rankdeficit.metrics import spectral
+from rankdeficit.training import losses
 from rankdeficit.training import monitor
 from rankdeficit.training import optim
-from rankdeficit.analysis import probes
 from rankdeficit.training import steps
-from rankdeficit.metrics import spectral
 
 
 def _bf16_trained_mlp():
@@ -23,8 +24,15 @@ def _bf16_trained_mlp():
   model = models.create_model(config.model, num_classes=10)
   tx = optim.create_optimizer(config, steps_per_epoch=10)
   state = steps.create_train_state(jax.random.PRNGKey(0), model, tx, (4, 4, 3))
-  step = jax.jit(functools.partial(steps.train_step, model=model, tx=tx,
-                                   loss_fn=losses.cross_entropy, temperature_fn=lambda _: 1.0))
+  step = jax.jit(
+    functools.partial(
+      steps.train_step,
+      model=model,
+      tx=tx,
+      loss_fn=losses.cross_entropy,
+      temperature_fn=lambda _: 1.0,
+    )
+  )
   rng = np.random.default_rng(0)
   images = jnp.asarray(rng.uniform(0, 1, (32, 4, 4, 3)), jnp.float32)  # >= 0
   labels = jnp.asarray(rng.integers(0, 10, 32), jnp.int32)
@@ -46,7 +54,8 @@ def test_half_precision_keeps_params_and_optimizer_state_in_float32():
 
 def _monitor_metrics(model, params, images, labels):
   fn = monitor.make_collapse_metrics_fn(
-      model, lambda logits, y, t: jnp.mean(losses.cross_entropy(logits, y, t)))
+    model, lambda logits, y, t: jnp.mean(losses.cross_entropy(logits, y, t))
+  )
   return jax.device_get(fn({'params': params}, images, labels, 1.0, jax.random.PRNGKey(0)))
 
 
@@ -57,8 +66,10 @@ def test_monitor_ranks_and_sr_come_from_float32_features():
   rng = np.random.default_rng(1)
   kernel = rng.uniform(0.5, 1, (48, 2)) @ rng.uniform(0.5, 1, (2, 16)) / 48
   params = jax.tree.map(lambda x: x, state.params)
-  params['dense_0'] = {'kernel': jnp.asarray(kernel, jnp.float32),
-                       'bias': jnp.zeros(16, jnp.float32)}
+  params['dense_0'] = {
+    'kernel': jnp.asarray(kernel, jnp.float32),
+    'bias': jnp.zeros(16, jnp.float32),
+  }
   x64 = np.asarray(images, np.float64).reshape(32, -1)
   h = np.maximum(x64 @ kernel, 0)
   assert np.linalg.matrix_rank(h) == 2
@@ -74,7 +85,10 @@ def test_monitor_ranks_and_sr_come_from_float32_features():
   assert int(_monitor_metrics(model, params, images, labels)['rank/rep/dense_0']) > 2
 
   # Feature extraction for the analysis (probes.extract_features), same model:
-  feats = probes.extract_features(models.measurement_model(model), {'params': params},
-                                  [{'image': np.asarray(images), 'label': np.asarray(labels)}])
+  feats = probes.extract_features(
+    models.measurement_model(model),
+    {'params': params},
+    [{'image': np.asarray(images), 'label': np.asarray(labels)}],
+  )
   np.testing.assert_allclose(feats.logits, h, rtol=1e-5, atol=1e-6)
   assert int(spectral.numerical_rank(jnp.asarray(feats.reps['dense_0']))) == 2

@@ -1,4 +1,5 @@
 """Parameter counts of every model against the standard architectures (via jax.eval_shape)."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -27,13 +28,16 @@ def num_params(name, num_classes, size, **overrides):
   return sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params))
 
 
-@pytest.mark.parametrize('name,stem,num_classes,size,expected', [
-    ('resnet18', 'cifar', 10, 32, 11_173_962),       # kuangliu/pytorch-cifar ResNet18
+@pytest.mark.parametrize(
+  'name,stem,num_classes,size,expected',
+  [
+    ('resnet18', 'cifar', 10, 32, 11_173_962),  # kuangliu/pytorch-cifar ResNet18
     ('resnet18', 'imagenet', 1000, 224, 11_689_512),  # torchvision resnet18
     ('resnet34', 'imagenet', 1000, 224, 21_797_672),  # torchvision resnet34
     ('resnet50', 'imagenet', 1000, 224, 25_557_032),  # torchvision resnet50
-    ('resnet20', 'cifar', 10, 32, 272_474),           # He et al. CIFAR ResNet-20, 1x1 projections
-])
+    ('resnet20', 'cifar', 10, 32, 272_474),  # He et al. CIFAR ResNet-20, 1x1 projections
+  ],
+)
 def test_resnet_param_counts(name, stem, num_classes, size, expected):
   assert num_params(name, num_classes, size, stem=stem) == expected
 
@@ -82,11 +86,13 @@ def test_mlp_count_by_formula(width, depth, layer_norm):
     assert total == 35_688_458
 
 
-@pytest.mark.parametrize('reading,depth,expected', [('layers8', 7, 31_492_106),
-                                                     ('hidden8', 8, 35_688_458)])
+@pytest.mark.parametrize(
+  'reading,depth,expected', [('layers8', 7, 31_492_106), ('hidden8', 8, 35_688_458)]
+)
 def test_paper_mlp_depth_readings(reading, depth, expected):
   # configs/mlp_c10.py: "8 layers" = 7 hidden ReLU layers + classifier (default), or 8 + 1.
   from configs import mlp_c10  # pylint: disable=import-outside-toplevel
+
   c = mlp_c10.get_config(reading)
   assert c.model.depth == depth
   assert num_params('mlp', 10, 32, width=c.model.width, depth=c.model.depth) == expected
@@ -98,6 +104,7 @@ def test_paper_mlp_depth_readings(reading, depth, expected):
 
 def test_unknown_mlp_reading_is_rejected():
   from configs import mlp_c10  # pylint: disable=import-outside-toplevel
+
   with pytest.raises(ValueError, match='hidden8'):
     mlp_c10.get_config('nine')
 
@@ -129,5 +136,15 @@ def test_unknown_options_raise():
 
 
 def test_model_names():
-  assert set(models.MODEL_NAMES) >= {'mlp', 'vgg19', 'vgg19_bn', 'resnet18', 'resnet20',
-                                     'resnet34', 'resnet50', 'vit_b16', 'vit_ti16', 'vit_tiny'}
+  assert set(models.MODEL_NAMES) >= {
+    'mlp',
+    'vgg19',
+    'vgg19_bn',
+    'resnet18',
+    'resnet20',
+    'resnet34',
+    'resnet50',
+    'vit_b16',
+    'vit_ti16',
+    'vit_tiny',
+  }

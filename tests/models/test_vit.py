@@ -1,9 +1,10 @@
 """ViT: public checkpoint names/shapes, and `load_pretrained` round trips and failures."""
+
+from flax import traverse_util
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import traverse_util
 
 from rankdeficit.models import vit
 from rankdeficit.models.initializers import Init
@@ -39,24 +40,25 @@ def test_public_names_and_shapes_of_vit_b16():
   model = vit.ViT(num_classes=1000)
   params = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 224, 224, 3))))
   flat = traverse_util.flatten_dict(params['params'], sep='/')
-  public = {k: jax.ShapeDtypeStruct(vit._public_shape(k, v.shape, 12), v.dtype)
-            for k, v in flat.items()}
+  public = {
+    k: jax.ShapeDtypeStruct(vit._public_shape(k, v.shape, 12), v.dtype) for k, v in flat.items()
+  }
   expected = {
-      'cls': (1, 1, 768),
-      'embedding/kernel': (16, 16, 3, 768),
-      'embedding/bias': (768,),
-      'Transformer/posembed_input/pos_embedding': (1, 197, 768),
-      'Transformer/encoderblock_0/LayerNorm_0/scale': (768,),
-      'Transformer/encoderblock_0/MultiHeadDotProductAttention_1/query/kernel': (768, 12, 64),
-      'Transformer/encoderblock_0/MultiHeadDotProductAttention_1/query/bias': (12, 64),
-      'Transformer/encoderblock_11/MultiHeadDotProductAttention_1/out/kernel': (12, 64, 768),
-      'Transformer/encoderblock_11/MultiHeadDotProductAttention_1/out/bias': (768,),
-      'Transformer/encoderblock_11/MlpBlock_3/Dense_0/kernel': (768, 3072),
-      'Transformer/encoderblock_11/MlpBlock_3/Dense_1/bias': (768,),
-      'Transformer/encoderblock_11/LayerNorm_2/bias': (768,),
-      'Transformer/encoder_norm/scale': (768,),
-      'head/kernel': (768, 1000),
-      'head/bias': (1000,),
+    'cls': (1, 1, 768),
+    'embedding/kernel': (16, 16, 3, 768),
+    'embedding/bias': (768,),
+    'Transformer/posembed_input/pos_embedding': (1, 197, 768),
+    'Transformer/encoderblock_0/LayerNorm_0/scale': (768,),
+    'Transformer/encoderblock_0/MultiHeadDotProductAttention_1/query/kernel': (768, 12, 64),
+    'Transformer/encoderblock_0/MultiHeadDotProductAttention_1/query/bias': (12, 64),
+    'Transformer/encoderblock_11/MultiHeadDotProductAttention_1/out/kernel': (12, 64, 768),
+    'Transformer/encoderblock_11/MultiHeadDotProductAttention_1/out/bias': (768,),
+    'Transformer/encoderblock_11/MlpBlock_3/Dense_0/kernel': (768, 3072),
+    'Transformer/encoderblock_11/MlpBlock_3/Dense_1/bias': (768,),
+    'Transformer/encoderblock_11/LayerNorm_2/bias': (768,),
+    'Transformer/encoder_norm/scale': (768,),
+    'head/kernel': (768, 1000),
+    'head/bias': (1000,),
   }
   for key, shape in expected.items():
     assert public[key].shape == shape, key
@@ -72,8 +74,9 @@ def test_round_trip(tmp_path):
   assert_trees_equal(loaded, source)
   # And the loaded model computes what the source model computes.
   x = np.random.default_rng(3).standard_normal((2, 16, 16, 3)).astype(np.float32)
-  np.testing.assert_allclose(model.apply({'params': loaded}, x)[0],
-                             model.apply({'params': source}, x)[0], rtol=1e-6)
+  np.testing.assert_allclose(
+    model.apply({'params': loaded}, x)[0], model.apply({'params': source}, x)[0], rtol=1e-6
+  )
 
 
 def test_other_head_is_kept_and_posemb_is_resized(tmp_path, caplog):
@@ -88,18 +91,22 @@ def test_other_head_is_kept_and_posemb_is_resized(tmp_path, caplog):
   np.testing.assert_array_equal(loaded['head']['kernel'], target['head']['kernel'])
   np.testing.assert_array_equal(loaded['cls'], source['cls'])
   np.testing.assert_array_equal(
-      loaded['Transformer']['encoderblock_1']['MlpBlock_3']['Dense_0']['kernel'],
-      source['Transformer']['encoderblock_1']['MlpBlock_3']['Dense_0']['kernel'])
+    loaded['Transformer']['encoderblock_1']['MlpBlock_3']['Dense_0']['kernel'],
+    source['Transformer']['encoderblock_1']['MlpBlock_3']['Dense_0']['kernel'],
+  )
   pe_src = source['Transformer']['posembed_input']['pos_embedding']
   pe = loaded['Transformer']['posembed_input']['pos_embedding']
   assert pe.shape == (1, 65, 32)
   np.testing.assert_array_equal(pe[:, 0], pe_src[:, 0])  # the class token's entry is kept
   # Bilinear upsampling of a constant grid is that constant.
-  const = {**vit.to_public(source, 4),
-           'Transformer/posembed_input/pos_embedding': np.full((1, 17, 32), 0.5, np.float32)}
+  const = {
+    **vit.to_public(source, 4),
+    'Transformer/posembed_input/pos_embedding': np.full((1, 17, 32), 0.5, np.float32),
+  }
   loaded = vit.load_pretrained(target, save_npz(tmp_path / 'const.npz', const))
-  np.testing.assert_allclose(loaded['Transformer']['posembed_input']['pos_embedding'], 0.5,
-                             rtol=1e-6)
+  np.testing.assert_allclose(
+    loaded['Transformer']['posembed_input']['pos_embedding'], 0.5, rtol=1e-6
+  )
   logits, reps = target_model.apply({'params': loaded}, jnp.zeros((1, 32, 32, 3)))
   assert logits.shape == (1, 10) and reps['embed'].shape == (1, 65, 32)
 

@@ -1,10 +1,11 @@
 """Config I/O of `rankdeficit.run.checkpointing`: config.json round trip and flat hparams."""
 
+from clu import metric_writers
 import ml_collections
 import pytest
-from clu import metric_writers
 
-from configs import quickstart, resnet20_c10
+from configs import quickstart
+from configs import resnet20_c10
 from rankdeficit.run import checkpointing
 
 

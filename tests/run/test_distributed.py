@@ -5,16 +5,18 @@ own `--xla_force_host_platform_device_count=4`, joined by `--coordinator_address
 local port (gloo collectives), exactly like the two-shell README example. The 1 x 8
 reference runs in the test process when pytest has 8 devices (the README's XLA_FLAGS), else
 in a subprocess with its own XLA_FLAGS, so the tests pass however pytest is invoked; both
-sides are read the same way: unrounded numbers from the runs' log0.txt / analysis.json, never the rounded
+sides are read the same way: unrounded numbers from the runs' log0.txt / analysis.json, never the
+rounded
 dict `rankdeficit.main` prints.
 """
+
 import ast
 import json
 import os
+from pathlib import Path
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import jax
 import numpy as np
@@ -23,11 +25,11 @@ import pytest
 
 from configs import quickstart
 from rankdeficit import analyze as analyze_lib
+from rankdeficit.analysis.config import AnalysisConfig
 from rankdeficit.run import checkpointing
 from rankdeficit.run import distributed
 from rankdeficit.run import storage
 from rankdeficit.training import train
-from rankdeficit.analysis.config import AnalysisConfig
 
 REPO = Path(__file__).resolve().parents[2]
 TIMEOUT_S = 300
@@ -38,11 +40,20 @@ TIMEOUT_S = 300
 # float32 reduction-order noise (~1e-7) grew to parameter differences of 2e-2 and 5 flipped
 # test predictions; at lr 0.005 the two runs stay within 4e-7.
 OVERRIDES = {
-    'model.name': 'resnet20', 'image_size': 8, 'learning_rate': 0.005, 'batch_size': 32,
-    'eval_batch_size': 120, 'metrics_batch_size': 120, 'num_train_steps': 4,
-    'checkpoint_every_steps': 2, 'log_every_steps': 2, 'eval_every_steps': 1000}
+  'model.name': 'resnet20',
+  'image_size': 8,
+  'learning_rate': 0.005,
+  'batch_size': 32,
+  'eval_batch_size': 120,
+  'metrics_batch_size': 120,
+  'num_train_steps': 4,
+  'checkpoint_every_steps': 2,
+  'log_every_steps': 2,
+  'eval_every_steps': 1000,
+}
 TRAIN_FLAGS = ['--config=configs/quickstart.py'] + [
-    f'--config.{k}={v}' for k, v in OVERRIDES.items()]
+  f'--config.{k}={v}' for k, v in OVERRIDES.items()
+]
 ANALYSIS = dict(ood_dataset='', max_dims=64, probe_epochs=2, probe_batch_size=256)
 ANALYZE_FLAGS = [f'--{k}={v}' for k, v in ANALYSIS.items()]
 
@@ -69,15 +80,35 @@ app.run(main.main)
 
 def _launch(command: list[str], num_processes: int, devices: int, env_extra=None):
   """Starts `num_processes` copies of `command` joined into one JAX job; returns results."""
-  env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}',
-             PYTHONPATH=str(REPO), JAX_PLATFORMS='cpu', **(env_extra or {}))
+  env = dict(
+    os.environ,
+    XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}',
+    PYTHONPATH=str(REPO),
+    JAX_PLATFORMS='cpu',
+    **(env_extra or {}),
+  )
   port = portpicker.pick_unused_port()
   procs = []
   for i in range(num_processes):
-    dist = ([f'--coordinator_address=127.0.0.1:{port}', f'--num_processes={num_processes}',
-             f'--process_id={i}'] if num_processes > 1 else [])
-    procs.append(subprocess.Popen([sys.executable] + command + dist, cwd=REPO, env=env,
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    dist = (
+      [
+        f'--coordinator_address=127.0.0.1:{port}',
+        f'--num_processes={num_processes}',
+        f'--process_id={i}',
+      ]
+      if num_processes > 1
+      else []
+    )
+    procs.append(
+      subprocess.Popen(
+        [sys.executable] + command + dist,
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+      )
+    )
   results = []
   for p in procs:
     try:
@@ -106,8 +137,9 @@ def _one_process(module: str, flags: list[str], workdir) -> tuple[dict, str] | N
     _, results = train.train_and_evaluate(config, str(workdir))
     return results, [f'{results["init/logits_norm"]:.4g}']
   else:
-    analyze_lib.analyze_run(str(workdir), AnalysisConfig.from_overrides(
-        dict(ANALYSIS, plots=False)))
+    analyze_lib.analyze_run(
+      str(workdir), AnalysisConfig.from_overrides(dict(ANALYSIS, plots=False))
+    )
   return None
 
 
@@ -125,15 +157,20 @@ def _logged_eval(workdir) -> dict:
 
 def _logged_init_norm(workdir) -> list[str]:
   """The 'Initial logits norm' values process 0 logged (formatted '%.4g')."""
-  return [l.split(': ')[-1] for l in (workdir / 'log0.txt').read_text().splitlines()
-          if 'Initial logits norm' in l]
+  return [
+    l.split(': ')[-1]
+    for l in (workdir / 'log0.txt').read_text().splitlines()
+    if 'Initial logits norm' in l
+  ]
 
 
 def _params(workdir) -> dict:
   _, _, variables, step = checkpointing.load_run(str(workdir))
   assert step == 4
-  return {'/'.join(str(k.key) for k in path): np.asarray(leaf, np.float64)
-          for path, leaf in jax.tree_util.tree_leaves_with_path(variables)}
+  return {
+    '/'.join(str(k.key) for k in path): np.asarray(leaf, np.float64)
+    for path, leaf in jax.tree_util.tree_leaves_with_path(variables)
+  }
 
 
 def _numbers(tree, prefix=''):
@@ -167,8 +204,9 @@ def test_two_processes_match_one_process_through_a_kill_and_resume(tmp_path):
   flags = TRAIN_FLAGS + [f'--config.compilation_cache_dir={tmp_path / "xla_cache"}']
   expected, expected_init_norm = _one_process('rankdeficit.main', TRAIN_FLAGS, ref)
 
-  killed = _launch(['-c', _KILLED_MAIN] + flags + [f'--workdir={multi}'], 2, 4,
-                   {'KILL_AFTER_STEP': '2'})
+  killed = _launch(
+    ['-c', _KILLED_MAIN] + flags + [f'--workdir={multi}'], 2, 4, {'KILL_AFTER_STEP': '2'}
+  )
   assert [rc for rc, _, _ in killed] == [-9, -9], killed[0][2][-3000:]
   assert checkpointing.Checkpointer(str(multi)).latest_step == 2
   # same first eval batch: the same '%.4g' line in both logs
@@ -221,14 +259,30 @@ def test_two_processes_match_one_process_through_a_kill_and_resume(tmp_path):
 def test_processes_with_different_workdirs_are_refused(tmp_path):
   results = []
   port = portpicker.pick_unused_port()
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=1',
-             PYTHONPATH=str(REPO), JAX_PLATFORMS='cpu')
-  procs = [subprocess.Popen(
-      [sys.executable, '-m', 'rankdeficit.main'] + TRAIN_FLAGS +
-      [f'--workdir={tmp_path / f"host{i}"}', f'--coordinator_address=127.0.0.1:{port}',
-       '--num_processes=2', f'--process_id={i}'],
-      cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-      for i in range(2)]
+  env = dict(
+    os.environ,
+    XLA_FLAGS='--xla_force_host_platform_device_count=1',
+    PYTHONPATH=str(REPO),
+    JAX_PLATFORMS='cpu',
+  )
+  procs = [
+    subprocess.Popen(
+      [sys.executable, '-m', 'rankdeficit.main']
+      + TRAIN_FLAGS
+      + [
+        f'--workdir={tmp_path / f"host{i}"}',
+        f'--coordinator_address=127.0.0.1:{port}',
+        '--num_processes=2',
+        f'--process_id={i}',
+      ],
+      cwd=REPO,
+      env=env,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
+      text=True,
+    )
+    for i in range(2)
+  ]
   for p in procs:
     _, err = p.communicate(timeout=TIMEOUT_S)
     results.append((p.returncode, err))
@@ -243,13 +297,22 @@ def test_first_eval_batch_is_the_same_global_batch_for_any_process_count(num_pro
   """The collapse monitor's fixed batch and init/logits_norm's batch (`num_examples` =
   the batch size) are the same examples, in the same order, for 1 or P processes."""
   from rankdeficit.data import input_pipeline  # pylint: disable=import-outside-toplevel
+
   config = quickstart.get_config()
   kwargs = dict(batch_size=120, num_examples=120, shuffle_seed=None)
-  [want] = list(input_pipeline._eval_iterator(  # pylint: disable=protected-access
-      config, 'digits', 'test', process_index=0, process_count=1, **kwargs))
-  parts = [list(input_pipeline._eval_iterator(  # pylint: disable=protected-access
-      config, 'digits', 'test', process_index=p, process_count=num_processes, **kwargs))
-           for p in range(num_processes)]
+  [want] = list(
+    input_pipeline._eval_iterator(  # pylint: disable=protected-access
+      config, 'digits', 'test', process_index=0, process_count=1, **kwargs
+    )
+  )
+  parts = [
+    list(
+      input_pipeline._eval_iterator(  # pylint: disable=protected-access
+        config, 'digits', 'test', process_index=p, process_count=num_processes, **kwargs
+      )
+    )
+    for p in range(num_processes)
+  ]
   assert all(len(batches) == 1 for batches in parts)  # one batch per process
   for key in ('image', 'label', 'mask'):
     np.testing.assert_array_equal(np.concatenate([b[0][key] for b in parts]), want[key])

@@ -1,9 +1,10 @@
 """Run metadata, the persistent compilation cache and the profiler hook."""
+
 import sys
 
+from clu import periodic_actions
 import jax
 import pytest
-from clu import periodic_actions
 
 from configs import base
 from rankdeficit.run import runtime

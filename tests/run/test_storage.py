@@ -7,6 +7,7 @@ fsspec filesystem for gs is a `DirFileSystem` over that folder, and the TensorSt
 kvstore orbax builds for gs:// (its own GCS driver) is swapped for a `file` kvstore on the
 same folder. Nothing reaches the network.
 """
+
 import os
 
 from clu import metric_writers
@@ -15,8 +16,8 @@ from fsspec.implementations.dirfs import DirFileSystem
 from fsspec.implementations.local import LocalFileSystem
 import jax
 import numpy as np
-import pytest
 from orbax.checkpoint._src.serialization import tensorstore_utils
+import pytest
 
 from configs import quickstart
 from rankdeficit.run import checkpointing
@@ -29,6 +30,7 @@ BUCKET_RUN = 'gs://fake-bucket/runs/quickstart'
 
 class _FakeGcs(DirFileSystem):
   """gs://bucket/a/b, addressed like gcsfs, stored at <root>/bucket/a/b."""
+
   protocol = ('gs', 'gcs')
 
   @classmethod
@@ -54,13 +56,15 @@ def fake_gcs(monkeypatch, tmp_path):
 
   monkeypatch.setattr(tensorstore_utils.gcs_utils, 'get_kvstore_for_gcs', local_kvstore)
   # Orbax asks the google-cloud-storage client whether the bucket is hierarchical.
-  monkeypatch.setattr(tensorstore_utils.gcs_utils, 'is_hierarchical_namespace_enabled',
-                      lambda path: False)
+  monkeypatch.setattr(
+    tensorstore_utils.gcs_utils, 'is_hierarchical_namespace_enabled', lambda path: False
+  )
   monkeypatch.setattr(storage, 'gcs_client_installed', lambda: True)
   # CLU's TensorBoard writer uses TensorFlow's own GCS client: log to absl instead.
   # (train imports clu's writers when it makes one: patched in clu itself.)
-  monkeypatch.setattr(metric_writers, 'create_default_writer',
-                      lambda *a, **k: metric_writers.LoggingWriter())
+  monkeypatch.setattr(
+    metric_writers, 'create_default_writer', lambda *a, **k: metric_writers.LoggingWriter()
+  )
   yield
 
 

@@ -1,11 +1,12 @@
 """tools/benchmark.py: torch_ref.py modes, medians, best mode, load warning (no torch needed)."""
+
 import argparse
 import textwrap
 
 from tools import benchmark
 
 # Stands in for torch_ref.py: ms/step depends on the mode, and 'compile_bf16' fails.
-_STUB = textwrap.dedent('''\
+_STUB = textwrap.dedent("""\
     import sys
     name, batch, steps, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
     if mode == 'compile_bf16':
@@ -13,7 +14,7 @@ _STUB = textwrap.dedent('''\
     ms = {'eager': 40.0, 'compile': 20.0}[mode]
     print(f"{name} batch={batch} device=cpu mode={mode} img/s={batch / ms * 1e3:.1f} "
           f"ms/step={ms}")
-''')
+""")
 
 
 def test_torch_medians_per_mode_and_best(tmp_path):
@@ -40,7 +41,7 @@ def test_flops_of_the_mlp_step_and_the_mfu_line():
   bench = benchmark.JaxStep('mlp', batch=8, warmup=1)
   flops = bench.flops()
   # Forward 2 * 8 * (3072*2048 + 7*2048^2 + 2048*10) multiply-adds, backward ~2x that.
-  forward = 2 * 8 * (3072 * 2048 + 7 * 2048 ** 2 + 2048 * 10)
+  forward = 2 * 8 * (3072 * 2048 + 7 * 2048**2 + 2048 * 10)
   assert 2.5 * forward < flops < 4 * forward
   line = benchmark.mfu_line(flops, seconds=flops / 2e12, peak_tflops=10.0)
   assert '2.00 TFLOP/s' in line and 'MFU 20.0% of 10 TFLOP/s' in line

@@ -1,4 +1,5 @@
 """Temperature-scaled losses against float64 numpy references."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -28,8 +29,9 @@ def test_cross_entropy_matches_float64_reference(t):
   logits = rng.normal(scale=5.0, size=(64, 10)).astype(np.float32)
   labels = rng.integers(0, 10, 64)
   got = losses.cross_entropy(jnp.asarray(logits), jnp.asarray(labels), t)
-  np.testing.assert_allclose(np.asarray(got), _ce_reference(logits, labels, t),
-                             rtol=2e-5, atol=2e-6)
+  np.testing.assert_allclose(
+    np.asarray(got), _ce_reference(logits, labels, t), rtol=2e-5, atol=2e-6
+  )
 
 
 @pytest.mark.parametrize('t', [1.0, 100.0])
@@ -38,8 +40,9 @@ def test_softmax_mse_matches_float64_reference(t):
   logits = rng.normal(scale=3.0, size=(32, 7)).astype(np.float32)
   labels = rng.integers(0, 7, 32)
   got = losses.softmax_mse(jnp.asarray(logits), jnp.asarray(labels), t)
-  np.testing.assert_allclose(np.asarray(got), _mse_reference(logits, labels, t),
-                             rtol=1e-5, atol=1e-7)
+  np.testing.assert_allclose(
+    np.asarray(got), _mse_reference(logits, labels, t), rtol=1e-5, atol=1e-7
+  )
 
 
 def test_gradient_scales_as_one_over_temperature():
@@ -49,8 +52,9 @@ def test_gradient_scales_as_one_over_temperature():
   logits = jnp.asarray(rng.normal(scale=1e-3, size=(16, 10)), jnp.float32)
   labels = jnp.asarray(rng.integers(0, 10, 16))
   grad = lambda t: jax.grad(lambda z: losses.cross_entropy(z, labels, t).sum())(logits)
-  np.testing.assert_allclose(np.asarray(grad(100.0)), 10 * np.asarray(grad(1000.0)),
-                             rtol=1e-4, atol=1e-7)
+  np.testing.assert_allclose(
+    np.asarray(grad(100.0)), 10 * np.asarray(grad(1000.0)), rtol=1e-4, atol=1e-7
+  )
   # Exact form against float64: (p - y) / T.
   t = 100.0
   z = np.asarray(logits, np.float64) / t
@@ -76,8 +80,7 @@ def test_temperature_schedules():
   cos = losses.temperature_schedule('cosine', 100.0, 1.0, 10)
   np.testing.assert_allclose([float(cos(0)), float(cos(10))], [100.0, 1.0], rtol=1e-6)
   step = losses.temperature_schedule('step', 100.0, 1.0, 10, milestones_steps=(4, 8))
-  np.testing.assert_allclose([float(step(s)) for s in (0, 4, 8)], [100.0, 10.0, 1.0],
-                             rtol=1e-5)
+  np.testing.assert_allclose([float(step(s)) for s in (0, 4, 8)], [100.0, 10.0, 1.0], rtol=1e-5)
 
 
 def test_annealing_schedules_match_float64_reference():
@@ -89,5 +92,6 @@ def test_annealing_schedules_match_float64_reference():
   cos = losses.temperature_schedule('cosine', 100.0, 1.0, total)
   np.testing.assert_allclose([float(cos(k)) for k in steps], reference, rtol=1e-5)
   step = losses.temperature_schedule('step', 100.0, 1.0, total, milestones_steps=(20,))
-  np.testing.assert_allclose([float(step(k)) for k in steps],
-                             np.where(steps < 20, 100.0, 1.0), rtol=1e-6)
+  np.testing.assert_allclose(
+    [float(step(k)) for k in steps], np.where(steps < 20, 100.0, 1.0), rtol=1e-6
+  )

@@ -1,4 +1,5 @@
 """The monitor's on-disk history: round trip, resume truncation, and the train-loop hook."""
+
 import json
 import os
 
@@ -10,9 +11,12 @@ from rankdeficit.training import train
 
 
 def _metrics(seed: float) -> dict:
-  return {'loss': np.float32(seed), 'rank/pre_softmax': np.int32(3),
-          'sv/logits': np.array([seed, 1.0, 0.5]),
-          'alignment/dense_0': np.full((2, 2), seed / 10, np.float32)}
+  return {
+    'loss': np.float32(seed),
+    'rank/pre_softmax': np.int32(3),
+    'sv/logits': np.array([seed, 1.0, 0.5]),
+    'alignment/dense_0': np.full((2, 2), seed / 10, np.float32),
+  }
 
 
 def test_round_trip_keeps_exact_values(tmp_path):
@@ -67,7 +71,7 @@ def test_training_writes_monitor_and_event_history(tmp_path):
   train.train_and_evaluate(c, workdir)
   hist = monitor_log.read_monitor(workdir)
   np.testing.assert_array_equal(hist.steps, [0, 2, 4])
-  layers = [n[len('alignment_max/'):] for n in hist.ordered('alignment_max/')]
+  layers = [n[len('alignment_max/') :] for n in hist.ordered('alignment_max/')]
   assert layers == hist.order['layers'] == ['dense_0', 'dense_1', 'head']
   assert hist.order['reps'] == ['dense_0', 'dense_1']
   steps, mats = hist.matrices('alignment/head')
@@ -81,12 +85,26 @@ def test_training_writes_monitor_and_event_history(tmp_path):
 
 def test_forward_order_beats_sorted_keys(tmp_path):
   log = monitor_log.MonitorLog(str(tmp_path))
-  log.write(0, {'alignment_max/stem': 1.0, 'alignment_max/layer1': 2.0,
-                'alignment_max/head': 3.0, 'rank/rep/b': 1, 'rank/rep/a': 2})
+  log.write(
+    0,
+    {
+      'alignment_max/stem': 1.0,
+      'alignment_max/layer1': 2.0,
+      'alignment_max/head': 3.0,
+      'rank/rep/b': 1,
+      'rank/rep/a': 2,
+    },
+  )
   assert monitor_log.read_monitor(str(tmp_path)).ordered('alignment_max/') == [
-      'alignment_max/layer1', 'alignment_max/stem', 'alignment_max/head']  # fallback
+    'alignment_max/layer1',
+    'alignment_max/stem',
+    'alignment_max/head',
+  ]  # fallback
   log.write_order({'layers': ['stem', 'layer1', 'head'], 'reps': ['b', 'a']})
   hist = monitor_log.read_monitor(str(tmp_path))
   assert hist.ordered('alignment_max/') == [
-      'alignment_max/stem', 'alignment_max/layer1', 'alignment_max/head']
+    'alignment_max/stem',
+    'alignment_max/layer1',
+    'alignment_max/head',
+  ]
   assert hist.ordered('rank/rep/') == ['rank/rep/b', 'rank/rep/a']

@@ -1,4 +1,5 @@
 """Optimiser: coupled weight decay and multi-step LR, against a hand-written PyTorch-SGD update."""
+
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -17,8 +18,11 @@ def _config(**overrides):
 def test_multistep_schedule_in_epochs():
   c = _config(learning_rate=0.1, lr_milestones=(2, 4), lr_gamma=0.1)
   sched = optim.learning_rate_schedule(c, steps_per_epoch=10)
-  np.testing.assert_allclose([float(sched(s)) for s in (0, 19, 20, 39, 40, 100)],
-                             [0.1, 0.1, 0.01, 0.01, 0.001, 0.001], rtol=1e-6)
+  np.testing.assert_allclose(
+    [float(sched(s)) for s in (0, 19, 20, 39, 40, 100)],
+    [0.1, 0.1, 0.01, 0.01, 0.001, 0.001],
+    rtol=1e-6,
+  )
 
 
 def test_sgd_matches_pytorch_update_rule():

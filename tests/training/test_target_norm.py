@@ -1,4 +1,5 @@
 """config.target_logits_norm: T = n0 / target at step 0, kept in config.json and on resume."""
+
 import json
 
 import jax
@@ -6,8 +7,8 @@ import pytest
 
 from configs import quickstart
 from rankdeficit import main
+from rankdeficit.plan import validation
 from rankdeficit.training import train
-from rankdeficit.run import validation
 
 
 def _config(**overrides):
@@ -32,18 +33,20 @@ def test_chosen_temperature_is_initial_norm_over_target_and_survives_resume(tmp_
   check_cli = main._check_before_writing  # pylint: disable=protected-access
   check_cli(_config(num_train_steps=4), str(tmp_path))  # sys.exit if refused
   # The unchanged command (temperature=1.0 in the config) resumes under the chosen T.
-  state, _ = train.train_and_evaluate(_config(num_train_steps=4), str(tmp_path),
-                                      devices=devices)
+  state, _ = train.train_and_evaluate(_config(num_train_steps=4), str(tmp_path), devices=devices)
   assert int(state.step) == 4
   resumed = json.loads((tmp_path / 'config.json').read_text())
   assert resumed['temperature'] == saved['temperature']
 
 
-@pytest.mark.parametrize('overrides, field', [
+@pytest.mark.parametrize(
+  'overrides, field',
+  [
     ({'target_logits_norm': -1.0}, 'target_logits_norm'),
     ({'target_logits_norm': float('nan')}, 'target_logits_norm'),
     ({'temperature_schedule': 'cosine', 'final_temperature': 1.0}, 'temperature_schedule'),
-])
+  ],
+)
 def test_bad_target_is_one_line_error(overrides, field):
   with pytest.raises(ValueError, match=f'config.{field}='):
     validation.validate_config(_config(**overrides), None, num_devices=1, create=False)

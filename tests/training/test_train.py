@@ -1,28 +1,29 @@
 """The training system end to end on real images: learning, sharding, resume, errors."""
+
 import functools
 import os
+from pathlib import Path
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
 
 from configs import base
-from rankdeficit.run import checkpointing
-from rankdeficit.data import input_pipeline
-from rankdeficit.training import losses
 from rankdeficit import models
+from rankdeficit.data import input_pipeline
+from rankdeficit.plan import validation
+from rankdeficit.run import checkpointing
+from rankdeficit.run import config_diff
+from rankdeficit.run import preemption
+from rankdeficit.training import losses
 from rankdeficit.training import optim
 from rankdeficit.training import sharding
 from rankdeficit.training import steps
-from rankdeficit.run import config_diff
-from rankdeficit.run import preemption
 from rankdeficit.training import train
-from rankdeficit.run import validation
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -50,10 +51,12 @@ def _params(state):
 
 
 def test_short_run_on_real_cifar10_reduces_the_loss(local_data_dir, tmp_path, monkeypatch):
-  config = tiny_config(local_data_dir, num_train_steps=48, log_every_steps=8,
-                       metrics_every_steps=24)
+  config = tiny_config(
+    local_data_dir, num_train_steps=48, log_every_steps=8, metrics_every_steps=24
+  )
   losses, monitored = [], {}
   from clu import metric_writers  # pylint: disable=import-outside-toplevel
+
   orig = metric_writers.create_default_writer
 
   class Recorder:
@@ -71,8 +74,9 @@ def test_short_run_on_real_cifar10_reduces_the_loss(local_data_dir, tmp_path, mo
       return getattr(self._writer, name)
 
   # train imports clu's writers when it makes one: patch them in clu itself.
-  monkeypatch.setattr(metric_writers, 'create_default_writer',
-                      lambda *a, **k: Recorder(orig(*a, **k)))
+  monkeypatch.setattr(
+    metric_writers, 'create_default_writer', lambda *a, **k: Recorder(orig(*a, **k))
+  )
   _, results = train.train_and_evaluate(config, str(tmp_path), devices=jax.devices()[:1])
   assert len(losses) == 6
   assert losses[-1] < 0.9 * losses[0], losses
@@ -95,14 +99,23 @@ def _sharded_steps(config, batches, devices):
   model = models.create_model(config.model, 10)
   tx = optim.create_optimizer(config, 8)
   repl = sharding.replicated(mesh)
-  state = jax.jit(functools.partial(steps.create_train_state, model=model, tx=tx,
-                                    image_shape=(32, 32, 3)), out_shardings=repl)(
-                                        jax.random.PRNGKey(0))
+  state = jax.jit(
+    functools.partial(steps.create_train_state, model=model, tx=tx, image_shape=(32, 32, 3)),
+    out_shardings=repl,
+  )(jax.random.PRNGKey(0))
   init = jax.device_get(state.params)
-  step = jax.jit(functools.partial(steps.train_step, model=model, tx=tx,
-                                   loss_fn=losses.cross_entropy, temperature_fn=lambda _: 1.0),
-                 in_shardings=(repl, sharding.data_sharded(mesh)), out_shardings=(repl, repl),
-                 donate_argnums=0)
+  step = jax.jit(
+    functools.partial(
+      steps.train_step,
+      model=model,
+      tx=tx,
+      loss_fn=losses.cross_entropy,
+      temperature_fn=lambda _: 1.0,
+    ),
+    in_shardings=(repl, sharding.data_sharded(mesh)),
+    out_shardings=(repl, repl),
+    donate_argnums=0,
+  )
   for batch in batches:
     state, _ = step(state, sharding.shard_batch(batch, mesh))
   assert state.params['stem_conv']['kernel'].sharding.is_fully_replicated
@@ -114,31 +127,39 @@ def test_eight_devices_match_one_device(local_data_dir):
     pytest.skip('needs XLA_FLAGS=--xla_force_host_platform_device_count=8')
   # ResNet-20 has BatchNorm: agreement needs global (cross-device) batch statistics; with
   # per-device statistics (8 examples each) the update would differ by tens of percent.
-  config = tiny_config(local_data_dir, **{'model.name': 'resnet20'}, batch_size=64,
-                       augment='cifar', learning_rate=0.01)
+  config = tiny_config(
+    local_data_dir, **{'model.name': 'resnet20'}, batch_size=64, augment='cifar', learning_rate=0.01
+  )
   batches = [next(input_pipeline.create_train_iterator(config, seed=0))]
   init, one = _sharded_steps(config, batches, jax.devices()[:1])
   _, eight = _sharded_steps(config, batches, jax.devices()[:8])
 
   def update(state):
-    return np.concatenate([np.ravel(np.asarray(a) - np.asarray(b)) for a, b in zip(
-        jax.tree.leaves(state.params), jax.tree.leaves(init))])
+    return np.concatenate(
+      [
+        np.ravel(np.asarray(a) - np.asarray(b))
+        for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(init))
+      ]
+    )
+
   u1, u8 = update(one), update(eight)
   # Summation order differs across devices, so compare whole updates, not single values.
   # On an AVX-512/AMX CPU the relative difference measured 1.4e-3 (XLA picks other conv
   # kernels for a per-device batch of 8 than of 64); per-device BatchNorm statistics would
   # give tens of percent, so 5e-3 still tells the two apart.
   assert np.linalg.norm(u1 - u8) < 5e-3 * np.linalg.norm(u1)
-  stats = [np.concatenate([np.ravel(x) for x in jax.tree.leaves(s.batch_stats)])
-           for s in (one, eight)]
+  stats = [
+    np.concatenate([np.ravel(x) for x in jax.tree.leaves(s.batch_stats)]) for s in (one, eight)
+  ]
   np.testing.assert_allclose(stats[0], stats[1], rtol=1e-3, atol=1e-4)
 
 
 def test_train_loop_runs_on_eight_devices(local_data_dir, tmp_path):
   if jax.device_count() < 8:
     pytest.skip('needs XLA_FLAGS=--xla_force_host_platform_device_count=8')
-  config = tiny_config(local_data_dir, num_train_steps=4, checkpoint_every_steps=2,
-                       eval_batch_size=96)
+  config = tiny_config(
+    local_data_dir, num_train_steps=4, checkpoint_every_steps=2, eval_batch_size=96
+  )
   state, results = train.train_and_evaluate(config, str(tmp_path))
   assert results['eval/num_examples'] == 500  # 500 = 5 full batches + 20 padded, masked
   assert state.params['dense_0']['kernel'].sharding.mesh.devices.size == 8
@@ -148,36 +169,68 @@ def test_train_loop_runs_on_eight_devices(local_data_dir, tmp_path):
 def test_no_recompiles_after_the_first_step(local_data_dir, tmp_path):
   compiles = []
   jax.monitoring.register_event_duration_secs_listener(
-      lambda event, _, **kw: compiles.append(event)
-      if event == '/jax/core/compile/backend_compile_duration' else None)
+    lambda event, _, **kw: (
+      compiles.append(event) if event == '/jax/core/compile/backend_compile_duration' else None
+    )
+  )
 
   def count(steps, workdir):
     jax.clear_caches()
     compiles.clear()
-    train.train_and_evaluate(tiny_config(local_data_dir, num_train_steps=steps,
-                                         log_every_steps=1), str(workdir),
-                             devices=jax.devices()[:1])
+    train.train_and_evaluate(
+      tiny_config(local_data_dir, num_train_steps=steps, log_every_steps=1),
+      str(workdir),
+      devices=jax.devices()[:1],
+    )
     return len(compiles)
 
   assert count(12, tmp_path / 'long') == count(2, tmp_path / 'short')
 
 
 # The CLI run of the SIGKILL test: tiny_config with the cifar augmentation, as flags.
-KILLED_RUN = {'augment': 'cifar', 'eval_batch_size': 100, 'checkpoint_every_steps': 2,
-              'log_every_steps': 2}
+KILLED_RUN = {
+  'augment': 'cifar',
+  'eval_batch_size': 100,
+  'checkpoint_every_steps': 2,
+  'log_every_steps': 2,
+}
 
 
 def _run_main(workdir, data_dir, steps):
   config = tiny_config(data_dir, num_train_steps=steps, **KILLED_RUN)
-  flags = [f'--config.{k}={v}' for k, v in config.items()
-           if k in ('dataset', 'ood_dataset', 'data_dir', 'augment', 'train_subset',
-                    'batch_size', 'eval_batch_size', 'metrics_batch_size', 'learning_rate',
-                    'momentum', 'weight_decay', 'lr_milestones', 'num_train_steps',
-                    'log_every_steps', 'eval_every_steps', 'checkpoint_every_steps',
-                    'metrics_every_steps')]
+  flags = [
+    f'--config.{k}={v}'
+    for k, v in config.items()
+    if k
+    in (
+      'dataset',
+      'ood_dataset',
+      'data_dir',
+      'augment',
+      'train_subset',
+      'batch_size',
+      'eval_batch_size',
+      'metrics_batch_size',
+      'learning_rate',
+      'momentum',
+      'weight_decay',
+      'lr_milestones',
+      'num_train_steps',
+      'log_every_steps',
+      'eval_every_steps',
+      'checkpoint_every_steps',
+      'metrics_every_steps',
+    )
+  ]
   flags += [f'--config.model.{k}={config.model[k]}' for k in ('name', 'width', 'depth', 'init')]
-  cmd = [sys.executable, '-m', 'rankdeficit.main', f'--config={REPO}/configs/base.py',
-         f'--workdir={workdir}', *flags]
+  cmd = [
+    sys.executable,
+    '-m',
+    'rankdeficit.main',
+    f'--config={REPO}/configs/base.py',
+    f'--workdir={workdir}',
+    *flags,
+  ]
   env = {**os.environ, 'XLA_FLAGS': '--xla_force_host_platform_device_count=1'}
   return cmd, env
 
@@ -185,12 +238,15 @@ def _run_main(workdir, data_dir, steps):
 def test_resume_after_sigkill_is_bitwise_identical(local_data_dir, tmp_path):
   num_steps = 24
   cmd, env = _run_main(tmp_path / 'killed', local_data_dir, num_steps)
-  proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL)
+  proc = subprocess.Popen(
+    cmd, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+  )
   ckpt_dir = tmp_path / 'killed' / 'checkpoints'
   deadline = time.time() + 120
   while time.time() < deadline:
-    done = [int(p.name) for p in ckpt_dir.glob('*') if p.name.isdigit()] if ckpt_dir.exists() else []
+    done = (
+      [int(p.name) for p in ckpt_dir.glob('*') if p.name.isdigit()] if ckpt_dir.exists() else []
+    )
     if done and max(done) >= 6:
       break
     time.sleep(0.05)
@@ -200,8 +256,11 @@ def test_resume_after_sigkill_is_bitwise_identical(local_data_dir, tmp_path):
   assert killed_at < num_steps, 'the run finished before it could be killed'
   subprocess.run(cmd, env=env, cwd=REPO, check=True, capture_output=True)
   # The uninterrupted reference trains in this process: the same config on one device.
-  train.train_and_evaluate(tiny_config(local_data_dir, num_train_steps=num_steps, **KILLED_RUN),
-                           str(tmp_path / 'straight'), devices=jax.devices()[:1])
+  train.train_and_evaluate(
+    tiny_config(local_data_dir, num_train_steps=num_steps, **KILLED_RUN),
+    str(tmp_path / 'straight'),
+    devices=jax.devices()[:1],
+  )
   _, _, resumed, step_a = checkpointing.load_run(str(tmp_path / 'killed'))
   _, _, straight, step_b = checkpointing.load_run(str(tmp_path / 'straight'))
   assert step_a == step_b == num_steps
@@ -212,8 +271,13 @@ def test_resume_after_sigkill_is_bitwise_identical(local_data_dir, tmp_path):
 def test_nan_keeps_the_last_good_checkpoint(local_data_dir, tmp_path, monkeypatch):
   config = tiny_config(local_data_dir, num_train_steps=4, checkpoint_every_steps=2)
   train.train_and_evaluate(config, str(tmp_path), devices=jax.devices()[:1])
-  exploding = tiny_config(local_data_dir, num_train_steps=12, checkpoint_every_steps=2,
-                          log_every_steps=2, learning_rate=1e30)
+  exploding = tiny_config(
+    local_data_dir,
+    num_train_steps=12,
+    checkpoint_every_steps=2,
+    log_every_steps=2,
+    learning_rate=1e30,
+  )
   # Continue those weights under a huge learning rate. A changed config is refused on
   # resume (config_diff, against the config stored in the checkpoint), so skip that check.
   monkeypatch.setattr(config_diff, 'check_resumable', lambda config, workdir: None)
@@ -227,20 +291,28 @@ def test_nan_keeps_the_last_good_checkpoint(local_data_dir, tmp_path, monkeypatc
 def test_divergence_before_any_log_step_stops_at_the_monitor(local_data_dir, tmp_path):
   """NaN weights reach a monitor step before a log step checks the loss: the run stops with
   the non-finite error (as a log step would), not in the metric writer's NaN histograms."""
-  config = tiny_config(local_data_dir, num_train_steps=12, log_every_steps=100,
-                       metrics_every_steps=3, learning_rate=1e30)
+  config = tiny_config(
+    local_data_dir,
+    num_train_steps=12,
+    log_every_steps=100,
+    metrics_every_steps=3,
+    learning_rate=1e30,
+  )
   with pytest.raises(FloatingPointError, match='Non-finite parameters at step 3'):
     train.train_and_evaluate(config, str(tmp_path), devices=jax.devices()[:1])
 
 
-@pytest.mark.parametrize('overrides, message', [
+@pytest.mark.parametrize(
+  'overrides, message',
+  [
     ({'model.name': 'resnet99'}, 'Unknown model'),
     ({'dataset': 'cifar11'}, 'Unknown dataset'),
     ({'temperature': 0.0}, 'temperature=0.0 is invalid'),
     ({'temperature': -1.0}, 'temperature=-1.0 is invalid'),
     ({'batch_size': 12}, 'multiple of the number of devices'),
     ({'loss': 'hinge'}, 'Unknown loss'),
-])
+  ],
+)
 def test_bad_configs_raise_clear_errors(local_data_dir, overrides, message):
   with pytest.raises(ValueError, match=message):
     validation.validate_config(tiny_config(local_data_dir, **overrides), num_devices=8)
@@ -256,13 +328,18 @@ def test_unwritable_workdir(local_data_dir, tmp_path):
   blocker = tmp_path / 'a_file'
   blocker.write_text('x')
   with pytest.raises(PermissionError, match='not writable'):
-    validation.validate_config(tiny_config(local_data_dir), str(blocker / 'run'),
-                               num_devices=1)
+    validation.validate_config(tiny_config(local_data_dir), str(blocker / 'run'), num_devices=1)
 
 
 def test_cli_reports_config_errors_without_a_traceback(tmp_path):
-  cmd = [sys.executable, '-m', 'rankdeficit.main', f'--config={REPO}/configs/quickstart.py',
-         f'--workdir={tmp_path}', '--config.temperature=0']
+  cmd = [
+    sys.executable,
+    '-m',
+    'rankdeficit.main',
+    f'--config={REPO}/configs/quickstart.py',
+    f'--workdir={tmp_path}',
+    '--config.temperature=0',
+  ]
   out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
   assert out.returncode != 0
   assert 'error: config.temperature=0.0 is invalid' in out.stderr
@@ -270,31 +347,45 @@ def test_cli_reports_config_errors_without_a_traceback(tmp_path):
 
 
 def test_vit_fine_tuning_starts_from_the_local_pretrained_file(local_data_dir, tmp_path):
-  config = tiny_config(local_data_dir, **{'model.name': 'vit_tiny'}, num_train_steps=1,
-                       learning_rate=1e-9, momentum=0.0, weight_decay=0.0)
+  config = tiny_config(
+    local_data_dir,
+    **{'model.name': 'vit_tiny'},
+    num_train_steps=1,
+    learning_rate=1e-9,
+    momentum=0.0,
+    weight_decay=0.0,
+  )
   # A "pretrained" checkpoint with 1000 classes: its head must be replaced, the rest kept.
   donor = models.create_model(config.model, 1000)
-  donor_params = donor.init(jax.random.PRNGKey(7), np.zeros((1, 32, 32, 3), np.float32),
-                            train=False)['params']
+  donor_params = donor.init(
+    jax.random.PRNGKey(7), np.zeros((1, 32, 32, 3), np.float32), train=False
+  )['params']
   path = tmp_path / 'vit.npz'
   np.savez(path, **models.vit.to_public(donor_params, num_heads=4))
   config.model.pretrained_path = str(path)
   state, _ = train.train_and_evaluate(config, str(tmp_path / 'run'), devices=jax.devices()[:1])
   got = jax.device_get(state.params)
-  np.testing.assert_allclose(got['embedding']['kernel'], donor_params['embedding']['kernel'],
-                             atol=1e-6)
+  np.testing.assert_allclose(
+    got['embedding']['kernel'], donor_params['embedding']['kernel'], atol=1e-6
+  )
   assert got['head']['kernel'].shape[-1] == 10
   config.model.pretrained_path = str(tmp_path / 'missing.npz')
   with pytest.raises(ValueError, match='does not exist'):
     validation.validate_config(config, num_devices=1)
 
 
-def test_a_signal_during_the_final_evaluation_still_stops_the_caller(local_data_dir,
-                                                                      tmp_path, monkeypatch):
+def test_a_signal_during_the_final_evaluation_still_stops_the_caller(
+  local_data_dir, tmp_path, monkeypatch
+):
   # A sweep driver trains run after run in one process: a SIGTERM that lands after the last
   # step must not be swallowed when the run completes.
-  config = tiny_config(local_data_dir, num_train_steps=2, checkpoint_every_steps=10,
-                       eval_every_steps=10, metrics_every_steps=0)
+  config = tiny_config(
+    local_data_dir,
+    num_train_steps=2,
+    checkpoint_every_steps=10,
+    eval_every_steps=10,
+    metrics_every_steps=0,
+  )
   real_evaluate = train.evaluate
 
   def signalled_evaluate(*args, **kwargs):

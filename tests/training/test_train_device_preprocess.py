@@ -1,5 +1,6 @@
 """uint8 train batches (augment imagenet/vit) through the pipeline, the jitted train step and
 a resumed run: the step's device normalisation is what the host's float batches were."""
+
 import functools
 import shutil
 
@@ -8,14 +9,14 @@ import numpy as np
 import pytest
 
 from configs import base
-from rankdeficit.run import checkpointing
-from rankdeficit.data import input_pipeline
-from rankdeficit.training import losses
 from rankdeficit import models
+from rankdeficit.data import augment
+from rankdeficit.data import input_pipeline
+from rankdeficit.run import checkpointing
+from rankdeficit.training import losses
 from rankdeficit.training import optim
 from rankdeficit.training import steps
 from rankdeficit.training import train
-from rankdeficit.data import augment
 
 
 def digits_config(augment_name='imagenet', **overrides):
@@ -43,19 +44,28 @@ def test_train_batches_are_uint8_exactly_for_the_crop_augments(augment_name):
   assert ('color_factors' in batch) == (augment_name == 'imagenet')
   want_mean = (0.5,) * 3 if augment_name == 'vit' else (0.3048,) * 3
   assert preprocess.mean == want_mean  # the statistics the host used before
-  eval_batch = next(iter(input_pipeline.create_eval_iterator(
-      config, 'digits', 'test', batch_size=32)))
+  eval_batch = next(
+    iter(input_pipeline.create_eval_iterator(config, 'digits', 'test', batch_size=32))
+  )
   assert eval_batch['image'].dtype == np.float32  # eval stays float, normalised on the host
 
 
 def _one_step(config, batch, preprocess):
   model = models.create_model(config.model, 10)
   tx = optim.create_optimizer(config, 8)
-  state = steps.create_train_state(jax.random.PRNGKey(0), model=model, tx=tx,
-                                   image_shape=(16, 16, 3))
-  step = jax.jit(functools.partial(steps.train_step, model=model, tx=tx,
-                                   loss_fn=losses.cross_entropy, temperature_fn=lambda _: 1.0,
-                                   preprocess=preprocess))
+  state = steps.create_train_state(
+    jax.random.PRNGKey(0), model=model, tx=tx, image_shape=(16, 16, 3)
+  )
+  step = jax.jit(
+    functools.partial(
+      steps.train_step,
+      model=model,
+      tx=tx,
+      loss_fn=losses.cross_entropy,
+      temperature_fn=lambda _: 1.0,
+      preprocess=preprocess,
+    )
+  )
   state, metrics = step(state, batch)
   return jax.device_get(state.params), float(metrics['loss'])
 
@@ -89,17 +99,19 @@ def test_resumed_uint8_run_is_bitwise_identical(tmp_path, caplog):
   resumed, _ = train.train_and_evaluate(config, str(tmp_path / 'b'), devices=devices)
   assert 'Resumed from checkpoint at step 2.' in caplog.text  # rather than restarting
   assert checkpointing.Checkpointer(str(tmp_path / 'b')).latest_step == 4
-  for a, b in zip(jax.tree.leaves(jax.device_get(resumed.params)),
-                  jax.tree.leaves(jax.device_get(straight.params))):
+  for a, b in zip(
+    jax.tree.leaves(jax.device_get(resumed.params)),
+    jax.tree.leaves(jax.device_get(straight.params)),
+  ):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
 def test_device_resize_canvas_is_off_unless_set_for_a_crop_augment():
   assert input_pipeline.device_resize_canvas(digits_config('imagenet')) == 0
-  assert input_pipeline.device_resize_canvas(
-      digits_config('vit', device_resize_canvas=24)) == 24
-  assert input_pipeline.device_resize_canvas(
-      digits_config('cifar', device_resize_canvas=24)) == 0  # only crop augments ship crops
+  assert input_pipeline.device_resize_canvas(digits_config('vit', device_resize_canvas=24)) == 24
+  assert (
+    input_pipeline.device_resize_canvas(digits_config('cifar', device_resize_canvas=24)) == 0
+  )  # only crop augments ship crops
 
 
 def test_train_step_on_crop_windows_equals_the_host_resized_batch():
