@@ -70,6 +70,7 @@ from rankdeficit.analysis.config import AnalysisConfig
 from rankdeficit.analysis.report import to_markdown  # noqa: F401 (public)
 from rankdeficit.analysis.report import write_plots  # noqa: F401 (public)
 from rankdeficit.run import distributed
+from rankdeficit.run import run_dir
 from rankdeficit.run import storage
 
 ANALYSIS_DIR = 'analysis'
@@ -314,7 +315,7 @@ def check_analyzable(workdir: str) -> None:
   from rankdeficit.run import config_diff
 
   path = storage.workdir_path(workdir)
-  config_path = path / config_diff.CONFIG_FILE
+  config_path = path / run_dir.CONFIG_FILE
   stored = None if config_path.exists() else checkpointing.stored_config(path)
   if not config_path.exists() and stored is None:
     raise ValueError(

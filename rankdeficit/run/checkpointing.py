@@ -29,10 +29,9 @@ import ml_collections
 import orbax.checkpoint as ocp
 
 from rankdeficit.run import integrity
+from rankdeficit.run import run_dir
 from rankdeficit.run import storage
 
-CHECKPOINT_DIR = 'checkpoints'
-CONFIG_FILE = 'config.json'
 CONFIG_ITEM = 'config'
 ITEMS = ('state', 'data_iter', CONFIG_ITEM)
 _TMP_SUFFIX = '.orbax-checkpoint-tmp'  # orbax writes step N into N.orbax-checkpoint-tmp*
@@ -80,7 +79,7 @@ def is_disk_full(error: BaseException) -> bool:
 def finished_steps(workdir: str) -> list[int]:
   """The steps of `workdir`'s finished checkpoints (orbax renames a step's folder to its
   number once it is complete), in increasing order."""
-  directory = storage.workdir_path(workdir) / CHECKPOINT_DIR
+  directory = run_dir.RunDir(workdir).checkpoints
   if not directory.exists():
     return []
   return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit())
@@ -92,7 +91,7 @@ def stored_config(workdir: str) -> dict | None:
   A step whose config files do not match its checksums is skipped (it is moved aside when
   a restore reaches it); checkpoints written before configs were stored hold none.
   """
-  directory = storage.workdir_path(workdir) / CHECKPOINT_DIR
+  directory = run_dir.RunDir(workdir).checkpoints
   for step in reversed(finished_steps(workdir)):
     step_dir = directory / str(step)
     if not (step_dir / CONFIG_ITEM).exists() or integrity.verify(step_dir, CONFIG_ITEM):
@@ -141,7 +140,7 @@ class Checkpointer:
           ocp.checkpoint_managers.PreemptionCheckpointingPolicy(),
         ]
       )
-    self._directory = storage.workdir_path(workdir) / CHECKPOINT_DIR
+    self._directory = run_dir.RunDir(workdir).checkpoints
     self._manager = ocp.CheckpointManager(
       self._directory,
       item_names=ITEMS,
@@ -276,7 +275,7 @@ class Checkpointer:
 def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
   """Writes the resolved config as JSON (process 0 only)."""
   if jax.process_index() == 0:
-    (storage.workdir_path(workdir) / CONFIG_FILE).write_text(
+    (run_dir.RunDir(workdir).config_file).write_text(
       config.to_json_best_effort(indent=2, sort_keys=True)
     )
 
@@ -289,7 +288,7 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
   shadowed by a user's own). Without config.json, the copy stored in the newest checkpoint
   is read. JSON lists become tuples, as the configs write them.
   """
-  path = storage.workdir_path(workdir) / CONFIG_FILE
+  path = run_dir.RunDir(workdir).config_file
   saved = json.loads(path.read_text()) if path.exists() else stored_config(workdir)
   if saved is None:
     raise FileNotFoundError(
@@ -350,7 +349,7 @@ def load_run(workdir: str, step: int | None = None):
 
   config = load_config(workdir)
   manager = ocp.CheckpointManager(
-    storage.workdir_path(workdir) / CHECKPOINT_DIR,
+    run_dir.RunDir(workdir).checkpoints,
     item_names=('state', 'data_iter'),
     item_handlers={
       'state': ocp.StandardCheckpointHandler(),
@@ -359,7 +358,7 @@ def load_run(workdir: str, step: int | None = None):
   )
   step = manager.latest_step() if step is None else step
   if step is None:
-    raise FileNotFoundError(f'No checkpoint in {workdir}/{CHECKPOINT_DIR}.')
+    raise FileNotFoundError(f'No checkpoint in {run_dir.RunDir(workdir).checkpoints}.')
   restored = manager.restore(
     step,
     args=ocp.args.Composite(

@@ -24,8 +24,8 @@ from etils import epath
 import jax
 import ml_collections
 
-CONFIG_FILE = 'config.json'
-CHECKPOINT_DIR = 'checkpoints'
+from rankdeficit.run import run_dir
+
 BOOKKEEPING_FIELDS = frozenset(
   {
     'log_every_steps',
@@ -98,13 +98,13 @@ def differences(saved: dict, config: ml_collections.ConfigDict) -> list[str]:
 
 
 def has_checkpoint(workdir: epath.PathLike) -> bool:
-  directory = epath.Path(workdir) / CHECKPOINT_DIR
+  directory = run_dir.RunDir(workdir).checkpoints
   return directory.exists() and any(p.name.isdigit() for p in directory.iterdir())
 
 
 def _read_config_file(workdir: epath.PathLike) -> dict | None:
   """config.json as a dict, None if absent; ValueError (one line) if it holds no config."""
-  path = epath.Path(workdir) / CONFIG_FILE
+  path = run_dir.RunDir(workdir).config_file
   if not path.exists():
     return None
   fix = 'it describes the checkpoints next to it: restore it, or choose another --workdir.'
@@ -161,7 +161,7 @@ def restore_config_file(workdir: epath.PathLike) -> bool:
   stored = checkpointing.stored_config(workdir)
   if stored is None:
     return False
-  path = epath.Path(workdir) / CONFIG_FILE
+  path = run_dir.RunDir(workdir).config_file
   if jax.process_index() == 0:
     path.write_text(json.dumps(stored, indent=2, sort_keys=True))
   logging.warning(

@@ -9,7 +9,6 @@ host sync per step.
 
 import functools
 import json
-import os
 import signal
 
 from absl import logging
@@ -25,6 +24,7 @@ from rankdeficit.plan import validation
 from rankdeficit.run import checkpointing
 from rankdeficit.run import config_diff
 from rankdeficit.run import preemption
+from rankdeficit.run import run_dir
 from rankdeficit.run import runtime
 from rankdeficit.run import storage
 from rankdeficit.run import workdir_lock
@@ -234,7 +234,7 @@ def _train_loop(
       logging.warning(
         'Stopped at step %d: saved checkpoint %s; rerun the same command to resume.',
         done,
-        os.path.join(workdir, checkpointing.CHECKPOINT_DIR, str(done)),
+        run_dir.RunDir(workdir).checkpoint(done),
       )
       raise preemption.Stopped(done, stop.signum or signal.SIGTERM)
     if evaluating:

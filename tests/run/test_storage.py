@@ -21,6 +21,7 @@ import pytest
 
 from configs import quickstart
 from rankdeficit.run import checkpointing
+from rankdeficit.run import run_dir
 from rankdeficit.run import runtime
 from rankdeficit.run import storage
 from rankdeficit.training import train
@@ -119,7 +120,7 @@ def test_a_run_saves_and_resumes_in_a_gs_workdir(fake_gcs, monkeypatch):
     train.train_and_evaluate(_config(4), BUCKET_RUN, devices=devices)
   monkeypatch.setattr(checkpointing.Checkpointer, 'save', save)
   path = storage.workdir_path(BUCKET_RUN)
-  assert (path / checkpointing.CONFIG_FILE).exists()
+  assert (path / run_dir.CONFIG_FILE).exists()
   assert (path / runtime.RUN_INFO_FILE).exists()
   assert checkpointing.Checkpointer(BUCKET_RUN).latest_step == 2
   assert not os.path.exists('gs:')  # nothing went to <cwd>/gs:/...

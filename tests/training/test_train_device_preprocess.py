@@ -13,6 +13,7 @@ from rankdeficit import models
 from rankdeficit.data import augment
 from rankdeficit.data import input_pipeline
 from rankdeficit.run import checkpointing
+from rankdeficit.run import run_dir
 from rankdeficit.training import losses
 from rankdeficit.training import optim
 from rankdeficit.training import steps
@@ -93,7 +94,7 @@ def test_resumed_uint8_run_is_bitwise_identical(tmp_path, caplog):
   straight, _ = train.train_and_evaluate(config, str(tmp_path / 'a'), devices=devices)
   # A run killed after saving step 2: the same workdir without its last checkpoint.
   shutil.copytree(tmp_path / 'a', tmp_path / 'b')
-  shutil.rmtree(tmp_path / 'b' / checkpointing.CHECKPOINT_DIR / '4')
+  shutil.rmtree(run_dir.RunDir(tmp_path / 'b').checkpoint(4))
   assert checkpointing.Checkpointer(str(tmp_path / 'b')).latest_step == 2
   caplog.set_level('INFO', logger='absl')  # whatever another test left absl's level at
   resumed, _ = train.train_and_evaluate(config, str(tmp_path / 'b'), devices=devices)
