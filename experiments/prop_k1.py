@@ -29,12 +29,12 @@ def rank2_logits(key: jax.Array, n: int) -> jax.Array:
   return jnp.matmul(a, a.T, precision='highest')
 
 
-def main(argv=None):
-  args = parse_args(__doc__.splitlines()[0], argv, seeds=(int, 5, 'random draws per n'))
-  sizes = (5, 10) if args.quick else (5, 10, 20, 50, 100)
-  seeds = 2 if args.quick else args.seeds
-  scales = np.logspace(-1, 5, 13 if args.quick else 61).astype(np.float32)
-  key = jax.random.PRNGKey(args.seed)
+def rank_curves(key: jax.Array, sizes, seeds: int, scales: np.ndarray):
+  """Draws `seeds` matrices ``B`` per ``n`` in `sizes` and ranks ``softmax(c B)`` over `scales`.
+
+  Returns {n: mean rank per scale} and the table rows (n, ranks of B, max rank of the
+  softmax, draws reaching rank n, median smallest scale reaching it).
+  """
   curves, rows = {}, []
   for n in sizes:
     pre, post = [], []
@@ -56,8 +56,13 @@ def main(argv=None):
         float(np.nanmedian(first_full)),
       ]
     )
+  return curves, rows
+
+
+def _write_table(outdir: str, seeds: int, rows: list[list]) -> None:
+  """Writes the per-n ranks (``.md`` and ``.csv``)."""
   save_table(
-    args.outdir,
+    outdir,
     NAME,
     [
       'n',
@@ -69,25 +74,38 @@ def main(argv=None):
     rows,
     title='Proposition K.1: B = A~ A~^T (rank 2) vs rank(softmax(c B)), float32 numerical rank',
   )
-  from experiments.figures import verdicts  # pylint: disable=import-outside-toplevel
 
-  verdicts.append_theory(args.outdir, NAME, not args.quick and args.seeds == 5 and args.seed == 0)
 
+def _plot(outdir: str, scales: np.ndarray, curves: dict) -> None:
+  """Draws the mean ``rank(softmax(c B)) / n`` over the scale ``c``, one line per n."""
   import matplotlib
 
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt
 
   fig, ax = plt.subplots(figsize=(5, 3.5))
-  for n in sizes:
-    ax.plot(scales, curves[n] / n, label=f'n = {n}')
+  for n, curve in curves.items():
+    ax.plot(scales, curve / n, label=f'n = {n}')
   ax.set_xscale('log')
   ax.set_xlabel('scale c')
   ax.set_ylabel('rank(softmax(c B)) / n')
   ax.set_title('rank(B) = 2')
   ax.legend()
-  save_figure(fig, args.outdir, NAME)
+  save_figure(fig, outdir, NAME)
   plt.close(fig)
+
+
+def main(argv=None):
+  args = parse_args(__doc__.splitlines()[0], argv, seeds=(int, 5, 'random draws per n'))
+  sizes = (5, 10) if args.quick else (5, 10, 20, 50, 100)
+  seeds = 2 if args.quick else args.seeds
+  scales = np.logspace(-1, 5, 13 if args.quick else 61).astype(np.float32)
+  curves, rows = rank_curves(jax.random.PRNGKey(args.seed), sizes, seeds, scales)
+  _write_table(args.outdir, seeds, rows)
+  from experiments.figures import verdicts  # pylint: disable=import-outside-toplevel
+
+  verdicts.append_theory(args.outdir, NAME, not args.quick and args.seeds == 5 and args.seed == 0)
+  _plot(args.outdir, scales, curves)
   return rows
 
 

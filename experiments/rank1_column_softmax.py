@@ -37,23 +37,33 @@ def column_softmax_stats(a: jax.Array, temperatures: np.ndarray):
   )
 
 
-def main(argv=None):
-  args = parse_args(__doc__.splitlines()[0], argv, n=(int, 5, 'matrix size'))
-  n = args.n
-  key_u, key_v = jax.random.split(jax.random.PRNGKey(args.seed))
+def rank1_matrix(seed: int, n: int) -> jax.Array:
+  """``A = u v^T`` with ``u, v ~ U(-1, 1)^n`` drawn from `seed`."""
+  key_u, key_v = jax.random.split(jax.random.PRNGKey(seed))
   u = jax.random.uniform(key_u, (n,), minval=-1.0, maxval=1.0)
   v = jax.random.uniform(key_v, (n,), minval=-1.0, maxval=1.0)
-  a = jnp.outer(u, v)
-  temperatures = np.logspace(-3, 2, 16 if args.quick else 101)
-  gram, sv, ranks = column_softmax_stats(a, temperatures)
+  return jnp.outer(u, v)
 
-  argmax_row = np.argmax(np.asarray(jax.nn.softmax(a / 1e-3, axis=0)), axis=0)
+
+def argmax_rows(a: jax.Array) -> np.ndarray:
+  """Per column of ``A``, the row its column softmax concentrates on as ``T -> 0``."""
+  return np.argmax(np.asarray(jax.nn.softmax(a / 1e-3, axis=0)), axis=0)
+
+
+def pair_means(gram: np.ndarray, argmax_row: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """Per T, mean ``<s_i, s_j>`` over pairs i != j of same / different argmax row (NaN: none)."""
+  n = len(argmax_row)
   same = (argmax_row[:, None] == argmax_row[None, :]) & ~np.eye(n, dtype=bool)
   diff = argmax_row[:, None] != argmax_row[None, :]
-  gap = sv[:, 0] - sv[:, -1]
   mean_same = np.where(same.any(), (gram * same).sum((1, 2)) / max(same.sum(), 1), np.nan)
   mean_diff = np.where(diff.any(), (gram * diff).sum((1, 2)) / max(diff.sum(), 1), np.nan)
+  return mean_same, mean_diff
 
+
+def _write_table(outdir, temperatures, gap, sv, ranks, pairs, argmax_row) -> None:
+  """Writes the table at 11 temperatures spread over the sweep (``.md`` and ``.csv``)."""
+  n = len(argmax_row)
+  mean_same, mean_diff = pairs
   show = np.unique(np.linspace(0, len(temperatures) - 1, 11).astype(int))
   rows = [
     [
@@ -75,7 +85,7 @@ def main(argv=None):
     'mean <s_i,s_j> different argmax',
   ]
   save_table(
-    args.outdir,
+    outdir,
     NAME,
     header,
     rows,
@@ -85,6 +95,9 @@ def main(argv=None):
     ),
   )
 
+
+def _plot(outdir, temperatures, gap, ranks, gram, argmax_row) -> None:
+  """Draws the gap and rank (top) and every column pair's inner product (bottom) over T."""
   import matplotlib
 
   matplotlib.use('Agg')
@@ -97,6 +110,7 @@ def main(argv=None):
   ax_r.set_ylabel('numerical rank', color='tab:red')
   ax_top.set_ylabel(r'$\sigma_1(S) - \sigma_n(S)$')
   ax_top.legend(loc='upper left')
+  n = len(argmax_row)
   for i in range(n):
     for j in range(i + 1, n):
       style = '-' if argmax_row[i] == argmax_row[j] else '--'
@@ -104,8 +118,20 @@ def main(argv=None):
   ax_bot.set_xscale('log')
   ax_bot.set_xlabel('temperature T')
   ax_bot.set_ylabel(r'$\langle s_i, s_j \rangle$ (solid: same argmax)')
-  save_figure(fig, args.outdir, NAME)
+  save_figure(fig, outdir, NAME)
   plt.close(fig)
+
+
+def main(argv=None):
+  args = parse_args(__doc__.splitlines()[0], argv, n=(int, 5, 'matrix size'))
+  a = rank1_matrix(args.seed, args.n)
+  temperatures = np.logspace(-3, 2, 16 if args.quick else 101)
+  gram, sv, ranks = column_softmax_stats(a, temperatures)
+  argmax_row = argmax_rows(a)
+  gap = sv[:, 0] - sv[:, -1]
+  pairs = pair_means(gram, argmax_row)
+  _write_table(args.outdir, temperatures, gap, sv, ranks, pairs, argmax_row)
+  _plot(args.outdir, temperatures, gap, ranks, gram, argmax_row)
   return temperatures, gap, ranks
 
 

@@ -47,6 +47,46 @@ def _band(ax, x, mean, std, **style):
   ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2, lw=0)
 
 
+def _draw_temperature(top, bottom, runs: list[dict], temperature: float, colour: str):
+  """Draws one temperature's seed bands: probe accuracies on `top`, effective rank on `bottom`.
+
+  Returns the probed layers and their x positions.
+  """
+  layers = list(runs[0]['id_probe_accuracy'])
+  x = np.arange(1, len(layers) + 1)
+  t = f'T={temperature:g}'
+  curves = [(top, 'id_probe_accuracy', {'marker': 'o'}, f'{t} ID ({len(runs)} seeds)')]
+  if runs[0].get('ood_probe_accuracy'):
+    curves.append((top, 'ood_probe_accuracy', {'marker': 's', 'ls': '--'}, f'{t} OOD'))
+  if bottom is not None and runs[0].get('representation_effective_rank'):
+    curves.append((bottom, 'representation_effective_rank', {'marker': 'o'}, t))
+  for ax, key, style, label in curves:
+    _band(ax, x, *_curve(runs, key, layers), color=colour, ms=3, label=label, **style)
+  return layers, x
+
+
+def _label_column(top, bottom, layers: list[str], x: np.ndarray, title: str) -> None:
+  """Labels one setting's column: layer ticks, grids, legends, title, y axes (no rank row: None)."""
+  for ax in (top, bottom) if bottom is not None else (top,):
+    ax.set_xticks(x, layers, rotation=45, ha='right', fontsize=7)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+  top.set_title(title, fontsize=8)
+  top.set_ylim(0, 1)
+  top.set_ylabel('linear probe accuracy')
+  if bottom is not None:
+    bottom.set_yscale('log')
+    bottom.set_ylabel('effective rank (ID test)')
+
+
+def _save_png(fig, path: str) -> None:
+  """Writes `fig` to `path` as a PNG that a reader never sees half written."""
+  # Per-process temporary name: two reproduce_table1 calls may draw into one outdir.
+  tmp = f'{path}.tmp{os.getpid()}'
+  fig.savefig(tmp, format='png', dpi=100)
+  os.replace(tmp, path)
+
+
 def plot_probe_profiles(records: list[dict], path: str) -> None:
   """Writes the figure described in the module docstring for `records` to `path` (PNG).
 
@@ -69,55 +109,11 @@ def plot_probe_profiles(records: list[dict], path: str) -> None:
   for col, (name, by_t) in enumerate(settings.items()):
     top, bottom = axes[0, col], axes[-1, col] if ranks else None
     for i, (temperature, runs) in enumerate(sorted(by_t.items())):
-      layers = list(runs[0]['id_probe_accuracy'])
-      x = np.arange(1, len(layers) + 1)
-      colour = f'C{i}'
-      _band(
-        top,
-        x,
-        *_curve(runs, 'id_probe_accuracy', layers),
-        color=colour,
-        marker='o',
-        ms=3,
-        label=f'T={temperature:g} ID ({len(runs)} seeds)',
-      )
-      if runs[0].get('ood_probe_accuracy'):
-        _band(
-          top,
-          x,
-          *_curve(runs, 'ood_probe_accuracy', layers),
-          color=colour,
-          marker='s',
-          ms=3,
-          ls='--',
-          label=f'T={temperature:g} OOD',
-        )
-      if bottom is not None and runs[0].get('representation_effective_rank'):
-        _band(
-          bottom,
-          x,
-          *_curve(runs, 'representation_effective_rank', layers),
-          color=colour,
-          marker='o',
-          ms=3,
-          label=f'T={temperature:g}',
-        )
-    for ax in (top, bottom) if ranks else (top,):
-      ax.set_xticks(x, layers, rotation=45, ha='right', fontsize=7)
-      ax.grid(alpha=0.3)
-      ax.legend(fontsize=7)
-    top.set_title(runs[0].get('label') or name, fontsize=8)
-    top.set_ylim(0, 1)
-    top.set_ylabel('linear probe accuracy')
-    if ranks:
-      bottom.set_yscale('log')
-      bottom.set_ylabel('effective rank (ID test)')
+      layers, x = _draw_temperature(top, bottom, runs, temperature, f'C{i}')
+    _label_column(top, bottom, layers, x, runs[0].get('label') or name)
   fig.tight_layout()
-  # Per-process temporary name: two reproduce_table1 calls may draw into one outdir.
-  tmp = f'{path}.tmp{os.getpid()}'
-  fig.savefig(tmp, format='png', dpi=100)
+  _save_png(fig, path)
   plt.close(fig)
-  os.replace(tmp, path)  # a reader never sees half a PNG
 
 
 def main(argv):

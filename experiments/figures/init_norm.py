@@ -117,6 +117,56 @@ def _trained_temperature(run) -> float:
   return float(run.train_results.get('init/temperature', run.config.get('temperature', 1.0)))
 
 
+def _draw_runs(ax, request: Request, runs, color, calibrated: bool) -> list[tuple[float, str]]:
+  """Scatters and labels each run at (n0, final rank); returns (rank, caption phrase) per run."""
+  scheme, out = _scheme(request), []
+  for run in runs:
+    rank, norm = final_penultimate_rank(run), run.train_results['init/logits_norm']
+    t = _trained_temperature(run)
+    ax.scatter([norm], [rank], color=color)
+    ax.annotate(scheme + (f' (T={t:.2g})' if calibrated else ''), (norm, rank), fontsize=7)
+    temperature = f', T {t:.3g}' if calibrated else ''
+    out.append((rank, f'{scheme}: init norm {norm:.3g}{temperature}, final rank {rank:.0f}'))
+  return out
+
+
+def _by_trained_temperature(runs) -> dict:
+  """`runs` grouped by the temperature they trained at (rounded to 6 decimals)."""
+  by_t = {}
+  for run in runs:
+    by_t.setdefault(round(_trained_temperature(run), 6), []).append(run)
+  return by_t
+
+
+def _label_app_e_axes(axes) -> None:
+  """Log n0 x axes, panel titles, grids and the shared y label of Figure 17's three panels."""
+  for ax, title in zip(axes, _F17_PANELS):
+    ax.set_xscale('log')
+    ax.set_xlabel('initial logits norm n0')
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+  axes[0].set_ylabel('final rank of the penultimate layer')
+
+
+def _app_e_caption(ranks: list[list[float]], text: list[list[str]]) -> str:
+  """Figure 17's caption from each panel's final ranks and per-run phrases (left to right)."""
+  spread = '; '.join(
+    f'{name}: final ranks {min(r):.0f}-{max(r):.0f}'
+    for name, r in zip(('left', 'middle', 'right'), ranks)
+    if r
+  )
+  left, middle, right = ('; '.join(phrases) for phrases in text)
+  return (
+    'Initialisation scheme -> logits norm at initialisation n0 (x) -> rank of the '
+    'penultimate representation after training (y, monitor batch). Left (paper: top): '
+    'T = 1. Middle (paper: middle): every scheme trained at T = n0 / '
+    f'{F17_TARGET_NORM:g} (`target_logits_norm`, T chosen at step 0), so all start at the '
+    f'same effective norm n0 / T = {F17_TARGET_NORM:g}. Right (paper: bottom): T = 1 with '
+    f'LayerNorm after every hidden layer. {spread}. Left: {left}. Middle: {middle}. '
+    f'Right: {right}.'
+  )
+
+
 def render_app_e(ctx: Context) -> None:
   """Figure 17: initial logits norm vs final penultimate rank; top, middle (calibrated T),
   bottom (LayerNorm) of the paper drawn left to right."""
@@ -134,52 +184,18 @@ def render_app_e(ctx: Context) -> None:
       missing.append(request.variant)
       continue
     panel = _panel(request)
-    for run in runs:
-      rank, norm = final_penultimate_rank(run), run.train_results['init/logits_norm']
-      t = _trained_temperature(run)
-      axes[panel].scatter([norm], [rank], color=colors[_scheme(request)])
-      label = _scheme(request) + (f' (T={t:.2g})' if panel == 1 else '')
-      axes[panel].annotate(label, (norm, rank), fontsize=7)
+    color = colors[_scheme(request)]
+    for rank, phrase in _draw_runs(axes[panel], request, runs, color, calibrated=panel == 1):
       ranks[panel].append(rank)
-      text[panel].append(
-        f'{_scheme(request)}: init norm {norm:.3g}'
-        + (f', T {t:.3g}' if panel == 1 else '')
-        + f', final rank {rank:.0f}'
-      )
-    by_t = {}
-    for run in runs:
-      by_t.setdefault(round(_trained_temperature(run), 6), []).append(run)
-    lines.append(ctx.describe(request, by_t))
+      text[panel].append(phrase)
+    lines.append(ctx.describe(request, _by_trained_temperature(runs)))
   if not lines:
     raise MissingRuns('no App. E run')
-  for ax, title in zip(axes, _F17_PANELS):
-    ax.set_xscale('log')
-    ax.set_xlabel('initial logits norm n0')
-    ax.set_title(title, fontsize=9)
-    ax.grid(alpha=0.3)
-  axes[0].set_ylabel('final rank of the penultimate layer')
+  _label_app_e_axes(axes)
   fig.tight_layout()
-  spread = '; '.join(
-    f'{name}: final ranks {min(r):.0f}-{max(r):.0f}'
-    for name, r in zip(('left', 'middle', 'right'), ranks)
-    if r
-  )
   ctx.save_figure(
     fig,
-    'Initialisation scheme -> logits norm at initialisation n0 (x) -> rank of the '
-    'penultimate representation after training (y, monitor batch). Left (paper: top): '
-    'T = 1. Middle (paper: middle): every scheme trained at T = n0 / '
-    f'{F17_TARGET_NORM:g} (`target_logits_norm`, T chosen at step 0), so all start at the '
-    f'same effective norm n0 / T = {F17_TARGET_NORM:g}. Right (paper: bottom): T = 1 with '
-    'LayerNorm after every hidden layer. '
-    + spread
-    + '. Left: '
-    + '; '.join(text[0])
-    + '. Middle: '
-    + '; '.join(text[1])
-    + '. Right: '
-    + '; '.join(text[2])
-    + '.',
+    _app_e_caption(ranks, text),
     lines,
     ('Not finished (diverged or not trained): ' + ', '.join(missing) + '.') if missing else '',
   )

@@ -97,6 +97,68 @@ def render_probes(ctx: Context, request: Request, same: SameRuns | None = None) 
   )
 
 
+def _probe_sets(analysis: dict) -> list[tuple[str, str]]:
+  """The (probe accuracy key, dataset name) pairs `analysis` has: ID, then OOD."""
+  return [
+    (key, name)
+    for key, name in (
+      ('id_probe_accuracy', analysis['dataset']),
+      ('ood_probe_accuracy', analysis.get('ood_dataset') or 'OOD'),
+    )
+    if analysis.get(key)
+  ]
+
+
+def overlay_accuracy(runs, key: str, relative: bool) -> tuple[list[str], np.ndarray]:
+  """Layers and per-run `key` probe accuracies of one temperature's `runs` (see `relative`).
+
+  `relative`: over the layers of the probe convention, ID accuracies divided by the last
+  layer's and OOD accuracies by the best layer's (NaN where that reference is not positive).
+  """
+  analysis = runs[0].analysis
+  layers = convention_layers(analysis, key) if relative else list(analysis.get(key) or {})
+  acc = np.asarray([[r.analysis[key].get(l, np.nan) for l in layers] for r in runs])
+  if relative:
+    ref = acc[:, -1:] if key == 'id_probe_accuracy' else np.nanmax(acc, axis=1, keepdims=True)
+    acc = acc / np.where(ref > 0, ref, np.nan)
+  return layers, acc
+
+
+def _draw_overlay_panel(ax, runs: dict, key: str, name: str, relative: bool) -> None:
+  """One probe set's panel: a line per temperature (seed mean), labelled axes and legend."""
+  for t in sorted(runs):
+    layers, acc = overlay_accuracy(runs[t], key, relative)
+    x = np.arange(1, len(layers) + 1)
+    test = mean_std([r.analysis.get('test_accuracy') for r in runs[t]])[0]
+    ax.plot(x, np.nanmean(acc, axis=0), 'o-', ms=3, label=f'T = {t:g} (test acc {pct(test)})')
+    ax.set_xticks(x, layers, rotation=70, fontsize=6)
+  if relative and key == 'id_probe_accuracy':
+    ax.axhline(KAPPA_THRESHOLD, color='k', ls=':', lw=1)
+    ax.set_ylabel("ID probe accuracy / last layer's")
+  elif relative:
+    ax.set_ylabel("OOD probe accuracy / best layer's")
+  else:
+    ax.set_ylabel('linear probe accuracy')
+    ax.set_ylim(0, 1)
+  ax.set_title(f'{name} ({"ID" if key == "id_probe_accuracy" else "OOD"} probes)', fontsize=9)
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=7)
+
+
+_OVERLAY_CAPTION = (
+  "Accuracy of a linear probe on each layer's representation, one panel per probe "
+  "set (ID data, OOD data) and one line per temperature (legend: the run's test "
+  'accuracy), mean over seeds. '
+)
+_RELATIVE_OVERLAY_CAPTION = (
+  'Per layer of the probe convention (hidden layers + logits under `paper`), the ID '
+  "probe accuracy divided by the last layer's (kappa: the first layer at or above "
+  'the dotted 99% line, over the number of layers) and the OOD probe accuracy '
+  "divided by the best layer's (rho: 1 minus the last point), one line per "
+  'temperature, mean over seeds. '
+)
+
+
 def render_probe_overlay(
   ctx: Context, request: Request, relative: bool = False, same: SameRuns | None = None
 ) -> None:
@@ -109,57 +171,13 @@ def render_probe_overlay(
   plt = pyplot()
   runs = ctx.runs(request)
   temps = sorted(runs)
-  first = runs[temps[0]][0].analysis
-  sets = [
-    (key, name)
-    for key, name in (
-      ('id_probe_accuracy', first['dataset']),
-      ('ood_probe_accuracy', first.get('ood_dataset') or 'OOD'),
-    )
-    if first.get(key)
-  ]
+  sets = _probe_sets(runs[temps[0]][0].analysis)
   fig, axes = plt.subplots(1, len(sets), figsize=(5.2 * len(sets), 3.6), squeeze=False)
   for ax, (key, name) in zip(axes[0], sets):
-    for t in temps:
-      rs = runs[t]
-      layers = (
-        convention_layers(rs[0].analysis, key) if relative else list(rs[0].analysis.get(key) or {})
-      )
-      acc = np.asarray([[r.analysis[key].get(l, np.nan) for l in layers] for r in rs])
-      if relative:
-        ref = acc[:, -1:] if key == 'id_probe_accuracy' else np.nanmax(acc, axis=1, keepdims=True)
-        acc = acc / np.where(ref > 0, ref, np.nan)
-      x = np.arange(1, len(layers) + 1)
-      test = mean_std([r.analysis.get('test_accuracy') for r in rs])[0]
-      ax.plot(x, np.nanmean(acc, axis=0), 'o-', ms=3, label=f'T = {t:g} (test acc {pct(test)})')
-      ax.set_xticks(x, layers, rotation=70, fontsize=6)
-    if relative and key == 'id_probe_accuracy':
-      ax.axhline(KAPPA_THRESHOLD, color='k', ls=':', lw=1)
-      ax.set_ylabel("ID probe accuracy / last layer's")
-    elif relative:
-      ax.set_ylabel("OOD probe accuracy / best layer's")
-    else:
-      ax.set_ylabel('linear probe accuracy')
-      ax.set_ylim(0, 1)
-    ax.set_title(f'{name} ({"ID" if key == "id_probe_accuracy" else "OOD"} probes)', fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    _draw_overlay_panel(ax, runs, key, name, relative)
   summary = [_summary(runs[t], t) for t in temps]
   fig.tight_layout()
-  if relative:
-    what = (
-      'Per layer of the probe convention (hidden layers + logits under `paper`), the ID '
-      "probe accuracy divided by the last layer's (kappa: the first layer at or above "
-      'the dotted 99% line, over the number of layers) and the OOD probe accuracy '
-      "divided by the best layer's (rho: 1 minus the last point), one line per "
-      'temperature, mean over seeds. '
-    )
-  else:
-    what = (
-      "Accuracy of a linear probe on each layer's representation, one panel per probe "
-      "set (ID data, OOD data) and one line per temperature (legend: the run's test "
-      'accuracy), mean over seeds. '
-    )
+  what = _RELATIVE_OVERLAY_CAPTION if relative else _OVERLAY_CAPTION
   ctx.save_figure(
     fig,
     _opening(ctx, request, same) + what + '; '.join(summary) + '.',
