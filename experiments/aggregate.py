@@ -2,12 +2,12 @@
 
     python -m experiments.aggregate --sweep=configs/sweeps/table9.py [--root=runs/sweeps]
 
-Reads `<root>/<sweep>/<point>/analysis/analysis.json` of the points whose job finished
-(`rankdeficit.sweep.point_status` == 'done'), groups the points by their overrides without
-`seed`, and writes `<root>/<sweep>/table.md` and `table.csv` (each written whole, then
-renamed over the previous one, so a reader never sees half a table). Points still running,
-killed or diverged are listed under the table, so it is safe to run at any time while the
-sweep's jobs are still going.
+Reads `<root>/<sweep>/<point>/analysis/analysis.json` of the points that finished and were
+analysed (`rankdeficit.experiment.is_done(workdir, analysed=True)`), groups the points by
+their overrides without `seed`, and writes `<root>/<sweep>/table.md` and `table.csv` (each
+written whole, then renamed over the previous one, so a reader never sees half a table).
+Points still running, killed or diverged are listed under the table, so it is safe to run
+at any time while the sweep's jobs are still going.
 """
 
 from __future__ import annotations
@@ -21,7 +21,9 @@ from absl import app
 from absl import flags
 import numpy as np
 
+from rankdeficit import experiment
 from rankdeficit import sweep as sweep_lib
+from rankdeficit.run import run_dir
 from rankdeficit.run import storage
 
 # (key of the flattened analysis, column title, shown as a percentage)
@@ -41,7 +43,7 @@ def _record(analysis: dict[str, Any]) -> dict[str, Any]:
   return {**analysis, 'neco_auroc': det.get('auroc')}
 
 
-def _group_key(point: sweep_lib.Point) -> tuple:
+def _group_key(point: experiment.Point) -> tuple:
   stem = os.path.splitext(os.path.basename(point.config))[0]
   return (stem,) + tuple((k, v) for k, v in point.overrides.items() if k != 'seed')
 
@@ -51,12 +53,11 @@ def collect(sweep: sweep_lib.Sweep) -> tuple[list[dict], dict[str, list[str]]]:
   groups: dict[tuple, list[dict]] = {}
   others: dict[str, list[str]] = {}
   for point in sweep.points:
-    state = sweep_lib.point_status(point)['state']
-    path = storage.workdir_path(point.workdir) / 'analysis' / 'analysis.json'
-    if state != 'done' or not path.exists():
-      others.setdefault(state, []).append(point.name)
+    if not experiment.is_done(point.workdir, analysed=True):
+      others.setdefault(sweep_lib.point_status(point)['state'], []).append(point.name)
       continue
-    groups.setdefault(_group_key(point), []).append(_record(storage.read_json(path)))
+    analysis = storage.read_json(run_dir.RunDir(point.workdir).analysis_file)
+    groups.setdefault(_group_key(point), []).append(_record(analysis))
   rows = []
   for key, records in groups.items():
     row = {'config': key[0], **dict(key[1:]), 'seeds': len(records)}

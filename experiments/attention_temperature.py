@@ -9,7 +9,7 @@ Issue 12.1. Every attention layer applies softmax(q k^T / (tau sqrt(d_head))), t
 temperature softmax with its own temperature tau (`model.attention_temperature`); the
 output softmax has T (`temperature`). For tau in {0.25, 1, 4} x T in {1, 100} x seeds, it
 trains the CPU-sized ViT of `configs/vit_c10_cpu.py` from scratch (runs that finished are
-skipped, killed ones resume: `experiments.figures.runs.ensure_run`), analyses each run once
+skipped, killed ones resume: `rankdeficit.experiment.run_point`), analyses each run once
 (kappa / rho), then renders from the run directories alone
 (`experiments/figures/beyond_attention.py`) `attention_temperature.png`, `.md` (caption +
 tables) and `.csv` into --outdir. Runs live in `<runs_dir>/vit_c10-tau<tau>/T<T>_s<seed>/`
@@ -44,12 +44,12 @@ from absl import logging
 
 from experiments.figures import beyond_attention
 from experiments.figures.render import MissingRuns
-from experiments.figures.runs import ANALYSIS
 from experiments.figures.runs import Request
 from experiments.figures.runs import Setting
-from experiments.figures.runs import ensure_run
 from experiments.figures.runs import load_run
+from experiments.figures.runs import point
 from experiments.figures.runs import run_dir
+from rankdeficit import experiment
 from rankdeficit.analysis.config import AnalysisConfig
 
 OUTDIR = os.path.join('experiments', 'results', 'beyond_cpu')
@@ -180,7 +180,7 @@ def train_missing(args: argparse.Namespace) -> None:
   setting = QUICK if args.quick else FULL
   for workdir, req, t, s in plan(args):
     try:
-      ensure_run(workdir, setting, req, t, s, data_dir=args.data_dir)
+      experiment.run_point(point(setting, req, t, s, workdir=workdir, data_dir=args.data_dir))
     except FloatingPointError as e:  # diverged: reported, left out of the figure
       logging.warning('%s diverged, left out: %s', workdir, e)
 
@@ -199,7 +199,7 @@ def load_groups(args: argparse.Namespace) -> dict[tuple[float, float], list]:
 def describe_plan(args: argparse.Namespace) -> str:
   setting = QUICK if args.quick else FULL
   runs = plan(args)
-  todo = [w for w, *_ in runs if not os.path.exists(os.path.join(w, ANALYSIS))]
+  todo = [w for w, *_ in runs if not experiment.is_done(w, analysed=True)]
   return (
     f'{len(runs)} runs ({len(args.taus)} tau x {len(args.temperatures)} T x '
     f'{args.seeds} seeds) of {setting.label} under {args.runs_dir}; {len(todo)} to '

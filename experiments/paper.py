@@ -6,9 +6,9 @@
         [--outdir=DIR] [--runs_dir=DIR]
     python -m experiments.paper --preset=paper     # the paper's configs (clusters)
 
-For each selected entry of `experiments.figures.REGISTRY` it trains the runs the entry
-needs that are not finished (`rankdeficit.training.train.train_and_evaluate`; a killed run resumes
-from its checkpoint), analyses them once (`rankdeficit.analyze.analyze_run`), then renders
+For each selected entry of `experiments.figures.REGISTRY` it hands the runs the entry needs
+to `rankdeficit.experiment.run_point` (a finished run is skipped, a killed one resumes from
+its checkpoint, each is analysed once, and its compact record is written), then renders
 the entry from the run directories alone into `--outdir` (default
 `experiments/results/paper_<preset>/`): `figure_<N>.png` + `figure_<N>.md`, or
 `table_<N>.md` + `table_<N>.csv`. `--render_only` never trains: it reads each run from its
@@ -36,11 +36,11 @@ from absl import logging
 from experiments import records
 from experiments.figures import REGISTRY
 from experiments.figures import presets
+from experiments.figures import runs as runs_lib
 from experiments.figures.render import Context
 from experiments.figures.render import Entry
 from experiments.figures.render import MissingRuns
-from experiments.figures.runs import ensure_run
-from experiments.figures.runs import load_run
+from rankdeficit import experiment
 
 RESULTS = os.path.join(os.path.dirname(__file__), 'results')
 
@@ -135,17 +135,20 @@ def list_entries(ctx: Context, keys: Sequence[str]) -> str:
 def train_missing(
   ctx: Context, entry: Entry, data_dir: str | None, settings: Sequence[str] = ()
 ) -> None:
-  """Trains/analyses the entry's missing runs (only of `settings` when given)."""
+  """Trains/analyses the entry's missing runs (only of `settings` when given); every finished
+  run's compact record is (re)written."""
+
+  def write_record(finished: experiment.Finished) -> None:
+    records.write_record(finished.workdir, ctx.record_dir(finished.workdir))
+
   for workdir, (setting, request, t, s) in planned_runs(ctx, entry).items():
     if settings and setting.name not in settings:
       continue
+    point = runs_lib.point(setting, request, t, s, workdir=workdir, data_dir=data_dir)
     try:
-      ensure_run(workdir, setting, request, t, s, data_dir=data_dir)
+      experiment.run_point(point, on_finished=write_record)
     except FloatingPointError as e:  # diverged (the paper: "did not finish successfully")
       logging.warning('%s failed, left out of the figures: %s', workdir, e)
-      continue
-    if load_run(workdir, t, s) is not None:
-      records.write_record(workdir, ctx.record_dir(workdir))
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, str]:

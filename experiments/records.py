@@ -25,15 +25,17 @@ import shutil
 
 import numpy as np
 
+from rankdeficit.run import run_dir
 from rankdeficit.training import monitor_log
 
 SCALARS = 'scalars.json'
+# Paths inside the run directory, kept as they are.
 FILES = (
-  'config.json',
-  'train_results.json',
-  os.path.join('analysis', 'analysis.json'),
-  os.path.join('monitor', 'metrics.jsonl'),
-  os.path.join('monitor', 'order.json'),
+  run_dir.CONFIG_FILE,
+  run_dir.TRAIN_RESULTS_FILE,
+  os.path.join(run_dir.ANALYSIS_DIR, run_dir.ANALYSIS_FILE),
+  os.path.join(run_dir.MONITOR_DIR, monitor_log.METRICS_FILE),
+  os.path.join(run_dir.MONITOR_DIR, monitor_log.ORDER_FILE),
 )
 
 
@@ -49,7 +51,7 @@ def write_record(workdir: str, dest: str) -> int:
   for record in history.records:  # arrays as JSON text: no binary files in the repository
     arrays = history.arrays(record['step'])
     if arrays:
-      name = os.path.join(tmp, 'monitor', f'arrays_{record["step"]:09d}.json')
+      name = os.path.join(tmp, run_dir.MONITOR_DIR, f'arrays_{record["step"]:09d}.json')
       with open(name, 'w') as f:
         json.dump({k: _shortest_float32(v) for k, v in arrays.items()}, f, separators=(',', ':'))
   scalars = event_scalars(workdir)

@@ -3,13 +3,12 @@
     python -m experiments.reproduce_table1 --preset=cpu [--seeds=3] \
         [--outdir=experiments/results/table1_cpu] [--data_dir=data/tfds]
 
-For every (experiment, temperature, seed) of the preset: train with
-`rankdeficit.training.train.train_and_evaluate` into `<outdir>/runs/<exp>_T<T>_s<seed>/` (resumes a
-killed run; a finished run is not retrained), analyse it with
-`rankdeficit.analyze.analyze_run` (skipped when its analysis.json exists, unless --force),
-write its compact record (`experiments.records`: no checkpoints) to
-`<outdir>/records/<exp>_T<T>_s<seed>/`, then aggregate mean +- std over seeds into
-`<outdir>/table1.md` and `<outdir>/table1.csv`,
+For every (experiment, temperature, seed) of the preset, `rankdeficit.experiment.run_point`
+trains it into `<outdir>/runs/<exp>_T<T>_s<seed>/` (resumes a killed run; a finished run,
+one with train_results.json, is not retrained), analyses it (skipped when its analysis.json
+exists, unless --force) and writes its compact record (`experiments.records`: no
+checkpoints) to `<outdir>/records/<exp>_T<T>_s<seed>/`; then `experiments.table1`
+aggregates mean +- std over seeds into `<outdir>/table1.md` and `<outdir>/table1.csv`,
 next to the paper's numbers (SPEC section 5). Every run's analysis is also appended to
 `<outdir>/runs.jsonl`, and `<outdir>/probe_profiles.png` draws every setting's per-layer
 probe accuracies and effective ranks over seeds (`experiments.table1_plot`).
@@ -28,26 +27,25 @@ Presets:
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import importlib
-import io
-import json
-import math
 import os
-import time
 from typing import Any
 
 from absl import app
 from absl import flags
 from absl import logging
-import numpy as np
 
 from experiments import records
 from experiments import table1_plot
-from rankdeficit.analysis import probe_layers
+from experiments.table1 import aggregate
+from experiments.table1 import to_markdown
+from experiments.table1 import write_runs
+from experiments.table1 import write_tables
+from rankdeficit import experiment
 from rankdeficit.analysis.config import AnalysisConfig
 from rankdeficit.run import distributed
+from rankdeficit.run import run_dir
+from rankdeficit.run import storage
 from rankdeficit.training import monitor_log
 
 
@@ -57,23 +55,10 @@ class Experiment:
   config: str  # module in configs/
   overrides: tuple[tuple[str, Any], ...] = ()  # dotted config keys
   temperatures: tuple[float, ...] = (1.0, 100.0)
-  paper: str | None = None  # key of PAPER_TABLE1 to compare with
+  paper: str | None = None  # key of table1.PAPER_TABLE1 to compare with
   analysis: AnalysisConfig = AnalysisConfig()  # the analyze_run options
   label: str = ''
 
-
-# Paper Table 1 (kappa %, rho %, SR): baseline (T=1) and low logit norm.
-PAPER_TABLE1 = {
-  'CIFAR-10 / MLP': ((75, 67, 9), (38, 78, 9)),
-  'CIFAR-10 / ResNet18': ((100, 29, 9), (67, 54, 9)),
-  'CIFAR-10 / ResNet20': ((100, 10, 9), (75, 34, 9)),
-  'CIFAR-100 / ResNet18': ((100, 19, 99), (83, 50, 59)),
-  'CIFAR-100 / ResNet34': ((100, 16, 99), (68, 51, 72)),
-  'ImageNet-100 / ResNet34': ((100, 6, 99), (85, 52, 42)),
-  'ImageNet-100 / ResNet50': ((100, 5, 99), (78, 50, 27)),
-  'ImageNet-1k / ResNet34': ((100, 5, 512), (82, 23, 122)),
-  'ImageNet-1k / ResNet50': ((100, 5, 947), (78, 22, 128)),
-}
 
 _SMOKE_TRAIN = (
   ('model.width', 32),
@@ -283,37 +268,29 @@ PRESETS: dict[str, dict[str, Any]] = {
   ),
 }
 
-# Metrics aggregated over seeds: (key in the analysis, column title, percent?).
-METRICS = (
-  ('test_accuracy', 'test acc', True),
-  ('kappa', f'kappa ({probe_layers.DEFAULT_CONVENTION} conv.)', True),
-  ('rho', f'rho ({probe_layers.DEFAULT_CONVENTION} conv.)', True),
-  ('solution_rank', 'SR', False),
-  ('post_softmax_rank', 'post-softmax rank', False),
-  ('logits_norm_mean', 'logits norm (mean/sample)', False),
-  ('init_logits_norm', 'init logits norm', False),
-  ('orthodev', 'OrthoDev', False),
-  ('neco_auroc', 'NECO AUROC', True),
-  ('neco_fpr95', 'NECO FPR95 (NECO conv.)', True),
-)
 
-
-# kappa / rho under every convention of rankdeficit.analysis.probe_layers (second table).
-CONVENTION_METRICS = tuple(
-  (f'{name}_{conv}', f'{name} ({conv})', True)
-  for name in ('kappa', 'rho')
-  for conv in probe_layers.CONVENTIONS
-)
+def point(
+  exp: Experiment,
+  temperature: float,
+  seed: int,
+  *,
+  outdir: str,
+  data_dir: str | None,
+  analysis_overrides: dict | None = None,
+) -> experiment.Point:
+  """The experiment point of one run: `exp`'s config and overrides at (T, seed), trained in
+  `<outdir>/runs/<run_name>`, analysed with `exp.analysis` + `analysis_overrides`."""
+  overrides = {**dict(exp.overrides), 'temperature': float(temperature), 'seed': int(seed)}
+  if data_dir is not None:
+    overrides['data_dir'] = data_dir
+  analysis = exp.analysis.replace(data_dir=data_dir, **(analysis_overrides or {}))
+  workdir = os.path.join(outdir, 'runs', run_name(exp, temperature, seed))
+  return experiment.Point(exp.config, overrides, workdir, analysis)
 
 
 def make_config(exp: Experiment, temperature: float, seed: int, data_dir: str | None):
-  config = importlib.import_module(f'configs.{exp.config}').get_config()
-  config.update_from_flattened_dict(dict(exp.overrides))  # dotted keys
-  config.temperature = float(temperature)
-  config.seed = int(seed)
-  if data_dir is not None:
-    config.data_dir = data_dir
-  return config
+  """The run's locked config (`experiment.build_config` of its point)."""
+  return experiment.build_config(point(exp, temperature, seed, outdir='', data_dir=data_dir))
 
 
 def run_name(exp: Experiment, temperature: float, seed: int) -> str:
@@ -331,56 +308,45 @@ def run_one(
   analysis_overrides: dict | None = None,
   stage: str = 'all',
 ) -> dict | None:
-  """Trains (or resumes / reuses) and analyses one run; returns the flat analysis record.
+  """Trains (or resumes / reuses) and analyses one run; returns its runs.jsonl record.
 
   `stage='train'` only trains (returns None); `stage='analyze'` only analyses runs that
   finished training (returns None for the others). `analysis_overrides`: flat
-  `AnalysisConfig` overrides (`{'probe_epochs': 10}`) applied over `exp.analysis`.
+  `AnalysisConfig` overrides (`{'probe_epochs': 10}`) applied over `exp.analysis`. The
+  compact record goes to `<outdir>/records/<run_name>` (`experiment.run_point`'s hook).
   """
-  # pylint: disable-next=import-outside-toplevel
-  from rankdeficit import analyze
-  from rankdeficit.data import input_pipeline
-  from rankdeficit.training import train
+  name = run_name(exp, temperature, seed)
+  finished = experiment.run_point(
+    point(
+      exp,
+      temperature,
+      seed,
+      outdir=outdir,
+      data_dir=data_dir,
+      analysis_overrides=analysis_overrides,
+    ),
+    stage=stage,
+    force=force,
+    on_finished=lambda f: records.write_record(f.workdir, os.path.join(outdir, 'records', name)),
+  )
+  if finished is None or stage == 'train':
+    return None
+  return run_record(exp, temperature, seed, finished)
 
-  workdir = os.path.join(outdir, 'runs', run_name(exp, temperature, seed))
-  os.makedirs(workdir, exist_ok=True)
-  analysis_path = os.path.join(workdir, analyze.ANALYSIS_DIR, 'analysis.json')
-  record_path = os.path.join(workdir, 'train_results.json')
-  t0 = time.perf_counter()
-  if stage == 'analyze' and not os.path.exists(record_path):
-    logging.info('%s has not finished training: skipped.', workdir)
-    return None
-  if stage != 'analyze' and (force or not os.path.exists(record_path)):
-    config = make_config(exp, temperature, seed, data_dir)
-    _, results = train.train_and_evaluate(config, workdir)
-    results = {k: float(v) for k, v in results.items()}
-    results['train_seconds'] = time.perf_counter() - t0
-    num_train = input_pipeline.dataset_info(config.dataset, config.data_dir).num_train
-    results['num_train'] = min(num_train, config.train_subset or num_train)
-    if distributed.is_main_process():
-      with open(record_path, 'w') as f:
-        json.dump(results, f, indent=2)
-    distributed.barrier('train_results_written')
-  with open(record_path) as f:
-    train_results = json.load(f)
-  if 'init/logits_norm' not in train_results:  # resumed run: the step-0 value is in its logs
-    _, values = monitor_log.read_event_scalars(workdir, 'init/').get('init/logits_norm', ((), ()))
-    if len(values):
-      train_results['init/logits_norm'] = float(values[0])
-  if stage == 'train':
-    return None
-  if force or not os.path.exists(analysis_path):
-    a = analyze.analyze_run(
-      workdir, exp.analysis.replace(data_dir=data_dir, **(analysis_overrides or {}))
-    )
-  else:
-    with open(analysis_path) as f:
-      a = json.load(f)
-  if distributed.is_main_process():
-    records.write_record(workdir, os.path.join(outdir, 'records', run_name(exp, temperature, seed)))
-  rec = records.flat_record(a)
-  with open(os.path.join(workdir, 'config.json')) as f:
-    config = json.load(f)
+
+def _init_logits_norm(workdir: str, train_results: dict) -> float | None:
+  """The step-0 logits norm: in train_results.json, or (a resumed run) in its events."""
+  if 'init/logits_norm' in train_results:
+    return train_results['init/logits_norm']
+  _, values = monitor_log.read_event_scalars(workdir, 'init/').get('init/logits_norm', ((), ()))
+  return float(values[0]) if len(values) else None
+
+
+def run_record(exp: Experiment, temperature: float, seed: int, finished) -> dict:
+  """The runs.jsonl record of a finished, analysed run (`experiment.Finished`)."""
+  workdir, train_results = finished.workdir, finished.train_results
+  config = storage.read_json(run_dir.RunDir(workdir).config_file)
+  rec = records.flat_record(finished.analysis)
   rec.update(
     experiment=exp.name,
     label=exp.label,
@@ -393,159 +359,11 @@ def run_one(
     depth=config['model']['depth'],
     num_epochs=config['num_epochs'],
     num_train=train_results.get('num_train'),
-    init_logits_norm=train_results.get('init/logits_norm'),
+    init_logits_norm=_init_logits_norm(workdir, train_results),
     train_seconds=train_results.get('train_seconds'),
-    analysis_seconds=a['timings_s']['total'],
+    analysis_seconds=finished.analysis['timings_s']['total'],
   )
   return rec
-
-
-def aggregate(records: list[dict]) -> list[dict]:
-  """Mean/std over seeds per (experiment, temperature)."""
-  groups: dict[tuple, list[dict]] = {}
-  for r in records:
-    groups.setdefault((r['experiment'], r['temperature']), []).append(r)
-  rows = []
-  for (exp, temp), rs in groups.items():
-    row = {
-      'experiment': exp,
-      'label': rs[0]['label'],
-      'paper': rs[0]['paper'],
-      'temperature': temp,
-      'seeds': len(rs),
-      'num_classes': rs[0].get('num_classes'),
-      'solution_rank_bound': rs[0].get('solution_rank_bound'),
-    }
-    for key, _, _ in METRICS + CONVENTION_METRICS:
-      vals = [r.get(key) for r in rs]
-      vals = np.asarray([v for v in vals if v is not None], np.float64)
-      row[f'{key}_mean'] = float(vals.mean()) if vals.size else None
-      row[f'{key}_std'] = float(vals.std(ddof=1)) if vals.size > 1 else (0.0 if vals.size else None)
-      row[f'{key}_n'] = int(vals.size)
-    rows.append(row)
-  return rows
-
-
-def _pm(row, key, pct):
-  m, s = row.get(f'{key}_mean'), row.get(f'{key}_std')
-  if m is None or (isinstance(m, float) and math.isnan(m)):
-    return 'n/a'
-  if pct:
-    return f'{100 * m:.0f}% ± {100 * s:.0f}' if row['seeds'] > 1 else f'{100 * m:.0f}%'
-  if abs(m) >= 100 or float(m).is_integer():
-    return f'{m:.1f} ± {s:.1f}' if row['seeds'] > 1 else f'{m:.4g}'
-  return f'{m:.3g} ± {s:.2g}' if row['seeds'] > 1 else f'{m:.3g}'
-
-
-def to_markdown(rows: list[dict], preset: str) -> str:
-  lines = [
-    f'# Table 1 reproduction (preset `{preset}`)',
-    '',
-    "kappa / rho / SR as mean ± std over seeds (this run) next to the paper's numbers "
-    '(full scale; baseline T=1, "low logit norm" here T=100). '
-    'kappa: effective depth (ID probes), rho: OOD generalization loss (OOD probes), '
-    'SR: numerical rank of the test-set logits. FPR95 uses the NECO convention '
-    '(ID positive).',
-    '',
-  ]
-  head = ['setting', 'T', 'seeds'] + [title for _, title, _ in METRICS] + ['paper kappa / rho / SR']
-  lines += ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
-  for row in rows:
-    paper = PAPER_TABLE1.get(row['paper'] or '')
-    ref = 'n/a'
-    if paper:
-      k, r, sr = paper[0] if row['temperature'] == 1 else paper[1]
-      regime = 'baseline' if row['temperature'] == 1 else 'low logit norm'
-      ref = f'{k}% / {r}% / {sr} ({row["paper"]}, {regime})'
-    cells = [row['label'] or row['experiment'], f'{row["temperature"]:g}', str(row['seeds'])]
-    cells += [_pm(row, key, pct) for key, _, pct in METRICS]
-    sr_note = ''
-    if row.get('solution_rank_bound') is not None:
-      sr_note = f' (max {row["solution_rank_bound"]})'
-    cells[3 + [m[0] for m in METRICS].index('solution_rank')] += sr_note
-    lines.append('| ' + ' | '.join(cells + [ref]) + ' |')
-  lines += [
-    '',
-    '## kappa and rho under every probe convention',
-    '',
-    'Conventions (rankdeficit/analysis/probe_layers.py): '
-    + '; '.join(f'`{c}` = {d}' for c, d in probe_layers.DESCRIPTIONS.items())
-    + '.',
-    '',
-  ]
-  head = ['setting', 'T', 'seeds'] + [title for _, title, _ in CONVENTION_METRICS]
-  lines += ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
-  for row in rows:
-    cells = [row['label'] or row['experiment'], f'{row["temperature"]:g}', str(row['seeds'])]
-    cells += [_pm(row, key, pct) for key, _, pct in CONVENTION_METRICS]
-    lines.append('| ' + ' | '.join(cells) + ' |')
-  lines.append('')
-  return '\n'.join(lines)
-
-
-def _write_atomically(path: str, text: str) -> None:
-  """Readers (another call on the same outdir) see the old file or the new one, never half."""
-  tmp = f'{path}.tmp{os.getpid()}'
-  with open(tmp, 'w', newline='') as f:
-    f.write(text)
-  os.replace(tmp, path)
-
-
-def write_tables(rows: list[dict], outdir: str, preset: str) -> None:
-  _write_atomically(os.path.join(outdir, 'table1.md'), to_markdown(rows, preset))
-  fields = (
-    ['experiment', 'label', 'temperature', 'seeds']
-    + [f'{k}_{s}' for k, _, _ in METRICS + CONVENTION_METRICS for s in ('mean', 'std')]
-    + ['paper', 'paper_kappa', 'paper_rho', 'paper_sr']
-  )
-  text = io.StringIO()
-  w = csv.DictWriter(text, fieldnames=fields, extrasaction='ignore')
-  w.writeheader()
-  for row in rows:
-    paper = PAPER_TABLE1.get(row['paper'] or '')
-    extra = {}
-    if paper:
-      k, r, sr = paper[0] if row['temperature'] == 1 else paper[1]
-      extra = {'paper_kappa': k / 100, 'paper_rho': r / 100, 'paper_sr': sr}
-    w.writerow({**row, **extra})
-  _write_atomically(os.path.join(outdir, 'table1.csv'), text.getvalue())
-
-
-# Per-run fields kept in runs.jsonl (one line per run, rewritten on every update).
-RUN_FIELDS = (
-  'experiment',
-  'init',
-  'augment',
-  'depth',
-  'temperature',
-  'seed',
-  'num_train',
-  'num_epochs',
-  'run',
-  'test_accuracy',
-  'probe_convention',
-  'kappa',
-  'rho',
-  'kappa_by_convention',
-  'rho_by_convention',
-  'solution_rank',
-  'post_softmax_rank',
-  'logits_norm_mean',
-  'init_logits_norm',
-  'orthodev',
-  'neco_auroc',
-  'neco_fpr95',
-  'id_probe_accuracy',
-  'ood_probe_accuracy',
-  'representation_rank',
-  'representation_effective_rank',
-  'train_seconds',
-  'analysis_seconds',
-  'label',
-  'paper',
-  'num_classes',
-  'solution_rank_bound',
-)
 
 
 def _points(spec, seeds, only, temperatures):
@@ -559,6 +377,14 @@ def _points(spec, seeds, only, temperatures):
         yield exp, temperature, seed
 
 
+def _checked_points(spec, seeds, only, temperatures, data_dir) -> list[tuple]:
+  """`_points`, each config built first: a bad override stops the preset before it trains."""
+  points = list(_points(spec, seeds, only, temperatures))
+  for exp, temperature, seed in points:
+    make_config(exp, temperature, seed, data_dir)
+  return points
+
+
 def merge_records(recorded: dict, made: dict, spec) -> list[dict]:
   """Every record of the preset's experiments: those already in runs.jsonl, updated by this
   call's `made` ones, in point order (seed, experiment, T). A call restricted by --only,
@@ -567,13 +393,6 @@ def merge_records(recorded: dict, made: dict, spec) -> list[dict]:
   merged = {key: rec for key, rec in recorded.items() if key[0] in order}
   merged.update(made)
   return [merged[key] for key in sorted(merged, key=lambda k: (k[2], order[k[0]], k[1]))]
-
-
-def write_runs(records: list[dict], outdir: str) -> None:
-  _write_atomically(
-    os.path.join(outdir, 'runs.jsonl'),
-    ''.join(json.dumps({k: rec.get(k) for k in RUN_FIELDS}) + '\n' for rec in records),
-  )
 
 
 def reproduce(
@@ -595,18 +414,19 @@ def reproduce(
 
   Finished runs are not retrained and analysed runs are not re-analysed (unless `force`),
   so calling it again continues an interrupted preset; points already in `runs.jsonl`
-  (committed by an earlier session, whose run directories are gone) are reused as they are. `stage`
-  = 'train' | 'analyze' |
-  'all' (see `run_one`). `analysis_overrides`: flat `AnalysisConfig` overrides for every
-  run (an unknown key raises ValueError here, before anything trains).
+  (committed by an earlier session, whose run directories are gone) are reused as they are.
+  `stage` = 'train' | 'analyze' | 'all' (see `run_one`). `analysis_overrides`: flat
+  `AnalysisConfig` overrides for every run; an unknown key in them or in a point's config
+  overrides raises ValueError here, before anything trains.
   """
   AnalysisConfig.from_overrides(analysis_overrides)
   spec = PRESETS[preset]
   seeds = int(seeds or spec['seeds'])
+  points = _checked_points(spec, seeds, only, temperatures, data_dir)
   outdir = outdir or os.path.join('experiments', 'results', f'table1_{preset}')
   os.makedirs(outdir, exist_ok=True)
   made, recorded = {}, records.read_runs(outdir)
-  for exp, temperature, seed in _points(spec, seeds, only, temperatures):
+  for exp, temperature, seed in points:
     logging.info('=== %s T=%g seed=%d ===', exp.name, temperature, seed)
     key = (exp.name, float(temperature), int(seed))
     if key in recorded and not force:

@@ -19,18 +19,21 @@ A sweep file (configs/sweeps/*.py) defines `get_sweep()` returning a dict:
   'probe_epochs': 10}`; `{}`: the defaults; an unknown key stops the sweep); the job then
   also writes workdir/analysis/, which `python -m experiments.aggregate` turns into tables.
 
-Each point trains in `<root>/<sweep name>/<point name>`, the name built from the overrides
-that differ between points (`resnet50_in1k_temperature-100_seed-2`); a job resumes its
-point's latest checkpoint, so resubmitting a sweep skips the finished points (done or
-diverged) and resumes the killed and failed ones.
-Before anything is submitted (and for `--dry_run`), every point's config is built and
-checked (`validation.validate_fields`); a bad point stops the sweep with one line naming
-it and the field. A job's state lives in its workdir (see `point_status`):
-`sweep_job.json` (written at submission: job id, submitit folder), `sweep_status.json`
-(written at start, end and failure by process 0) and a heartbeat file refreshed every
-minute, so a job killed without notice (preemption, timeout) shows as `killed` rather than
-`running`, and one that died before it started (its submitit result, its pid, or SLURM's
-sacct says so) as `failed`.
+Each point is an `experiment.Point` and trains in `<root>/<sweep name>/<point name>`, the
+name built from the overrides that differ between points
+(`resnet50_in1k_temperature-100_seed-2`). A job is `experiment.run_point` (config, train,
+analyse, done-marker): it resumes its point's latest checkpoint and skips what is done, so
+resubmitting a sweep skips the finished points (done or diverged) and resumes the killed
+and failed ones.
+Before anything is submitted (and for `--dry_run`), every point's config is built
+(`experiment.build_config`) and checked (`validation.validate_fields`); a bad point stops
+the sweep with one line naming it and the field. A point is `done` when `experiment.is_done`
+says so (its train_results.json, and its analysis when the sweep asks for one); the rest of
+a job's state lives in its workdir (see `point_status`): `sweep_job.json` (written at
+submission: job id, submitit folder), `sweep_status.json` (written at start, end and
+failure by process 0) and a heartbeat file refreshed every minute, so a job killed without
+notice (preemption, timeout) shows as `killed` rather than `running`, and one that died
+before it started (its submitit result, its pid, or SLURM's sacct says so) as `failed`.
 Multi-node points (`nodes` x `ntasks_per_node` > 1 processes) start JAX's distributed
 runtime from SLURM's environment (`config.distributed=True`).
 """
@@ -54,14 +57,13 @@ from absl import app
 from absl import flags
 from absl import logging
 from etils import epath
-import ml_collections
 
+from rankdeficit import experiment
 from rankdeficit.analysis.config import AnalysisConfig
+from rankdeficit.run import run_dir
 from rankdeficit.run import storage
 from rankdeficit.run import workdir_lock
 
-STATUS_FILE = 'sweep_status.json'
-JOB_FILE = 'sweep_job.json'
 # The checkout holding rankdeficit/ and configs/: relative config paths are read from here.
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HEARTBEAT_FILE = 'sweep_heartbeat'
@@ -84,24 +86,9 @@ _SLURM_ENDED = (
 
 
 @dataclasses.dataclass(frozen=True)
-class Point:
-  """One training run of a sweep."""
-
-  config: str  # absolute path of the base config file
-  overrides: dict[str, Any]
-  workdir: str
-  analyze: AnalysisConfig | None  # None: train only
-  num_processes: int = 1
-
-  @property
-  def name(self) -> str:
-    return os.path.basename(self.workdir.rstrip('/'))
-
-
-@dataclasses.dataclass(frozen=True)
 class Sweep:
   name: str
-  points: list[Point]
+  points: list[experiment.Point]  # config: an absolute path
   slurm: dict[str, Any]
 
 
@@ -165,34 +152,9 @@ def load_sweep(path: str, root: str = 'runs/sweeps') -> Sweep:
       )
     names.add(pname)
     workdir = os.fspath(storage.workdir_path(root) / name / pname)
-    points.append(
-      Point(
-        config, {k: v for k, v in overrides.items() if k != 'config'}, workdir, analysis, processes
-      )
-    )
+    overrides = {k: v for k, v in overrides.items() if k != 'config'}
+    points.append(experiment.Point(config, overrides, workdir, analysis, processes))
   return Sweep(name, points, slurm)
-
-
-def build_config(point: Point):
-  """The point's locked ConfigDict: base config + overrides (unknown keys rejected)."""
-  config = _load_module(point.config).get_config()
-  for key, value in point.overrides.items():
-    *parents, leaf = key.split('.')
-    node = config
-    for part in parents + [leaf]:
-      if not isinstance(node, ml_collections.ConfigDict) or part not in node:
-        raise ValueError(f'Unknown config field {key!r} in a sweep point; see configs/base.py.')
-      parent, node = node, node[part]
-    try:
-      parent[leaf] = value
-    except TypeError as e:  # ml_collections: a value of another type than the field's
-      raise ValueError(
-        f'config field {key!r} cannot be set to {value!r} in a sweep point ({e}).'
-      ) from e
-  if point.num_processes > 1:
-    config.distributed = True
-  config.lock()
-  return config
 
 
 def job_devices(sweep: Sweep, executor: str) -> int | None:
@@ -219,7 +181,7 @@ def check_points(sweep: Sweep, num_devices: int | None = None) -> None:
 
   for point in sweep.points:
     try:
-      validation.validate_fields(build_config(point), num_devices)
+      validation.validate_fields(experiment.build_config(point), num_devices)
     except ValueError as e:
       raise ValueError(f'sweep {sweep.name}, point {point.name}: {e}') from e
 
@@ -229,7 +191,9 @@ def _write_status(workdir: epath.Path, state: str, **extra) -> None:
 
   if distributed.is_main_process():
     storage.write_json(
-      workdir / STATUS_FILE, {'state': state, 'time': time.time(), **extra}, indent=2
+      run_dir.RunDir(workdir).sweep_status_file,
+      {'state': state, 'time': time.time(), **extra},
+      indent=2,
     )
 
 
@@ -239,29 +203,34 @@ def _heartbeat(workdir: epath.Path, stop: threading.Event) -> None:
     stop.wait(HEARTBEAT_S)
 
 
-class TrainPoint:
-  """The submitit job of one point: train (resuming), then analyse; record the state."""
+def _numbers(results: dict[str, Any]) -> dict[str, Any]:
+  return {k: v for k, v in results.items() if isinstance(v, (int, float))}
 
-  def __init__(self, point: Point):
+
+def _start(point: experiment.Point, workdir: epath.Path, stop: threading.Event) -> None:
+  """Starts the point's distributed runtime (its config says whether), records `running`
+  and keeps the heartbeat until `stop`."""
+  from rankdeficit.run import distributed  # pylint: disable=import-outside-toplevel
+
+  distributed.initialize(auto=experiment.build_config(point).distributed)
+  _write_status(workdir, 'running', job_id=os.environ.get('SLURM_JOB_ID'))
+  if distributed.is_main_process():
+    threading.Thread(target=_heartbeat, args=(workdir, stop), daemon=True).start()
+
+
+class TrainPoint:
+  """The submitit job of one point: `experiment.run_point`, its state recorded."""
+
+  def __init__(self, point: experiment.Point):
     self.point = point
 
   def __call__(self) -> dict[str, Any]:
-    from rankdeficit import analyze  # pylint: disable=import-outside-toplevel
-    from rankdeficit.run import distributed
-    from rankdeficit.training import train
-
     workdir = storage.workdir_path(self.point.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     stop = threading.Event()
     try:  # every failure, building the config included, is recorded as 'failed'
-      config = build_config(self.point)
-      distributed.initialize(auto=config.distributed)
-      _write_status(workdir, 'running', job_id=os.environ.get('SLURM_JOB_ID'))
-      if distributed.is_main_process():
-        threading.Thread(target=_heartbeat, args=(workdir, stop), daemon=True).start()
-      _, results = train.train_and_evaluate(config, self.point.workdir)
-      if self.point.analyze is not None:
-        analyze.analyze_run(self.point.workdir, self.point.analyze)
+      _start(self.point, workdir, stop)
+      finished = experiment.run_point(self.point)
     except FloatingPointError as e:
       _write_status(workdir, 'diverged', error=str(e))
       return {'state': 'diverged', 'error': str(e)}
@@ -270,7 +239,7 @@ class TrainPoint:
       raise
     finally:
       stop.set()
-    results = {k: v for k, v in results.items() if isinstance(v, (int, float))}
+    results = _numbers(finished.train_results)
     _write_status(workdir, 'done', results=results)
     return results
 
@@ -281,15 +250,19 @@ class TrainPoint:
     return submitit.helpers.DelayedSubmission(TrainPoint(self.point))
 
 
-def point_status(point: Point) -> dict[str, Any]:
+def point_status(point: experiment.Point) -> dict[str, Any]:
   """{'state': ..., ...} of a point, from its workdir (and its job, once submitted).
 
-  States: `not submitted`; `pending` (submitted, not started); `running`; `killed` (no
-  heartbeat for STALE_AFTER_S); `failed` (the job recorded an error, or ended before it
-  started); `diverged`; `done`.
+  States: `done` (`experiment.is_done`: trained, and analysed when the sweep asks for it;
+  with the results of its train_results.json); `not submitted`; `pending` (submitted, not
+  started); `running`; `killed` (no heartbeat for STALE_AFTER_S); `failed` (the job recorded
+  an error, ended before it started, or recorded `done` without the done-marker);
+  `diverged`.
   """
-  workdir = storage.workdir_path(point.workdir)
-  status_path, job_path = workdir / STATUS_FILE, workdir / JOB_FILE
+  if experiment.is_done(point.workdir, analysed=point.analysis is not None):
+    return {'state': 'done', 'results': _numbers(experiment.read_train_results(point.workdir))}
+  rd = run_dir.RunDir(point.workdir)
+  status_path, job_path = rd.sweep_status_file, rd.sweep_job_file
   status = storage.read_json(status_path) if status_path.exists() else None
   job = storage.read_json(job_path) if job_path.exists() else None
   if job is not None and (status is None or status.get('time', 0) < job.get('time', 0)):
@@ -299,12 +272,20 @@ def point_status(point: Point) -> dict[str, Any]:
     return {'state': 'pending', 'job_id': job.get('job_id')}
   if status is None:
     return {'state': 'not submitted'}
+  if status['state'] == 'done':  # by a job of older code, or its files were deleted since
+    return {'state': 'failed', 'error': _not_done(point)}
   if status['state'] == 'running':
-    beat = workdir / HEARTBEAT_FILE
+    beat = rd.root / HEARTBEAT_FILE
     last = float(beat.read_text()) if beat.exists() else status['time']
     if time.time() - last > STALE_AFTER_S:
       status['state'] = 'killed'
   return status
+
+
+def _not_done(point: experiment.Point) -> str:
+  rd = run_dir.RunDir(point.workdir)
+  missing = rd.analysis_file if experiment.is_done(point.workdir) else rd.train_results_file
+  return f'recorded done, but {missing} is missing; resubmit it to finish the run (it resumes)'
 
 
 def _ended_before_start(job: dict[str, Any]) -> str | None:
@@ -379,7 +360,7 @@ def sbatch_text(sweep: Sweep, log_dir: str, num_points: int) -> str:
   )
 
 
-def to_submit(sweep: Sweep) -> list[Point]:
+def to_submit(sweep: Sweep) -> list[experiment.Point]:
   """Points that need a job: not submitted, killed and failed ones (pending, running and
   finished ones are skipped)."""
   return [
@@ -387,13 +368,15 @@ def to_submit(sweep: Sweep) -> list[Point]:
   ]
 
 
-def _record_job(point: Point, job, executor: str, log_dir: str, submitted: float) -> None:
+def _record_job(
+  point: experiment.Point, job, executor: str, log_dir: str, submitted: float
+) -> None:
   """workdir/sweep_job.json: which job runs the point, so `point_status` can tell a job
   that died before it started from one still queued."""
-  workdir = storage.workdir_path(point.workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
+  rd = run_dir.RunDir(point.workdir)
+  rd.root.mkdir(parents=True, exist_ok=True)
   storage.write_json(
-    workdir / JOB_FILE,
+    rd.sweep_job_file,
     {
       'job_id': str(job.job_id),
       'executor': executor,

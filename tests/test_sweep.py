@@ -1,5 +1,6 @@
 """Sweeps through submitit: the local executor runs the same job objects SLURM would."""
 
+import dataclasses
 import os
 from pathlib import Path
 import subprocess
@@ -9,8 +10,10 @@ import time
 import pytest
 
 from experiments import aggregate
+from rankdeficit import experiment
 from rankdeficit import sweep
 from rankdeficit.analysis.config import AnalysisConfig
+from rankdeficit.run import run_dir
 from rankdeficit.run import storage
 
 REPO = Path(__file__).resolve().parents[1]
@@ -27,7 +30,7 @@ def test_every_sweep_loads_with_distinct_workdirs(name, num_points, tmp_path):
   assert len({p.workdir for p in s.points}) == num_points
   for point in s.points:
     assert point.workdir.startswith(os.path.join(str(tmp_path), name) + '/')
-    sweep.build_config(point)  # every override names a real config field
+    experiment.build_config(point)  # every override names a real config field
 
 
 def test_point_names_come_from_the_overrides():
@@ -40,19 +43,19 @@ def test_point_names_come_from_the_overrides():
 
 def test_unknown_override_is_rejected(tmp_path):
   point = sweep.load_sweep(str(SWEEPS / 'smoke.py'), str(tmp_path)).points[0]
-  bad = sweep.Point(point.config, {'temprature': 10.0}, point.workdir, None)
+  bad = experiment.Point(point.config, {'temprature': 10.0}, point.workdir, None)
   with pytest.raises(ValueError, match="'temprature'"):
-    sweep.build_config(bad)
+    experiment.build_config(bad)
 
 
 def test_analysis_options_become_an_analysis_config(tmp_path):
-  smoke = sweep.load_sweep(str(SWEEPS / 'smoke.py'), str(tmp_path)).points[0].analyze
+  smoke = sweep.load_sweep(str(SWEEPS / 'smoke.py'), str(tmp_path)).points[0].analysis
   assert smoke == AnalysisConfig.from_overrides(
     {'ood_dataset': '', 'probe_epochs': 2, 'probe_batch_size': 256, 'max_dims': 256, 'plots': False}
   )
   assert smoke.probe.num_epochs == 2 and smoke.probe.learning_rate == 1e-3
   # `{}` analyses with the defaults (it used to skip the analysis).
-  assert sweep.load_sweep(str(SWEEPS / 'table6.py'), str(tmp_path)).points[0].analyze == (
+  assert sweep.load_sweep(str(SWEEPS / 'table6.py'), str(tmp_path)).points[0].analysis == (
     AnalysisConfig()
   )
   bad = tmp_path / 'bad.py'
@@ -70,7 +73,9 @@ def test_a_killed_point_is_resubmitted_and_a_running_one_is_not(tmp_path):
   for point, beat in ((running, time.time()), (killed, time.time() - 3600)):
     workdir = storage.workdir_path(point.workdir)
     workdir.mkdir(parents=True)
-    storage.write_json(workdir / sweep.STATUS_FILE, {'state': 'running', 'time': beat})
+    storage.write_json(
+      run_dir.RunDir(workdir).sweep_status_file, {'state': 'running', 'time': beat}
+    )
     (workdir / sweep.HEARTBEAT_FILE).write_text(str(beat))
   assert [sweep.point_status(p)['state'] for p in s.points] == ['running', 'killed']
   assert sweep.to_submit(s) == [killed]
@@ -121,6 +126,9 @@ def test_local_smoke_sweep_runs_then_skips_and_aggregates(tmp_path, monkeypatch)
   assert len(rows) == 2 and '| 1 |' in rows[0]  # T=1 and T=100, one seed each
   for point in s.points:
     assert (Path(point.workdir) / 'analysis' / 'analysis.json').exists()
+    assert experiment.is_done(point.workdir, analysed=True)  # the one done-marker
+    marker = experiment.read_train_results(point.workdir)
+    assert marker['train_seconds'] > 0 and 'eval/accuracy' in marker
 
 
 def _sweep_file(path: Path, points) -> Path:
@@ -196,7 +204,7 @@ def _record(point, job_id: str, *, submitted: float, executor='local', status=No
   folder = Path(point.workdir).parent / 'submitit'
   folder.mkdir(exist_ok=True)
   storage.write_json(
-    workdir / sweep.JOB_FILE,
+    run_dir.RunDir(workdir).sweep_job_file,
     {
       'job_id': job_id,
       'executor': executor,
@@ -206,7 +214,9 @@ def _record(point, job_id: str, *, submitted: float, executor='local', status=No
     },
   )
   if status is not None:
-    storage.write_json(workdir / sweep.STATUS_FILE, status)
+    storage.write_json(run_dir.RunDir(workdir).sweep_status_file, status)
+    if status['state'] == 'done':  # a job that finished wrote the done-marker first
+      storage.write_json(run_dir.RunDir(workdir).train_results_file, status['results'])
   if result is not None:
     (folder / f'{job_id}_0_result.pkl').write_bytes(pickle.dumps(result))
 
@@ -253,8 +263,41 @@ def test_status_tells_not_submitted_pending_and_died_before_starting(tmp_path):
 
 def test_a_job_whose_config_fails_records_failed(tmp_path):
   point = sweep.load_sweep(str(SWEEPS / 'smoke.py'), str(tmp_path)).points[0]
-  bad = sweep.Point(point.config, {'temprature': 10.0}, point.workdir, None)
+  bad = experiment.Point(point.config, {'temprature': 10.0}, point.workdir, None)
   with pytest.raises(ValueError, match="'temprature'"):
     sweep.TrainPoint(bad)()
   status = sweep.point_status(bad)
   assert status['state'] == 'failed' and "'temprature'" in status['error']
+
+
+def test_done_is_the_experiment_done_marker(tmp_path):
+  """A point is done when `experiment.is_done` says so, whatever sweep_status.json holds: a
+  run finished by another driver is not resubmitted, and a `done` without the marker is."""
+  s = sweep.load_sweep(
+    str(_sweep_file(tmp_path / 'mine.py', [{'seed': seed} for seed in range(3)])),
+    str(tmp_path / 'runs'),
+  )
+  elsewhere, stale, unanalysed = s.points
+  rd = run_dir.RunDir(elsewhere.workdir)
+  rd.root.mkdir(parents=True)
+  storage.write_json(rd.train_results_file, {'eval/accuracy': 0.5, 'train_seconds': 3.0})
+  rd = run_dir.RunDir(stale.workdir)
+  rd.root.mkdir(parents=True)
+  storage.write_json(rd.sweep_status_file, {'state': 'done', 'time': time.time(), 'results': {}})
+  assert sweep.point_status(elsewhere) == {
+    'state': 'done',
+    'results': {'eval/accuracy': 0.5, 'train_seconds': 3.0},
+  }
+  stale_status = sweep.point_status(stale)
+  assert (
+    stale_status['state'] == 'failed' and 'train_results.json is missing' in (stale_status['error'])
+  )
+  # Asked for an analysis: trained is not done until analysed.
+  asks = dataclasses.replace(unanalysed, analysis=AnalysisConfig())
+  rd = run_dir.RunDir(asks.workdir)
+  rd.root.mkdir(parents=True)
+  storage.write_json(rd.train_results_file, {'eval/accuracy': 0.5})
+  assert sweep.point_status(asks) == {'state': 'not submitted'}
+  assert sweep.point_status(unanalysed)['state'] == 'done'
+  assert sweep.to_submit(sweep.Sweep(s.name, [elsewhere, stale, asks], s.slurm)) == [stale, asks]
+  assert 'eval/accuracy=0.5' in sweep.status_table(s)

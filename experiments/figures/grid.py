@@ -3,8 +3,9 @@
 An experiment of `experiments/results/beyond_cpu/` is a list of `Cell`s (one recipe each:
 a `runs.Setting` plus overrides) run for `--seeds` seeds. Each run lives in
 `<runs_dir>/<setting name>/<cell name>_s<seed>/`; `train_missing` trains and analyses what is
-missing through `runs.ensure_run` (a killed run resumes, a finished one is skipped), and a
-run that diverges gets a `diverged.txt` marker so later invocations do not retrain it.
+missing through `rankdeficit.experiment.run_point` (a killed run resumes, a finished one is
+skipped), and a run that diverges gets a `diverged.txt` marker so later invocations do not
+retrain it.
 The renderer sees only `load_cells` (run directories, never training) and writes
 `<name>.png` (< 300 KB), `<name>.md` (caption + table) and `<name>.csv` via `save_outputs`.
 """
@@ -23,6 +24,7 @@ import numpy as np
 from experiments import markdown_table
 from experiments.figures import render
 from experiments.figures import runs
+from rankdeficit import experiment
 
 DIVERGED = 'diverged.txt'
 BEYOND_RESULTS = os.path.join(os.path.dirname(os.path.dirname(__file__)), 'results', 'beyond_cpu')
@@ -85,8 +87,11 @@ def train_missing(cells: Sequence[Cell], root: str, seeds: int, data_dir: str | 
       wd = workdir(root, cell, seed)
       if os.path.exists(os.path.join(wd, DIVERGED)):
         continue
+      point = runs.point(
+        cell.setting, request(cell), cell.temperature, seed, workdir=wd, data_dir=data_dir
+      )
       try:
-        runs.ensure_run(wd, cell.setting, request(cell), cell.temperature, seed, data_dir=data_dir)
+        experiment.run_point(point)
       except FloatingPointError as e:  # the paper: "did not finish successfully"
         logging.warning('%s diverged, left out: %s', wd, e)
         with open(os.path.join(wd, DIVERGED), 'w') as f:

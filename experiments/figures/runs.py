@@ -1,29 +1,27 @@
-"""Runs the figures need: paper settings, their CPU stand-ins, training and loading.
+"""Runs the figures need: paper settings, their CPU stand-ins, their points and loading.
 
 A figure names *paper settings* (`'cifar100/resnet34'`); a preset maps each to a `Setting`
 (config module + overrides). `cpu` maps them to stand-ins that fit 2 CPU cores, `paper` to
 the paper's own configs. A run lives in `<root>/<setting name>[-<variant>]/T<T>_s<seed>/`,
-so figures asking for the same setting share runs. `ensure_run` trains what is missing
-(`train_and_evaluate` resumes a killed run; a run with `train_results.json` is done) and
-analyses it once (`analyze_run`); `load_run` reads a run directory back (never trains).
+so figures asking for the same setting share runs. `point` is a run's
+`rankdeficit.experiment.Point`, which the drivers (`experiments.paper`, the grids of
+`experiments/figures/grid.py`, `experiments.attention_temperature`) hand to
+`experiment.run_point` (a killed run resumes, a finished one is skipped, the analysis is made
+once); `load_run` reads a run directory (or its compact record) back and never trains.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
-import time
 from typing import Any
 
-from absl import logging
-
 from experiments import records
+from rankdeficit import experiment
 from rankdeficit.analysis.config import AnalysisConfig
+from rankdeficit.run import run_dir as run_dir_lib
+from rankdeficit.run import storage
 from rankdeficit.training import monitor_log
-
-TRAIN_RESULTS = 'train_results.json'
-ANALYSIS = os.path.join('analysis', 'analysis.json')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,74 +70,37 @@ def run_dir(root: str, setting: Setting, request: Request, temperature: float, s
   return os.path.join(root, folder, f'T{temperature:g}_s{seed}')
 
 
-def make_config(
-  setting: Setting, request: Request, temperature: float, seed: int, data_dir: str | None
-):
-  """The setting's config with the preset's and the request's overrides."""
-  from experiments import reproduce_table1  # pylint: disable=import-outside-toplevel
-
-  exp = reproduce_table1.Experiment(
-    setting.name, setting.config, setting.overrides + request.overrides
-  )
-  return reproduce_table1.make_config(exp, temperature, seed, data_dir)
-
-
-def ensure_run(
-  workdir: str,
+def point(
   setting: Setting,
   request: Request,
   temperature: float,
   seed: int,
   *,
-  data_dir: str | None,
-) -> None:
-  """Trains (or resumes) and analyses the run unless already done."""
-  from rankdeficit import analyze  # pylint: disable=import-outside-toplevel
-  from rankdeficit.training import train
-
-  os.makedirs(workdir, exist_ok=True)
-  record = os.path.join(workdir, TRAIN_RESULTS)
-  if not os.path.exists(record):
-    logging.info('Training %s', workdir)
-    t0 = time.perf_counter()
-    config = make_config(setting, request, temperature, seed, data_dir)
-    if request.analyze:
-      check_analysis_data(config)
-    _, results = train.train_and_evaluate(config, workdir)
-    results = {k: float(v) for k, v in results.items()}
-    results['train_seconds'] = time.perf_counter() - t0
-    with open(record, 'w') as f:
-      json.dump(results, f, indent=2)
-  if request.analyze and not os.path.exists(os.path.join(workdir, ANALYSIS)):
-    logging.info('Analysing %s', workdir)
-    analyze.analyze_run(workdir, setting.analysis.replace(data_dir=data_dir))
-
-
-def check_analysis_data(config) -> None:
-  """Raises DatasetNotFoundError (naming the fix) for a dataset the analysis will read, before
-  a run trains for minutes only to fail there."""
-  from rankdeficit.data import input_pipeline  # pylint: disable=import-outside-toplevel
-
-  for name in {config.dataset, config.ood_dataset, config.ood_detection_dataset} - {''}:
-    input_pipeline.dataset_info(name, config.data_dir)
+  workdir: str,
+  data_dir: str | None = None,
+) -> experiment.Point:
+  """The run of `setting` for `request` at (T, seed) in `workdir`: the setting's and the
+  request's overrides, analysed with the setting's options when the request needs probes."""
+  overrides = {
+    **dict(setting.overrides + request.overrides),
+    'temperature': float(temperature),
+    'seed': int(seed),
+  }
+  if data_dir is not None:
+    overrides['data_dir'] = data_dir
+  analysis = setting.analysis.replace(data_dir=data_dir) if request.analyze else None
+  return experiment.Point(setting.config, overrides, workdir, analysis)
 
 
 def load_run(workdir: str, temperature: float, seed: int) -> Run | None:
   """The run (or its record, `experiments.records`) in `workdir`, or None when it has not
-  finished training."""
-  record = os.path.join(workdir, TRAIN_RESULTS)
-  if not os.path.exists(record):
+  finished training (`experiment.is_done`)."""
+  if not experiment.is_done(workdir):
     return None
-  with open(record) as f:
-    train_results = json.load(f)
-  config = {}
-  if os.path.exists(os.path.join(workdir, 'config.json')):
-    with open(os.path.join(workdir, 'config.json')) as f:
-      config = json.load(f)
-  analysis = None
-  if os.path.exists(os.path.join(workdir, ANALYSIS)):
-    with open(os.path.join(workdir, ANALYSIS)) as f:
-      analysis = json.load(f)
+  rd = run_dir_lib.RunDir(workdir)
+  config = storage.read_json(rd.config_file) if rd.config_file.exists() else {}
+  analysis = storage.read_json(rd.analysis_file) if rd.analysis_file.exists() else None
+  train_results = experiment.read_train_results(workdir)
   return Run(
     workdir, temperature, seed, config, train_results, analysis, monitor_log.read_monitor(workdir)
   )

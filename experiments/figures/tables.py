@@ -1,7 +1,7 @@
 """Tables 1, 3, 6, 7, 8, 9: kappa / rho / SR per temperature beside the paper's numbers.
 
-Table 1 reuses experiments/reproduce_table1.py (PAPER_TABLE1, `aggregate`, `to_markdown`,
-`write_tables`); the others share `render_sweep_table`.
+Table 1 reuses experiments/table1.py (PAPER_TABLE1, `aggregate`, `to_markdown`,
+`write_tables`, as `experiments.reproduce_table1` does); the others share `render_sweep_table`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import shutil
 import tempfile
 
 from experiments import records
-from experiments import reproduce_table1
+from experiments import table1
 from experiments.figures.render import Context
 from experiments.figures.render import Entry
 from experiments.figures.render import MissingRuns
@@ -37,7 +37,7 @@ _T1 = tuple(Request(p, (1.0, _LOW), seeds=None) for _, p in _TABLE1_ROWS)
 
 
 def _record(run, paper_row: str, name: str) -> dict:
-  """reproduce_table1's per-run record (`records.flat_record`: NECO and per-convention keys)."""
+  """A run as experiments/table1.py aggregates it (`records.flat_record`: NECO, conventions)."""
   rec = records.flat_record(run.analysis)
   rec.update(
     experiment=name,
@@ -51,7 +51,7 @@ def _record(run, paper_row: str, name: str) -> dict:
 
 
 def render_table1(ctx: Context) -> None:
-  """Table 1 through reproduce_table1's aggregation (one row per distinct stand-in)."""
+  """Table 1 through experiments/table1.py's aggregation (one row per distinct stand-in)."""
   records, lines, seen = [], [], set()
   for (paper_row, _), request in zip(_TABLE1_ROWS, _T1):
     setting = ctx.setting(request.paper)
@@ -68,12 +68,12 @@ def render_table1(ctx: Context) -> None:
     ]
   if not records:
     raise MissingRuns('no analysed run for Table 1')
-  rows = reproduce_table1.aggregate(records)
+  rows = table1.aggregate(records)
   with tempfile.TemporaryDirectory() as tmp:
-    reproduce_table1.write_tables(rows, tmp, ctx.preset)
+    table1.write_tables(rows, tmp, ctx.preset)
     os.makedirs(ctx.outdir, exist_ok=True)
     shutil.copyfile(os.path.join(tmp, 'table1.csv'), os.path.join(ctx.outdir, 'table_1.csv'))
-  ctx.save_markdown(reproduce_table1.to_markdown(rows, ctx.preset), lines)
+  ctx.save_markdown(table1.to_markdown(rows, ctx.preset), lines)
 
 
 def render_sweep_table(ctx: Context, rows_spec, what: str) -> None:

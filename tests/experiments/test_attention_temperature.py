@@ -11,6 +11,8 @@ import pytest
 from experiments import attention_temperature as exp
 from experiments.figures import beyond_attention
 from experiments.figures import runs
+from rankdeficit import experiment
+from rankdeficit.run import run_dir
 from rankdeficit.training import monitor_log
 
 BLOCKS = ('block_0', 'block_1')
@@ -40,10 +42,12 @@ def _fake_run(workdir: str, tau: float, t: float, seed: int) -> dict:
   }
   with open(os.path.join(workdir, 'analysis', 'analysis.json'), 'w') as f:
     json.dump(analysis, f)
-  config = runs.make_config(exp.FULL, exp.request(tau, (t,)), t, seed, None)
+  config = experiment.build_config(
+    runs.point(exp.FULL, exp.request(tau, (t,)), t, seed, workdir=workdir)
+  )
   with open(os.path.join(workdir, 'config.json'), 'w') as f:
     f.write(config.to_json_best_effort())
-  with open(os.path.join(workdir, runs.TRAIN_RESULTS), 'w') as f:
+  with open(os.path.join(workdir, run_dir.TRAIN_RESULTS_FILE), 'w') as f:
     json.dump({'eval/accuracy': acc}, f)
   log = monitor_log.MonitorLog(workdir)
   for step in STEPS:
@@ -152,7 +156,9 @@ def test_plan_and_configs():
   assert args.compilation_cache == os.path.join('o', 'runs', 'jax_cache')
   quick = exp.plan(exp.parse_args(['--outdir', 'o', '--quick']))
   assert not {p[0] for p in quick} & {p[0] for p in plan}  # smoke runs never count as results
-  config = runs.make_config(exp.FULL, exp.request(4.0, (100.0,)), 100.0, 1, None)
+  config = experiment.build_config(
+    runs.point(exp.FULL, exp.request(4.0, (100.0,)), 100.0, 1, workdir='o')
+  )
   assert config.model.attention_temperature == 4.0 and config.temperature == 100.0
   assert config.seed == 1 and config.model.name == 'vit_mini'
 

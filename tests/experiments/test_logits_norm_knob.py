@@ -15,7 +15,9 @@ from experiments import logits_norm_knob
 from experiments.figures import beyond_knob
 from experiments.figures import grid
 from experiments.figures import runs
+from rankdeficit import experiment
 from rankdeficit.plan import validation
+from rankdeficit.run import run_dir
 
 SEEDS = 2
 N0 = {'pytorch': 0.1, 'kaiming': 4.0, 'normal0.1': 35.0, 'normal0.05': 0.15}
@@ -27,7 +29,7 @@ def fake_run(workdir: str, *, n0: float, temperature: float, values: dict) -> No
   os.makedirs(os.path.join(workdir, 'analysis'), exist_ok=True)
   with open(os.path.join(workdir, 'config.json'), 'w') as f:
     json.dump({'temperature': temperature}, f)
-  with open(os.path.join(workdir, runs.TRAIN_RESULTS), 'w') as f:
+  with open(os.path.join(workdir, run_dir.TRAIN_RESULTS_FILE), 'w') as f:
     json.dump(
       {
         'init/logits_norm': n0,
@@ -49,7 +51,7 @@ def fake_run(workdir: str, *, n0: float, temperature: float, values: dict) -> No
     'temperature': temperature,
     'ood_detection': {'auroc': values.get('auroc'), 'fpr95_neco': values.get('fpr95_neco')},
   }
-  with open(os.path.join(workdir, runs.ANALYSIS), 'w') as f:
+  with open(os.path.join(workdir, run_dir.ANALYSIS_DIR, run_dir.ANALYSIS_FILE), 'w') as f:
     json.dump(analysis, f)
 
 
@@ -88,9 +90,10 @@ def _csv(out) -> dict[str, dict]:
 def test_every_cell_is_a_valid_config(local_data_dir):
   for smoke in (False, True):
     for cell in beyond_knob.cells(smoke):
-      config = runs.make_config(
-        cell.setting, grid.request(cell), cell.temperature, 0, local_data_dir
+      point = runs.point(
+        cell.setting, grid.request(cell), cell.temperature, 0, workdir='', data_dir=local_data_dir
       )
+      config = experiment.build_config(point)
       validation.validate_config(config, None, 1, create=False)  # raises on a bad field
       assert (config.target_logits_norm > 0) == bool(cell.get('target'))
 

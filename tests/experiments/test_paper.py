@@ -13,6 +13,7 @@ from experiments import records
 from experiments.figures import REGISTRY
 from experiments.figures import runs as runs_lib
 from experiments.figures import verdicts
+from rankdeficit import experiment
 from rankdeficit.training import monitor_log
 
 FIGURES = [f'figure_{n}' for n in range(1, 26)]
@@ -173,11 +174,12 @@ def test_render_only_reports_missing_runs(tmp_path):
 def test_trains_only_the_selected_settings_and_survives_divergence(tmp_path, monkeypatch):
   calls = []
 
-  def fake_ensure_run(workdir, setting, request, t, seed, *, data_dir):
-    calls.append((setting.name, t, seed))
+  def fake_run_point(point, **_):  # <runs_dir>/<setting name>/T<T>_s<seed>
+    setting = os.path.basename(os.path.dirname(point.workdir))
+    calls.append((setting, point.overrides['temperature'], point.overrides['seed']))
     raise FloatingPointError('diverged')
 
-  monkeypatch.setattr(paper, 'ensure_run', fake_ensure_run)
+  monkeypatch.setattr(experiment, 'run_point', fake_run_point)
   status = paper.main(['--only=table_1', '--settings=mlp_c10', '--outdir', str(tmp_path)])
   assert sorted(calls) == [('mlp_c10', 1.0, 0), ('mlp_c10', 100.0, 0)]
   assert status['table_1'].startswith('missing')
@@ -191,7 +193,8 @@ def test_every_cpu_setting_reads_only_offline_datasets():
 
   offline = {'cifar10_jpeg', 'mnist', 'tiny_imagenet32', 'digits', ''}
   for paper_setting, setting in presets.CPU.items():
-    config = runs.make_config(setting, runs.Request(paper_setting, (1.0,)), 1.0, 0, None)
+    point = runs.point(setting, runs.Request(paper_setting, (1.0,)), 1.0, 0, workdir='')
+    config = experiment.build_config(point)
     used = {config.dataset, config.ood_dataset, config.ood_detection_dataset}
     assert used <= offline, (setting.name, used - offline)
 
@@ -204,13 +207,15 @@ def test_a_missing_analysis_dataset_stops_before_training(tmp_path):
   setting = presets.CPU['cifar10/vgg19']
   workdir = tmp_path / 'run'
   with pytest.raises(datasets.DatasetNotFoundError, match='import_data'):
-    runs.ensure_run(
-      str(workdir),
-      setting,
-      runs.Request('cifar10/vgg19', (1.0,)),
-      1.0,
-      0,
-      data_dir=str(tmp_path / 'empty'),
+    experiment.run_point(
+      runs.point(
+        setting,
+        runs.Request('cifar10/vgg19', (1.0,)),
+        1.0,
+        0,
+        workdir=str(workdir),
+        data_dir=str(tmp_path / 'empty'),
+      )
     )
   assert not (workdir / 'checkpoints').exists()
 

@@ -12,7 +12,9 @@ from experiments import temperature_annealing
 from experiments.figures import beyond_annealing
 from experiments.figures import grid
 from experiments.figures import runs
+from rankdeficit import experiment
 from rankdeficit.plan import validation
+from rankdeficit.run import run_dir
 
 SEEDS = 2
 # Per schedule: (AUROC, rho, accuracy) of seed 0; seed s adds s / 100 to each.
@@ -31,8 +33,8 @@ def fake_run(workdir: str, cell: grid.Cell, seed: int) -> None:
   os.makedirs(os.path.join(workdir, 'analysis'), exist_ok=True)
   files = {
     'config.json': {'temperature': cell.temperature},
-    runs.TRAIN_RESULTS: {'init/logits_norm': 3.0, 'eval/accuracy': acc},
-    runs.ANALYSIS: {
+    run_dir.TRAIN_RESULTS_FILE: {'init/logits_norm': 3.0, 'eval/accuracy': acc},
+    os.path.join(run_dir.ANALYSIS_DIR, run_dir.ANALYSIS_FILE): {
       'kappa': 0.5,
       'rho': rho,
       'solution_rank': 9,
@@ -68,9 +70,10 @@ def rendered(tmp_path_factory):
 def test_every_cell_is_a_valid_config_and_anneals_to_one(local_data_dir):
   for smoke in (False, True):
     for cell in beyond_annealing.cells(smoke):
-      config = runs.make_config(
-        cell.setting, grid.request(cell), cell.temperature, 0, local_data_dir
+      point = runs.point(
+        cell.setting, grid.request(cell), cell.temperature, 0, workdir='', data_dir=local_data_dir
       )
+      config = experiment.build_config(point)
       validation.validate_config(config, None, 1, create=False)
       if cell.name in ('cosine', 'step'):
         assert config.temperature == 100 and config.final_temperature == 1
@@ -111,12 +114,12 @@ def test_tradeoff_shares(rendered):
 def test_a_diverged_run_is_marked_once(tmp_path, monkeypatch):
   calls = []
 
-  def fake_ensure_run(workdir, setting, request, t, seed, *, data_dir):
-    calls.append((workdir, t, seed))
-    os.makedirs(workdir, exist_ok=True)
+  def fake_run_point(point, **_):
+    calls.append((point.workdir, point.overrides['temperature'], point.overrides['seed']))
+    os.makedirs(point.workdir, exist_ok=True)
     raise FloatingPointError('Non-finite training loss at step 3')
 
-  monkeypatch.setattr(runs, 'ensure_run', fake_ensure_run)
+  monkeypatch.setattr(experiment, 'run_point', fake_run_point)
   cells = beyond_annealing.cells()[:2]
   grid.train_missing(cells, str(tmp_path), 1, None)
   grid.train_missing(cells, str(tmp_path), 1, None)  # nothing is retried
@@ -133,7 +136,7 @@ def test_step0_values_of_a_resumed_run_come_from_its_events(tmp_path):
   os.makedirs(workdir)
   with open(os.path.join(workdir, 'config.json'), 'w') as f:
     json.dump({'temperature': 0.25}, f)
-  with open(os.path.join(workdir, runs.TRAIN_RESULTS), 'w') as f:
+  with open(os.path.join(workdir, run_dir.TRAIN_RESULTS_FILE), 'w') as f:
     json.dump({'eval/accuracy': 0.5}, f)  # a resumed run reports no init/* values
   writer = metric_writers.create_default_writer(workdir)
   writer.write_scalars(0, {'init/logits_norm': 0.125, 'init/temperature': 0.25})
@@ -148,7 +151,9 @@ def test_settings_trains_only_those_cells(tmp_path, monkeypatch):
   calls = []
   monkeypatch.setattr(runtime, 'enable_compilation_cache', lambda path: None)
   monkeypatch.setattr(
-    runs, 'ensure_run', lambda workdir, setting, *a, **k: calls.append(setting.name)
+    experiment,
+    'run_point',  # <runs_dir>/<setting name>/<cell>_s<seed>
+    lambda point, **_: calls.append(os.path.basename(os.path.dirname(point.workdir))),
   )
   with pytest.raises(SystemExit, match='no analysed run'):  # nothing really trained
     temperature_annealing.main(['--settings=anneal_mlp', '--seeds=1', '--outdir', str(tmp_path)])
