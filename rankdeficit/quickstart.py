@@ -22,7 +22,7 @@ from absl import logging
 import jax
 
 from rankdeficit import models
-from rankdeficit.analysis import probes
+from rankdeficit.analysis import extraction
 from rankdeficit.data import input_pipeline
 from rankdeficit.metrics import spectral
 from rankdeficit.training import steps
@@ -91,7 +91,7 @@ def quickstart_config_for(dataset: str, data_dir: str, temperature: float, epoch
 
 def representation_ranks(config, state, model) -> dict[str, float]:
   """Numerical rank and effective rank of each layer's representation over the test split."""
-  features = probes.extract_features(
+  features = extraction.extract_features(
     model,
     steps.model_variables(state),
     input_pipeline.create_eval_iterator(

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from rankdeficit import analyze
+from rankdeficit.analysis import loading
 from rankdeficit.analysis import probes
 from rankdeficit.analysis.config import AnalysisConfig
 
@@ -98,14 +99,59 @@ def test_analyze_run_end_to_end(tiny_run):
 
 
 def test_plan_layer_groups_packs_consecutive_layers_within_the_budget():
-  from rankdeficit.analysis import extraction  # pylint: disable=import-outside-toplevel
+  from rankdeficit.analysis import memory_plan  # pylint: disable=import-outside-toplevel
 
   widths = {'a': 10, 'b': 10, 'c': 30, 'd': 5, 'e': 5}
   # 4 bytes x 100 rows per coordinate: a layer of 10 coordinates takes 4,000 bytes.
-  plan = extraction.plan_layer_groups(widths, 100, 8_000)
+  plan = memory_plan.plan_layer_groups(widths, 100, 8_000)
   assert plan == [['a', 'b'], ['c'], ['d', 'e']]  # 'c' alone exceeds the budget
-  assert extraction.plan_layer_groups(widths, 100, 0) == [list(widths)]
-  assert extraction.plan_layer_groups(widths, 100, 1) == [[l] for l in widths]
+  assert memory_plan.plan_layer_groups(widths, 100, 0) == [list(widths)]
+  assert memory_plan.plan_layer_groups(widths, 100, 1) == [[l] for l in widths]
+
+
+def test_split_rows_count_every_split_the_extraction_reads(local_data_dir):
+  import ml_collections  # pylint: disable=import-outside-toplevel
+
+  from rankdeficit.analysis import memory_plan  # pylint: disable=import-outside-toplevel
+
+  config = ml_collections.ConfigDict(
+    {
+      'dataset': 'cifar10_jpeg',
+      'ood_dataset': 'mnist',
+      'ood_detection_dataset': 'tiny_imagenet32',
+      'data_dir': local_data_dir,
+    }
+  )
+  rows = memory_plan.split_rows(config, max_examples=300, max_train_examples=None)
+  assert rows == {
+    'id_test': 300,
+    'id_train': 300,
+    'ood_test': 300,
+    'ood_train': 300,
+    'det_test': 300,
+  }
+  rows = memory_plan.split_rows(config, max_examples=None, max_train_examples=600)
+  assert rows == {
+    'id_test': 500,
+    'id_train': 600,
+    'ood_test': 500,
+    'ood_train': 600,
+    'det_test': 500,
+  }
+
+
+def test_timer_accumulates_a_stage_timed_twice():
+  from rankdeficit.analysis import timing  # pylint: disable=import-outside-toplevel
+
+  timer = timing.Timer()
+  for _ in range(2):
+    with timer('extract_id_test'):
+      pass
+  with pytest.raises(RuntimeError):
+    with timer('probes'):
+      raise RuntimeError('a failing stage is timed too')
+  assert list(timer.timings) == ['extract_id_test', 'probes']
+  assert all(v >= 0 for v in timer.timings.values())
 
 
 def test_grouped_analysis_equals_one_pass(tiny_run):
@@ -376,7 +422,7 @@ def test_an_annealed_run_is_analysed_at_its_final_temperature(schedule, expected
   config = ml_collections.ConfigDict(
     {'temperature': 100.0, 'final_temperature': 1.0, 'temperature_schedule': schedule}
   )
-  assert analyze._run_temperature(config) == expected  # pylint: disable=protected-access
+  assert loading.run_temperature(config) == expected
 
 
 def test_analysis_config_from_flat_overrides():

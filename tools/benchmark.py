@@ -178,13 +178,6 @@ class JaxStep:
     return (time.perf_counter() - start) / num_steps
 
 
-def time_jax_step(
-  name: str, batch: int, num_steps: int, dtype: str = 'float32', warmup: int = 3
-) -> float:
-  """Seconds per train step of our jitted step on the default device."""
-  return JaxStep(name, batch, dtype, warmup).time(num_steps)
-
-
 def time_torch_step(
   torch_ref: str, name: str, batch: int, num_steps: int, mode: str = 'eager'
 ) -> float | None:
@@ -319,7 +312,7 @@ def _compare_flags(args, torch_ok: bool):
         )
 
 
-def main():
+def _parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--models', default='mlp,resnet20,resnet18,vgg19')
   parser.add_argument('--batch', type=int, default=128)
@@ -356,7 +349,34 @@ def main():
     "'default=;ynn_off=--xla_cpu_experimental_ynn_fusion_type='",
   )
   parser.add_argument('--_worker', action='store_true', help=argparse.SUPPRESS)
-  args = parser.parse_args()
+  return parser
+
+
+def _model_row(args, name: str, modes) -> None:
+  """Times one model against every PyTorch mode (alternating blocks) and prints its row."""
+  bench = JaxStep(name, args.batch, args.dtype, conv_impl=args.conv_impl)
+  jax_times, torch_times = [], {m: [] for m in modes}
+  for _ in range(args.repeats):  # alternate, so that load changes hit all alike
+    jax_times.append(bench.time(args.steps))
+    for m in modes:
+      torch_times[m].append(time_torch_step(args.torch_ref, name, args.batch, args.steps, m))
+  jax_s = statistics.median(jax_times)
+  torch_s = {
+    m: statistics.median([t for t in v if t]) if any(v) else None for m, v in torch_times.items()
+  }
+  best_mode, best_s = _best(torch_s)
+  cells = ''.join(f'{torch_s[m] * 1e3:.1f} | ' if torch_s[m] else 'failed | ' for m in modes)
+  ratio = f'{best_s / jax_s:.2f}x ({best_mode})' if best_s else '-'
+  print(
+    f'| {name} | {args.batch} | {args.batch / jax_s:.1f} | {jax_s * 1e3:.1f} | {cells}{ratio} |',
+    flush=True,
+  )
+  if args.peak_tflops:
+    print('    ' + mfu_line(bench.flops(), jax_s, args.peak_tflops), flush=True)
+
+
+def main():
+  args = _parser().parse_args()
   if args._worker:  # pylint: disable=protected-access
     return _worker(args)
   torch_ok = bool(args.torch_ref) and os.path.exists(args.torch_ref)
@@ -376,25 +396,7 @@ def main():
   )
   print('|---|---|---|---|' + '---|' * (len(modes) + 1))
   for name in args.models.split(','):
-    bench = JaxStep(name, args.batch, args.dtype, conv_impl=args.conv_impl)
-    jax_times, torch_times = [], {m: [] for m in modes}
-    for _ in range(args.repeats):  # alternate, so that load changes hit all alike
-      jax_times.append(bench.time(args.steps))
-      for m in modes:
-        torch_times[m].append(time_torch_step(args.torch_ref, name, args.batch, args.steps, m))
-    jax_s = statistics.median(jax_times)
-    torch_s = {
-      m: statistics.median([t for t in v if t]) if any(v) else None for m, v in torch_times.items()
-    }
-    best_mode, best_s = _best(torch_s)
-    cells = ''.join(f'{torch_s[m] * 1e3:.1f} | ' if torch_s[m] else 'failed | ' for m in modes)
-    ratio = f'{best_s / jax_s:.2f}x ({best_mode})' if best_s else '-'
-    print(
-      f'| {name} | {args.batch} | {args.batch / jax_s:.1f} | {jax_s * 1e3:.1f} | {cells}{ratio} |',
-      flush=True,
-    )
-    if args.peak_tflops:
-      print('    ' + mfu_line(bench.flops(), jax_s, args.peak_tflops), flush=True)
+    _model_row(args, name, modes)
 
 
 def mfu_line(flops: float | None, seconds: float, peak_tflops: float) -> str:

@@ -231,15 +231,8 @@ def device_part_rate(transform, prep, source, count: int) -> float:
   return repeats * BATCH / (time.process_time() - start)
 
 
-def imagenet_transform_rates(args) -> None:
-  """Prints per-core rates of the old (decoded, float32) and new (encoded, uint8) paths."""
-  # pylint: disable=import-outside-toplevel
-  import numpy as np
-  import tensorflow_datasets as tfds
-
-  from rankdeficit.data import augment
-  from rankdeficit.data import datasets
-
+def _jpeg_data_dir(args) -> str:
+  """--jpeg_dir, else a temporary one holding freshly written JPEGs; prints what is read."""
   data_dir, mean_bytes = args.jpeg_dir, None
   if data_dir is None:
     data_dir = tempfile.mkdtemp(prefix='rankdeficit_jpeg_')
@@ -250,19 +243,31 @@ def imagenet_transform_rates(args) -> None:
     f'mean {mean_bytes or 0:,.0f} bytes, in {data_dir}',
     flush=True,
   )
-  prep = augment.Preprocess(args.image_size, *datasets.IMAGENET_STATS, variable_size=True)
+  return data_dir
+
+
+def _transform_paths(args, prep) -> tuple[tuple[str, str | None, object], ...]:
+  """(name, tfds decoding: None = decoded | 'skip' = encoded, TrainTransform) of each path."""
+  from rankdeficit.data import augment  # pylint: disable=import-outside-toplevel
+
   canvas = 2 * args.image_size
   float_transform = augment.TrainTransform(args.augment, prep)
   uint8_transform = augment.TrainTransform(args.augment, prep, device_normalize=True)
   window_transform = augment.TrainTransform(
     args.augment, prep, device_normalize=True, device_resize_canvas=canvas
   )
-  paths = (
+  return (
     ('old: tfds decode, float32 TrainTransform', None, float_transform),
     ('encoded, float32 TrainTransform', 'skip', float_transform),
     ('uint8: encoded, uint8 crops (CPU default)', 'skip', uint8_transform),
     (f'windows: {canvas}x{canvas} crop windows', 'skip', window_transform),
   )
+
+
+def _path_sources(args, data_dir: str, paths) -> list:
+  """The tfds data source each path reads (one per decoding)."""
+  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+
   by_decode = {
     decode: tfds.data_source(
       args.jpeg_dataset,
@@ -273,7 +278,11 @@ def imagenet_transform_rates(args) -> None:
     )
     for decode in {decode for _, decode, _ in paths}
   }
-  sources = [by_decode[decode] for _, decode, _ in paths]
+  return [by_decode[decode] for _, decode, _ in paths]
+
+
+def _median_rates(args, paths, sources) -> list[float]:
+  """Per-core rate of each path, median over --repeats; prints one line per path."""
   # Paths interleaved within each repeat, so that load drift hits them alike; medians.
   samples = [[] for _ in paths]
   for _ in range(args.repeats):
@@ -286,8 +295,36 @@ def imagenet_transform_rates(args) -> None:
       f'median of {", ".join(f"{r:,.0f}" for r in rates_of_path)})',
       flush=True,
     )
+  return rates
+
+
+def _windows_on_host(args, window_transform, source) -> tuple[int, int]:
+  """(windows the host resized because they exceed the canvas, records looked at)."""
+  import numpy as np  # pylint: disable=import-outside-toplevel
+
+  count = min(args.jpeg_count, len(source))
+  full = (0, 0, args.image_size, args.image_size)
+  on_host = sum(
+    bool(
+      (window_transform.random_map(source[i], np.random.default_rng(i))['resize_box'] == full).all()
+    )
+    for i in range(count)
+  )
+  return on_host, count
+
+
+def imagenet_transform_rates(args) -> None:
+  """Prints per-core rates of the old (decoded, float32) and new (encoded, uint8) paths."""
+  from rankdeficit.data import augment  # pylint: disable=import-outside-toplevel
+  from rankdeficit.data import datasets  # pylint: disable=import-outside-toplevel
+
+  data_dir = _jpeg_data_dir(args)
+  prep = augment.Preprocess(args.image_size, *datasets.IMAGENET_STATS, variable_size=True)
+  paths = _transform_paths(args, prep)
+  sources = _path_sources(args, data_dir, paths)
+  rates = _median_rates(args, paths, sources)
   old, uint8, new = rates[0], rates[2], rates[3]
-  for name, transform in (('uint8', uint8_transform), ('windows', window_transform)):
+  for name, (_, _, transform) in (('uint8', paths[2]), ('windows', paths[3])):
     device = device_part_rate(transform, prep, sources[-1], args.jpeg_count)
     moved = (
       'resize + flip + ' * (name == 'windows')
@@ -301,18 +338,9 @@ def imagenet_transform_rates(args) -> None:
     f'{new / ISSUE_BASELINE_RATE:.2f}x, uint8 / issue baseline = '
     f'{uint8 / ISSUE_BASELINE_RATE:.2f}x'
   )
-  count = min(args.jpeg_count, len(sources[-1]))
-  on_host = sum(
-    bool(
-      (
-        window_transform.random_map(sources[-1][i], np.random.default_rng(i))['resize_box']
-        == (0, 0, args.image_size, args.image_size)
-      ).all()
-    )
-    for i in range(count)
-  )
+  on_host, count = _windows_on_host(args, paths[3][2], sources[-1])
   print(f'  windows resized on the host (larger than the canvas): {on_host} of {count}')
-  pixels = args.image_size**2 * 3
+  pixels, canvas = args.image_size**2 * 3, 2 * args.image_size
   print(
     f'  host -> device per image: {4 * pixels / 1e3:,.1f} KB float32, '
     f'{pixels / 1e3:,.1f} KB uint8 crops, {canvas**2 * 3 / 1e3:,.1f} KB windows'

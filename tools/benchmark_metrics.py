@@ -139,8 +139,9 @@ def _load_config(path: str):
   return mod.get_config()
 
 
-def bench_fraction(config_path: str, repeats: int, cadence: int = 0) -> dict:
-  """Monitor call vs real train step for a config (see module docstring, item 4)."""
+def _fraction_calls(config) -> dict:
+  """{name: call} of the real jitted train step and the monitor (with and without input
+  ranks) as the train loop builds them for `config`, on random data."""
   import functools
 
   from rankdeficit import models
@@ -148,8 +149,6 @@ def bench_fraction(config_path: str, repeats: int, cadence: int = 0) -> dict:
   from rankdeficit.training import optim
   from rankdeficit.training import steps
 
-  config = _load_config(config_path)
-  cadence = cadence or config.metrics_every_steps
   num_classes = config.model.num_classes or 10
   model = models.create_model(config.model, num_classes)
   loss_fn = losses.get_loss_fn(config.loss)
@@ -180,13 +179,18 @@ def bench_fraction(config_path: str, repeats: int, cadence: int = 0) -> dict:
   }
   key = jax.random.PRNGKey(1)
   variables = steps.model_variables(state)
-  calls = {
+  return {
     'train_step': lambda: train_step(state, batch),
     **{
       name: (lambda f=f: f(variables, mimages, mlabels, config.temperature, key))
       for name, f in fns.items()
     },
   }
+
+
+def _time_interleaved(calls: dict, repeats: int) -> tuple[dict, dict]:
+  """({name: first-call seconds}, {name: median seconds per call}); the train step is timed
+  over 5 calls per repeat, the others over 1."""
   compile_s = {}
   for name, call in calls.items():
     t0 = time.perf_counter()
@@ -201,7 +205,14 @@ def bench_fraction(config_path: str, repeats: int, cadence: int = 0) -> dict:
         out = call()
       jax.block_until_ready(out)
       times[name].append((time.perf_counter() - t0) / n)
-  med = {name: float(np.median(v)) for name, v in times.items()}
+  return compile_s, {name: float(np.median(v)) for name, v in times.items()}
+
+
+def bench_fraction(config_path: str, repeats: int, cadence: int = 0) -> dict:
+  """Monitor call vs real train step for a config (see module docstring, item 4)."""
+  config = _load_config(config_path)
+  cadence = cadence or config.metrics_every_steps
+  compile_s, med = _time_interleaved(_fraction_calls(config), repeats)
   t_step = med['train_step']
   result = {
     'config': config_path,
@@ -211,7 +222,7 @@ def bench_fraction(config_path: str, repeats: int, cadence: int = 0) -> dict:
     'cadence': cadence,
     'train_step_s': round(t_step, 4),
   }
-  for name in fns:
+  for name in ('monitor', 'monitor+input_ranks'):
     t = med[name]
     result[f'{name}_s'] = round(t, 3)
     result[f'{name}_first_call_s'] = round(compile_s[name], 1)

@@ -24,10 +24,7 @@ import sys
 import time
 
 
-def main(argv=None) -> int:
-  from rankdeficit.data import datasets  # pylint: disable=import-outside-toplevel
-  from rankdeficit.data import local_import  # pylint: disable=import-outside-toplevel
-
+def _parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
     description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
   )
@@ -55,52 +52,69 @@ def main(argv=None) -> int:
     '--download', action='store_true', help='tfds download_and_prepare (connected machine)'
   )
   parser.add_argument('--manual_dir', default=None, help='imagenet2012: folder of the tars')
-  args = parser.parse_args(argv)
+  return parser
 
+
+def _import_one(name: str, args, parser: argparse.ArgumentParser) -> str:
+  """Imports dataset `name` as `args` say; returns where it was written."""
+  from rankdeficit.data import datasets  # pylint: disable=import-outside-toplevel
+  from rankdeficit.data import local_import  # pylint: disable=import-outside-toplevel
+
+  if args.train or args.test:
+    inputs = {s: p for s, p in (('train', args.train), ('test', args.test)) if p}
+    return local_import.import_generic(
+      name,
+      args.data_dir,
+      inputs,
+      num_classes=args.num_classes,
+      limits={'train': args.limit_train, 'test': args.limit_test},
+      overwrite=args.overwrite,
+    )
+  if name in local_import.IMPORTERS and not args.download:
+    return local_import.IMPORTERS[name](
+      args.data_dir,
+      source=args.source,
+      limit_train=args.limit_train,
+      limit_test=args.limit_test,
+      overwrite=args.overwrite,
+    )
+  if name == 'imagenet100':
+    for split in ('train', 'validation'):
+      base = datasets._tfds_source('imagenet100', split, args.data_dir)  # pylint: disable=protected-access
+      indices, _ = datasets.imagenet100_indices(split, args.data_dir, base)
+      print(f'imagenet100 {split}: {len(indices)} examples')
+    return f'{args.data_dir}/imagenet100_index'
+  if name in datasets.SPECS and (
+    args.download or datasets.SPECS[name].kind in ('download', 'manual')
+  ):
+    datasets.download_and_prepare(name, args.data_dir, args.manual_dir)
+    return f'{args.data_dir}/{name}'
+  parser.error(f'{name!r}: not an importable name; pass --train/--test files for a new dataset.')
+
+
+def _summary(name: str, data_dir: str) -> str:
+  """' (N train / M test, C classes)' for a known dataset, '' for a generic one."""
+  from rankdeficit.data import datasets  # pylint: disable=import-outside-toplevel
+  from rankdeficit.data import input_pipeline  # pylint: disable=import-outside-toplevel
+
+  if name not in datasets.SPECS:
+    return ''
+  info = input_pipeline.dataset_info(name, data_dir)
+  return f' ({info.num_train} train / {info.num_test} test, {info.num_classes} classes)'
+
+
+def main(argv=None) -> int:
+  from rankdeficit.data import datasets  # pylint: disable=import-outside-toplevel
+  from rankdeficit.data import local_import  # pylint: disable=import-outside-toplevel
+
+  parser = _parser()
+  args = parser.parse_args(argv)
   start = time.time()
   names = local_import.OFFLINE_NAMES if args.name == 'all' else (args.name,)
   try:
     for name in names:
-      if args.train or args.test:
-        inputs = {s: p for s, p in (('train', args.train), ('test', args.test)) if p}
-        path = local_import.import_generic(
-          name,
-          args.data_dir,
-          inputs,
-          num_classes=args.num_classes,
-          limits={'train': args.limit_train, 'test': args.limit_test},
-          overwrite=args.overwrite,
-        )
-      elif name in local_import.IMPORTERS and not args.download:
-        path = local_import.IMPORTERS[name](
-          args.data_dir,
-          source=args.source,
-          limit_train=args.limit_train,
-          limit_test=args.limit_test,
-          overwrite=args.overwrite,
-        )
-      elif name == 'imagenet100':
-        for split in ('train', 'validation'):
-          base = datasets._tfds_source('imagenet100', split, args.data_dir)  # pylint: disable=protected-access
-          indices, _ = datasets.imagenet100_indices(split, args.data_dir, base)
-          print(f'imagenet100 {split}: {len(indices)} examples')
-        path = f'{args.data_dir}/imagenet100_index'
-      elif name in datasets.SPECS and (
-        args.download or datasets.SPECS[name].kind in ('download', 'manual')
-      ):
-        datasets.download_and_prepare(name, args.data_dir, args.manual_dir)
-        path = f'{args.data_dir}/{name}'
-      else:
-        parser.error(
-          f'{name!r}: not an importable name; pass --train/--test files for a new dataset.'
-        )
-      from rankdeficit.data import input_pipeline  # pylint: disable=import-outside-toplevel
-
-      summary = ''
-      if name in datasets.SPECS:
-        info = input_pipeline.dataset_info(name, args.data_dir)
-        summary = f' ({info.num_train} train / {info.num_test} test, {info.num_classes} classes)'
-      print(f'{name}: written to {path}{summary}')
+      path = _import_one(name, args, parser)
+      print(f'{name}: written to {path}{_summary(name, args.data_dir)}')
   except (local_import.DataImportError, FileNotFoundError, datasets.DatasetNotFoundError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 1

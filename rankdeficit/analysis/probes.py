@@ -40,14 +40,12 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import Any, Iterable, Mapping, NamedTuple, Sequence
+from typing import Any, Mapping, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-
-from rankdeficit.metrics import spectral
 
 # --------------------------------------------------------------------------------------
 # kappa / rho
@@ -332,143 +330,3 @@ def fit_layer_probes(
     l: probe_accuracy(p, test_features[l], test_labels, batch_size=config.eval_batch_size)
     for l, p in zip(layers, probes)
   }
-
-
-# --------------------------------------------------------------------------------------
-# Feature extraction
-
-
-class Features(NamedTuple):
-  """Representations of one eval pass (padding rows dropped), on the host.
-
-  reps: {layer: float32 [n, k]} the fixed coordinate subset (k <= max_dims) of each layer's
-    flattened representation, forward order; logits: float32 [n, C]; labels: int32 [n];
-    coords: {layer: int array [k]} indices of the kept coordinates in the flattened layer
-    (identical for every dataset extracted with the same key and model).
-  """
-
-  reps: dict[str, np.ndarray]
-  logits: np.ndarray
-  labels: np.ndarray
-  coords: dict[str, np.ndarray]
-
-
-def select_coordinates(dim: int, max_dims: int | None, key: jax.Array) -> np.ndarray:
-  """Sorted indices of a fixed random subset of min(dim, max_dims) coordinates (all if fewer).
-
-  Host wrapper of `metrics.spectral.feature_subset_indices` (same key -> same subset as
-  `metrics.representation_rank(..., key=key)`); `max_dims` None or <= 0 keeps every coordinate.
-  """
-  if max_dims is None or max_dims <= 0 or dim <= max_dims:
-    return np.arange(dim, dtype=np.int32)
-  return np.asarray(spectral.feature_subset_indices(dim, max_dims, key)).astype(np.int32)
-
-
-def layer_coordinates(
-  model,
-  variables,
-  image_shape: Sequence[int],
-  *,
-  max_dims: int | None,
-  key: jax.Array,
-  layers: Sequence[str] | None = None,
-) -> dict[str, np.ndarray]:
-  """The coordinate subset of every (selected) layer; layer i uses fold_in(key, i)."""
-  shapes = jax.eval_shape(
-    lambda v, x: model.apply(v, x, train=False),
-    variables,
-    jax.ShapeDtypeStruct((1, *image_shape), jnp.float32),
-  )
-  rep_shapes = shapes[1]
-  names = list(rep_shapes)
-  if layers is not None:
-    missing = [l for l in layers if l not in rep_shapes]
-    if missing:
-      raise KeyError(f'unknown layers {missing}; the model has {names}')
-  coords = {}
-  for i, name in enumerate(names):
-    if layers is not None and name not in layers:
-      continue
-    dim = int(np.prod(rep_shapes[name].shape[1:]))
-    coords[name] = select_coordinates(dim, max_dims, jax.random.fold_in(key, i))
-  return coords
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _apply_and_select(model, variables, images, dev_coords):
-  """Logits and each layer's coordinate subset, in float32. One compiled program per model
-  and set of layers, shared by every split and every extraction of an analysis."""
-  logits, reps = model.apply(variables, images, train=False)
-  sel = {
-    k: jnp.take(reps[k].reshape(reps[k].shape[0], -1), c, axis=1).astype(jnp.float32)
-    for k, c in dev_coords.items()
-  }
-  return logits.astype(jnp.float32), sel
-
-
-def extract_features(
-  model,
-  variables,
-  batches: Iterable[Mapping[str, np.ndarray]],
-  *,
-  layers: Sequence[str] | None = None,
-  max_dims: int | None = 10_000,
-  key: jax.Array | None = None,
-  coords: Mapping[str, np.ndarray] | None = None,
-  max_examples: int | None = None,
-) -> Features:
-  """Streams an eval iterator through the model and keeps a coordinate subset of each layer.
-
-  One jitted apply per batch (train=False) that flattens every representation and gathers
-  the fixed coordinate subset *on the device*, so only `batch x max_dims` values per layer
-  ever leave it (a ResNet-50 on ImageNet never materialises all activations on the host).
-  Rows whose `mask` is False (padding of the last eval batch) are dropped.
-
-  Args:
-    model, variables: a `rankdeficit.models` module and its variables.
-    batches: iterable of {"image", "label", optional "mask"} numpy batches.
-    layers: names of the layers to keep (default all, forward order).
-    max_dims: at most this many coordinates per layer (paper: 10,000; None = all).
-    key: selects the coordinate subsets (default PRNGKey(0)); ignored when `coords` is given.
-    coords: explicit {layer: indices} to reuse the subsets of another extraction.
-    max_examples: stop after this many real examples.
-  """
-  key = jax.random.PRNGKey(0) if key is None else key
-  variables = jax.device_put(variables)  # once, not per batch (load_run returns numpy)
-  it = iter(batches)
-  reps_out: dict[str, list[np.ndarray]] = {}
-  logits_out, labels_out = [], []
-  dev_coords = None
-  count = 0
-  for batch in it:
-    images = np.asarray(batch['image'], np.float32)
-    if coords is None:
-      coords = layer_coordinates(
-        model, variables, images.shape[1:], max_dims=max_dims, key=key, layers=layers
-      )
-    if dev_coords is None:
-      coords = {k: np.asarray(v, np.int32) for k, v in coords.items()}
-      dev_coords = {k: jnp.asarray(v) for k, v in coords.items()}
-      reps_out = {k: [] for k in coords}
-    mask = np.asarray(batch.get('mask', np.ones(len(images), bool)), bool)
-    logits, sel = jax.device_get(
-      _apply_and_select(model, variables, jnp.asarray(images), dev_coords)
-    )
-    keep = np.flatnonzero(mask)
-    if max_examples is not None:
-      keep = keep[: max(0, max_examples - count)]
-    count += len(keep)
-    logits_out.append(np.asarray(logits)[keep])
-    labels_out.append(np.asarray(batch['label']).astype(np.int32)[keep])
-    for k in reps_out:
-      reps_out[k].append(np.asarray(sel[k])[keep])
-    if max_examples is not None and count >= max_examples:
-      break
-  if dev_coords is None:
-    raise ValueError('the batch iterator was empty')
-  return Features(
-    reps={k: np.concatenate(v) for k, v in reps_out.items()},
-    logits=np.concatenate(logits_out),
-    labels=np.concatenate(labels_out),
-    coords=dict(coords),
-  )

@@ -1,4 +1,5 @@
-"""Human-readable outputs of an analysis: `analysis.md` and the per-run plots.
+"""The outputs of an analysis: `analysis.json`, `analysis.md` and the per-run plots
+(`write_analysis`, into the run directory's analysis/).
 
 `to_markdown(a)` and `write_plots(a, outdir)` read only the JSON-serialisable dict that
 `rankdeficit.analyze.analyze_run` returns (and writes as analysis.json), so they can be
@@ -10,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from rankdeficit.analysis import probe_layers
+from rankdeficit.run import run_dir
 from rankdeficit.run import storage
 
 
@@ -178,3 +180,16 @@ def write_plots(a: dict, outdir) -> None:
     fig.tight_layout()
     _savefig(fig, outdir, 'representation_rank.png')
     plt.close(fig)
+
+
+def write_analysis(a: dict, workdir: str, *, plots: bool, timer) -> None:
+  """analysis.json, analysis.md and (optionally) the PNG plots in workdir/analysis; the
+  plots' time goes into `a['timings_s']['plots']` (`timer`: a `timing.Timer`)."""
+  layout = run_dir.RunDir(workdir)
+  layout.analysis.mkdir(parents=True, exist_ok=True)
+  if plots:
+    with timer('plots'):
+      write_plots(a, layout.analysis)
+    a['timings_s']['plots'] = timer.timings['plots']
+  storage.write_json(layout.analysis_file, a, indent=2)
+  (layout.analysis / 'analysis.md').write_text(to_markdown(a))

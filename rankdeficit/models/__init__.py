@@ -77,22 +77,7 @@ def create_model(model_config: ml_collections.ConfigDict, num_classes: int) -> n
     ValueError: unknown name, init scheme or dtype, or an option the family lacks.
   """
   name = model_config.name
-  if name not in MODEL_NAMES:
-    raise ValueError(f'Unknown model {name!r}; valid names: {", ".join(MODEL_NAMES)}.')
-  if model_config.dtype not in DTYPES:
-    raise ValueError(f'Unknown dtype {model_config.dtype!r}; valid: {", ".join(DTYPES)}.')
-  dtype = DTYPES[model_config.dtype]
-  # (Modules call the field `init_scheme`: a field named `init` would shadow Module.init.)
-  init = Init(model_config.init, float(model_config.init_sigma))
-  tau = float(model_config.get('attention_temperature', 1.0))
-  if not tau > 0:
-    raise ValueError(f'model.attention_temperature must be > 0, got {tau}.')
-  if tau != 1.0 and name not in vit.VIT_SPECS:
-    raise ValueError(f'model.attention_temperature applies to ViTs only, not {name!r}.')
-  conv = cpu_conv.conv_general_dilated(cpu_conv.resolve(model_config.get('conv_impl', 'auto')))
-  if model_config.get('layer_norm', False) and name != 'mlp':
-    raise ValueError(f'layer_norm=True is only implemented for the MLP, not {name!r}.')
-
+  dtype, init, tau, conv = _checked_options(model_config)
   if name == 'mlp':
     return mlp.MLP(
       num_classes=num_classes,
@@ -126,6 +111,28 @@ def create_model(model_config: ml_collections.ConfigDict, num_classes: int) -> n
     dtype=dtype,
     attention_temperature=tau,
   )
+
+
+def _checked_options(model_config: ml_collections.ConfigDict):
+  """(dtype, Init, attention temperature, conv function) of `model_config`, every option
+  checked against its model family (ValueError naming the option otherwise)."""
+  name = model_config.name
+  if name not in MODEL_NAMES:
+    raise ValueError(f'Unknown model {name!r}; valid names: {", ".join(MODEL_NAMES)}.')
+  if model_config.dtype not in DTYPES:
+    raise ValueError(f'Unknown dtype {model_config.dtype!r}; valid: {", ".join(DTYPES)}.')
+  dtype = DTYPES[model_config.dtype]
+  # (Modules call the field `init_scheme`: a field named `init` would shadow Module.init.)
+  init = Init(model_config.init, float(model_config.init_sigma))
+  tau = float(model_config.get('attention_temperature', 1.0))
+  if not tau > 0:
+    raise ValueError(f'model.attention_temperature must be > 0, got {tau}.')
+  if tau != 1.0 and name not in vit.VIT_SPECS:
+    raise ValueError(f'model.attention_temperature applies to ViTs only, not {name!r}.')
+  conv = cpu_conv.conv_general_dilated(cpu_conv.resolve(model_config.get('conv_impl', 'auto')))
+  if model_config.get('layer_norm', False) and name != 'mlp':
+    raise ValueError(f'layer_norm=True is only implemented for the MLP, not {name!r}.')
+  return dtype, init, tau, conv
 
 
 @dataclasses.dataclass(frozen=True)

@@ -261,6 +261,38 @@ def _resize_posemb(pe: np.ndarray, target_shape: tuple) -> np.ndarray:
   return np.concatenate([cls_pe, np.asarray(grid).reshape(1, g_new * g_new, -1)], axis=1)
 
 
+def _stored_heads(stored: dict[str, np.ndarray], num_heads: int | None) -> int:
+  """The attention heads of a checkpoint's model: `num_heads`, checked against the file's
+  when both are known (ValueError if they differ), else the file's, else 1."""
+  # The attention 'query' kernel is [D, D] here; D / head_dim comes from the file.
+  q_key = next((k for k in stored if k.endswith(_ATTN[1:] + 'query/kernel')), None)
+  file_heads = stored[q_key].shape[1] if q_key is not None and stored[q_key].ndim == 3 else None
+  if num_heads is not None and file_heads is not None and file_heads != num_heads:
+    raise ValueError(f'Pretrained {q_key!r} has {file_heads} heads, the model has {num_heads}.')
+  return num_heads or file_heads or 1
+
+
+def _pretrained_value(key: str, ours: np.ndarray, value: np.ndarray, num_heads: int):
+  """The stored `value` of parameter `key` in our layout (`ours`: the model's own), or
+  `ours` for a head of another number of classes; position embeddings are resized."""
+  expected = _public_shape(key, ours.shape, num_heads)
+  if key.startswith('head/') and value.shape != expected:
+    logging.info(
+      'Pretrained head %s has shape %s, the model needs %s: keeping the freshly initialised head.',
+      key,
+      value.shape,
+      expected,
+    )
+    return ours
+  if key.endswith('posembed_input/pos_embedding') and value.shape != expected:
+    if value.ndim != 3 or value.shape[-1] != expected[-1]:
+      raise ValueError(f'Pretrained {key!r} has shape {value.shape}, expected {expected}.')
+    value = _resize_posemb(value, expected)
+  if value.shape != expected:
+    raise ValueError(f'Pretrained {key!r} has shape {value.shape}, expected {expected}.')
+  return np.asarray(value, dtype=ours.dtype).reshape(ours.shape)
+
+
 def load_pretrained(params, path: str, *, num_heads: int | None = None):
   """Returns `params` with every weight replaced by the one stored in the .npz at `path`.
 
@@ -282,14 +314,9 @@ def load_pretrained(params, path: str, *, num_heads: int | None = None):
     A new params pytree with the same structure, shapes and dtypes as `params`.
   """
   flat = traverse_util.flatten_dict(jax.device_get(params), sep='/')
-  # Heads: the attention 'query' kernel is [D, D] here; D / head_dim comes from the file.
   with np.load(path, allow_pickle=False) as f:
     stored = {k: f[k] for k in f.files}
-  q_key = next((k for k in stored if k.endswith(_ATTN[1:] + 'query/kernel')), None)
-  file_heads = stored[q_key].shape[1] if q_key is not None and stored[q_key].ndim == 3 else None
-  if num_heads is not None and file_heads is not None and file_heads != num_heads:
-    raise ValueError(f'Pretrained {q_key!r} has {file_heads} heads, the model has {num_heads}.')
-  num_heads = num_heads or file_heads or 1
+  num_heads = _stored_heads(stored, num_heads)
   out = {}
   for key, ours in flat.items():
     if key not in stored:
@@ -297,25 +324,7 @@ def load_pretrained(params, path: str, *, num_heads: int | None = None):
         f'Pretrained checkpoint {path} has no parameter {key!r} '
         f'(expected shape {_public_shape(key, ours.shape, num_heads)}).'
       )
-    value = stored[key]
-    expected = _public_shape(key, ours.shape, num_heads)
-    if key.startswith('head/') and value.shape != expected:
-      logging.info(
-        'Pretrained head %s has shape %s, the model needs %s: keeping the freshly '
-        'initialised head.',
-        key,
-        value.shape,
-        expected,
-      )
-      out[key] = ours
-      continue
-    if key.endswith('posembed_input/pos_embedding') and value.shape != expected:
-      if value.ndim != 3 or value.shape[-1] != expected[-1]:
-        raise ValueError(f'Pretrained {key!r} has shape {value.shape}, expected {expected}.')
-      value = _resize_posemb(value, expected)
-    if value.shape != expected:
-      raise ValueError(f'Pretrained {key!r} has shape {value.shape}, expected {expected}.')
-    out[key] = np.asarray(value, dtype=ours.dtype).reshape(ours.shape)
+    out[key] = _pretrained_value(key, ours, stored[key], num_heads)
   extra = sorted(set(stored) - set(flat))
   if extra:
     logging.info(

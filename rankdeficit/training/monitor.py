@@ -286,7 +286,27 @@ def collapse_metrics(
   )
 
   out = {'loss': loss, **_logit_metrics(logits.astype(jnp.float32), temperature, top_k)}
+  out.update(_rep_metrics(reps, pick, max_dims, top_k))
+  _weight_layer_metrics(
+    out,
+    variables,
+    grads,
+    inputs,
+    modules_box,
+    alias_box,
+    pick,
+    max_dims=max_dims,
+    max_alignment_rows=max_alignment_rows,
+    top_k=top_k,
+    input_ranks=input_ranks,
+  )
+  out.update(_attention_means(attention))
+  return out
 
+
+def _rep_metrics(reps, pick, max_dims: int, top_k: int) -> dict[str, jax.Array]:
+  """Rank and top singular values of each representation (a coordinate subset of it)."""
+  out = {}
   for name, rep in reps.items():
     out[f'rank/rep/{name}'], out[f'sv/rep/{name}'] = _spectrum(
       spectral.representation_matrix(
@@ -294,7 +314,38 @@ def collapse_metrics(
       ),
       top_k,
     )
+  return out
 
+
+def _attention_means(attention) -> dict[str, jax.Array]:
+  """The mean over heads of each per-head statistic of each layer's attention logits."""
+  out = {}
+  for name, z in attention.items():
+    out.update(
+      {
+        f'attention/{stat}/{name}': jnp.mean(per_head)
+        for stat, per_head in attention_lib.attention_statistics(z).items()
+      }
+    )
+  return out
+
+
+def _weight_layer_metrics(
+  out,
+  variables,
+  grads,
+  inputs,
+  modules_box,
+  alias_box,
+  pick,
+  *,
+  max_dims,
+  max_alignment_rows,
+  top_k,
+  input_ranks,
+) -> None:
+  """Adds to `out`, per weight layer (forward order), its gradient rank, its input's rank
+  (with `input_ranks`) and its kernel / input alignment, then the mean alignment maximum."""
   maxima = []
   for path, layer_input in inputs.items():
     kernel = _get_path(variables['params'], path)['kernel']
@@ -318,14 +369,6 @@ def collapse_metrics(
     maxima.append(out[f'alignment_max/{path}'])
   if maxima:
     out['alignment_max_mean'] = jnp.mean(jnp.stack(maxima))
-  for name, z in attention.items():  # mean over heads of each per-head statistic
-    out.update(
-      {
-        f'attention/{stat}/{name}': jnp.mean(per_head)
-        for stat, per_head in attention_lib.attention_statistics(z).items()
-      }
-    )
-  return out
 
 
 def _logit_metrics(logits: jax.Array, temperature, top_k: int) -> dict[str, jax.Array]:

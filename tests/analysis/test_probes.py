@@ -1,9 +1,8 @@
-"""Tests of rankdeficit.analysis.probes: kappa, rho, probe training, feature extraction."""
+"""Tests of rankdeficit.analysis.probes: kappa, rho, probe training."""
 
 import dataclasses
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -162,60 +161,3 @@ def test_fit_layer_probes_and_plan_groups():
   groups = probes._plan_groups([10, 100, 50, 5], n=10, max_bytes=6000)
   assert sorted(sum(groups, [])) == [0, 1, 2, 3]
   assert groups == [[3, 0, 2], [1]]
-
-
-def test_select_coordinates():
-  key = jax.random.PRNGKey(0)
-  np.testing.assert_array_equal(probes.select_coordinates(7, 10, key), np.arange(7))
-  c = probes.select_coordinates(50, 10, key)
-  assert len(c) == 10 and len(set(c.tolist())) == 10 and np.all(np.diff(c) > 0)
-  np.testing.assert_array_equal(c, probes.select_coordinates(50, 10, key))  # fixed by the key
-
-
-# ---------------------------------------------------------------- feature extraction
-
-
-class _ToyModel:
-  """Stand-in with the models' contract: apply(v, images, train) -> (logits, reps)."""
-
-  def apply(self, variables, images, train=False):
-    del train
-    h1 = jax.nn.relu(images * variables['a'])  # conv-like [N, H, W, C]
-    h2 = jax.nn.relu(h1.reshape(h1.shape[0], -1) @ variables['w'])
-    return h2 @ variables['v'], {'conv': h1, 'fc': h2}
-
-
-def test_extract_features_masks_and_subsets():
-  rng = np.random.default_rng(0)
-  variables = {
-    'a': jnp.float32(1.5),
-    'w': jnp.asarray(rng.normal(size=(48, 6)), jnp.float32),
-    'v': jnp.asarray(rng.normal(size=(6, 3)), jnp.float32),
-  }
-  images = rng.normal(size=(10, 4, 4, 3)).astype(np.float32)
-  labels = np.arange(10) % 3
-  batches = []
-  for i in range(0, 10, 4):  # 4 + 4 + 2 real rows, last batch padded to 4
-    im, lb = images[i : i + 4], labels[i : i + 4]
-    m = np.ones(4, bool)
-    if len(im) < 4:
-      m[len(im) :] = False
-      im = np.concatenate([im, np.zeros((4 - len(im), 4, 4, 3), np.float32)])
-      lb = np.concatenate([lb, np.zeros(4 - len(lb), int)])
-    batches.append({'image': im, 'label': lb, 'mask': m})
-  model = _ToyModel()
-  f = probes.extract_features(model, variables, batches, max_dims=20, key=jax.random.PRNGKey(1))
-  assert list(f.reps) == ['conv', 'fc']
-  assert f.reps['conv'].shape == (10, 20) and f.reps['fc'].shape == (10, 6)
-  logits, reps = model.apply(variables, jnp.asarray(images))
-  flat = np.asarray(reps['conv']).reshape(10, -1)
-  np.testing.assert_allclose(f.reps['conv'], flat[:, f.coords['conv']], rtol=1e-6)
-  np.testing.assert_allclose(f.logits, np.asarray(logits), rtol=1e-5, atol=1e-6)
-  np.testing.assert_array_equal(f.labels, labels)
-  # same key -> same coordinates on another dataset; explicit coords reuse them
-  g = probes.extract_features(
-    model, variables, batches[:1], max_dims=20, key=jax.random.PRNGKey(1), layers=['conv']
-  )
-  np.testing.assert_array_equal(g.coords['conv'], f.coords['conv'])
-  h = probes.extract_features(model, variables, batches, coords=f.coords, max_examples=5)
-  assert h.reps['conv'].shape == (5, 20) and len(h.labels) == 5

@@ -9,7 +9,7 @@ import numpy as np
 
 from configs import base
 from rankdeficit import models
-from rankdeficit.analysis import probes
+from rankdeficit.analysis import extraction
 from rankdeficit.metrics import spectral
 from rankdeficit.training import losses
 from rankdeficit.training import monitor
@@ -84,8 +84,8 @@ def test_monitor_ranks_and_sr_come_from_float32_features():
   # The same model measured in its bf16 training precision would be wrong:
   assert int(_monitor_metrics(model, params, images, labels)['rank/rep/dense_0']) > 2
 
-  # Feature extraction for the analysis (probes.extract_features), same model:
-  feats = probes.extract_features(
+  # Feature extraction for the analysis (extraction.extract_features), same model:
+  feats = extraction.extract_features(
     models.measurement_model(model),
     {'params': params},
     [{'image': np.asarray(images), 'label': np.asarray(labels)}],
