@@ -7,6 +7,8 @@ rejected. Without `--workdir` the run goes to `runs/<config stem>_T<T>_seed<seed
 (the hash covers every field that changes the weights); running the same command again
 resumes from its latest checkpoint. A workdir is used by one process at a time (`lock`),
 and is only resumed under the config it was trained with (rankdeficit/run/config_diff.py).
+Every check runs once, before anything is written (`run_plan.preflight`); training then
+follows the frozen plan it returns (rankdeficit/plan/run_plan.py).
 SIGTERM/SIGINT save a checkpoint at the step reached and exit with 128 + the signal.
 
 Multi-process: add `--coordinator_address=HOST:PORT --num_processes=P --process_id=i` to
@@ -26,7 +28,7 @@ import jax
 from ml_collections import config_flags
 
 from rankdeficit.data import input_pipeline
-from rankdeficit.plan import validation
+from rankdeficit.plan import run_plan
 from rankdeficit.run import checkpointing
 from rankdeficit.run import config_diff
 from rankdeficit.run import distributed
@@ -34,7 +36,6 @@ from rankdeficit.run import preemption
 from rankdeficit.run import runtime
 from rankdeficit.run import storage
 from rankdeficit.run import workdir_lock
-from rankdeficit.training import target_norm
 from rankdeficit.training import train
 
 FLAGS = flags.FLAGS
@@ -156,16 +157,11 @@ def _resolve_workdir(config) -> str:
   return FLAGS.workdir
 
 
-def _check_before_writing(config, workdir: str) -> None:
-  """Config, data, lock and resume errors: one line, before anything compiles or is
-  written."""
+def _preflight(config, workdir: str) -> run_plan.RunPlan:
+  """The run's plan (`run_plan.preflight`: every check, once); config, data, lock and
+  resume errors exit with one line, before anything compiles or is written."""
   try:
-    validation.validate_config(config, workdir, create=False)
-    workdir_lock.check_unlocked(workdir)
-    target_norm.adopt_saved_temperature(config, workdir)  # T chosen at step 0
-    config_diff.check_resumable(config, workdir)
-    storage.check_writable(workdir)
-    storage.check_shared_workdir(workdir)
+    return run_plan.preflight(config, workdir)
   except (ValueError, OSError, workdir_lock.LockedError, input_pipeline.DatasetNotFoundError) as e:
     sys.exit(f'error: {e}')
 
@@ -204,7 +200,7 @@ def main(argv):
   if config.matmul_precision != 'default':
     jax.config.update('jax_default_matmul_precision', config.matmul_precision)
   workdir = _resolve_workdir(config)
-  _check_before_writing(config, workdir)
+  plan = _preflight(config, workdir)
   sys.unraisablehook = _quiet_unraisable(sys.unraisablehook)
   logging.get_absl_handler().addFilter(_QuietLibraries())
   handler = _log_file_handler(workdir)
@@ -219,7 +215,7 @@ def main(argv):
     jax.local_devices(),
   )
   try:
-    _, results = train.train_and_evaluate(config, workdir)
+    _, results = train.train_and_evaluate(plan)
   except (workdir_lock.LockedError, checkpointing.RestoreError) as e:
     # Lost a race with a process started meanwhile, or checkpoints too old to hold their
     # config that do not fit this one.

@@ -595,6 +595,36 @@ def test_an_empty_workdir_is_refused(tmp_path, run_main, monkeypatch):
   assert not any(tmp_path.iterdir())
 
 
+def test_the_cli_runs_each_preflight_check_once(tmp_path, run_main, monkeypatch):
+  """Issue 24 item 1: main and train_and_evaluate each ran validate_config, the lock,
+  resume and shared-workdir checks; main now hands train the plan its pre-flight made."""
+  from rankdeficit.plan import validation  # pylint: disable=import-outside-toplevel
+  from rankdeficit.run import config_diff
+  from rankdeficit.run import storage
+  from rankdeficit.run import workdir_lock
+
+  calls = []
+  for module, name in (
+    (validation, 'validate_config'),
+    (workdir_lock, 'check_unlocked'),
+    (config_diff, 'check_resumable'),
+    (storage, 'check_shared_workdir'),
+  ):
+    real = getattr(module, name)
+    monkeypatch.setattr(
+      module, name, lambda *a, _real=real, _name=name, **k: (calls.append(_name), _real(*a, **k))[1]
+    )
+  for steps in (2, 3):  # a fresh run, then its resume
+    calls.clear()
+    assert run_main(tmp_path / 'run', steps) == 0
+    assert sorted(calls) == [
+      'check_resumable',
+      'check_shared_workdir',
+      'check_unlocked',
+      'validate_config',
+    ]
+
+
 def _failing_save(mode: str):
   """A CheckpointManager.save that runs out of space at step 4: at once ('sync'), or as
   orbax's background writes do, when the save is waited for ('async')."""

@@ -148,6 +148,13 @@ def _check_numbers(config: ml_collections.ConfigDict) -> None:
     f'an integer in [0, {MAX_SEED}] (grain shuffles with a 32-bit seed)',
   )
   _check_temperature(config)
+  _check_optimizer_numbers(config)
+  _check_budget(config)
+  _check_sizes(config)
+
+
+def _check_optimizer_numbers(config: ml_collections.ConfigDict) -> None:
+  """learning_rate, momentum, weight_decay, warmup_epochs and lr_gamma."""
   _require(
     _finite(config.learning_rate) and config.learning_rate > 0,
     'learning_rate',
@@ -164,6 +171,10 @@ def _check_numbers(config: ml_collections.ConfigDict) -> None:
     config.lr_gamma,
     'a finite number > 0',
   )
+
+
+def _check_budget(config: ml_collections.ConfigDict) -> None:
+  """The training budget (num_epochs / num_train_steps) and the step cadences."""
   _require(
     _finite(config.num_epochs) and config.num_epochs >= 0,
     'num_epochs',
@@ -191,6 +202,10 @@ def _check_numbers(config: ml_collections.ConfigDict) -> None:
     config.eval_every_steps,
     '>= 1, or -1 for once per epoch',
   )
+
+
+def _check_sizes(config: ml_collections.ConfigDict) -> None:
+  """Counts and sizes: subsets, workers, image and feature sizes, the model's shape."""
   for field in ('metrics_every_steps', 'train_subset', 'num_workers'):
     _require(config[field] >= 0, field, config[field], 'an integer >= 0 (0 = off/all)')
   _require(config.image_size >= 1, 'image_size', config.image_size, 'an integer >= 1')

@@ -126,8 +126,8 @@ class Checkpointer:
     every_steps: int | None = None,
     config: ml_collections.ConfigDict | None = None,
   ):
-    """`config` (read at every save, so later changes such as a chosen T are kept) is
-    stored in each checkpoint as its item `config`."""
+    """`config` is stored in each checkpoint as its item `config` (`set_config` replaces
+    it: a run that chooses its temperature at step 0 does so before its first save)."""
     if keep < 1:
       raise ValueError(
         f'keep={keep}: at least one checkpoint must be kept (config.keep_checkpoints >= 1).'
@@ -148,9 +148,13 @@ class Checkpointer:
         max_to_keep=keep, create=True, save_decision_policy=policy
       ),
     )
-    self._config = config
+    self.set_config(config)
     self._unsealed: int | None = None
     self._failed = False
+
+  def set_config(self, config: ml_collections.ConfigDict | None) -> None:
+    """The config the next saves store (JSON of it now: later changes are not seen)."""
+    self._config = None if config is None else json.loads(config.to_json_best_effort())
 
   @property
   def latest_step(self) -> int | None:
@@ -175,7 +179,7 @@ class Checkpointer:
     if data_iter is not None:
       args['data_iter'] = grain.checkpoint.CheckpointSave(data_iter)
     if self._config is not None:
-      args[CONFIG_ITEM] = ocp.args.JsonSave(json.loads(self._config.to_json_best_effort()))
+      args[CONFIG_ITEM] = ocp.args.JsonSave(self._config)
     with self._disk_full_as(step):
       self._manager.save(step, args=ocp.args.Composite(**args), force=True)
     self._unsealed = step
@@ -336,8 +340,44 @@ def _on_local_device(metadata) -> Any:
   return jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), metadata)
 
 
-def load_run(workdir: str, step: int | None = None):
+def restore_variables(workdir: str, step: int | None = None) -> tuple[dict, int]:
+  """The `{'params', 'batch_stats'}` variables of `workdir`'s checkpoint `step` (default:
+  the latest) as arrays on this process's first device, and that step."""
+  directory = run_dir.RunDir(workdir).checkpoints
+  manager = ocp.CheckpointManager(
+    directory,
+    item_names=('state', 'data_iter'),
+    item_handlers={
+      'state': ocp.StandardCheckpointHandler(),
+      'data_iter': grain.checkpoint.CheckpointHandler(),
+    },
+  )
+  try:
+    step = manager.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f'No checkpoint in {directory}.')
+    restored = manager.restore(
+      step,
+      args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(_on_local_device(manager.item_metadata(step)['state']))
+      ),
+    )
+  finally:
+    manager.close()
+  state = restored['state']
+  variables = {'params': state['params']}
+  if state.get('batch_stats'):
+    variables['batch_stats'] = state['batch_stats']
+  return variables, step
+
+
+def load_run(workdir: str, step: int | None = None, *, num_classes: int | None = None):
   """Loads a (finished or in-progress) run for analysis.
+
+  `num_classes` is the model's number of outputs (the run plan's `num_classes`); by
+  default, the width of the checkpoint's classifier `head`, i.e. what the run was trained
+  with. Nothing is looked up in the dataset here: `rankdeficit.plan.run_plan.load_run` is
+  the same through the run's plan.
 
   Returns:
     (config, model, variables, step): the resolved config, the Flax module, the
@@ -345,34 +385,15 @@ def load_run(workdir: str, step: int | None = None):
     arrays, and that step.
   """
   from rankdeficit import models  # pylint: disable=import-outside-toplevel
-  from rankdeficit.data import input_pipeline
 
   config = load_config(workdir)
-  manager = ocp.CheckpointManager(
-    run_dir.RunDir(workdir).checkpoints,
-    item_names=('state', 'data_iter'),
-    item_handlers={
-      'state': ocp.StandardCheckpointHandler(),
-      'data_iter': grain.checkpoint.CheckpointHandler(),
-    },
-  )
-  step = manager.latest_step() if step is None else step
-  if step is None:
-    raise FileNotFoundError(f'No checkpoint in {run_dir.RunDir(workdir).checkpoints}.')
-  restored = manager.restore(
-    step,
-    args=ocp.args.Composite(
-      state=ocp.args.StandardRestore(_on_local_device(manager.item_metadata(step)['state']))
-    ),
-  )
-  manager.close()
-  state = restored['state']
-  num_classes = (
-    config.model.num_classes
-    or input_pipeline.dataset_info(config.dataset, config.data_dir).num_classes
-  )
-  model = models.create_model(config.model, num_classes)
-  variables = {'params': state['params']}
-  if state.get('batch_stats'):
-    variables['batch_stats'] = state['batch_stats']
-  return config, model, variables, step
+  variables, step = restore_variables(workdir, step)
+  if num_classes is None:
+    head = variables['params'].get('head', {}).get('kernel')
+    if head is None:
+      raise ValueError(
+        f'Checkpoint {step} of {workdir} has no classifier `head` to read its number of '
+        f'classes from; pass num_classes, or use rankdeficit.plan.run_plan.load_run.'
+      )
+    num_classes = int(head.shape[-1])
+  return config, models.create_model(config.model, num_classes), variables, step

@@ -23,7 +23,8 @@ def create_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
   return Mesh(np.asarray(devices), (DATA_AXIS,))
 
 
-def replicated(mesh: Mesh) -> NamedSharding:
+def replicated_sharding(mesh: Mesh) -> NamedSharding:
+  """Every device holds the whole array (parameters, optimizer state, metrics)."""
   return NamedSharding(mesh, P())
 
 
@@ -42,16 +43,3 @@ def shard_batch(batch: dict, mesh: Mesh) -> dict:
   return jax.tree.map(
     lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), batch
   )
-
-
-def check_divisible(batch_size: int, mesh: Mesh, what: str = 'batch_size') -> None:
-  """Raises a clear error when a global batch cannot be split evenly over the mesh."""
-  n = mesh.devices.size
-  if batch_size % n:
-    raise ValueError(
-      f'{what}={batch_size} is not divisible by the number of devices ({n}); use a multiple of {n}.'
-    )
-  if batch_size % jax.process_count():
-    raise ValueError(
-      f'{what}={batch_size} is not divisible by the number of processes ({jax.process_count()}).'
-    )

@@ -7,8 +7,10 @@ mean per-sample L2 norm n0 of its logits on the first eval batch (the same examp
 `init/logits_norm`) and trains at T = n0 / r, so its effective initial norm is r whatever
 the init or width.
 
-The chosen T is written into config.json like any other field, so a resumed run, `analyze`
-and the tables use it; `adopt_saved_temperature` makes an unchanged command resume it
+Nothing here changes a config: `choose_temperature` returns T, and the training loop
+continues with `plan.with_temperature(T)` (rankdeficit/plan/run_plan.py), whose config is
+written into config.json and every checkpoint, so a resumed run, `analyze` and the tables
+use it. A resumed run's pre-flight adopts that saved T, so an unchanged command resumes it
 (the command's own `temperature` is ignored while `target_logits_norm > 0`).
 """
 
@@ -19,10 +21,8 @@ import math
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 
 from rankdeficit.data import input_pipeline
-from rankdeficit.run import config_diff
 from rankdeficit.training import sharding
 from rankdeficit.training import steps
 
@@ -55,7 +55,7 @@ def mean_logits_norm(model, state: steps.TrainState, config, mesh) -> float:
 
 
 def choose_temperature(config: ml_collections.ConfigDict, initial_norm: float) -> float:
-  """Sets and returns config.temperature = initial_norm / config.target_logits_norm."""
+  """T = initial_norm / config.target_logits_norm (`config` is not changed)."""
   temperature = initial_norm / config.target_logits_norm
   if not (math.isfinite(temperature) and temperature > 0):
     raise ValueError(
@@ -63,23 +63,4 @@ def choose_temperature(config: ml_collections.ConfigDict, initial_norm: float) -
       f'logits norm is {initial_norm}, which gives T={temperature}; this init '
       f'cannot be rescaled to a target norm.'
     )
-  config.temperature = float(temperature)
-  return config.temperature
-
-
-def adopt_saved_temperature(config: ml_collections.ConfigDict, workdir) -> bool:
-  """Resuming a `target_logits_norm` run: takes T from its saved config (chosen at step 0;
-  the copy stored in the checkpoint, else config.json).
-
-  Returns whether it did (only when the workdir has checkpoints of a run with the same
-  target; anything else is left to config_diff's comparison).
-  """
-  if config.target_logits_norm <= 0 or not config_diff.has_checkpoint(workdir):
-    return False
-  saved = config_diff.saved_config(workdir)
-  if saved is None or not np.isclose(
-    saved.get('target_logits_norm', 0.0), config.target_logits_norm
-  ):
-    return False
-  config.temperature = float(saved['temperature'])
-  return True
+  return float(temperature)

@@ -1,15 +1,20 @@
 """The training loop: one jitted data-parallel train step, exact evaluation, checkpoints.
 
-`train_and_evaluate(config, workdir)` is the whole job. State lives in one pytree
+`train_and_evaluate(plan)` is the whole job: it follows the frozen run plan
+(rankdeficit/plan/run_plan.py) that `run_plan.preflight` resolved, or pre-flights
+`train_and_evaluate(config, workdir)` itself; the config is never changed (a
+target_logits_norm run continues with `plan.with_temperature(T)`). State lives in one pytree
 (`TrainState`), replicated over a `Mesh` with a `data` axis; batches are sharded on that
 axis. The step is compiled once (shapes and shardings never change) and donates the old
 state's buffers. Metrics stay on device and are fetched only at log steps, so there is no
 host sync per step.
 """
 
+import dataclasses
 import functools
 import json
 import signal
+from typing import Any, Callable
 
 from absl import logging
 import jax
@@ -20,11 +25,10 @@ import numpy as np
 from rankdeficit import models
 from rankdeficit.data import input_pipeline
 from rankdeficit.metrics import spectral
-from rankdeficit.plan import validation
+from rankdeficit.plan import run_plan
 from rankdeficit.run import checkpointing
 from rankdeficit.run import config_diff
 from rankdeficit.run import preemption
-from rankdeficit.run import run_dir
 from rankdeficit.run import runtime
 from rankdeficit.run import storage
 from rankdeficit.run import workdir_lock
@@ -178,82 +182,114 @@ def _shut_down(train_iter, checkpointer, writer, *, after_error: bool = False) -
       )
 
 
-def _train_loop(
-  config,
-  workdir,
-  mesh,
-  state,
-  train_iter,
-  checkpointer,
-  writer,
-  stop,
-  fns,
-  start_step: int,
-  total_steps: int,
-  eval_every: int,
-) -> dict[str, float]:
+@dataclasses.dataclass(frozen=True)
+class _Loop:
+  """What the train loop needs besides the state: the plan, the compiled steps, the I/O."""
+
+  plan: run_plan.RunPlan
+  mesh: Any
+  train_iter: Any
+  checkpointer: checkpointing.Checkpointer
+  writer: Any
+  stop: preemption.StopRequest
+  train_step: Callable
+  eval_step: Callable
+  all_finite: Callable
+  watch: Callable | None
+  temperature_fn: Callable
+  hooks: list
+  start_step: int
+
+
+def _next_batch(loop: _Loop, step: int):
+  if step == loop.start_step:  # grain starts its worker processes for the first batch
+    with loop.stop.starting_workers():
+      return next(loop.train_iter)
+  return next(loop.train_iter)
+
+
+def _log_train(loop: _Loop, train_metrics: list, done: int) -> dict[str, float]:
+  """The train/* means since the last log step, written and returned."""
+  summary = _summarize(train_metrics, done, loop.checkpointer, loop.plan.workdir)
+  loop.writer.write_scalars(done, summary)
+  averaged = _steps_averaged(
+    len(train_metrics), done, loop.start_step, loop.plan.config.log_every_steps
+  )
+  return {**summary, 'train/steps_averaged': averaged}
+
+
+def _save_or_stop(loop: _Loop, state, done: int, *, needs_finite: bool) -> None:
+  """Saves `done` when due (or stopping); on a signal or a multi-host preemption, stops
+  after saving it. Every host asks about preemption every step (orbax's sync point), even
+  when stopping anyway."""
+  total, checkpointer = loop.plan.total_steps, loop.checkpointer
+  preempted = checkpointer.reached_preemption(done)
+  stopping = (loop.stop.requested or preempted) and done < total
+  saving = stopping or done == total or checkpointer.should_save(done)
+  if saving or needs_finite:
+    # One check per step that needs finite weights: a diverged run is never saved, and it
+    # stops here rather than in the metric writers, even before a log step notices.
+    _check_finite(loop.all_finite, state, done, checkpointer, loop.plan.workdir)
+  if saving:
+    checkpointer.save(done, state, loop.train_iter)
+  if stopping:
+    checkpointer.wait_until_finished()
+    logging.warning(
+      'Stopped at step %d: saved checkpoint %s; rerun the same command to resume.',
+      done,
+      loop.plan.run_dir.checkpoint(done),
+    )
+    raise preemption.Stopped(done, loop.stop.signum or signal.SIGTERM)
+
+
+def _evaluate_at(loop: _Loop, state, step: int) -> dict[str, float]:
+  """The evaluation at `step`, written and logged."""
+  temperature = float(loop.temperature_fn(step))
+  results = evaluate(loop.eval_step, state, loop.plan.config, loop.mesh, temperature)
+  loop.writer.write_scalars(step, dict(results))
+  logging.info('step %d: %s', step, json.dumps(results))
+  return results
+
+
+def _train_loop(loop: _Loop, state) -> tuple[steps.TrainState, dict[str, float]]:
   """Steps `start_step` .. `total_steps`: log, save (then evaluate), monitor; stops early
   (after saving the step it reached) on a signal or a multi-host preemption."""
-  p_train_step, p_eval_step, p_all_finite, watch, temperature_fn, hooks = fns
+  config, total = loop.plan.config, loop.plan.total_steps
   results, train_metrics = {}, []
-  for step in range(start_step, total_steps):
+  for step in range(loop.start_step, total):
     with jax.profiler.StepTraceAnnotation('train', step_num=step):
-      if step == start_step:  # grain starts its worker processes for the first batch
-        with stop.starting_workers():
-          host_batch = next(train_iter)
-      else:
-        host_batch = next(train_iter)
-      state, metrics = p_train_step(state, sharding.shard_batch(host_batch, mesh))
+      host_batch = _next_batch(loop, step)
+      state, metrics = loop.train_step(state, sharding.shard_batch(host_batch, loop.mesh))
     train_metrics.append(metrics)
     done = step + 1
-    for hook in hooks:
+    for hook in loop.hooks:
       hook(done)
-    if done % config.log_every_steps == 0 or done == total_steps:
-      summary = _summarize(train_metrics, done, checkpointer, workdir)
-      writer.write_scalars(done, summary)
-      results.update(summary)
-      results['train/steps_averaged'] = _steps_averaged(
-        len(train_metrics), done, start_step, config.log_every_steps
-      )
+    if done % config.log_every_steps == 0 or done == total:
+      results.update(_log_train(loop, train_metrics, done))
       train_metrics = []
-    # Save before evaluating, so an eval failure cannot lose the interval. Every host asks
-    # about preemption every step (orbax's sync point), even when stopping anyway.
-    preempted = checkpointer.reached_preemption(done)
-    stopping = (stop.requested or preempted) and done < total_steps
-    saving = stopping or done == total_steps or checkpointer.should_save(done)
-    evaluating = done % eval_every == 0 or done == total_steps
-    monitoring = watch and (done % config.metrics_every_steps == 0 or done == total_steps)
-    if saving or evaluating or monitoring:
-      # One check per step that needs finite weights: a diverged run is never saved, and it
-      # stops here rather than in the metric writers, even before a log step notices.
-      _check_finite(p_all_finite, state, done, checkpointer, workdir)
-    if saving:
-      checkpointer.save(done, state, train_iter)
-    if stopping:
-      checkpointer.wait_until_finished()
-      logging.warning(
-        'Stopped at step %d: saved checkpoint %s; rerun the same command to resume.',
-        done,
-        run_dir.RunDir(workdir).checkpoint(done),
-      )
-      raise preemption.Stopped(done, stop.signum or signal.SIGTERM)
+    # Save before evaluating, so an eval failure cannot lose the interval.
+    evaluating = done % loop.plan.eval_every == 0 or done == total
+    monitoring = loop.watch and (done % config.metrics_every_steps == 0 or done == total)
+    _save_or_stop(loop, state, done, needs_finite=bool(evaluating or monitoring))
     if evaluating:
-      eval_results = evaluate(p_eval_step, state, config, mesh, float(temperature_fn(done)))
-      writer.write_scalars(done, {k: v for k, v in eval_results.items()})
-      logging.info('step %d: %s', done, json.dumps(eval_results))
-      results.update(eval_results)
+      results.update(_evaluate_at(loop, state, done))
     if monitoring:
-      watch(done, state, temperature_fn(done), writer)
+      loop.watch(done, state, loop.temperature_fn(done), loop.writer)
   return state, results
 
 
 def train_and_evaluate(
-  config: ml_collections.ConfigDict, workdir: str, *, devices=None
+  config: ml_collections.ConfigDict | run_plan.RunPlan,
+  workdir: str | None = None,
+  *,
+  devices=None,
 ) -> tuple[steps.TrainState, dict[str, float]]:
   """Trains `config` in `workdir`, resuming from its latest checkpoint if there is one.
 
   Args:
-    config: a config from `configs/` (see configs/base.py for every field).
+    config: the `run_plan.RunPlan` that `run_plan.preflight` returned (its checks are not
+      run again; `workdir` is the plan's), or a config from `configs/` (see
+      configs/base.py for every field), which is pre-flighted here. It is never changed.
     workdir: run directory: config.json, TensorBoard events, checkpoints.
     devices: devices of the data-parallel mesh (default: all).
   Returns:
@@ -266,15 +302,13 @@ def train_and_evaluate(
       the final evaluation, after the run has completed.
   """
   mesh = sharding.create_mesh(devices)
-  info = validation.validate_config(config, workdir, num_devices=mesh.devices.size)
-  storage.check_shared_workdir(workdir)
+  plan = _plan(config, workdir, mesh)
   # One process per workdir; from here on SIGTERM/SIGINT stop the run cleanly.
-  with workdir_lock.WorkdirLock(workdir) as lock, preemption.StopRequest() as stop:
-    config_diff.restore_config_file(workdir)  # deleted config.json: from the checkpoint
-    target_norm.adopt_saved_temperature(config, workdir)  # T chosen at step 0
-    config_diff.check_resumable(config, workdir)
-    runtime.record_run_info(workdir)
-    state, results = _train(config, workdir, mesh, info, stop, lock)
+  with workdir_lock.WorkdirLock(plan.workdir) as lock, preemption.StopRequest() as stop:
+    config_diff.restore_config_file(plan.workdir)  # deleted config.json: from the checkpoint
+    plan = run_plan.recheck(plan)  # another process trained there since the pre-flight?
+    runtime.record_run_info(plan.workdir)
+    state, results = _train(plan, mesh, stop, lock)
     if stop.requested:
       # The signal came during the last step or the final evaluation: the run is complete
       # and saved, but a driver training run after run in this process (sweeps, the
@@ -283,17 +317,28 @@ def train_and_evaluate(
     return state, results
 
 
-def _initial_state(config, model, tx, mesh) -> steps.TrainState:
+def _plan(config, workdir: str | None, mesh) -> run_plan.RunPlan:
+  """`config` when it is a plan (checked against `workdir` and the mesh), else its
+  pre-flight for the mesh's devices."""
+  if not isinstance(config, run_plan.RunPlan):
+    return run_plan.preflight(config, workdir, num_devices=mesh.devices.size)
+  if workdir is not None and storage.workdir_path(workdir) != config.run_dir.root:
+    raise ValueError(f"workdir={workdir!r} is not the run plan's {config.workdir!r}.")
+  config.check_devices(mesh.devices.size)
+  return config
+
+
+def _initial_state(plan: run_plan.RunPlan, model, tx, mesh) -> steps.TrainState:
   """The step-0 state, replicated over `mesh`: fresh, or from local pretrained weights."""
-  repl = sharding.replicated(mesh)
-  image_shape = (config.image_size, config.image_size, 3)
+  repl = sharding.replicated_sharding(mesh)
   state = jax.jit(
-    functools.partial(steps.create_train_state, model=model, tx=tx, image_shape=image_shape),
+    functools.partial(steps.create_train_state, model=model, tx=tx, image_shape=plan.image_shape),
     out_shardings=repl,
-  )(jax.random.PRNGKey(config.seed))
-  if config.model.pretrained_path:
+  )(jax.random.PRNGKey(plan.config.seed))
+  pretrained = plan.config.model.pretrained_path
+  if pretrained:
     # Fine-tuning: start from local pretrained weights (a new head if the classes differ).
-    params = models.vit.load_pretrained(jax.device_get(state.params), config.model.pretrained_path)
+    params = models.vit.load_pretrained(jax.device_get(state.params), pretrained)
     params = jax.device_put(params, repl)
     state = state.replace(params=params, opt_state=jax.jit(tx.init, out_shardings=repl)(params))
   return state
@@ -301,7 +346,7 @@ def _initial_state(config, model, tx, mesh) -> steps.TrainState:
 
 def _jitted_steps(config, model, tx, loss_fn, temperature_fn, mesh):
   """The train step (state donated) and eval step, batches sharded over the `data` axis."""
-  repl, data = sharding.replicated(mesh), sharding.data_sharded(mesh)
+  repl, data = sharding.replicated_sharding(mesh), sharding.data_sharded(mesh)
   p_train_step = jax.jit(
     functools.partial(
       steps.train_step,
@@ -323,103 +368,92 @@ def _jitted_steps(config, model, tx, loss_fn, temperature_fn, mesh):
   return p_train_step, p_eval_step
 
 
-def _train(
-  config, workdir: str, mesh, info, stop: preemption.StopRequest, lock: workdir_lock.WorkdirLock
-):
-  """train_and_evaluate after validation: build, restore, train, save, evaluate."""
-  num_classes = config.model.num_classes or info.num_classes
-  model = models.create_model(config.model, num_classes)
-  steps_per_epoch = input_pipeline.steps_per_epoch(config)
-  total_steps = (
-    config.num_train_steps
-    if config.num_train_steps > 0
-    else int(config.num_epochs * steps_per_epoch)
-  )
-  eval_every = config.eval_every_steps if config.eval_every_steps > 0 else steps_per_epoch
-  tx = optim.create_optimizer(config, steps_per_epoch)
-  loss_fn = losses.get_loss_fn(config.loss)
-
-  state = _initial_state(config, model, tx, mesh)
+def _train(plan: run_plan.RunPlan, mesh, stop: preemption.StopRequest, lock):
+  """train_and_evaluate after the pre-flight: build, restore, train, save, evaluate."""
+  config = plan.config
+  model = models.create_model(config.model, plan.num_classes)
+  tx = optim.create_optimizer(config, plan.steps_per_epoch)
+  state = _initial_state(plan, model, tx, mesh)
   train_iter = input_pipeline.create_train_iterator(config, seed=config.seed)
   checkpointer = checkpointing.Checkpointer(
-    workdir, keep=config.keep_checkpoints, every_steps=config.checkpoint_every_steps, config=config
-  )  # stored in every checkpoint
+    plan.workdir, keep=config.keep_checkpoints, every_steps=config.checkpoint_every_steps
+  )
   state = checkpointer.restore(state, train_iter)
   start_step = int(jax.device_get(state.step))
-  initial_norm = _initial_norm(config, model, state, mesh) if start_step == 0 else None
-  temperature_fn = losses.temperature_schedule(
-    config.temperature_schedule,
-    config.temperature,
-    config.final_temperature,
-    total_steps,
-    [m * steps_per_epoch for m in config.temperature_milestones],
-  )
-  checkpointing.save_config(config, workdir)
-
-  writer = _metric_writer(config, workdir, start_step)
-
+  plan, initial_norm = _decide_temperature(plan, model, state, mesh, start_step)
+  config = plan.config  # at the T chosen at step 0, if it was
+  checkpointer.set_config(config)  # stored in every checkpoint
+  checkpointing.save_config(plan.config, plan.workdir)
+  writer = _metric_writer(plan, start_step)
+  loss_fn = losses.get_loss_fn(config.loss)
+  temperature_fn = plan.temperature.fn()
   p_train_step, p_eval_step = _jitted_steps(config, model, tx, loss_fn, temperature_fn, mesh)
-  p_all_finite = jax.jit(_all_finite)
-  watch = _collapse_monitor(
-    config,
-    models.measurement_model(model),
-    loss_fn,
-    mesh,  # f32
-    workdir,
+  measured = models.measurement_model(model)  # f32
+  watch = _collapse_monitor(config, measured, loss_fn, mesh, plan.workdir, start_step)
+  loop = _Loop(
+    plan,
+    mesh,
+    train_iter,
+    checkpointer,
+    writer,
+    stop,
+    p_train_step,
+    p_eval_step,
+    jax.jit(_all_finite),
+    watch,
+    temperature_fn,
+    _step_hooks(config, plan.workdir, writer, lock, plan.total_steps),
     start_step,
   )
+  _log_start(plan, mesh)
+  if start_step > 0:
+    results = _recorded_scalars(plan.workdir)
+  else:
+    results = _record_initial(plan, writer, initial_norm)
+    if watch:
+      watch(0, state, temperature_fn(0), writer)
+  return _run_loop(loop, state, results)
 
-  hooks = _step_hooks(config, workdir, writer, lock, total_steps)
-  logging.info(
-    'Training %s on %s (T=%g) for %d steps (%d per epoch) on %d devices.',
-    config.model.name,
-    config.dataset,
-    config.temperature,
-    total_steps,
-    steps_per_epoch,
-    mesh.devices.size,
-  )
 
-  results = (
-    _recorded_scalars(workdir) if start_step > 0 else _record_initial(config, writer, initial_norm)
-  )
-  if start_step == 0 and watch:
-    watch(0, state, temperature_fn(0), writer)
+def _run_loop(loop: _Loop, state, results: dict) -> tuple[steps.TrainState, dict[str, float]]:
+  """The train loop, then shutting its workers, checkpointer and writer down (after an
+  error too); a finished run re-run reports its final evaluation again."""
   try:
-    state, loop_results = _train_loop(
-      config,
-      workdir,
-      mesh,
-      state,
-      train_iter,
-      checkpointer,
-      writer,
-      stop,
-      (p_train_step, p_eval_step, p_all_finite, watch, temperature_fn, hooks),
-      start_step,
-      total_steps,
-      eval_every,
-    )
+    state, loop_results = _train_loop(loop, state)
     results.update(loop_results)
   except BaseException:
-    _shut_down(train_iter, checkpointer, writer, after_error=True)
+    _shut_down(loop.train_iter, loop.checkpointer, loop.writer, after_error=True)
     raise
-  _shut_down(train_iter, checkpointer, writer)
-  if start_step >= total_steps:
+  _shut_down(loop.train_iter, loop.checkpointer, loop.writer)
+  total = loop.plan.total_steps
+  if loop.start_step >= total:
     # Re-running a finished run (or one killed after its last checkpoint): its final metrics.
-    results.update(evaluate(p_eval_step, state, config, mesh, float(temperature_fn(total_steps))))
+    temperature = float(loop.temperature_fn(total))
+    results.update(evaluate(loop.eval_step, state, loop.plan.config, loop.mesh, temperature))
   return state, results
 
 
-def _metric_writer(config, workdir: str, start_step: int):
+def _log_start(plan: run_plan.RunPlan, mesh) -> None:
+  logging.info(
+    'Training %s on %s (T=%g) for %d steps (%d per epoch) on %d devices.',
+    plan.config.model.name,
+    plan.config.dataset,
+    plan.initial_temperature,
+    plan.total_steps,
+    plan.steps_per_epoch,
+    mesh.devices.size,
+  )
+
+
+def _metric_writer(plan: run_plan.RunPlan, start_step: int):
   """CLU's writer (TensorBoard on process 0), with the hyperparameters on a fresh run."""
   # CLU's writers import TensorFlow (~6-12 CPU-s); imported here, not at module level, so
   # that a CLI refusing bad input answers before paying for it.
   from clu import metric_writers  # pylint: disable=import-outside-toplevel
 
-  writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+  writer = metric_writers.create_default_writer(plan.workdir, just_logging=jax.process_index() > 0)
   if start_step == 0:
-    writer.write_hparams(checkpointing.flat_hparams(config))
+    writer.write_hparams(checkpointing.flat_hparams(plan.config))
   return writer
 
 
@@ -434,24 +468,34 @@ def _step_hooks(config, workdir: str, writer, lock, total_steps: int) -> list:
   return hooks + [h for h in [runtime.profile_hook(config, workdir)] if h]
 
 
-def _initial_norm(config, model, state, mesh) -> float:
-  """The initial logits norm, which decides the regime (paper App. E); with
-  target_logits_norm it also sets T (config.temperature)."""
-  initial_norm = target_norm.mean_logits_norm(model, state, config, mesh)
-  if config.target_logits_norm > 0:
-    target_norm.choose_temperature(config, initial_norm)
+def _decide_temperature(
+  plan: run_plan.RunPlan, model, state, mesh, start_step: int
+) -> tuple[run_plan.RunPlan, float | None]:
+  """(plan at its T, the initial logits norm n0, None on a resume). n0 decides the regime
+  (paper App. E); with target_logits_norm it also decides T, at step 0 only: a resumed
+  run's plan holds the T its pre-flight adopted from the saved config."""
+  if start_step > 0:
+    if plan.temperature is None:
+      raise checkpointing.RestoreError(
+        f'{plan.workdir} resumes a target_logits_norm run at step {start_step}, but no '
+        f'saved config holds the T it chose at step 0; use a new --workdir.'
+      )
+    return plan, None
+  initial_norm = target_norm.mean_logits_norm(model, state, plan.config, mesh)
+  if plan.config.get('target_logits_norm', 0.0) > 0:
+    plan = plan.with_temperature(target_norm.choose_temperature(plan.config, initial_norm))
     logging.info(
       'target_logits_norm=%g: initial logits norm %.4g -> T=%.4g.',
-      config.target_logits_norm,
+      plan.config.target_logits_norm,
       initial_norm,
-      config.temperature,
+      plan.initial_temperature,
     )
-  return initial_norm
+  return plan, initial_norm
 
 
-def _record_initial(config, writer, initial_norm: float) -> dict[str, float]:
+def _record_initial(plan: run_plan.RunPlan, writer, initial_norm: float) -> dict[str, float]:
   """Step 0's `init/` results (logits norm and T), written and logged."""
-  results = {'init/logits_norm': initial_norm, 'init/temperature': float(config.temperature)}
+  results = {'init/logits_norm': initial_norm, 'init/temperature': plan.initial_temperature}
   writer.write_scalars(0, results)
   logging.info('Initial logits norm (mean per-sample L2): %.4g', initial_norm)
   return results

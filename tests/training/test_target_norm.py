@@ -1,4 +1,5 @@
-"""config.target_logits_norm: T = n0 / target at step 0, kept in config.json and on resume."""
+"""config.target_logits_norm: T = n0 / target at step 0, kept in config.json and on resume;
+the config itself is never changed (the run plan carries the chosen T)."""
 
 import json
 
@@ -7,7 +8,10 @@ import pytest
 
 from configs import quickstart
 from rankdeficit import main
+from rankdeficit.plan import run_plan
 from rankdeficit.plan import validation
+from rankdeficit.run import checkpointing
+from rankdeficit.training import target_norm
 from rankdeficit.training import train
 
 
@@ -23,20 +27,35 @@ def _config(**overrides):
 
 def test_chosen_temperature_is_initial_norm_over_target_and_survives_resume(tmp_path):
   devices = jax.devices()[:1]
-  _, results = train.train_and_evaluate(_config(), str(tmp_path), devices=devices)
+  config = _config()
+  _, results = train.train_and_evaluate(config, str(tmp_path), devices=devices)
+  assert config.temperature == 1.0  # the caller's config is not changed
   saved = json.loads((tmp_path / 'config.json').read_text())
   n0 = results['init/logits_norm']
   assert results['init/temperature'] == pytest.approx(n0 / 0.5, rel=1e-5)
   assert saved['temperature'] == pytest.approx(n0 / 0.5, rel=1e-5)
   assert saved['temperature'] != 1.0  # the command's own T is not what trained
-  # The CLI's checks before anything is written accept the unchanged command too.
-  check_cli = main._check_before_writing  # pylint: disable=protected-access
-  check_cli(_config(num_train_steps=4), str(tmp_path))  # sys.exit if refused
+  assert checkpointing.stored_config(str(tmp_path))['temperature'] == saved['temperature']
+  # The CLI's pre-flight accepts the unchanged command too, and plans the saved T.
+  plan = main._preflight(_config(num_train_steps=4), str(tmp_path))  # pylint: disable=protected-access
+  assert plan.initial_temperature == plan.final_temperature == saved['temperature']
   # The unchanged command (temperature=1.0 in the config) resumes under the chosen T.
   state, _ = train.train_and_evaluate(_config(num_train_steps=4), str(tmp_path), devices=devices)
   assert int(state.step) == 4
   resumed = json.loads((tmp_path / 'config.json').read_text())
   assert resumed['temperature'] == saved['temperature']
+  assert run_plan.plan_from_run(str(tmp_path)).final_temperature == saved['temperature']
+
+
+def test_a_fresh_run_plans_no_temperature_until_it_is_measured(tmp_path):
+  config = _config()
+  plan = run_plan.preflight(config, str(tmp_path / 'run'), num_devices=1, create=False)
+  assert plan.temperature is None and plan.initial_temperature is None
+  chosen = plan.with_temperature(target_norm.choose_temperature(plan.config, 3.0))
+  assert chosen.initial_temperature == chosen.final_temperature == pytest.approx(6.0)
+  assert chosen.config.temperature == pytest.approx(6.0)
+  assert plan.config.temperature == config.temperature == 1.0  # neither is changed
+  assert not (tmp_path / 'run').exists()
 
 
 @pytest.mark.parametrize(

@@ -98,7 +98,7 @@ def _sharded_steps(config, batches, devices):
   mesh = sharding.create_mesh(devices)
   model = models.create_model(config.model, 10)
   tx = optim.create_optimizer(config, 8)
-  repl = sharding.replicated(mesh)
+  repl = sharding.replicated_sharding(mesh)
   state = jax.jit(
     functools.partial(steps.create_train_state, model=model, tx=tx, image_shape=(32, 32, 3)),
     out_shardings=repl,
