@@ -46,8 +46,8 @@ from experiments.figures import beyond_attention
 from experiments.figures.render import MissingRuns
 from experiments.figures.runs import Request
 from experiments.figures.runs import Setting
-from experiments.figures.runs import load_run
 from experiments.figures.runs import point
+from experiments.figures.runs import read_run
 from experiments.figures.runs import run_dir
 from rankdeficit import experiment
 from rankdeficit.analysis.config import AnalysisConfig
@@ -189,7 +189,7 @@ def load_groups(args: argparse.Namespace) -> dict[tuple[float, float], list]:
   """{(tau, T): [finished and analysed runs]}."""
   groups: dict[tuple[float, float], list] = {}
   for workdir, req, t, s in plan(args):
-    run = load_run(workdir, t, s)
+    run = read_run(workdir, t, s)
     if run is not None and run.analysis is not None:
       tau = dict(req.overrides)['model.attention_temperature']
       groups.setdefault((tau, t), []).append(run)

@@ -3,7 +3,7 @@
 A run directory holds checkpoints (megabytes to gigabytes, never committed) next to the
 small files every figure and table is drawn from. `write_record` copies those into a
 record directory with the same layout, so a record reads back exactly like a run
-(`experiments.figures.runs.load_run`) and a fresh clone redraws every figure without
+(`experiments.figures.runs.read_run`) and a fresh clone redraws every figure without
 training (`python -m experiments.paper --render_only`):
 
   config.json, train_results.json       as the run wrote them

@@ -7,7 +7,7 @@ The options are the fields of `rankdeficit.analysis.config.AnalysisConfig` (one 
 `--probe_*` set its `probes.ProbeConfig`); from Python,
 `analyze_run(workdir, AnalysisConfig.from_overrides({'max_examples': 400}))`.
 
-Loads the run (`checkpointing.load_run`: resolved config + latest checkpoint), streams every
+Loads the run (`loading.load_for_analysis`: its plan + latest checkpoint), streams every
 layer's representation (a fixed random subset of <= `max_dims` = 10,000 coordinates per
 layer, the same subset for every dataset) on four splits -- ID train/test
 (`config.dataset`) and OOD train/test (`config.ood_dataset`, preprocessed exactly like the
@@ -92,7 +92,7 @@ __all__ = [
 def analyze_run(workdir: str, config: AnalysisConfig = AnalysisConfig()) -> dict[str, Any]:
   """Analyses the run in `workdir` and (if `config.write`) writes `workdir/analysis/`.
 
-  The steps, in order (`rankdeficit.analysis` modules): `loading.load_run`,
+  The steps, in order (`rankdeficit.analysis` modules): `loading.load_for_analysis`,
   `memory_plan.memory_plan` (layer groups), then per group `extraction.extract_splits` ->
   `ranks.representation_ranks` -> `depth.probe_accuracies` -> `collapse.orthodev_per_layer`
   (`measurements.grouped_layer_metrics`); on the group holding the penultimate layer
@@ -113,7 +113,7 @@ def analyze_run(workdir: str, config: AnalysisConfig = AnalysisConfig()) -> dict
   check_analyzable(workdir)
   warn_if_training(workdir)  # a live lock holder: the latest checkpoint, not the final one
   timer, t_start = timing.Timer(), time.perf_counter()
-  run = loading.load_run(workdir, config, timer)
+  run = loading.load_for_analysis(workdir, config, timer)
   coord_key, probe_key = jax.random.split(jax.random.PRNGKey(config.seed))
   coords = extraction.layer_coordinates(
     run.model, run.variables, run.image_shape, max_dims=config.max_dims, key=coord_key

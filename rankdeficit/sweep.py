@@ -66,7 +66,6 @@ from rankdeficit.run import workdir_lock
 
 # The checkout holding rankdeficit/ and configs/: relative config paths are read from here.
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-HEARTBEAT_FILE = 'sweep_heartbeat'
 HEARTBEAT_S = 60
 STALE_AFTER_S = 5 * HEARTBEAT_S  # no heartbeat for this long: the job is gone
 FINISHED = ('done', 'diverged')
@@ -199,7 +198,7 @@ def _write_status(workdir: epath.Path, state: str, **extra) -> None:
 
 def _heartbeat(workdir: epath.Path, stop: threading.Event) -> None:
   while not stop.is_set():
-    (workdir / HEARTBEAT_FILE).write_text(str(time.time()))
+    (workdir / run_dir.SWEEP_HEARTBEAT_FILE).write_text(str(time.time()))
     stop.wait(HEARTBEAT_S)
 
 
@@ -275,7 +274,7 @@ def point_status(point: experiment.Point) -> dict[str, Any]:
   if status['state'] == 'done':  # by a job of older code, or its files were deleted since
     return {'state': 'failed', 'error': _not_done(point)}
   if status['state'] == 'running':
-    beat = rd.root / HEARTBEAT_FILE
+    beat = rd.sweep_heartbeat_file
     last = float(beat.read_text()) if beat.exists() else status['time']
     if time.time() - last > STALE_AFTER_S:
       status['state'] = 'killed'

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from rankdeficit import analyze
-from rankdeficit.analysis import loading
 from rankdeficit.analysis import probes
 from rankdeficit.analysis.config import AnalysisConfig
 
@@ -417,12 +416,9 @@ def test_reproduce_keeps_points_another_call_records_meanwhile(tmp_path, monkeyp
   'schedule,expected', [('constant', 100.0), ('cosine', 1.0), ('step', 1.0), ('linear', 1.0)]
 )
 def test_an_annealed_run_is_analysed_at_its_final_temperature(schedule, expected):
-  import ml_collections  # pylint: disable=import-outside-toplevel
+  from rankdeficit.plan import run_plan  # pylint: disable=import-outside-toplevel
 
-  config = ml_collections.ConfigDict(
-    {'temperature': 100.0, 'final_temperature': 1.0, 'temperature_schedule': schedule}
-  )
-  assert loading.run_temperature(config) == expected
+  assert run_plan.TemperatureSchedule(schedule, 100.0, 1.0, 10, (5,)).final == expected
 
 
 def test_analysis_config_from_flat_overrides():

@@ -767,7 +767,7 @@ def test_offline_download_fails_fast_when_the_host_does_not_resolve(tmp_path, mo
 def test_analysing_a_run_that_is_still_training_warns(finished_run, tmp_path, monkeypatch, caplog):
   """Item 8: an analysis of a run whose lock a live process holds said nothing."""
   from rankdeficit import analyze  # pylint: disable=import-outside-toplevel
-  from rankdeficit.run import checkpointing
+  from rankdeficit.plan import run_plan
   from rankdeficit.run import workdir_lock  # pylint: disable=import-outside-toplevel
 
   assert analyze.warn_if_training(str(finished_run)) is None
@@ -777,7 +777,7 @@ def test_analysing_a_run_that_is_still_training_warns(finished_run, tmp_path, mo
   def loaded(*args, **kwargs):
     raise InterruptedError('stop the analysis here: only its start is tested')
 
-  monkeypatch.setattr(checkpointing, 'load_run', loaded)
+  monkeypatch.setattr(run_plan, 'load_model', loaded)
   caplog.set_level('WARNING')
   holder = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])
   try:

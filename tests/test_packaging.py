@@ -240,9 +240,9 @@ def test_load_run_after_non_editable_install_beside_a_users_configs(wheel, tmp_p
   (user / 'configs' / '__init__.py').write_text('OWNER = "user"\n')
   script = (
     'import configs, jax.numpy as jnp\n'
-    'from rankdeficit.run import checkpointing\n'
-    f'assert "{site}" in checkpointing.__file__, checkpointing.__file__\n'
-    'config, model, variables, step = checkpointing.load_run('
+    'from rankdeficit.plan import run_plan\n'
+    f'assert "{site}" in run_plan.__file__, run_plan.__file__\n'
+    'config, model, variables, step = run_plan.load_run('
     f'"{tmp_path / "run"}")\n'
     'assert configs.OWNER == "user" and step == 3, step\n'
     'assert config.model.width == 8 and isinstance(config.lr_milestones, tuple)\n'

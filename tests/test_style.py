@@ -88,6 +88,34 @@ def test_no_import_cycles():
   assert find_cycle(import_graph()) is None
 
 
+MAX_FUNCTION_LINES = 59
+
+
+def long_functions(max_lines: int = MAX_FUNCTION_LINES) -> list[str]:
+  """'path:function (lines)' of every function longer than `max_lines`, in the package,
+  experiments, tools and tests; a config's `get_config` (its list of fields) aside."""
+  found = []
+  for root in (*PACKAGES, 'tests'):
+    for path in (REPO / root).rglob('*.py'):
+      if 'results' in path.parts:
+        continue
+      for node in ast.walk(ast.parse(path.read_text())):
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+          continue
+        lines = node.end_lineno - node.lineno + 1
+        if lines > max_lines and not (root == 'configs' and node.name == 'get_config'):
+          found.append(f'{path.relative_to(REPO)}:{node.name} ({lines})')
+  return sorted(found)
+
+
+def test_every_function_fits_on_a_screen():
+  assert long_functions() == []
+
+
+def test_long_functions_are_found():
+  assert long_functions(max_lines=5)  # the check looks at the code at all
+
+
 def test_run_does_not_import_training_or_analysis():
   graph = import_graph()
   upward = {

@@ -76,7 +76,7 @@ def test_a_killed_point_is_resubmitted_and_a_running_one_is_not(tmp_path):
     storage.write_json(
       run_dir.RunDir(workdir).sweep_status_file, {'state': 'running', 'time': beat}
     )
-    (workdir / sweep.HEARTBEAT_FILE).write_text(str(beat))
+    (workdir / run_dir.SWEEP_HEARTBEAT_FILE).write_text(str(beat))
   assert [sweep.point_status(p)['state'] for p in s.points] == ['running', 'killed']
   assert sweep.to_submit(s) == [killed]
 

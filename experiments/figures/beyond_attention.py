@@ -1,7 +1,7 @@
 """Attention-temperature experiment (issue 12.1): figure, tables and caption from run folders.
 
 Every number comes from the run directories of `experiments/attention_temperature.py`
-(`runs.load_run`; nothing is trained here):
+(`runs.read_run`; nothing is trained here):
 - `monitor/metrics.jsonl`: `attention/<stat>/block_<i>` on the fixed monitor batch of test
   images, every `metrics_every_steps` (curves; the last record is the table's "final");
 - `train_results.json`: `eval/accuracy` on the whole test split at the end of training;

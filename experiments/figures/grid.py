@@ -107,7 +107,7 @@ def load_cells(cells: Sequence[Cell], root: str, seeds: int) -> Loaded:
       if os.path.exists(os.path.join(wd, DIVERGED)):
         diverged.setdefault(cell.key, []).append(seed)
         continue
-      run = runs.load_run(wd, cell.temperature, seed)
+      run = runs.read_run(wd, cell.temperature, seed)
       if run is not None and run.analysis is not None:
         found.setdefault(cell.key, []).append(run)
   return Loaded(list(cells), found, diverged, seeds, root)

@@ -20,7 +20,7 @@ from experiments.figures import presets
 from experiments.figures.runs import Request
 from experiments.figures.runs import Run
 from experiments.figures.runs import Setting
-from experiments.figures.runs import load_run
+from experiments.figures.runs import read_run
 from experiments.figures.runs import run_dir
 
 MAX_PNG_BYTES = 300_000
@@ -120,9 +120,9 @@ class Context:
     need = request.analyze if need_analysis is None else need_analysis
     out: dict[float, list[Run]] = {}
     for t, s, workdir in self.workdirs(request):
-      run = load_run(workdir, t, s)
+      run = read_run(workdir, t, s)
       if run is None and self.records:
-        run = load_run(self.record_dir(workdir), t, s)
+        run = read_run(self.record_dir(workdir), t, s)
       if run is not None and (run.analysis is not None or not need):
         out.setdefault(t, []).append(run)
     if not out:

@@ -7,7 +7,7 @@ so figures asking for the same setting share runs. `point` is a run's
 `rankdeficit.experiment.Point`, which the drivers (`experiments.paper`, the grids of
 `experiments/figures/grid.py`, `experiments.attention_temperature`) hand to
 `experiment.run_point` (a killed run resumes, a finished one is skipped, the analysis is made
-once); `load_run` reads a run directory (or its compact record) back and never trains.
+once); `read_run` reads a run directory (or its compact record) back and never trains.
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ def point(
   return experiment.Point(setting.config, overrides, workdir, analysis)
 
 
-def load_run(workdir: str, temperature: float, seed: int) -> Run | None:
+def read_run(workdir: str, temperature: float, seed: int) -> Run | None:
   """The run (or its record, `experiments.records`) in `workdir`, or None when it has not
   finished training (`experiment.is_done`)."""
   if not experiment.is_done(workdir):

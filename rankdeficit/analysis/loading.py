@@ -1,8 +1,6 @@
 """The run an analysis reads: checks on its directory, its checkpoint, and what the metrics
-need of it (the final temperature, the number of classes, the input shape, the head).
-
-`run_temperature`, `run_num_classes` and `run_image_shape` are the only places the analysis
-derives these from the run's config.
+need of it (the final temperature, the number of classes, the input shape, the head), which
+come from the run's frozen plan (rankdeficit/plan/run_plan.py).
 """
 
 from __future__ import annotations
@@ -79,32 +77,6 @@ def warn_if_training(workdir: str) -> str | None:
   return message
 
 
-def run_temperature(config) -> float:
-  """The temperature at the end of training (the final one of a schedule)."""
-  if (
-    config.get('temperature_schedule', 'constant') != 'constant'
-    and config.get('final_temperature') is not None
-  ):
-    return float(config.final_temperature)
-  return float(config.temperature)
-
-
-def run_num_classes(config) -> int:
-  """Classifier outputs of the run: `config.model.num_classes`, else its dataset's classes."""
-  from rankdeficit.data import input_pipeline  # pylint: disable=import-outside-toplevel
-
-  if config.model.num_classes:
-    return int(config.model.num_classes)
-  return int(input_pipeline.dataset_info(config.dataset, config.data_dir).num_classes)
-
-
-def run_image_shape(config) -> tuple[int, int, int]:
-  """(height, width, channels) of the model input under `config`."""
-  from rankdeficit.data import input_pipeline  # pylint: disable=import-outside-toplevel
-
-  return tuple(input_pipeline.input_shape(config))
-
-
 def classifier_head(variables) -> tuple[np.ndarray, np.ndarray] | None:
   """The final Dense layer's (kernel, bias) as float32 (bias 0 without one); None if absent."""
   head = variables.get('params', {}).get('head')
@@ -114,9 +86,9 @@ def classifier_head(variables) -> tuple[np.ndarray, np.ndarray] | None:
 
 
 class LoadedRun(NamedTuple):
-  """A run as the analysis reads it (`load_run`)."""
+  """A run as the analysis reads it (`load_for_analysis`)."""
 
-  config: Any  # resolved config, with the analysis's data_dir / ood_dataset
+  config: Any  # the plan's frozen config, with the analysis's data_dir / ood_dataset
   model: Any  # the float32 measurement model
   variables: Any
   step: int
@@ -127,28 +99,31 @@ class LoadedRun(NamedTuple):
   head: tuple[np.ndarray, np.ndarray] | None
 
 
-def load_run(workdir: str, analysis: AnalysisConfig, timer) -> LoadedRun:
-  """The checkpoint at `analysis.step` (default: latest) and what the metrics need of it."""
+def load_for_analysis(workdir: str, analysis: AnalysisConfig, timer) -> LoadedRun:
+  """The checkpoint at `analysis.step` (default: latest) and what the metrics need of it,
+  all read from the run's plan (`plan.run_plan.plan_from_run`): the final temperature of its
+  schedule, its number of classes and its input shape are decided there and only there."""
   from rankdeficit.data import input_pipeline  # pylint: disable=import-outside-toplevel
-  from rankdeficit.run import checkpointing  # pylint: disable=import-outside-toplevel
+  from rankdeficit.plan import run_plan  # pylint: disable=import-outside-toplevel
 
+  overrides = {
+    field: value
+    for field, value in (('data_dir', analysis.data_dir), ('ood_dataset', analysis.ood_dataset))
+    if value is not None
+  }
   with timer('load_run'):
-    config, model, variables, step = checkpointing.load_run(workdir, analysis.step)
-  model = models.measurement_model(model)  # float32 features even from a bf16-trained run
-  with config.unlocked():
-    config.data_dir = config.data_dir if analysis.data_dir is None else analysis.data_dir
-    config.ood_dataset = (
-      config.ood_dataset if analysis.ood_dataset is None else analysis.ood_dataset
-    )
+    plan = run_plan.plan_from_run(workdir, overrides)
+    model, variables, step = run_plan.load_model(plan, analysis.step)
+  config = plan.config
   ood = config.ood_dataset
   return LoadedRun(
     config,
-    model,
+    models.measurement_model(model),  # float32 features even from a bf16-trained run
     variables,
     step,
-    num_classes=run_num_classes(config),
+    num_classes=plan.num_classes,
     ood_classes=input_pipeline.dataset_info(ood, config.data_dir).num_classes if ood else None,
-    temperature=run_temperature(config),
-    image_shape=run_image_shape(config),
+    temperature=float(plan.final_temperature),
+    image_shape=tuple(plan.image_shape),
     head=classifier_head(variables),
   )

@@ -132,10 +132,11 @@ def _local_batch_size(batch_size: int, process_count: int) -> int:
   return batch_size // process_count
 
 
-def steps_per_epoch(config) -> int:
-  """Training examples (after train_subset) // global batch size."""
-  n = dataset_info(config.dataset, config.data_dir).num_train
-  if config.train_subset:
+def steps_per_epoch(config, info: DatasetInfo | None = None) -> int:
+  """Training examples (after train_subset) // global batch size; `info`: the training
+  dataset's, when the caller has it (the run plan), else looked up."""
+  n = (info or dataset_info(config.dataset, config.data_dir)).num_train
+  if config.get('train_subset'):
     n = min(n, config.train_subset)
   steps = n // config.batch_size
   if steps == 0:

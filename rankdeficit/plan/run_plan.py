@@ -276,20 +276,6 @@ def _latest_checkpoint(workdir: str) -> int | None:
   return steps[-1] if steps else None
 
 
-def _steps_per_epoch(config, info: input_pipeline.DatasetInfo) -> int:
-  """Training examples (after train_subset) // global batch size."""
-  n = info.num_train
-  if config.get('train_subset'):
-    n = min(n, config.train_subset)
-  steps = n // config.batch_size
-  if steps == 0:
-    raise ValueError(
-      f'{n} training examples of {config.dataset} are fewer than one batch '
-      f'(config.batch_size={config.batch_size}).'
-    )
-  return steps
-
-
 def _schedule(config, total_steps: int, steps_per_epoch: int) -> TemperatureSchedule:
   final = config.get('final_temperature')
   return TemperatureSchedule(
@@ -314,7 +300,7 @@ def _resolve(
   """The plan of `config` in `workdir`: the one place where its derived values are decided."""
   if info is None:
     info = input_pipeline.dataset_info(config.dataset, config.data_dir)
-  steps_per_epoch = _steps_per_epoch(config, info)
+  steps_per_epoch = input_pipeline.steps_per_epoch(config, info)
   total_steps = (
     config.num_train_steps
     if config.num_train_steps > 0

@@ -369,31 +369,3 @@ def restore_variables(workdir: str, step: int | None = None) -> tuple[dict, int]
   if state.get('batch_stats'):
     variables['batch_stats'] = state['batch_stats']
   return variables, step
-
-
-def load_run(workdir: str, step: int | None = None, *, num_classes: int | None = None):
-  """Loads a (finished or in-progress) run for analysis.
-
-  `num_classes` is the model's number of outputs (the run plan's `num_classes`); by
-  default, the width of the checkpoint's classifier `head`, i.e. what the run was trained
-  with. Nothing is looked up in the dataset here: `rankdeficit.plan.run_plan.load_run` is
-  the same through the run's plan.
-
-  Returns:
-    (config, model, variables, step): the resolved config, the Flax module, the
-    `{'params', 'batch_stats'}` variables of checkpoint `step` (default: latest) as numpy
-    arrays, and that step.
-  """
-  from rankdeficit import models  # pylint: disable=import-outside-toplevel
-
-  config = load_config(workdir)
-  variables, step = restore_variables(workdir, step)
-  if num_classes is None:
-    head = variables['params'].get('head', {}).get('kernel')
-    if head is None:
-      raise ValueError(
-        f'Checkpoint {step} of {workdir} has no classifier `head` to read its number of '
-        f'classes from; pass num_classes, or use rankdeficit.plan.run_plan.load_run.'
-      )
-    num_classes = int(head.shape[-1])
-  return config, models.create_model(config.model, num_classes), variables, step

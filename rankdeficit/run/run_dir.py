@@ -10,9 +10,10 @@
       events.out.tfevents.*    TensorBoard scalars (CLU's writer)
       monitor/                 the collapse monitor's exact history (training/monitor_log.py)
       analysis/analysis.json   `python -m rankdeficit.analyze` (+ analysis.md and plots)
-      train_results.json       the final train/eval metrics of a finished run
+      train_results.json       the final train/eval metrics: the done-marker (experiment.py)
       sweep_status.json        a sweep point's state (rankdeficit.sweep)
       sweep_job.json           the scheduler job that runs a sweep point
+      sweep_heartbeat          the time a sweep job last said it is alive
 
 Every path goes through `storage.workdir_path`, so a workdir may be a bucket (gs://...).
 """
@@ -37,6 +38,7 @@ ANALYSIS_FILE = 'analysis.json'
 TRAIN_RESULTS_FILE = 'train_results.json'
 SWEEP_STATUS_FILE = 'sweep_status.json'
 SWEEP_JOB_FILE = 'sweep_job.json'
+SWEEP_HEARTBEAT_FILE = 'sweep_heartbeat'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,3 +105,7 @@ class RunDir:
   @property
   def sweep_job_file(self) -> epath.Path:
     return self.root / SWEEP_JOB_FILE
+
+  @property
+  def sweep_heartbeat_file(self) -> epath.Path:
+    return self.root / SWEEP_HEARTBEAT_FILE

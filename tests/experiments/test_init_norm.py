@@ -7,7 +7,7 @@ import pytest
 
 from experiments import paper
 from experiments.figures import init_norm
-from experiments.figures.runs import load_run
+from experiments.figures.runs import read_run
 from rankdeficit.training import monitor_log
 
 LAYERS = ['dense_0', 'dense_1', 'dense_2']
@@ -96,4 +96,4 @@ def test_a_missing_calibrated_run_is_named(rendered):
 
 def test_final_penultimate_rank_reads_the_last_monitor_call(tmp_path):
   _fake_run(str(tmp_path), n0=1.0, temperature=1.0, final_rank=7)
-  assert init_norm.final_penultimate_rank(load_run(str(tmp_path), 1.0, 0)) == 7
+  assert init_norm.final_penultimate_rank(read_run(str(tmp_path), 1.0, 0)) == 7

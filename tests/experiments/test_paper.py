@@ -326,8 +326,8 @@ def test_a_compact_record_reads_back_like_its_run(tmp_path):
   assert size == records.record_bytes(record_dir) < 100_000  # no checkpoints
   assert not os.path.exists(os.path.join(record_dir, 'checkpoints'))
   assert not [f for f in os.listdir(record_dir) if f.startswith('events.out')]
-  run = runs_lib.load_run(run_dir, 100.0, 1)
-  rec = runs_lib.load_run(record_dir, 100.0, 1)
+  run = runs_lib.read_run(run_dir, 100.0, 1)
+  rec = runs_lib.read_run(record_dir, 100.0, 1)
   assert rec.analysis == run.analysis and rec.config == run.config
   assert rec.train_results == run.train_results
   assert [r['step'] for r in rec.monitor.records] == [r['step'] for r in run.monitor.records]
@@ -342,7 +342,7 @@ def test_a_compact_record_reads_back_like_its_run(tmp_path):
   with open(os.path.join(run_dir, 'train_results.json'), 'w') as f:
     json.dump({'init/logits_norm': 7.0}, f)
   records.write_record(run_dir, record_dir)
-  assert runs_lib.load_run(record_dir, 100.0, 1).train_results == {'init/logits_norm': 7.0}
+  assert runs_lib.read_run(record_dir, 100.0, 1).train_results == {'init/logits_norm': 7.0}
 
 
 def test_render_only_draws_every_entry_from_records_alone(tmp_path):

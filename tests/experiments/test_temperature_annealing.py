@@ -141,7 +141,7 @@ def test_step0_values_of_a_resumed_run_come_from_its_events(tmp_path):
   writer = metric_writers.create_default_writer(workdir)
   writer.write_scalars(0, {'init/logits_norm': 0.125, 'init/temperature': 0.25})
   writer.close()
-  run = runs.load_run(workdir, 1.0, 0)
+  run = runs.read_run(workdir, 1.0, 0)
   assert grid.initial_norm(run) == 0.125 and grid.trained_temperature(run) == 0.25
 
 

@@ -3,13 +3,11 @@ checks run once, and a saved run's plan for load_run and the analysis."""
 
 import jax
 import ml_collections
-import numpy as np
 import pytest
 
 from configs import quickstart
 from rankdeficit.plan import run_plan
 from rankdeficit.plan import validation
-from rankdeficit.run import checkpointing
 from rankdeficit.run import config_diff
 from rankdeficit.run import storage
 from rankdeficit.run import workdir_lock
@@ -134,9 +132,6 @@ def test_a_saved_runs_plan_and_load_run(tmp_path):
   config, model, variables, step = run_plan.load_run(str(tmp_path))
   assert step == 2 and config.final_temperature == 2.0
   with pytest.raises(AttributeError):
-    config.not_a_field = 1  # locked, as checkpointing.load_run's
-  # run/ reads the classes from the checkpoint's head; the same model and weights.
-  _, model_b, variables_b, _ = checkpointing.load_run(str(tmp_path))
-  assert model_b.num_classes == model.num_classes == 10
-  for a, b in zip(jax.tree.leaves(variables), jax.tree.leaves(variables_b)):
-    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    config.not_a_field = 1  # locked
+  assert model.num_classes == 10
+  assert set(variables) == {'params'} and variables['params']['head']['kernel'].shape[-1] == 10

@@ -26,6 +26,7 @@ import pytest
 from configs import quickstart
 from rankdeficit import analyze as analyze_lib
 from rankdeficit.analysis.config import AnalysisConfig
+from rankdeficit.plan import run_plan
 from rankdeficit.run import checkpointing
 from rankdeficit.run import distributed
 from rankdeficit.run import storage
@@ -165,7 +166,7 @@ def _logged_init_norm(workdir) -> list[str]:
 
 
 def _params(workdir) -> dict:
-  _, _, variables, step = checkpointing.load_run(str(workdir))
+  _, _, variables, step = run_plan.load_run(str(workdir))
   assert step == 4
   return {
     '/'.join(str(k.key) for k in path): np.asarray(leaf, np.float64)

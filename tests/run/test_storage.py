@@ -20,6 +20,7 @@ from orbax.checkpoint._src.serialization import tensorstore_utils
 import pytest
 
 from configs import quickstart
+from rankdeficit.plan import run_plan
 from rankdeficit.run import checkpointing
 from rankdeficit.run import run_dir
 from rankdeficit.run import runtime
@@ -131,7 +132,7 @@ def test_a_run_saves_and_resumes_in_a_gs_workdir(fake_gcs, monkeypatch):
   assert int(resumed.step) == 4
   assert results['eval/num_examples'] > 0
   assert len(storage.read_json(path / runtime.RUN_INFO_FILE)) == 2  # two starts recorded
-  config, _, variables, step = checkpointing.load_run(BUCKET_RUN)
+  config, _, variables, step = run_plan.load_run(BUCKET_RUN)
   assert step == 4 and config.num_train_steps == 4
   for got, want in zip(jax.tree.leaves(variables['params']), jax.tree.leaves(resumed.params)):
     np.testing.assert_array_equal(np.asarray(got), np.asarray(want))

@@ -15,6 +15,7 @@ import pytest
 from configs import base
 from rankdeficit import models
 from rankdeficit.data import input_pipeline
+from rankdeficit.plan import run_plan
 from rankdeficit.plan import validation
 from rankdeficit.run import checkpointing
 from rankdeficit.run import config_diff
@@ -261,8 +262,8 @@ def test_resume_after_sigkill_is_bitwise_identical(local_data_dir, tmp_path):
     str(tmp_path / 'straight'),
     devices=jax.devices()[:1],
   )
-  _, _, resumed, step_a = checkpointing.load_run(str(tmp_path / 'killed'))
-  _, _, straight, step_b = checkpointing.load_run(str(tmp_path / 'straight'))
+  _, _, resumed, step_a = run_plan.load_run(str(tmp_path / 'killed'))
+  _, _, straight, step_b = run_plan.load_run(str(tmp_path / 'straight'))
   assert step_a == step_b == num_steps
   for a, b in zip(jax.tree.leaves(resumed), jax.tree.leaves(straight)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
@@ -283,7 +284,7 @@ def test_nan_keeps_the_last_good_checkpoint(local_data_dir, tmp_path, monkeypatc
   monkeypatch.setattr(config_diff, 'check_resumable', lambda config, workdir: None)
   with pytest.raises(FloatingPointError, match='last good checkpoint'):
     train.train_and_evaluate(exploding, str(tmp_path), devices=jax.devices()[:1])
-  _, _, variables, step = checkpointing.load_run(str(tmp_path))
+  _, _, variables, step = run_plan.load_run(str(tmp_path))
   assert step >= 4
   assert all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree.leaves(variables))
 
