@@ -145,16 +145,17 @@ def _fraction_calls(config) -> dict:
   import functools
 
   from rankdeficit import models
+  from rankdeficit.data import input_pipeline
   from rankdeficit.training import losses
   from rankdeficit.training import optim
   from rankdeficit.training import steps
 
-  num_classes = config.model.num_classes or 10
+  num_classes = config.model.num_classes or 10  # random data: no dataset is opened
   model = models.create_model(config.model, num_classes)
   loss_fn = losses.get_loss_fn(config.loss)
   tx = optim.create_optimizer(config, 100)
   temperature_fn = lambda step: jnp.asarray(config.temperature, jnp.float32)
-  shape = (config.image_size, config.image_size, 3)
+  shape = input_pipeline.input_shape(config)
   state = jax.jit(
     functools.partial(steps.create_train_state, model=model, tx=tx, image_shape=shape)
   )(jax.random.PRNGKey(0))
