@@ -76,10 +76,12 @@ class Finished:
     return self.point.workdir
 
 
-def _load_file(path: str):
+def load_python_file(path: str, *, what: str = 'config ', hint: str = 'a file of configs/'):
+  """The module of a Python file (a config or sweep file); ValueError in one line for a
+  path that is not one ('<what><path> is not a Python file; give <hint>.')."""
   spec = importlib.util.spec_from_file_location(os.path.splitext(os.path.basename(path))[0], path)
   if spec is None or not os.path.isfile(path):
-    raise ValueError(f'config {path!r} is not a Python file; give a file of configs/.')
+    raise ValueError(f'{what}{path!r} is not a Python file; give {hint}.')
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module
@@ -88,7 +90,7 @@ def _load_file(path: str):
 def base_config(config: str) -> ml_collections.ConfigDict:
   """`get_config()` of a config file (`*.py`) or module (`'mlp_c10_cpu'`: configs/'s)."""
   if config.endswith('.py'):
-    return _load_file(config).get_config()
+    return load_python_file(config).get_config()
   name = config if '.' in config else f'configs.{config}'
   return importlib.import_module(name).get_config()
 

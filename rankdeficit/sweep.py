@@ -41,7 +41,6 @@ runtime from SLURM's environment (`config.distributed=True`).
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import os
 import pickle
 import re
@@ -91,15 +90,6 @@ class Sweep:
   slurm: dict[str, Any]
 
 
-def _load_module(path: str):
-  spec = importlib.util.spec_from_file_location(os.path.splitext(os.path.basename(path))[0], path)
-  if spec is None or not os.path.isfile(path):
-    raise ValueError(f'--sweep={path!r} is not a Python file; give configs/sweeps/<name>.py.')
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
 def point_name(overrides: dict[str, Any]) -> str:
   """A directory name from a point's overrides, in their order: 'temperature-100_seed-2'."""
   parts = []
@@ -122,7 +112,9 @@ def _varying_keys(points: list[dict[str, Any]]) -> set[str]:
 
 def load_sweep(path: str, root: str = 'runs/sweeps') -> Sweep:
   """Reads a sweep file; raises ValueError naming the problem."""
-  spec = _load_module(path).get_sweep()
+  spec = experiment.load_python_file(
+    path, what='--sweep=', hint='configs/sweeps/<name>.py'
+  ).get_sweep()
   name = os.path.splitext(os.path.basename(path))[0]
   try:
     analysis = (

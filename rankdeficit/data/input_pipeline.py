@@ -273,6 +273,15 @@ def host_shard(
   return indices[bounds[process_index] : bounds[process_index + 1]], num_batches * local_batch
 
 
+def first_test_batch(config, size: int) -> dict[str, np.ndarray]:
+  """The first `size` examples of `config.dataset`'s test split as one eval batch (with
+  'mask'): the fixed batch of the initial logits norm and of the collapse monitor."""
+  iterator = create_eval_iterator(
+    config, config.dataset, 'test', batch_size=size, num_examples=size
+  )
+  return next(iter(iterator))
+
+
 def create_eval_iterator(
   config,
   dataset: str,

@@ -30,17 +30,7 @@ from rankdeficit.training import steps
 def mean_logits_norm(model, state: steps.TrainState, config, mesh) -> float:
   """Mean per-sample logits L2 norm of `state` on the first eval batch (padding masked):
   every run's `init/logits_norm`, and n0 here."""
-  batch = next(
-    iter(
-      input_pipeline.create_eval_iterator(
-        config,
-        config.dataset,
-        'test',
-        batch_size=config.eval_batch_size,
-        num_examples=config.eval_batch_size,
-      )
-    )
-  )
+  batch = input_pipeline.first_test_batch(config, config.eval_batch_size)
   batch = sharding.shard_batch(batch, mesh)
 
   @jax.jit

@@ -83,17 +83,7 @@ def _collapse_monitor(config, model, loss_fn, mesh, workdir=None, start_step=0):
     max_dims=config.max_feature_dims,
     input_ranks=config.metrics_input_ranks,
   )
-  batch = next(
-    iter(
-      input_pipeline.create_eval_iterator(
-        config,
-        config.dataset,
-        'test',
-        batch_size=config.metrics_batch_size,
-        num_examples=config.metrics_batch_size,
-      )
-    )
-  )
+  batch = input_pipeline.first_test_batch(config, config.metrics_batch_size)
   batch = sharding.shard_batch(batch, mesh)
   key = jax.random.PRNGKey(config.seed + 1)  # fixed: the same feature subset every time
   log = (
