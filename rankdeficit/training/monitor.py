@@ -58,12 +58,17 @@ subset is then the representation's). On CPU one call costs seconds (an 8x512 ML
 
 The training loop also appends every call, exact values included, to
 ``<workdir>/monitor/`` (``rankdeficit/training/monitor_log.py``), which the paper's figures read.
+
+This module owns the program: capturing the forward/backward pass, choosing the subsets,
+assembling and compiling the metrics. The per-matrix measurements are in
+``rankdeficit/training/monitor_measurements.py``, the CLU writing (``write_collapse_metrics``,
+re-exported here) in ``rankdeficit/training/monitor_writer.py``; the loop's hook that
+runs them is ``rankdeficit/training/monitor_hook.py``.
 """
 
 from __future__ import annotations
 
 import functools
-import math
 from typing import Any, Callable, Sequence
 import zlib
 
@@ -72,10 +77,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rankdeficit.metrics import alignment as alignment_lib
-from rankdeficit.metrics import attention as attention_lib
 from rankdeficit.metrics import spectral
 from rankdeficit.models import vit
+from rankdeficit.training import monitor_measurements
+from rankdeficit.training import monitor_writer
+
+# Re-exported: the writer lives in monitor_writer.py, this module's public API keeps it.
+write_collapse_metrics = monitor_writer.write_collapse_metrics
 
 __all__ = [
   'capture_layers',
@@ -166,47 +174,6 @@ def forward_order(model: nn.Module, variables: dict, images: jax.Array) -> dict[
   return order
 
 
-def _get_path(tree, path: str):
-  for part in path.split('/'):
-    tree = tree[part]
-  return tree
-
-
-def _spectrum(a: jax.Array, top_k: int):
-  s = spectral.singular_values(a)
-  tol = spectral.rank_tolerance(s, a.shape)
-  rank = jnp.where(jnp.all(jnp.isfinite(s)), jnp.sum(s > tol), spectral.INVALID_RANK)
-  top = s[:top_k] if s.shape[-1] >= top_k else jnp.pad(s, (0, top_k - s.shape[-1]))
-  return rank.astype(jnp.int32), top
-
-
-def _alignment_input(module, layer_input, max_rows: int) -> jax.Array | None:
-  """The ``n x in`` input matrix of a captured layer (before the row subset), or None
-  when unsupported."""
-  if isinstance(module, nn.Conv):
-    ks = tuple(module.kernel_size)
-    if len(ks) != 2 or layer_input.ndim != 4 or module.feature_group_count != 1:
-      return None
-    if isinstance(module.padding, str) and module.padding.upper() not in ('SAME', 'VALID'):
-      return None
-    h, w = layer_input.shape[1:3]
-    strides = module.strides or 1
-    sh, sw = (strides, strides) if isinstance(strides, int) else tuple(strides)
-    positions = max(math.ceil(h / sh) * math.ceil(w / sw), 1)
-    n_img = min(layer_input.shape[0], max(1, (16 * max_rows) // positions))
-    a = alignment_lib.conv_patches(
-      layer_input[:n_img],
-      ks,
-      strides=module.strides,
-      padding=module.padding,
-      kernel_dilation=module.kernel_dilation,
-      input_dilation=module.input_dilation,
-    )
-  else:
-    a = alignment_lib.layer_input_matrix(layer_input, layer_input.shape[-1])
-  return a
-
-
 def _differentiate_with_capture(model, variables, images, labels, temperature, loss_fn):
   """The loss and its parameter gradients on one batch, with what the metrics need from
   inside the forward pass: logits, representations, every Dense/Conv input, the modules,
@@ -285,9 +252,12 @@ def collapse_metrics(
     _differentiate_with_capture(model, variables, images, labels, temperature, loss_fn)
   )
 
-  out = {'loss': loss, **_logit_metrics(logits.astype(jnp.float32), temperature, top_k)}
-  out.update(_rep_metrics(reps, pick, max_dims, top_k))
-  _weight_layer_metrics(
+  out = {
+    'loss': loss,
+    **monitor_measurements.logit_metrics(logits.astype(jnp.float32), temperature, top_k),
+  }
+  out.update(monitor_measurements.rep_metrics(reps, pick, max_dims, top_k))
+  monitor_measurements.weight_layer_metrics(
     out,
     variables,
     grads,
@@ -300,107 +270,8 @@ def collapse_metrics(
     top_k=top_k,
     input_ranks=input_ranks,
   )
-  out.update(_attention_means(attention))
+  out.update(monitor_measurements.attention_means(attention))
   return out
-
-
-def _rep_metrics(reps, pick, max_dims: int, top_k: int) -> dict[str, jax.Array]:
-  """Rank and top singular values of each representation (a coordinate subset of it)."""
-  out = {}
-  for name, rep in reps.items():
-    out[f'rank/rep/{name}'], out[f'sv/rep/{name}'] = _spectrum(
-      spectral.representation_matrix(
-        rep, max_dims=max_dims, indices=pick(f'rep/{name}', math.prod(rep.shape[1:]), max_dims)
-      ),
-      top_k,
-    )
-  return out
-
-
-def _attention_means(attention) -> dict[str, jax.Array]:
-  """The mean over heads of each per-head statistic of each layer's attention logits."""
-  out = {}
-  for name, z in attention.items():
-    out.update(
-      {
-        f'attention/{stat}/{name}': jnp.mean(per_head)
-        for stat, per_head in attention_lib.attention_statistics(z).items()
-      }
-    )
-  return out
-
-
-def _weight_layer_metrics(
-  out,
-  variables,
-  grads,
-  inputs,
-  modules_box,
-  alias_box,
-  pick,
-  *,
-  max_dims,
-  max_alignment_rows,
-  top_k,
-  input_ranks,
-) -> None:
-  """Adds to `out`, per weight layer (forward order), its gradient rank, its input's rank
-  (with `input_ranks`) and its kernel / input alignment, then the mean alignment maximum."""
-  maxima = []
-  for path, layer_input in inputs.items():
-    kernel = _get_path(variables['params'], path)['kernel']
-    out[f'rank/grad/{path}'] = alignment_lib.gradient_rank(_get_path(grads, path)['kernel'])
-    if input_ranks:
-      out[f'rank/input/{path}'] = _input_rank(
-        out, path, layer_input, alias_box.get(path), pick, max_dims
-      )
-    align = _alignment(
-      modules_box[path],
-      kernel,
-      layer_input,
-      lambda n: pick(f'rows/{path}', n, max_alignment_rows),
-      max_alignment_rows,
-      top_k,
-    )
-    if align is None:
-      continue
-    out[f'alignment/{path}'] = align
-    out[f'alignment_max/{path}'] = alignment_lib.max_alignment(align)
-    maxima.append(out[f'alignment_max/{path}'])
-  if maxima:
-    out['alignment_max_mean'] = jnp.mean(jnp.stack(maxima))
-
-
-def _logit_metrics(logits: jax.Array, temperature, top_k: int) -> dict[str, jax.Array]:
-  """Logits norms, pre-softmax rank and top singular values, post-softmax rank."""
-  out = {
-    'logits_norm': spectral.logits_norm(logits),
-    'logits_norm_per_sample': spectral.mean_per_sample_norm(logits),
-  }
-  out['rank/pre_softmax'], out['sv/logits'] = _spectrum(logits, top_k)
-  out['rank/post_softmax'] = spectral.softmax_rank(logits, temperature)
-  return out
-
-
-def _input_rank(out, path: str, layer_input, alias, pick, max_dims: int) -> jax.Array:
-  """Rank of a layer's input: that of the representation or input it aliases, if any."""
-  kind, src = alias or ('', '')
-  if kind == 'rep':
-    return out[f'rank/rep/{src}']
-  if kind == 'input':
-    return out[f'rank/input/{src}']
-  indices = pick(f'input/{path}', math.prod(layer_input.shape[1:]), max_dims)
-  return spectral.representation_rank(layer_input, max_dims=max_dims, indices=indices)
-
-
-def _alignment(module, kernel, layer_input, pick_rows, max_rows: int, top_k: int):
-  """The top-k singular-vector alignment of the kernel with its input rows, a subset
-  `pick_rows(n)` of them (None when the layer is unsupported)."""
-  a = _alignment_input(module, layer_input, max_rows)
-  if a is None:
-    return None
-  a = alignment_lib.subsample_rows(a, max_rows, indices=pick_rows(a.shape[0]))
-  return alignment_lib.singular_vector_alignment(alignment_lib.kernel_as_matrix(kernel), a, top_k)
 
 
 def make_collapse_metrics_fn(
@@ -489,35 +360,3 @@ def subset_indices(
     labels,
   )
   return drawn
-
-
-def write_collapse_metrics(
-  writer, step: int, metrics: dict[str, Any], *, prefix: str = 'monitor/'
-) -> None:
-  """Write a ``collapse_metrics`` dict through a CLU ``MetricWriter``.
-
-  0-d values -> ``write_scalars`` (plus ``sigma_1`` of every spectrum); 1-d spectra ->
-  ``write_histograms``; 2-d alignment matrices -> ``write_images`` as ``[1, k, k, 1]``
-  clipped to ``[0, 1]`` (absolute cosines: brightness comparable across steps). Spectra and
-  matrices with a non-finite entry (a diverging run) are left out of the histograms and
-  images, which cannot hold them; their scalars still record the NaN.
-  """
-  host = jax.device_get(metrics)
-  scalars, hists, images = {}, {}, {}
-  for name, value in host.items():
-    value = np.asarray(value)
-    tag = prefix + name
-    if value.ndim == 0:
-      scalars[tag] = value.item()
-    elif value.ndim == 1:
-      if np.isfinite(value).all():  # CLU's histograms raise on NaN; the scalar keeps it
-        hists[tag] = value.astype(np.float32)
-      scalars[tag + '/sigma_1'] = float(value[0]) if value.size else float('nan')
-    elif value.ndim == 2 and np.isfinite(value).all():
-      images[tag] = np.clip(value.astype(np.float32), 0.0, 1.0)[None, :, :, None]
-  if scalars:
-    writer.write_scalars(step, scalars)
-  if hists:
-    writer.write_histograms(step, hists)
-  if images:
-    writer.write_images(step, images)

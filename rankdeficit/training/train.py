@@ -1,4 +1,4 @@
-"""The training loop: one jitted data-parallel train step, exact evaluation, checkpoints.
+"""The training loop: one jitted data-parallel train step, evaluation, checkpoints.
 
 `train_and_evaluate(plan)` is the whole job: it follows the frozen run plan
 (rankdeficit/plan/run_plan.py) that `run_plan.preflight` resolved, or pre-flights
@@ -7,7 +7,9 @@ target_logits_norm run continues with `plan.with_temperature(T)`). State lives i
 (`TrainState`), replicated over a `Mesh` with a `data` axis; batches are sharded on that
 axis. The step is compiled once (shapes and shardings never change) and donates the old
 state's buffers. Metrics stay on device and are fetched only at log steps, so there is no
-host sync per step.
+host sync per step. The exact evaluation is rankdeficit/training/evaluation.py, the
+collapse-monitor hook rankdeficit/training/monitor_hook.py, and the writer, per-step hooks
+and shut-down around the loop rankdeficit/training/loop_io.py.
 """
 
 import dataclasses
@@ -24,7 +26,6 @@ import numpy as np
 
 from rankdeficit import models
 from rankdeficit.data import input_pipeline
-from rankdeficit.metrics import spectral
 from rankdeficit.plan import run_plan
 from rankdeficit.run import checkpointing
 from rankdeficit.run import config_diff
@@ -32,75 +33,15 @@ from rankdeficit.run import preemption
 from rankdeficit.run import runtime
 from rankdeficit.run import storage
 from rankdeficit.run import workdir_lock
+from rankdeficit.training import evaluation
+from rankdeficit.training import loop_io
 from rankdeficit.training import losses
-from rankdeficit.training import monitor
+from rankdeficit.training import monitor_hook
 from rankdeficit.training import monitor_log  # kept apart from the lines above: parallel edits
 from rankdeficit.training import optim
 from rankdeficit.training import sharding
 from rankdeficit.training import steps
 from rankdeficit.training import target_norm
-
-
-def evaluate(
-  jitted_eval_step, state: steps.TrainState, config, mesh, temperature: float
-) -> dict[str, float]:
-  """Scores every example of the test split exactly once (padded batches are masked).
-
-  Also computes the solution rank SR (numerical rank of the pre-softmax logits over the
-  whole eval set) and the post-softmax rank at the current temperature.
-  """
-  totals, all_logits = {}, []
-  for batch in input_pipeline.create_eval_iterator(
-    config, config.dataset, 'test', batch_size=config.eval_batch_size
-  ):
-    sums, logits, mask = jitted_eval_step(state, sharding.shard_batch(batch, mesh))
-    for k, v in sums.items():
-      totals[k] = totals.get(k, 0.0) + v
-    logits, mask = jax.device_get((logits, mask))
-    all_logits.append(np.asarray(logits)[np.asarray(mask, bool)])
-  totals = jax.device_get(totals)
-  count = float(totals.pop('count'))
-  results = {f'eval/{k}': float(v) / count for k, v in totals.items()}
-  logits = np.concatenate(all_logits)
-  results['eval/solution_rank'] = int(spectral.numerical_rank(logits))
-  results['eval/post_softmax_rank'] = int(spectral.softmax_rank(logits, temperature))
-  results['eval/num_examples'] = int(count)
-  return results
-
-
-def _collapse_monitor(config, model, loss_fn, mesh, workdir=None, start_step=0):
-  """Returns `watch(step, state, temperature, writer)` writing the collapse metrics of a
-  fixed eval batch (see rankdeficit/training/monitor.py), or None when metrics_every_steps <= 0.
-
-  With `workdir`, every call is also appended to `workdir/monitor/` (exact arrays for the
-  paper's figures; see rankdeficit/training/monitor_log.py), dropping what a killed run wrote after
-  `start_step`."""
-  if config.metrics_every_steps <= 0:
-    return None
-  metrics_fn = monitor.make_collapse_metrics_fn(
-    model,
-    lambda logits, labels, t: jnp.mean(loss_fn(logits, labels, t)),
-    max_dims=config.max_feature_dims,
-    input_ranks=config.metrics_input_ranks,
-  )
-  batch = input_pipeline.first_test_batch(config, config.metrics_batch_size)
-  batch = sharding.shard_batch(batch, mesh)
-  key = jax.random.PRNGKey(config.seed + 1)  # fixed: the same feature subset every time
-  log = (
-    monitor_log.MonitorLog(workdir, start_step) if workdir and jax.process_index() == 0 else None
-  )
-
-  def watch(step, state, temperature, writer):
-    metrics = metrics_fn(
-      steps.model_variables(state), batch['image'], batch['label'], temperature, key
-    )
-    monitor.write_collapse_metrics(writer, step, metrics)
-    if log:
-      if not log.has_order():
-        log.write_order(monitor.forward_order(model, steps.model_variables(state), batch['image']))
-      log.write(step, jax.device_get(metrics), temperature=float(temperature))
-
-  return watch
 
 
 def _all_finite(tree) -> jax.Array:
@@ -147,29 +88,6 @@ def _check_finite(p_all_finite, state, done: int, checkpointer, workdir: str) ->
       f'Non-finite parameters at step {done} (not saved); the last good checkpoint '
       f'(step {checkpointer.latest_step}) is kept in {workdir}.'
     )
-
-
-def _close_workers(train_iter) -> None:
-  """Stops grain's worker processes now rather than at garbage collection (or never)."""
-  inner = getattr(train_iter, '_iterator', None)  # grain.DataLoaderIterator's dataset iter
-  if hasattr(inner, 'close'):
-    inner.close()
-
-
-def _shut_down(train_iter, checkpointer, writer, *, after_error: bool = False) -> None:
-  """Stops the input workers, finishes the last save and flushes the writer. After an
-  error (e.g. a full disk) a failure here is logged, so it cannot hide the first one."""
-  for close in (lambda: _close_workers(train_iter), checkpointer.close, writer.flush):
-    try:
-      close()
-    except Exception as e:  # pylint: disable=broad-except
-      if not after_error:
-        raise
-      logging.warning(
-        'While stopping after an error: %s: %s',
-        type(e).__name__,
-        (str(e).splitlines() or [''])[0][:200],
-      )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -235,7 +153,7 @@ def _save_or_stop(loop: _Loop, state, done: int, *, needs_finite: bool) -> None:
 def _evaluate_at(loop: _Loop, state, step: int) -> dict[str, float]:
   """The evaluation at `step`, written and logged."""
   temperature = float(loop.temperature_fn(step))
-  results = evaluate(loop.eval_step, state, loop.plan.config, loop.mesh, temperature)
+  results = evaluation.evaluate(loop.eval_step, state, loop.plan.config, loop.mesh, temperature)
   loop.writer.write_scalars(step, dict(results))
   logging.info('step %d: %s', step, json.dumps(results))
   return results
@@ -374,12 +292,12 @@ def _train(plan: run_plan.RunPlan, mesh, stop: preemption.StopRequest, lock):
   config = plan.config  # at the T chosen at step 0, if it was
   checkpointer.set_config(config)  # stored in every checkpoint
   checkpointing.save_config(plan.config, plan.workdir)
-  writer = _metric_writer(plan, start_step)
+  writer = loop_io.metric_writer(plan, start_step)
   loss_fn = losses.get_loss_fn(config.loss)
   temperature_fn = plan.temperature.fn()
   p_train_step, p_eval_step = _jitted_steps(config, model, tx, loss_fn, temperature_fn, mesh)
   measured = models.measurement_model(model)  # f32
-  watch = _collapse_monitor(config, measured, loss_fn, mesh, plan.workdir, start_step)
+  watch = monitor_hook.collapse_monitor(config, measured, loss_fn, mesh, plan.workdir, start_step)
   loop = _Loop(
     plan,
     mesh,
@@ -392,7 +310,7 @@ def _train(plan: run_plan.RunPlan, mesh, stop: preemption.StopRequest, lock):
     jax.jit(_all_finite),
     watch,
     temperature_fn,
-    _step_hooks(config, plan.workdir, writer, lock, plan.total_steps),
+    loop_io.step_hooks(config, plan.workdir, writer, lock, plan.total_steps),
     start_step,
   )
   _log_start(plan, mesh)
@@ -412,14 +330,16 @@ def _run_loop(loop: _Loop, state, results: dict) -> tuple[steps.TrainState, dict
     state, loop_results = _train_loop(loop, state)
     results.update(loop_results)
   except BaseException:
-    _shut_down(loop.train_iter, loop.checkpointer, loop.writer, after_error=True)
+    loop_io.shut_down(loop.train_iter, loop.checkpointer, loop.writer, after_error=True)
     raise
-  _shut_down(loop.train_iter, loop.checkpointer, loop.writer)
+  loop_io.shut_down(loop.train_iter, loop.checkpointer, loop.writer)
   total = loop.plan.total_steps
   if loop.start_step >= total:
     # Re-running a finished run (or one killed after its last checkpoint): its final metrics.
     temperature = float(loop.temperature_fn(total))
-    results.update(evaluate(loop.eval_step, state, loop.plan.config, loop.mesh, temperature))
+    results.update(
+      evaluation.evaluate(loop.eval_step, state, loop.plan.config, loop.mesh, temperature)
+    )
   return state, results
 
 
@@ -433,29 +353,6 @@ def _log_start(plan: run_plan.RunPlan, mesh) -> None:
     plan.steps_per_epoch,
     mesh.devices.size,
   )
-
-
-def _metric_writer(plan: run_plan.RunPlan, start_step: int):
-  """CLU's writer (TensorBoard on process 0), with the hyperparameters on a fresh run."""
-  # CLU's writers import TensorFlow (~6-12 CPU-s); imported here, not at module level, so
-  # that a CLI refusing bad input answers before paying for it.
-  from clu import metric_writers  # pylint: disable=import-outside-toplevel
-
-  writer = metric_writers.create_default_writer(plan.workdir, just_logging=jax.process_index() > 0)
-  if start_step == 0:
-    writer.write_hparams(checkpointing.flat_hparams(plan.config))
-  return writer
-
-
-def _step_hooks(config, workdir: str, writer, lock, total_steps: int) -> list:
-  """Called after every step: progress/ETA, the workdir lock's heartbeat, the profiler."""
-  from clu import periodic_actions  # pylint: disable=import-outside-toplevel
-
-  hooks = [
-    periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer),
-    lambda step: lock.refresh(),
-  ]
-  return hooks + [h for h in [runtime.profile_hook(config, workdir)] if h]
 
 
 def _decide_temperature(

@@ -20,6 +20,7 @@ from rankdeficit.plan import validation
 from rankdeficit.run import checkpointing
 from rankdeficit.run import config_diff
 from rankdeficit.run import preemption
+from rankdeficit.training import evaluation
 from rankdeficit.training import losses
 from rankdeficit.training import optim
 from rankdeficit.training import sharding
@@ -387,13 +388,13 @@ def test_a_signal_during_the_final_evaluation_still_stops_the_caller(
     eval_every_steps=10,
     metrics_every_steps=0,
   )
-  real_evaluate = train.evaluate
+  real_evaluate = evaluation.evaluate
 
   def signalled_evaluate(*args, **kwargs):
     os.kill(os.getpid(), signal.SIGTERM)
     return real_evaluate(*args, **kwargs)
 
-  monkeypatch.setattr(train, 'evaluate', signalled_evaluate)
+  monkeypatch.setattr(evaluation, 'evaluate', signalled_evaluate)
   with pytest.raises(preemption.Stopped) as stopped:
     train.train_and_evaluate(config, str(tmp_path), devices=jax.devices()[:1])
   assert stopped.value.step == 2 and stopped.value.exit_code == 128 + signal.SIGTERM
