@@ -65,6 +65,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     help='compact run records (default <outdir>/records): written for every '
     'finished run, read where a run directory is absent',
   )
+  p.add_argument(
+    '--results_dir',
+    default=runs_lib.RESULTS,
+    help='where the results folders of runs trained by experiments.reproduce_table1 live',
+  )
   p.add_argument('--data_dir', default=None, help="tfds data_dir (default: each config's)")
   args = p.parse_args(argv)
   keys = [k for k in args.only.split(',') if k]
@@ -86,6 +91,7 @@ def make_context(args: argparse.Namespace) -> Context:
     root=args.runs_dir or os.path.join(outdir, 'runs'),
     seeds=args.seeds or presets.DEFAULT_SEEDS[args.preset],
     records=args.records_dir or os.path.join(outdir, 'records'),
+    results=args.results_dir,
   )
 
 
@@ -143,6 +149,10 @@ def train_missing(
 
   for workdir, (setting, request, t, s) in planned_runs(ctx, entry).items():
     if settings and setting.name not in settings:
+      continue
+    if setting.trained_by:  # another driver's runs: say how to train them, never train here
+      if not any(map(experiment.is_done, (workdir, setting.trained_by.record(ctx.results, t, s)))):
+        logging.warning('%s: not trained yet; run %s', workdir, setting.trained_by.command)
       continue
     point = runs_lib.point(setting, request, t, s, workdir=workdir, data_dir=data_dir)
     try:

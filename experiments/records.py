@@ -40,7 +40,13 @@ FILES = (
 
 
 def write_record(workdir: str, dest: str) -> int:
-  """Copies the run's record into `dest` (replacing an older one); returns its bytes."""
+  """Copies the run's record into `dest` (replacing an older one); returns its bytes.
+
+  Raises ValueError when `dest` and `workdir` overlap (replacing `dest` would delete the run).
+  """
+  run, out = os.path.realpath(workdir), os.path.realpath(dest)
+  if os.path.commonpath([run, out]) in (run, out):
+    raise ValueError(f'record {dest} overlaps its run directory {workdir}')
   tmp = f'{dest}.tmp{os.getpid()}'
   shutil.rmtree(tmp, ignore_errors=True)
   for name in FILES:

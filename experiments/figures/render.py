@@ -17,6 +17,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from experiments.figures import presets
+from experiments.figures.runs import RESULTS
 from experiments.figures.runs import Request
 from experiments.figures.runs import Run
 from experiments.figures.runs import Setting
@@ -91,44 +92,61 @@ class Context:
   seeds: int
   entry: Entry | None = None
   records: str | None = None  # compact records (experiments.records), read when a run is absent
+  results: str = RESULTS  # where `TrainedBy` settings' results folders live
   quick: bool = False  # synthetic figures at their --quick sizes (tests)
 
   def setting(self, paper: str) -> Setting:
     return presets.PRESETS[self.preset][paper]
 
   def seeds_of(self, request: Request) -> int:
-    return request.seeds or self.seeds
+    trained = self.setting(request.paper).trained_by
+    return trained.seeds if trained else request.seeds or self.seeds
 
   def temperatures(self, request: Request) -> tuple[float, ...]:
+    temps = request.temperatures
     if self.preset == 'cpu' and request.cpu_temperatures is not None:
-      return request.cpu_temperatures
-    return request.temperatures
+      temps = request.cpu_temperatures
+    trained = self.setting(request.paper).trained_by
+    return tuple(t for t in temps if t in trained.temperatures) if trained else temps
 
   def workdirs(self, request: Request):
     """(temperature, seed, workdir) of every run `request` asks for."""
+    for t, s, workdir, _ in self.locations(request):
+      yield t, s, workdir
+
+  def locations(self, request: Request):
+    """(temperature, seed, workdir, record dir) of every run `request` asks for."""
     setting = self.setting(request.paper)
+    trained = setting.trained_by
     for t in self.temperatures(request):
       for s in range(self.seeds_of(request)):
-        yield t, s, run_dir(self.root, setting, request, t, s)
+        if trained:
+          yield t, s, trained.workdir(self.results, t, s), trained.record(self.results, t, s)
+        else:
+          workdir = run_dir(self.root, setting, request, t, s)
+          yield t, s, workdir, self.record_dir(workdir)
 
-  def record_dir(self, workdir: str) -> str:
-    """Where the compact record of the run in `workdir` lives."""
-    return os.path.join(self.records, os.path.relpath(workdir, self.root))
+  def record_dir(self, workdir: str) -> str | None:
+    """Where the compact record of the run in `workdir` (under `root`) lives."""
+    relative = os.path.relpath(workdir, self.root)
+    if relative.startswith(os.pardir):  # e.g. a TrainedBy run: its record is in `locations`
+      raise ValueError(f'{workdir} is not under {self.root}')
+    return os.path.join(self.records, relative) if self.records else None
 
   def runs(self, request: Request, *, need_analysis: bool | None = None) -> dict[float, list[Run]]:
     """{T: [finished runs]}; raises MissingRuns when none has finished."""
     need = request.analyze if need_analysis is None else need_analysis
     out: dict[float, list[Run]] = {}
-    for t, s, workdir in self.workdirs(request):
+    for t, s, workdir, record in self.locations(request):
       run = read_run(workdir, t, s)
-      if run is None and self.records:
-        run = read_run(self.record_dir(workdir), t, s)
+      if run is None and record:
+        run = read_run(record, t, s)
       if run is not None and (run.analysis is not None or not need):
         out.setdefault(t, []).append(run)
     if not out:
-      raise MissingRuns(
-        f'no finished run of {request.paper} ({self.setting(request.paper).name}) under {self.root}'
-      )
+      setting = self.setting(request.paper)
+      where = f'train them: {setting.trained_by.command}' if setting.trained_by else self.root
+      raise MissingRuns(f'no finished run of {request.paper} ({setting.name}) under {where}')
     return out
 
   def describe(self, request: Request, runs: dict[float, list[Run]] | None = None) -> str:
@@ -142,6 +160,8 @@ class Context:
       line += '; T = ' + ', '.join(
         f'{t:g} ({len(r)} seed{"s" * (len(r) > 1)})' for t, r in sorted(runs.items())
       )
+    if setting.trained_by:
+      line += f' (runs of experiments/results/{setting.trained_by.results})'
     if self.preset == 'paper':
       return line + f" (the paper's setting: {paper})"
     return line + f". CPU stand-in for the paper's {paper}."

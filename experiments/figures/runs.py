@@ -8,6 +8,12 @@ so figures asking for the same setting share runs. `point` is a run's
 `experiments/figures/grid.py`, `experiments.attention_temperature`) hand to
 `experiment.run_point` (a killed run resumes, a finished one is skipped, the analysis is made
 once); `read_run` reads a run directory (or its compact record) back and never trains.
+
+A setting may instead be `TrainedBy` another driver: its runs are the ones
+`experiments.reproduce_table1 --preset=<preset>` trains at a budget where the network trains
+(e.g. ResNet-20 on all 50,000 CIFAR-10 images, 30 epochs, 3 seeds), read from that driver's
+results directory (run directories, else compact records); the figure drivers never train
+them and draw the temperatures and seeds that exist there.
 """
 
 from __future__ import annotations
@@ -23,6 +29,38 @@ from rankdeficit.run import run_dir as run_dir_lib
 from rankdeficit.run import storage
 from rankdeficit.training import monitor_log
 
+RESULTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'results')
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainedBy:
+  """Runs trained and recorded by `experiments.reproduce_table1 --preset=<preset>`."""
+
+  preset: str  # reproduce_table1 preset, e.g. 'resnet20_cpu'
+  experiment: str  # its experiment's run-name prefix, e.g. 'resnet20_c10'
+  results: str  # its --outdir, a folder of experiments/results
+  temperatures: tuple[float, ...] = (1.0, 100.0)
+  seeds: int = 3
+
+  def _path(self, results: str, kind: str, temperature: float, seed: int) -> str:
+    name = f'{self.experiment}_T{temperature:g}_s{seed}'
+    return os.path.join(results, self.results, kind, name)
+
+  def workdir(self, results: str, temperature: float, seed: int) -> str:
+    """The run directory under `results` (normally `RESULTS`)."""
+    return self._path(results, 'runs', temperature, seed)
+
+  def record(self, results: str, temperature: float, seed: int) -> str:
+    """The compact record under `results` (normally `RESULTS`)."""
+    return self._path(results, 'records', temperature, seed)
+
+  @property
+  def command(self) -> str:
+    return (
+      f'python -m experiments.reproduce_table1 --preset={self.preset} '
+      f'--outdir=experiments/results/{self.results}'
+    )
+
 
 @dataclasses.dataclass(frozen=True)
 class Setting:
@@ -34,6 +72,7 @@ class Setting:
   label: str = ''  # what was run, for captions
   analysis: AnalysisConfig = AnalysisConfig()  # the analyze_run options
   minutes: float = 0.0  # estimated minutes per run (train + analysis) on 2 busy cores
+  trained_by: TrainedBy | None = None  # runs of another driver, never trained here
 
 
 @dataclasses.dataclass(frozen=True)

@@ -90,23 +90,31 @@ def _fake_run(workdir: str, t: float, seed: int) -> None:
   _monitor(workdir, t, seed)
 
 
+def _results_of(out) -> list[str]:
+  """The fake runs of `TrainedBy` settings live under `out` too (never the repository's)."""
+  return ['--results_dir', os.path.join(str(out), 'results')]
+
+
 def _fake_runs(out, *, records_too: bool = False):
   """Fake runs of every entry of the cpu preset under `out` (and their records)."""
-  ctx = paper.make_context(paper.parse_args(['--outdir', str(out)]))
+  ctx = paper.make_context(paper.parse_args(['--outdir', str(out), *_results_of(out)]))
   plan = {}
   for entry in REGISTRY.values():
-    plan.update(paper.planned_runs(ctx, entry))
-  for workdir, (_, _, t, seed) in plan.items():
+    for request in entry.requests:
+      plan.update({workdir: (t, s, record) for t, s, workdir, record in ctx.locations(request)})
+  for workdir, (t, seed, record) in plan.items():
     _fake_run(workdir, t, seed)
     if records_too:
-      records.write_record(workdir, ctx.record_dir(workdir))
+      records.write_record(workdir, record)
   return ctx
 
 
 def _render_only(out, *flags) -> dict[str, str]:
   os.environ['RANKDEFICIT_QUICK_SYNTHETIC'] = '1'
   try:
-    return paper.main(['--preset=cpu', '--render_only', '--outdir', str(out), *flags])
+    return paper.main(
+      ['--preset=cpu', '--render_only', '--outdir', str(out), *_results_of(out), *flags]
+    )
   finally:
     del os.environ['RANKDEFICIT_QUICK_SYNTHETIC']
 
@@ -180,9 +188,27 @@ def test_trains_only_the_selected_settings_and_survives_divergence(tmp_path, mon
     raise FloatingPointError('diverged')
 
   monkeypatch.setattr(experiment, 'run_point', fake_run_point)
-  status = paper.main(['--only=table_1', '--settings=mlp_c10', '--outdir', str(tmp_path)])
-  assert sorted(calls) == [('mlp_c10', 1.0, 0), ('mlp_c10', 100.0, 0)]
+  status = paper.main(['--only=table_1', '--settings=mlp_tin', '--outdir', str(tmp_path)])
+  assert sorted(calls) == [('mlp_tin', 1.0, 0), ('mlp_tin', 100.0, 0)]
   assert status['table_1'].startswith('missing')
+
+
+def test_trained_by_settings_are_read_never_trained(tmp_path, monkeypatch):
+  """Figure 3 draws the factor study's trained MLP: paper.py never trains it, and says how."""
+  calls = []
+  monkeypatch.setattr(experiment, 'run_point', lambda point, **_: calls.append(point))
+  status = paper.main(['--only=figure_3', '--outdir', str(tmp_path)])
+  assert calls == []
+  assert 'reproduce_table1 --preset=factors_cpu' in status['figure_3']
+
+
+def test_a_record_never_replaces_its_own_run(tmp_path):
+  run_dir = str(tmp_path / 'run')
+  _fake_run(run_dir, 1.0, 0)
+  for dest in (run_dir, str(tmp_path), os.path.join(run_dir, 'record')):
+    with pytest.raises(ValueError, match='overlaps'):
+      records.write_record(run_dir, dest)
+  assert os.path.exists(os.path.join(run_dir, 'config.json'))
 
 
 def test_every_cpu_setting_reads_only_offline_datasets():
@@ -296,7 +322,7 @@ def test_same_runs_sentence_only_where_the_runs_are_shared(tmp_path):
   request = REGISTRY['figure_13'].requests[0]
   cpu = paper.make_context(paper.parse_args(['--outdir', str(tmp_path)]))
   full = paper.make_context(paper.parse_args(['--preset=paper', '--outdir', str(tmp_path)]))
-  assert same.sentence(cpu, request).startswith('Same runs as Figure 11, plus T = 1000;')
+  assert same.sentence(cpu, request).startswith('Same runs as Figure 11; ')
   assert same.sentence(full, request) == ''
 
 
