@@ -152,6 +152,7 @@ CPU = {
       'higher at T = 1 (final 0.51-0.53 vs 0.43-0.46; both 0.13 at init): only the head '
       'aligns more at high T (Figure 10).'
     ),
+    '9e288bb9fa1b',
   ),
   'figure_4': Verdict(
     'reproduces',
@@ -162,6 +163,7 @@ CPU = {
       '(368-386), with the last representations losing rank too (510 -> 469 vs 511), as in '
       'the paper. The classifier gradient has rank 9 (= classes - 1) at both T.'
     ),
+    '9e288bb9fa1b',
   ),
   'figure_5': Verdict(
     'not testable at this budget',
@@ -212,6 +214,7 @@ CPU = {
       "1), so the paper's alignment of the whole network at high temperature shows only in "
       'the head.'
     ),
+    '9e288bb9fa1b',
   ),
   'figure_11': Verdict(
     'not testable at this budget',
@@ -325,6 +328,7 @@ CPU = {
       '85-92%), and within T = 100 the seeds do not follow the trade-off (the highest rho '
       'has the lowest AUROC). Only T = 1 and 100 were trained at this budget.'
     ),
+    '57753b243a7f',
   ),
   'figure_24': Verdict(
     'partly reproduces',
@@ -347,32 +351,27 @@ CPU = {
     '972654b42f02',
   ),
   'table_1': Verdict(
-    'not testable at this budget',
+    'does not reproduce',
     (
-      f'Rows: {_MLP_C10}; ResNet-20 as in Figure 11 (52% / 20%); Tiny-ImageNet MLP (5% / '
-      '5%, chance 0.5%). kappa is at the first layer in every row and at both T (11%, 8%, '
-      "20%), so no baseline is the paper's trained one; rho rises in the CIFAR-10 rows "
-      '(54% -> 68%, 63% -> 75%) only against a less trained or near-chance T = 100 run; SR '
-      'falls 200 -> 183 of 200 on Tiny-ImageNet on a barely trained network. '
-      + _TRAINED_MLP
-      + ' kappa stays 12% and rho falls 47% -> 38% (`paper` convention): '
-      'the MLP row does not reproduce there (experiments/README.md; the factor study, issue '
-      '21 item 2, tests which protocol choice decides it).'
+      f'Row drawn: {_MLP_C10}. kappa (`paper`) stays at the first layer (11%) at both T, '
+      'where the paper has it fall (75% -> 38%); rho falls 48% -> 36%, where the paper has '
+      'it rise (67% -> 78%); SR is 10 (= classes) at both T (paper 9 / 9). Under the '
+      '`hidden` convention kappa rises 12% -> 29% and rho falls 12% -> 8%: no convention '
+      "gives the paper's directions. The ResNet-20 and Tiny-ImageNet rows appear once their "
+      'runs are recorded (experiments/results/resnet20_c10_cpu; paper_cpu/records).'
     ),
-    'df0c08d891a8',
+    'dc7fb5d9ff9a',
   ),
   'table_2': Verdict(
-    'not testable at this budget',
+    'does not reproduce',
     (
-      'NECO AUROC falls or stays with T: MLP (CIFAR-10 -> MNIST) 84.8% -> 34.3%, ResNet-20 '
-      '87.3% -> 80.4%, Tiny-ImageNet MLP -> CIFAR-10 49.2% -> 49.4% (chance detection), '
-      'against the paper (e.g. ResNet-18 CIFAR-10 -> CIFAR-100 77.75% -> 87.53%); but the '
-      'T = 100 runs are less trained (MLP 29% vs 42%) or near chance (ResNet-20 20%; '
-      "Tiny-ImageNet 5% at both T), 1 seed each, and the detection sets are not the paper's. "
-      + _TRAINED_MLP
-      + " the MLP's detection also worsens (AUROC 87% -> 75%)."
+      f'Row drawn: {_MLP_C10}. NECO AUROC falls with T, 87.6% +- 4.1 -> 72.7% +- 7.5 '
+      '(FPR95 59% -> 91%), where the paper has detection improve at low logit norm '
+      '(ResNet-18 CIFAR-10 -> CIFAR-100: 77.75% -> 87.53%); it falls in every seed. The '
+      "detection set is MNIST, not the paper's CIFAR-100. The ResNet-20 and Tiny-ImageNet "
+      'rows appear once their runs are recorded.'
     ),
-    '99c88b1ec5fe',
+    '9e288bb9fa1b',
   ),
   'table_3': Verdict(
     'not testable at this budget',
@@ -430,6 +429,7 @@ CPU = {
       "fall with T (37% -> 19%) and the `hidden` rho rise (11% -> 25%), the paper's "
       'directions.'
     ),
+    '9e288bb9fa1b',
   ),
   'sweep_cifar10_resnet20': Verdict(
     'not testable at this budget',
