@@ -31,6 +31,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.num_workers = 0  # grain worker processes per host (0 = in-process)
   c.in_memory = True  # decode fixed-size datasets (all but ImageNet) once into host memory
   c.device_resize_canvas = 0  # imagenet/vit: N > 0 ships crop windows (NxN) for the step to resize
+  c.input_on_device = False  # in-memory datasets: data, shuffle, cifar/none augment on the devices
+  c.steps_per_dispatch = 1  # input_on_device: train steps per jitted call (lax.scan)
   c.batch_size = 128  # global batch, split over all devices of all hosts
   c.eval_batch_size = 500  # global; the last batch is padded and masked
 

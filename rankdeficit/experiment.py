@@ -150,15 +150,15 @@ def check_analysis_data(config: ml_collections.ConfigDict, analysis: AnalysisCon
     input_pipeline.dataset_info(name, data_dir)
 
 
-def _num_train(config: ml_collections.ConfigDict) -> int:
+def num_train(config: ml_collections.ConfigDict) -> int:
   """Training examples the run drew its batches from (`train_subset` of the split)."""
   from rankdeficit.data import input_pipeline  # pylint: disable=import-outside-toplevel
 
-  num_train = input_pipeline.dataset_info(config.dataset, config.data_dir).num_train
-  return min(num_train, config.train_subset or num_train)
+  total = input_pipeline.dataset_info(config.dataset, config.data_dir).num_train
+  return min(total, config.train_subset or total)
 
 
-def _write_marker(workdir: str, results: dict[str, float]) -> None:
+def write_marker(workdir: str, results: dict[str, float]) -> None:
   """train_results.json, whole or not at all: a torn marker would read as a finished run."""
   path = run_dir.RunDir(workdir).train_results_file
   tmp = path.parent / f'.{path.name}.tmp{os.getpid()}'
@@ -180,9 +180,9 @@ def _train(point: Point) -> dict[str, float]:
   _, results = train_lib.train_and_evaluate(config, point.workdir)
   marker = {k: float(v) for k, v in results.items()}
   marker['train_seconds'] = time.perf_counter() - t0
-  marker['num_train'] = _num_train(config)
+  marker['num_train'] = num_train(config)
   if distributed.is_main_process():
-    _write_marker(point.workdir, marker)
+    write_marker(point.workdir, marker)
   distributed.barrier('train_results_written')
   return marker
 

@@ -2,6 +2,7 @@
 
     python -m rankdeficit.sweep --sweep=configs/sweeps/table9.py --executor=slurm [--dry_run]
     python -m rankdeficit.sweep --sweep=configs/sweeps/smoke.py --executor=local
+    python -m rankdeficit.sweep --sweep=configs/sweeps/smoke.py --executor=population
     python -m rankdeficit.sweep --sweep=configs/sweeps/table9.py --status
 
 A sweep file (configs/sweeps/*.py) defines `get_sweep()` returning a dict:
@@ -34,6 +35,10 @@ submission: job id, submitit folder), `sweep_status.json` (written at start, end
 failure by process 0) and a heartbeat file refreshed every minute, so a job killed without
 notice (preemption, timeout) shows as `killed` rather than `running`, and one that died
 before it started (its submitit result, its pid, or SLURM's sacct says so) as `failed`.
+`--executor=population` trains in this process, on one device, every group of points that
+differ only in seed, temperature (schedule), init or learning rate as one jitted program
+with the dataset on the device (rankdeficit/population_runs.py); each point still gets its
+own run directory, done-marker, analysis and recorded state.
 Multi-node points (`nodes` x `ntasks_per_node` > 1 processes) start JAX's distributed
 runtime from SLURM's environment (`config.distributed=True`).
 """
@@ -42,11 +47,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import pickle
 import re
-import shutil
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -55,32 +57,16 @@ from typing import Any
 from absl import app
 from absl import flags
 from absl import logging
-from etils import epath
 
 from rankdeficit import experiment
+from rankdeficit import sweep_state
 from rankdeficit.analysis.config import AnalysisConfig
 from rankdeficit.run import run_dir
 from rankdeficit.run import storage
-from rankdeficit.run import workdir_lock
+from rankdeficit.sweep_state import point_status
 
 # The checkout holding rankdeficit/ and configs/: relative config paths are read from here.
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-HEARTBEAT_S = 60
-STALE_AFTER_S = 5 * HEARTBEAT_S  # no heartbeat for this long: the job is gone
-FINISHED = ('done', 'diverged')
-# sacct states of a job that is over (a point whose job is over and never started failed).
-_SLURM_ENDED = (
-  'BOOT_FAIL',
-  'CANCELLED',
-  'COMPLETED',
-  'DEADLINE',
-  'FAILED',
-  'NODE_FAIL',
-  'OUT_OF_MEMORY',
-  'PREEMPTED',
-  'REVOKED',
-  'TIMEOUT',
-)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,10 +136,12 @@ def load_sweep(path: str, root: str = 'runs/sweeps') -> Sweep:
 
 def job_devices(sweep: Sweep, executor: str) -> int | None:
   """The devices a job of `sweep` trains on, for the batch-size checks: this machine's
-  (None: jax.device_count()) for 'local'; nodes x gpus_per_node on SLURM (nodes x
-  ntasks_per_node CPU processes when the sweep asks for no GPU)."""
+  (None: jax.device_count()) for 'local', one for 'population'; nodes x gpus_per_node on
+  SLURM (nodes x ntasks_per_node CPU processes when the sweep asks for no GPU)."""
   if executor == 'local':
     return None
+  if executor == 'population':
+    return 1  # a population trains on one device
   nodes = int(sweep.slurm.get('nodes', 1))
   gpus = sweep.slurm.get('gpus_per_node')
   if not gpus:
@@ -177,38 +165,6 @@ def check_points(sweep: Sweep, num_devices: int | None = None) -> None:
       raise ValueError(f'sweep {sweep.name}, point {point.name}: {e}') from e
 
 
-def _write_status(workdir: epath.Path, state: str, **extra) -> None:
-  from rankdeficit.run import distributed  # pylint: disable=import-outside-toplevel
-
-  if distributed.is_main_process():
-    storage.write_json(
-      run_dir.RunDir(workdir).sweep_status_file,
-      {'state': state, 'time': time.time(), **extra},
-      indent=2,
-    )
-
-
-def _heartbeat(workdir: epath.Path, stop: threading.Event) -> None:
-  while not stop.is_set():
-    (workdir / run_dir.SWEEP_HEARTBEAT_FILE).write_text(str(time.time()))
-    stop.wait(HEARTBEAT_S)
-
-
-def _numbers(results: dict[str, Any]) -> dict[str, Any]:
-  return {k: v for k, v in results.items() if isinstance(v, (int, float))}
-
-
-def _start(point: experiment.Point, workdir: epath.Path, stop: threading.Event) -> None:
-  """Starts the point's distributed runtime (its config says whether), records `running`
-  and keeps the heartbeat until `stop`."""
-  from rankdeficit.run import distributed  # pylint: disable=import-outside-toplevel
-
-  distributed.initialize(auto=experiment.build_config(point).distributed)
-  _write_status(workdir, 'running', job_id=os.environ.get('SLURM_JOB_ID'))
-  if distributed.is_main_process():
-    threading.Thread(target=_heartbeat, args=(workdir, stop), daemon=True).start()
-
-
 class TrainPoint:
   """The submitit job of one point: `experiment.run_point`, its state recorded."""
 
@@ -220,18 +176,18 @@ class TrainPoint:
     workdir.mkdir(parents=True, exist_ok=True)
     stop = threading.Event()
     try:  # every failure, building the config included, is recorded as 'failed'
-      _start(self.point, workdir, stop)
+      sweep_state.start(self.point, workdir, stop)
       finished = experiment.run_point(self.point)
     except FloatingPointError as e:
-      _write_status(workdir, 'diverged', error=str(e))
+      sweep_state.write_status(workdir, 'diverged', error=str(e))
       return {'state': 'diverged', 'error': str(e)}
     except BaseException as e:
-      _write_status(workdir, 'failed', error=f'{type(e).__name__}: {e}')
+      sweep_state.write_status(workdir, 'failed', error=f'{type(e).__name__}: {e}')
       raise
     finally:
       stop.set()
-    results = _numbers(finished.train_results)
-    _write_status(workdir, 'done', results=results)
+    results = sweep_state.numbers(finished.train_results)
+    sweep_state.write_status(workdir, 'done', results=results)
     return results
 
   def checkpoint(self, *args, **kwargs):
@@ -239,89 +195,6 @@ class TrainPoint:
     import submitit  # pylint: disable=import-outside-toplevel
 
     return submitit.helpers.DelayedSubmission(TrainPoint(self.point))
-
-
-def point_status(point: experiment.Point) -> dict[str, Any]:
-  """{'state': ..., ...} of a point, from its workdir (and its job, once submitted).
-
-  States: `done` (`experiment.is_done`: trained, and analysed when the sweep asks for it;
-  with the results of its train_results.json); `not submitted`; `pending` (submitted, not
-  started); `running`; `killed` (no heartbeat for STALE_AFTER_S); `failed` (the job recorded
-  an error, ended before it started, or recorded `done` without the done-marker);
-  `diverged`.
-  """
-  if experiment.is_done(point.workdir, analysed=point.analysis is not None):
-    return {'state': 'done', 'results': _numbers(experiment.read_train_results(point.workdir))}
-  rd = run_dir.RunDir(point.workdir)
-  status_path, job_path = rd.sweep_status_file, rd.sweep_job_file
-  status = storage.read_json(status_path) if status_path.exists() else None
-  job = storage.read_json(job_path) if job_path.exists() else None
-  if job is not None and (status is None or status.get('time', 0) < job.get('time', 0)):
-    ended = _ended_before_start(job)  # submitted after the last recorded state
-    if ended:
-      return {'state': 'failed', 'error': ended, 'job_id': job.get('job_id')}
-    return {'state': 'pending', 'job_id': job.get('job_id')}
-  if status is None:
-    return {'state': 'not submitted'}
-  if status['state'] == 'done':  # by a job of older code, or its files were deleted since
-    return {'state': 'failed', 'error': _not_done(point)}
-  if status['state'] == 'running':
-    beat = rd.sweep_heartbeat_file
-    last = float(beat.read_text()) if beat.exists() else status['time']
-    if time.time() - last > STALE_AFTER_S:
-      status['state'] = 'killed'
-  return status
-
-
-def _not_done(point: experiment.Point) -> str:
-  rd = run_dir.RunDir(point.workdir)
-  missing = rd.analysis_file if experiment.is_done(point.workdir) else rd.train_results_file
-  return f'recorded done, but {missing} is missing; resubmit it to finish the run (it resumes)'
-
-
-def _ended_before_start(job: dict[str, Any]) -> str | None:
-  """Why a submitted job that recorded no state is over (None while it may still start):
-  submitit's result file holds its error, its local process is gone, or sacct says so."""
-  from submitit.core import utils  # pylint: disable=import-outside-toplevel
-
-  job_id = str(job.get('job_id'))
-  paths = utils.JobPaths(job['folder'], job_id=job_id, task_id=0)
-  if paths.result_pickle.exists():
-    try:
-      with open(paths.result_pickle, 'rb') as f:
-        outcome, value = pickle.load(f)
-    except Exception:  # pylint: disable=broad-except  (torn or foreign file)
-      outcome, value = 'error', ''
-    if outcome == 'error':
-      lines = [l for l in str(value).splitlines() if l.strip()] or ['no traceback']
-      return f'job {job_id} failed before it started: {lines[-1].strip()[:200]}'
-    return f'job {job_id} ended without recording a state; see {paths.stderr}'
-  if job.get('executor') == 'local':
-    if job.get('host') == socket.gethostname() and not workdir_lock.pid_alive(int(job_id)):
-      return f'job {job_id} (local) exited without recording a state; see {paths.stderr}'
-    return None
-  state = _slurm_state(job_id)
-  if state in _SLURM_ENDED:
-    return f'SLURM job {job_id} ended {state} before it started; see {paths.stderr}'
-  return None
-
-
-def _slurm_state(job_id: str) -> str | None:
-  """sacct's state of `job_id` ('FAILED', ...), or None where sacct cannot tell."""
-  if shutil.which('sacct') is None:
-    return None
-  try:
-    out = subprocess.run(
-      ['sacct', '-j', job_id, '-X', '-n', '-P', '-o', 'State'],
-      capture_output=True,
-      text=True,
-      timeout=30,
-      check=True,
-    ).stdout
-  except (OSError, subprocess.SubprocessError):
-    return None
-  states = [l.split()[0] for l in out.splitlines() if l.strip()]
-  return states[-1] if states else None
 
 
 def _executor(sweep: Sweep, executor: str, log_dir: str):
@@ -355,7 +228,9 @@ def to_submit(sweep: Sweep) -> list[experiment.Point]:
   """Points that need a job: not submitted, killed and failed ones (pending, running and
   finished ones are skipped)."""
   return [
-    p for p in sweep.points if point_status(p)['state'] not in FINISHED + ('running', 'pending')
+    p
+    for p in sweep.points
+    if point_status(p)['state'] not in sweep_state.FINISHED + ('running', 'pending')
   ]
 
 
@@ -418,9 +293,27 @@ def status_table(sweep: Sweep) -> str:
   return '\n'.join(lines)
 
 
+def _run_populations(sweep: Sweep) -> str | int | None:
+  """--executor=population (rankdeficit/population_runs.py); main's exit status."""
+  from rankdeficit import population_runs  # pylint: disable=import-outside-toplevel
+  from rankdeficit.run import preemption  # pylint: disable=import-outside-toplevel
+
+  try:
+    groups, failed = population_runs.run_sweep(to_submit(sweep))
+  except ValueError as e:
+    return f'error: {e}'
+  except preemption.Stopped as e:
+    return e.exit_code
+  print(f'{groups} population(s) trained, {failed} failed.')
+  print(status_table(sweep))
+  return 1 if failed else None
+
+
 def _define_flags():
   flags.DEFINE_string('sweep', None, 'Sweep file, configs/sweeps/<name>.py.', required=True)
-  flags.DEFINE_enum('executor', 'local', ['local', 'slurm'], 'Where jobs run.')
+  flags.DEFINE_enum(
+    'executor', 'local', ['local', 'slurm', 'population'], 'Where jobs run (see the docstring).'
+  )
   flags.DEFINE_string('root', 'runs/sweeps', "Parent of the sweep's workdirs (gs:// ok).")
   flags.DEFINE_string('submitit_dir', None, 'submitit logs (default <root>/<sweep>/submitit).')
   flags.DEFINE_bool('dry_run', False, 'Print the points, workdirs and job parameters only.')
@@ -452,6 +345,8 @@ def main(argv):
         + sbatch_text(sweep, log_dir, len(todo))
       )
     return
+  if fl.executor == 'population':
+    sys.exit(_run_populations(sweep))
   wait = fl.executor == 'local' if fl.wait is None else fl.wait
   jobs = submit(sweep, fl.executor, log_dir, wait=wait)
   print(f'{len(jobs)} job(s) submitted, {len(sweep.points) - len(jobs)} skipped.')

@@ -110,7 +110,7 @@ def device_resize_canvas(config) -> int:
   return int(config.device_resize_canvas)
 
 
-def _train_source(config):
+def train_source(config):
   source = datasets.open_source(
     config.dataset,
     'train',
@@ -192,7 +192,7 @@ class GlobalBatchSliceSampler:
 
 
 def _train_iterator(config, *, seed: int, process_index: int, process_count: int):
-  source = _train_source(config)
+  source = train_source(config)
   if config.num_workers and not flags.FLAGS.is_parsed():
     flags.FLAGS.mark_as_parsed()  # grain worker processes read absl flags (outside absl.app)
   local_batch = _local_batch_size(config.batch_size, process_count)

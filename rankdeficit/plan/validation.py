@@ -14,6 +14,7 @@ import numpy as np
 
 from rankdeficit import models
 from rankdeficit.data import datasets
+from rankdeficit.data import device_data
 from rankdeficit.data import input_pipeline
 from rankdeficit.run import storage
 from rankdeficit.training import losses
@@ -93,6 +94,7 @@ def validate_fields(config: ml_collections.ConfigDict, num_devices: int | None =
       f'choose one of {", ".join(input_pipeline.DATASET_NAMES)} or "".'
     )
   _check_choices(config)
+  _check_device_input(config)
   n = jax.device_count() if num_devices is None else num_devices
   for field in ('batch_size', 'eval_batch_size', 'metrics_batch_size'):
     size = config[field]
@@ -122,6 +124,38 @@ def _check_choices(config: ml_collections.ConfigDict) -> None:
     )
   if config.augment not in AUGMENTATIONS:
     raise ValueError(f'Unknown augment {config.augment!r}; choose one of {AUGMENTATIONS}.')
+
+
+def _check_device_input(config: ml_collections.ConfigDict) -> None:
+  """input_on_device (data/device_data.py) and steps_per_dispatch."""
+  on_device = config.get('input_on_device', False)
+  per_dispatch = config.get('steps_per_dispatch', 1)
+  _require(isinstance(on_device, bool), 'input_on_device', on_device, 'True or False')
+  _require(
+    isinstance(per_dispatch, int) and not isinstance(per_dispatch, bool) and per_dispatch >= 1,
+    'steps_per_dispatch',
+    per_dispatch,
+    'an integer >= 1',
+  )
+  if per_dispatch > 1 and not on_device:
+    raise ValueError(
+      f'config.steps_per_dispatch={per_dispatch} needs config.input_on_device=True (the '
+      f'grain input pipeline feeds one step per call).'
+    )
+  if not on_device:
+    return
+  if not (
+    datasets.holds_in_memory(config.dataset) or datasets.get_spec(config.dataset).kind == 'memory'
+  ):
+    raise ValueError(
+      f'config.input_on_device=True needs a dataset held in memory, not {config.dataset!r} '
+      f'(too large to put on the devices); set input_on_device=False.'
+    )
+  if config.augment not in device_data.AUGMENTS:
+    raise ValueError(
+      f'config.input_on_device=True draws augment in {device_data.AUGMENTS} on the devices, '
+      f'not {config.augment!r}; set input_on_device=False for it.'
+    )
 
 
 def _check_writable(workdir: str) -> None:

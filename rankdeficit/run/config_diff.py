@@ -46,9 +46,14 @@ BOOKKEEPING_FIELDS = frozenset(
     'compilation_cache_dir',
     'profile',
     'device_resize_canvas',  # host or device resize: pixels differ by < 1 grey level
+    'steps_per_dispatch',  # steps per jitted call: the same steps, in the same order
   }
 )
 EXTENDABLE_FIELDS = frozenset({'num_train_steps', 'num_epochs'})
+# Fields added after runs were saved, with the value every earlier run trained under: a saved
+# config without one is compared against it, and run names hash it only when it differs (so
+# the names of earlier runs stay what they were).
+ADDED_FIELDS = {'input_on_device': False}
 
 
 def _flatten(tree: dict, prefix: str = '') -> dict:
@@ -77,11 +82,11 @@ def _extension_ok(field: str, saved, new, values: dict) -> bool:
 def differences(saved: dict, config: ml_collections.ConfigDict) -> list[str]:
   """Fields (with 'saved -> now') that forbid resuming a run saved as `saved`."""
   values = config_values(config)
-  saved = _flatten(saved)
+  saved = {**ADDED_FIELDS, **_flatten(saved)}
   found = []
-  # A field the saved config lacks was added to the code after the run was saved; the
-  # run trained under its default then, which is what an unchanged command passes now, so
-  # it is not compared (the package cannot read configs/base.py: it is not installed).
+  # Any other field the saved config lacks was added to the code after the run was saved;
+  # the run trained under its default then, which is what an unchanged command passes now,
+  # so it is not compared (the package cannot read configs/base.py: it is not installed).
   for field in sorted(set(saved)):
     old, new = saved[field], values.get(field, '<absent>')
     if old == new or field in BOOKKEEPING_FIELDS:
@@ -178,6 +183,7 @@ def run_name(config: ml_collections.ConfigDict, config_stem: str) -> str:
     k: v
     for k, v in config_values(config).items()
     if k not in BOOKKEEPING_FIELDS | EXTENDABLE_FIELDS
+    and not (k in ADDED_FIELDS and v == ADDED_FIELDS[k])
   }
   digest = hashlib.sha1(json.dumps(values, sort_keys=True).encode()).hexdigest()[:8]
   return f'{config_stem}_T{config.temperature:g}_seed{config.seed}_{digest}'

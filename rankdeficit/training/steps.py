@@ -1,7 +1,8 @@
 """Training state and the pure step functions that `train.py` jits over the mesh.
 
 Kept apart from the loop so that benchmarks and other code can jit a step without the
-input pipeline, CLU or TensorFlow.
+input pipeline, CLU or TensorFlow. `train_steps` runs several steps in one program on a
+dataset held on the device (data/device_data.py, `config.input_on_device`).
 """
 
 from typing import Any, Callable
@@ -11,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from rankdeficit.data import device_data
 from rankdeficit.data import device_preprocess
 from rankdeficit.training import losses
 
@@ -97,6 +99,56 @@ def train_step(
     step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state
   )
   return new_state, metrics
+
+
+def train_steps(
+  state: TrainState,
+  dataset: device_data.DeviceDataset,
+  key: jax.Array,
+  *,
+  num_steps: int,
+  batch_size: int,
+  augment: str,
+  model,
+  tx,
+  loss_fn: losses.LossFn,
+  temperature_fn: Callable,
+  preprocess: device_preprocess.DeviceNormalize | None = None,
+  sharding: jax.sharding.Sharding | None = None,
+) -> tuple[TrainState, dict]:
+  """`num_steps` train steps in one `lax.scan`, each on `device_data.device_batch(dataset,
+  key, state.step)`; returns the final state and the per-step metrics stacked [num_steps].
+
+  `preprocess` defaults to the dataset's own normalisation (`DeviceDataset.normalizer`);
+  `sharding` places each batch (the mesh's data sharding; None: XLA's choice).
+  """
+  preprocess = preprocess or dataset.normalizer()
+  if preprocess is None:
+    raise ValueError(
+      'The dataset carries no normalisation statistics: pass preprocess= (a '
+      'device_preprocess.DeviceNormalize), or load it with device_data.load_device_dataset.'
+    )
+
+  def one_step(state, _):
+    batch = device_data.device_batch(
+      dataset, key, state.step, batch_size=batch_size, augment=augment, sharding=sharding
+    )
+    return train_step(
+      state,
+      batch,
+      model=model,
+      tx=tx,
+      loss_fn=loss_fn,
+      temperature_fn=temperature_fn,
+      preprocess=preprocess,
+    )
+
+  if num_steps == 1:
+    # No loop for one step: XLA's CPU backend leaves convolutions inside a loop body
+    # uncanonicalised and runs their kernel gradients ~40x slower (jaxlib 0.10.2).
+    state, metrics = one_step(state, None)
+    return state, jax.tree.map(lambda x: x[None], metrics)
+  return jax.lax.scan(one_step, state, None, length=num_steps)
 
 
 def eval_step(

@@ -9,7 +9,10 @@ axis. The step is compiled once (shapes and shardings never change) and donates 
 state's buffers. Metrics stay on device and are fetched only at log steps, so there is no
 host sync per step. The exact evaluation is rankdeficit/training/evaluation.py, the
 collapse-monitor hook rankdeficit/training/monitor_hook.py, and the writer, per-step hooks
-and shut-down around the loop rankdeficit/training/loop_io.py.
+and shut-down around the loop rankdeficit/training/loop_io.py. With `config.input_on_device`
+the dataset lives on the devices and each call runs a dispatch of several steps
+(rankdeficit/training/device_loop.py); the host work (logs, saves, evaluations, the
+monitor, stopping) happens at dispatch boundaries, which fall on the same steps.
 """
 
 import dataclasses
@@ -33,6 +36,7 @@ from rankdeficit.run import preemption
 from rankdeficit.run import runtime
 from rankdeficit.run import storage
 from rankdeficit.run import workdir_lock
+from rankdeficit.training import device_loop
 from rankdeficit.training import evaluation
 from rankdeficit.training import loop_io
 from rankdeficit.training import losses
@@ -44,7 +48,8 @@ from rankdeficit.training import steps
 from rankdeficit.training import target_norm
 
 
-def _all_finite(tree) -> jax.Array:
+def all_finite(tree) -> jax.Array:
+  """Whether every floating-point leaf of `tree` is finite (a scalar bool array)."""
   leaves = [
     jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)
   ]
@@ -52,11 +57,12 @@ def _all_finite(tree) -> jax.Array:
 
 
 def _summarize(train_metrics, done: int, checkpointer, workdir: str) -> dict[str, float]:
-  """Mean train metrics since the last log step; raises on a non-finite loss."""
-  summary = {
-    f'train/{k}': float(np.mean(v))
-    for k, v in jax.tree.map(lambda *x: np.stack(x), *jax.device_get(train_metrics)).items()
-  }
+  """Mean train metrics since the last log step (a list of per-step metrics, or of per-
+  dispatch metrics stacked over its steps); raises on a non-finite loss."""
+  per_step = jax.tree.map(
+    lambda *x: np.concatenate([np.reshape(v, -1) for v in x]), *jax.device_get(train_metrics)
+  )
+  summary = {f'train/{k}': float(np.mean(v)) for k, v in per_step.items()}
   if not np.isfinite(summary['train/loss']):
     raise FloatingPointError(
       f'Non-finite training loss at step {done}; the last good checkpoint '
@@ -107,6 +113,7 @@ class _Loop:
   temperature_fn: Callable
   hooks: list
   start_step: int
+  dispatch: Callable | None  # input_on_device: device_loop.dispatcher's; None: grain steps
 
 
 def _next_batch(loop: _Loop, step: int):
@@ -116,22 +123,21 @@ def _next_batch(loop: _Loop, step: int):
   return next(loop.train_iter)
 
 
-def _log_train(loop: _Loop, train_metrics: list, done: int) -> dict[str, float]:
-  """The train/* means since the last log step, written and returned."""
+def _log_train(loop: _Loop, train_metrics: list, count: int, done: int) -> dict[str, float]:
+  """The train/* means over the `count` steps since the last log step, written and returned."""
   summary = _summarize(train_metrics, done, loop.checkpointer, loop.plan.workdir)
   loop.writer.write_scalars(done, summary)
-  averaged = _steps_averaged(
-    len(train_metrics), done, loop.start_step, loop.plan.config.log_every_steps
-  )
+  averaged = _steps_averaged(count, done, loop.start_step, loop.plan.config.log_every_steps)
   return {**summary, 'train/steps_averaged': averaged}
 
 
-def _save_or_stop(loop: _Loop, state, done: int, *, needs_finite: bool) -> None:
+def _save_or_stop(loop: _Loop, state, done: int, steps_run: int, *, needs_finite: bool) -> None:
   """Saves `done` when due (or stopping); on a signal or a multi-host preemption, stops
-  after saving it. Every host asks about preemption every step (orbax's sync point), even
-  when stopping anyway."""
+  after saving it. Every host asks about preemption for every step (orbax's sync point;
+  after a dispatch, for each of its `steps_run` steps in order), even when stopping anyway."""
   total, checkpointer = loop.plan.total_steps, loop.checkpointer
-  preempted = checkpointer.reached_preemption(done)
+  asked = [checkpointer.reached_preemption(s) for s in range(done - steps_run + 1, done + 1)]
+  preempted = any(asked)
   stopping = (loop.stop.requested or preempted) and done < total
   saving = stopping or done == total or checkpointer.should_save(done)
   if saving or needs_finite:
@@ -163,26 +169,31 @@ def _train_loop(loop: _Loop, state) -> tuple[steps.TrainState, dict[str, float]]
   """Steps `start_step` .. `total_steps`: log, save (then evaluate), monitor; stops early
   (after saving the step it reached) on a signal or a multi-host preemption."""
   config, total = loop.plan.config, loop.plan.total_steps
-  results, train_metrics = {}, []
-  for step in range(loop.start_step, total):
+  results, train_metrics, count, step = {}, [], 0, loop.start_step
+  while step < total:
     with jax.profiler.StepTraceAnnotation('train', step_num=step):
-      host_batch = _next_batch(loop, step)
-      state, metrics = loop.train_step(state, sharding.shard_batch(host_batch, loop.mesh))
+      if loop.dispatch is None:
+        host_batch = _next_batch(loop, step)
+        state, metrics = loop.train_step(state, sharding.shard_batch(host_batch, loop.mesh))
+        steps_run = 1
+      else:  # input on the device: steps up to the next step with host work
+        state, metrics, steps_run = loop.dispatch(state, step)
     train_metrics.append(metrics)
-    done = step + 1
+    count, done = count + steps_run, step + steps_run
     for hook in loop.hooks:
       hook(done)
     if done % config.log_every_steps == 0 or done == total:
-      results.update(_log_train(loop, train_metrics, done))
-      train_metrics = []
+      results.update(_log_train(loop, train_metrics, count, done))
+      train_metrics, count = [], 0
     # Save before evaluating, so an eval failure cannot lose the interval.
     evaluating = done % loop.plan.eval_every == 0 or done == total
     monitoring = loop.watch and (done % config.metrics_every_steps == 0 or done == total)
-    _save_or_stop(loop, state, done, needs_finite=bool(evaluating or monitoring))
+    _save_or_stop(loop, state, done, steps_run, needs_finite=bool(evaluating or monitoring))
     if evaluating:
       results.update(_evaluate_at(loop, state, done))
     if monitoring:
       loop.watch(done, state, loop.temperature_fn(done), loop.writer)
+    step = done
   return state, results
 
 
@@ -236,7 +247,7 @@ def _plan(config, workdir: str | None, mesh) -> run_plan.RunPlan:
   return config
 
 
-def _initial_state(plan: run_plan.RunPlan, model, tx, mesh) -> steps.TrainState:
+def initial_state(plan: run_plan.RunPlan, model, tx, mesh) -> steps.TrainState:
   """The step-0 state, replicated over `mesh`: fresh, or from local pretrained weights."""
   repl = sharding.replicated_sharding(mesh)
   state = jax.jit(
@@ -281,14 +292,15 @@ def _train(plan: run_plan.RunPlan, mesh, stop: preemption.StopRequest, lock):
   config = plan.config
   model = models.create_model(config.model, plan.num_classes)
   tx = optim.create_optimizer(config, plan.steps_per_epoch)
-  state = _initial_state(plan, model, tx, mesh)
-  train_iter = input_pipeline.create_train_iterator(config, seed=config.seed)
+  state = initial_state(plan, model, tx, mesh)
+  on_device = config.get('input_on_device', False)  # else grain; no iterator state to save
+  train_iter = None if on_device else input_pipeline.create_train_iterator(config, seed=config.seed)
   checkpointer = checkpointing.Checkpointer(
     plan.workdir, keep=config.keep_checkpoints, every_steps=config.checkpoint_every_steps
   )
   state = checkpointer.restore(state, train_iter)
   start_step = int(jax.device_get(state.step))
-  plan, initial_norm = _decide_temperature(plan, model, state, mesh, start_step)
+  plan, initial_norm = decide_temperature(plan, model, state, mesh, start_step)
   config = plan.config  # at the T chosen at step 0, if it was
   checkpointer.set_config(config)  # stored in every checkpoint
   checkpointing.save_config(plan.config, plan.workdir)
@@ -298,6 +310,11 @@ def _train(plan: run_plan.RunPlan, mesh, stop: preemption.StopRequest, lock):
   p_train_step, p_eval_step = _jitted_steps(config, model, tx, loss_fn, temperature_fn, mesh)
   measured = models.measurement_model(model)  # f32
   watch = monitor_hook.collapse_monitor(config, measured, loss_fn, mesh, plan.workdir, start_step)
+  dispatch = None
+  if on_device:
+    dispatch = device_loop.dispatcher(
+      plan, model, tx, loss_fn, temperature_fn, mesh, monitored=watch is not None
+    )
   loop = _Loop(
     plan,
     mesh,
@@ -307,17 +324,18 @@ def _train(plan: run_plan.RunPlan, mesh, stop: preemption.StopRequest, lock):
     stop,
     p_train_step,
     p_eval_step,
-    jax.jit(_all_finite),
+    jax.jit(all_finite),
     watch,
     temperature_fn,
     loop_io.step_hooks(config, plan.workdir, writer, lock, plan.total_steps),
     start_step,
+    dispatch,
   )
   _log_start(plan, mesh)
   if start_step > 0:
-    results = _recorded_scalars(plan.workdir)
+    results = recorded_scalars(plan.workdir)
   else:
-    results = _record_initial(plan, writer, initial_norm)
+    results = record_initial(plan, writer, initial_norm)
     if watch:
       watch(0, state, temperature_fn(0), writer)
   return _run_loop(loop, state, results)
@@ -355,7 +373,7 @@ def _log_start(plan: run_plan.RunPlan, mesh) -> None:
   )
 
 
-def _decide_temperature(
+def decide_temperature(
   plan: run_plan.RunPlan, model, state, mesh, start_step: int
 ) -> tuple[run_plan.RunPlan, float | None]:
   """(plan at its T, the initial logits norm n0, None on a resume). n0 decides the regime
@@ -380,7 +398,7 @@ def _decide_temperature(
   return plan, initial_norm
 
 
-def _record_initial(plan: run_plan.RunPlan, writer, initial_norm: float) -> dict[str, float]:
+def record_initial(plan: run_plan.RunPlan, writer, initial_norm: float) -> dict[str, float]:
   """Step 0's `init/` results (logits norm and T), written and logged."""
   results = {'init/logits_norm': initial_norm, 'init/temperature': plan.initial_temperature}
   writer.write_scalars(0, results)
@@ -388,7 +406,7 @@ def _record_initial(plan: run_plan.RunPlan, writer, initial_norm: float) -> dict
   return results
 
 
-def _recorded_scalars(workdir: str) -> dict[str, float]:
+def recorded_scalars(workdir: str) -> dict[str, float]:
   """The last `init/` and `train/` scalars that earlier processes of a resumed run logged,
   so that its results hold the initial logits norm and train metrics however it was killed."""
   recorded = {}
