@@ -38,13 +38,26 @@ Outputs in `workdir/analysis/`: `analysis.json`, `analysis.md` (Markdown tables)
 `representation_rank.png`.
 
 `--max_examples=N` caps EVERY split at a fixed random subset of N examples (for speed; the SR
-is then over N test examples, recorded as `num_examples`). Memory: the kept features live on
-the host (examples x layers x <= 10,000 float32). `analysis.memory_plan` splits the layers
-into consecutive groups whose features over every split fit `--max_feature_gib` (default 6
-GiB), extracting the splits once per group (a ResNet-20 on all 50,000 CIFAR-10 images with
-OOD MNIST holds 37 GiB of features over its 11 hidden layers: 8 passes of <= 6 GiB). The
-grouping is recorded as `layer_groups` and does not change the numbers. Cap with max_examples
-on ImageNet-scale training sets.
+is then over N test examples, recorded as `num_examples`).
+
+Memory: the features never leave the devices. Each process extracts its block of every
+split data-parallel over the mesh's `data` axis and keeps each layer's rows where they were
+computed (`analysis.rows`: global arrays sharded by rows; a process holds 1/processes of
+them); probes train data-parallel on them (`analysis.sharded_probes`), ranks come from a
+TSQR over the devices (`metrics.tsqr`), NC / OrthoDev / NECO from sums over rows
+(`metrics.streamed`), and only NECO's per-row scores are gathered. `analysis.memory_plan`
+splits the layers into consecutive groups whose features fit each device's budget
+(`--device_memory_fraction` of an accelerator's memory; on CPU `--max_feature_gib`, default
+6 GiB per process), one extraction pass per group; the plan is logged and recorded as
+`layer_groups` and does not change the numbers.
+
+    python -m rankdeficit.analyze --plan_only --plan_config=resnet50_in1k \
+        --plan_processes=8 --plan_devices_per_process=4 --plan_hbm_gib=16 \
+        --max_train_examples=100000
+
+prints the memory plan of a config on a pod shape (per-process host and device bytes of the
+features, probes and TSQR / Gram factors; `analysis.memory_model`) without data or
+checkpoints.
 """
 
 from __future__ import annotations
@@ -65,6 +78,7 @@ from rankdeficit.analysis import measurements
 from rankdeficit.analysis import memory_plan
 from rankdeficit.analysis import probe_layers
 from rankdeficit.analysis import report
+from rankdeficit.analysis import rows
 from rankdeficit.analysis import timing
 from rankdeficit.analysis.config import AnalysisConfig
 from rankdeficit.analysis.feature_metrics import attention_metrics
@@ -93,13 +107,15 @@ def analyze_run(workdir: str, config: AnalysisConfig = AnalysisConfig()) -> dict
   """Analyses the run in `workdir` and (if `config.write`) writes `workdir/analysis/`.
 
   The steps, in order (`rankdeficit.analysis` modules): `loading.load_for_analysis`,
-  `memory_plan.memory_plan` (layer groups), then per group `extraction.extract_splits` ->
-  `ranks.representation_ranks` -> `depth.probe_accuracies` -> `collapse.orthodev_per_layer`
+  `memory_plan.memory_plan` (layer groups), then per group `extraction.extract_splits`
+  (features sharded by rows over every device) -> `feature_metrics.representation_ranks`
+  -> `feature_metrics.probe_accuracies` -> `feature_metrics.orthodev_per_layer`
   (`measurements.grouped_layer_metrics`); on the group holding the penultimate layer
-  `ranks.logit_metrics`, `collapse.neural_collapse_metrics` and `ood_detection.ood_detection`
-  (`measurements.final_metrics`); `depth.depth_metrics` (kappa / rho over every layer);
-  `attention.attention_metrics` (ViTs); then `report.write_analysis`. The numbers do not
-  depend on the grouping.
+  `feature_metrics.logit_metrics`, `.neural_collapse_metrics` and `.ood_detection`
+  (`measurements.final_metrics`); `feature_metrics.depth_metrics` (kappa / rho over every
+  layer); `feature_metrics.attention_metrics` (ViTs); then `report.write_analysis`. The
+  numbers do not depend on the grouping, nor (up to float32 summation order) on the number
+  of processes and devices.
 
   Args:
     workdir: run directory (config.json + checkpoints/).
@@ -123,12 +139,22 @@ def analyze_run(workdir: str, config: AnalysisConfig = AnalysisConfig()) -> dict
     coords,
     max_examples=config.max_examples,
     max_train_examples=config.max_train_examples,
+    batch_size=int(config.batch_size or run.config.eval_batch_size),
     max_feature_gib=config.max_feature_gib,
+    device_memory_fraction=config.device_memory_fraction,
   )
-  per_layer, splits = measurements.grouped_layer_metrics(
-    run, config, coords, groups, coord_key=coord_key, probe_key=probe_key, timer=timer
-  )
-  out = _results(workdir, run, config, coords, groups, per_layer, splits, timer=timer)
+  with rows.cpu_blas_threads():
+    per_layer, splits = measurements.grouped_layer_metrics(
+      run,
+      config,
+      coords,
+      groups,
+      coord_key=coord_key,
+      probe_key=probe_key,
+      timer=timer,
+      mesh=rows.analysis_mesh(),
+    )
+    out = _results(workdir, run, config, coords, groups, per_layer, splits, timer=timer)
   out['timings_s'] = dict(timer.timings, total=round(time.perf_counter() - t_start, 3))
   if config.write and distributed.is_main_process():  # every process holds the same results
     report.write_analysis(out, workdir, plots=config.plots, timer=timer)
@@ -166,16 +192,45 @@ def _results(workdir, run, config, coords, groups, per_layer, splits, *, timer) 
 
 def _define_flags():
   """CLI flags, defined only when run as a script (so importing this module is side-effect
-  free): --workdir, one flag per `AnalysisConfig` option, and the distributed flags."""
+  free): --workdir, one flag per `AnalysisConfig` option, the memory-plan flags and the
+  distributed flags."""
   flags.DEFINE_string('workdir', None, 'Run directory to analyse.')
+  flags.DEFINE_bool(
+    'plan_only',
+    False,
+    'Print the memory plan of --plan_config (per-process host and device bytes of the '
+    'features, probes and TSQR / Gram factors) for --plan_processes x '
+    '--plan_devices_per_process devices of --plan_hbm_gib each, and exit: no data, no '
+    'checkpoint.',
+  )
+  flags.DEFINE_string('plan_config', None, "Config of --plan_only, e.g. 'resnet50_in1k'.")
+  flags.DEFINE_integer('plan_processes', 1, 'Processes (hosts) of --plan_only.')
+  flags.DEFINE_integer('plan_devices_per_process', 1, 'Devices per process of --plan_only.')
+  flags.DEFINE_float('plan_hbm_gib', 16.0, 'Memory per device (GiB) of --plan_only.')
   analysis_config.define_flags()
   flags.adopt_module_key_flags(analysis_config)  # listed by --help
   distributed.define_flags()
 
 
+def _print_plan(FLAGS) -> None:  # pylint: disable=invalid-name
+  """--plan_only: the memory model's table (`analysis.memory_model`)."""
+  from rankdeficit.analysis import memory_model  # pylint: disable=import-outside-toplevel
+
+  if not FLAGS.plan_config:
+    raise app.UsageError('--plan_only needs --plan_config (e.g. resnet50_in1k)')
+  shape = memory_model.PodShape(
+    FLAGS.plan_processes, FLAGS.plan_devices_per_process, FLAGS.plan_hbm_gib
+  )
+  config = memory_model.load_config(FLAGS.plan_config)
+  print(memory_model.format_table(config, analysis_config.from_flags(), shape))
+
+
 def main(argv):
   del argv
   FLAGS = flags.FLAGS  # pylint: disable=invalid-name
+  if FLAGS.plan_only:
+    _print_plan(FLAGS)
+    return
   if not FLAGS.workdir:
     raise app.UsageError('--workdir is required')
   distributed.initialize_from_flags()

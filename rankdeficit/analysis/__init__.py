@@ -1,17 +1,16 @@
 """Post-hoc analysis of a trained run (`rankdeficit.analyze.analyze_run`), one step per module:
 
-config         the analysis options (`AnalysisConfig`)
-loading        the run's checks, checkpoint, final T, classes and input shape
-memory_plan    layer groups whose features fit the host-memory budget
-extraction     per-layer features (a coordinate subset) of every split
-measurements   the metric steps applied per layer group and on the final layers
-ranks          SR, post-softmax rank, logits norms, representation ranks
-probes         linear probes, kappa and rho; probe_layers: their layer conventions
-depth          per-layer probe accuracies, kappa / rho under every convention
-collapse       Neural Collapse NC1-NC4 and OrthoDev
-ood_detection  NECO OOD detection
-attention      attention-map metrics of ViTs
-header         what was analysed (analysis.json's header)
-report         analysis.json, analysis.md and the plots
-timing         the stages' wall-clock timings
+config           the analysis options (`AnalysisConfig`)
+loading          the run's checks, checkpoint, final T, classes and input shape
+memory_plan      layer groups whose features fit each device's budget (logged)
+memory_model     the memory a config's analysis needs on a pod shape (`--plan_only`)
+rows             where features live: rows sharded over the mesh's `data` axis
+extraction       per-layer features (a coordinate subset) of every split, kept sharded
+measurements     the metric steps applied per layer group and on the final layers
+feature_metrics  SR, ranks, probe accuracies, NC, OrthoDev, NECO, attention metrics
+probes           linear probes, kappa and rho; probe_layers: their layer conventions
+sharded_probes   the probes trained data-parallel on row-sharded features
+header           what was analysed (analysis.json's header)
+report           analysis.json, analysis.md and the plots
+timing           the stages' wall-clock timings
 """

@@ -58,10 +58,17 @@ class AnalysisConfig:
   layer_ranks: bool = _option(True, 'Compute per-layer representation ranks (an SVD per layer).')
   plots: bool = _option(True, 'Write the PNG figures.')
   write: bool = _option(True, 'Write workdir/analysis/ (process 0).')
-  max_feature_gib: float = _option(
-    6.0,
-    'Host memory for the features of one layer group; layers are extracted in as '
-    'many passes as needed (0 = all layers in one pass).',
+  max_feature_gib: float | None = _option(
+    None,
+    'Memory per process for the features of one layer group (on its devices); layers '
+    'are extracted in as many passes as needed (0 = all layers in one pass). Default: '
+    'device_memory_fraction of each device where it reports its memory, else 6 GiB '
+    '(CPU: host RAM).',
+  )
+  device_memory_fraction: float = _option(
+    0.5,
+    "Share of each accelerator's memory one layer group's features may take (the rest: "
+    'the model, probes, TSQR factors); ignored where a device does not report its memory.',
   )
 
   @classmethod

@@ -1,27 +1,64 @@
 """What the analysis measures on a run's extracted features (and a ViT's attention maps).
 
-Each function takes `extraction.Features` of the splits it needs and returns a JSON-ready
-dict; `measurements.py` decides which run on which layer group.
+Each function takes `extraction.Features` of the splits it needs -- rows sharded over the
+mesh, never gathered -- and returns a JSON-ready dict; `measurements.py` decides which run
+on which layer group. Ranks come from a TSQR over the devices (`metrics.tsqr`), class
+statistics, norms and NECO's covariance from sums over rows (`metrics.streamed`), probes
+from data-parallel training (`analysis.sharded_probes`); only NECO's per-row scores come
+to the host (`rows.gather_vector`).
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import PartitionSpec as P
 import numpy as np
 
 from rankdeficit import metrics
 from rankdeficit.analysis import extraction
 from rankdeficit.analysis import probe_layers
 from rankdeficit.analysis import probes
+from rankdeficit.analysis import rows
+from rankdeficit.analysis import sharded_probes
 from rankdeficit.metrics import attention as attention_lib
+from rankdeficit.metrics import row_blocks
+from rankdeficit.metrics import streamed
+from rankdeficit.metrics import tsqr
+
+
+def _number(x) -> float:
+  return float(rows.to_host(x))
+
 
 # ---- ranks
 # Ranks of a run's representations on ID test: the solution rank SR (pre-softmax logits),
 # the post-softmax rank at the run's final T, the logits norms and the bound on SR, and the
 # numerical and effective rank of every probed layer.
+
+
+def _correct_body(logits, labels, ids, *, axis):
+  hits = (jnp.argmax(logits, axis=-1) == labels) & (ids >= 0)
+  return row_blocks.psum(jnp.sum(hits.astype(jnp.int32)), axis)
+
+
+@functools.partial(jax.jit, static_argnames='mesh')
+def _num_correct(logits, labels, ids, *, mesh):
+  return row_blocks.over_rows(
+    _correct_body,
+    (logits, labels, ids),
+    in_specs=(P(rows.DATA_AXIS),) * 3,
+    out_specs=P(),
+    mesh=mesh,
+    axis=rows.DATA_AXIS,
+  )
+
+
+def _rank(x: jax.Array, mask: jax.Array) -> int:
+  return int(rows.to_host(tsqr.streamed_numerical_rank(x, mask)))
 
 
 def logit_metrics(
@@ -32,16 +69,19 @@ def logit_metrics(
   penultimate_width: int,
   has_bias: bool,
 ) -> dict[str, Any]:
-  """Test accuracy, SR, post-softmax rank, logits norm and the bound on SR."""
-  logits = jnp.asarray(id_test.logits)
-  n = len(id_test.labels)
+  """Test accuracy, SR, post-softmax rank, logits norm and the bound on SR (`id_test`
+  carries the final layers: `extraction.with_final_layers`)."""
+  logits, mask, n = id_test.logits, id_test.mask, id_test.num_examples
+  correct = _num_correct(logits, id_test.labels, id_test.ids, mesh=logits.sharding.mesh)
+  post = id_test.reps[probe_layers.SOFTMAX]  # softmax(z / T), the probed layer
+  post_t1 = post if temperature == 1 else extraction.softmax_rows(logits, id_test.ids, 1.0)
   return {
-    'test_accuracy': float(np.mean(np.argmax(id_test.logits, -1) == id_test.labels)),
-    'solution_rank': int(metrics.numerical_rank(logits)),
-    'post_softmax_rank': int(metrics.softmax_rank(logits, temperature)),
-    'post_softmax_rank_T1': int(metrics.softmax_rank(logits, 1.0)),
-    'logits_norm_frobenius': float(np.asarray(metrics.logits_norm(logits))),
-    'logits_norm_mean': float(np.asarray(metrics.mean_per_sample_norm(logits))),
+    'test_accuracy': _number(correct) / n,
+    'solution_rank': _rank(logits, mask),
+    'post_softmax_rank': _rank(post, mask),
+    'post_softmax_rank_T1': _rank(post_t1, mask),
+    'logits_norm_frobenius': _number(streamed.streamed_logits_norm(logits, mask)),
+    'logits_norm_mean': _number(streamed.streamed_mean_per_sample_norm(logits, mask)),
     'penultimate_width': penultimate_width,
     # rank(H W + 1 b^T) <= width (+1 with a bias); also <= classes and <= examples.
     'solution_rank_bound': int(min(penultimate_width + int(has_bias), num_classes, n)),
@@ -50,16 +90,13 @@ def logit_metrics(
 
 
 def representation_ranks(id_test: extraction.Features) -> dict[str, dict[str, float]]:
-  """Numerical and effective rank of every probed layer on ID test."""
-  reps = id_test.reps
-  return {
-    'representation_rank': {
-      l: int(metrics.numerical_rank(jnp.asarray(x))) for l, x in reps.items()
-    },
-    'representation_effective_rank': {
-      l: float(np.asarray(metrics.effective_rank(jnp.asarray(x)))) for l, x in reps.items()
-    },
-  }
+  """Numerical and effective rank of every probed layer on ID test (one TSQR each)."""
+  ranks, effective, mask = {}, {}, id_test.mask
+  for layer, x in id_test.reps.items():
+    spectrum = tsqr.streamed_spectrum(x, mask)
+    ranks[layer] = int(rows.to_host(spectrum['numerical_rank']))
+    effective[layer] = float(rows.to_host(spectrum['effective_rank']))
+  return {'representation_rank': ranks, 'representation_effective_rank': effective}
 
 
 # ---- depth
@@ -78,17 +115,12 @@ def probe_accuracies(
   timer,
 ) -> dict[str, dict[str, float]]:
   """ID (and OOD) probe accuracy of every layer the splits hold, forward order: ID probes
-  trained on ID train and scored on ID test, OOD ones on OOD train / OOD test."""
+  trained on ID train and scored on ID test, OOD ones on OOD train / OOD test (data-parallel
+  over the rows: `sharded_probes`)."""
 
   def fit(train, test, classes, fold):
-    return probes.fit_layer_probes(
-      train.reps,
-      train.labels,
-      test.reps,
-      test.labels,
-      classes,
-      key=jax.random.fold_in(key, fold),
-      config=config,
+    return sharded_probes.fit_layer_probes(
+      train, test, list(train.reps), classes, key=jax.random.fold_in(key, fold), config=config
     )
 
   with timer('id_probes'):
@@ -126,21 +158,20 @@ def depth_metrics(
 def neural_collapse_metrics(
   id_train: extraction.Features, penult: str, *, num_classes: int, head, full_width: int
 ) -> dict[str, Any]:
-  """NC1-NC4 on ID train penultimate features (`head`: the classifier's (kernel, bias))."""
+  """NC1-NC4 on ID train penultimate features (`head`: the classifier's (kernel, bias)),
+  from class statistics streamed over the rows (`metrics.streamed_class_stats`)."""
   coords = id_train.coords[penult]
-  present = int(len(np.unique(id_train.labels)))
+  feats, mask = id_train.reps[penult], id_train.mask
+  stats = streamed.streamed_class_stats(feats, id_train.labels, num_classes, mask)
+  present = int(np.sum(rows.to_host(stats.counts) > 0))
   if present < num_classes:  # NC is defined over every class (metrics raise otherwise)
     nc = {'skipped': f'only {present}/{num_classes} classes present in id_train'}
   else:
-    classifier = None if head is None else jnp.asarray(head[0][coords].T)  # [C, coords]
-    nc = metrics.neural_collapse_from_features(
-      jnp.asarray(id_train.reps[penult]),
-      jnp.asarray(id_train.labels),
-      num_classes,
-      logits=jnp.asarray(id_train.logits),
-      classifier=classifier,
-    )
-    nc = {k: float(np.asarray(v)) for k, v in nc.items()}
+    mesh = feats.sharding.mesh
+    classifier = None if head is None else rows.replicate(np.asarray(head[0][coords].T), mesh)
+    ncc = streamed.streamed_ncc(feats, id_train.logits, stats.means, mask)
+    nc = metrics.neural_collapse(stats, classifier, ncc)
+    nc = {k: _number(v) for k, v in nc.items()}
   nc['split'] = 'id_train'
   if len(coords) < full_width:
     nc['note'] = f'on a random subset of {len(coords)} of {full_width} coordinates'
@@ -157,11 +188,11 @@ def orthodev_per_layer(
   """OrthoDev (ID test class means vs the OOD test global mean) of each of `layers`."""
   out = {}
   for l in layers:
-    stats = metrics.class_stats_from_features(
-      jnp.asarray(id_test.reps[l]), jnp.asarray(id_test.labels), num_classes
+    _, means = streamed.streamed_class_means(
+      id_test.reps[l], id_test.labels, num_classes, id_test.mask
     )
-    ood_mean = jnp.mean(jnp.asarray(ood_test.reps[l]), axis=0)
-    out[l] = float(np.asarray(metrics.orthodev(stats.means, ood_mean)))
+    ood_mean = streamed.streamed_mean(ood_test.reps[l], ood_test.mask)
+    out[l] = _number(metrics.orthodev(means, ood_mean))
   return out
 
 
@@ -169,6 +200,12 @@ def orthodev_per_layer(
 # NECO OOD detection of a run: PCA fitted on ID train penultimate features, ID test vs the
 # detection set's test split: AUROC, AUPR-In/Out and FPR@95 in the NECO convention (ID
 # positive) and the OpenOOD one (OOD positive).
+
+
+def _scores(params, split: extraction.Features, penult: str) -> jax.Array:
+  """NECO scores of a split's real rows, in its order, on the host (per-row scalars)."""
+  scores = streamed.streamed_neco_score(split.reps[penult], params)
+  return jnp.asarray(rows.gather_vector(scores, split.ids, split.num_examples))
 
 
 def ood_detection(
@@ -180,12 +217,14 @@ def ood_detection(
   detection_dataset: str,
 ) -> dict[str, Any]:
   """NECO (PCA of `neco_dim`, default `num_classes`, dimensions) on `penult`: ID test vs
-  `det_test`."""
-  id_train = splits['id_train'].reps[penult]
-  dim = int(min(neco_dim or num_classes, id_train.shape[1]))
-  params = metrics.neco_fit(jnp.asarray(id_train), dim)
-  s_id = metrics.neco_score(params, jnp.asarray(splits['id_test'].reps[penult]))
-  s_ood = metrics.neco_score(params, jnp.asarray(splits['det_test'].reps[penult]))
+  `det_test`. The PCA is fitted from the streamed covariance of ID train; only the score
+  vectors are gathered."""
+  id_train = splits['id_train']
+  train = id_train.reps[penult]
+  dim = int(min(neco_dim or num_classes, train.shape[1]))
+  params = streamed.streamed_neco_fit(train, dim, id_train.mask)
+  s_id = _scores(params, splits['id_test'], penult)
+  s_ood = _scores(params, splits['det_test'], penult)
   scores = metrics.ood_metrics(s_id, s_ood, fpr_convention='neco')
   det = {k: float(np.asarray(v)) for k, v in scores.items()}
   det['fpr95_openood'] = float(np.asarray(metrics.fpr_at_95_tpr(s_id, s_ood, convention='openood')))

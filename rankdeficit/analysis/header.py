@@ -29,7 +29,7 @@ def run_header(
     'layers': layers,
     'hidden_layers': hidden,
     'feature_dims': {l: [int(len(coords[l])), full_dims[l]] for l in layers},
-    'num_examples': {k: int(len(v.labels)) for k, v in splits.items() if k != 'det_test'},
+    'num_examples': {k: v.num_examples for k, v in splits.items() if k != 'det_test'},
     'layer_groups': groups,
     'probe_config': probe_config(analysis),
     'probe_conventions': probe_layers.DESCRIPTIONS,

@@ -8,9 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from absl import logging
+import jax
+
 from rankdeficit.analysis import extraction
 from rankdeficit.analysis import feature_metrics
 from rankdeficit.analysis import probe_layers
+from rankdeficit.analysis import rows
 from rankdeficit.analysis.config import AnalysisConfig
 from rankdeficit.analysis.loading import LoadedRun
 
@@ -51,12 +55,15 @@ def layer_metrics(
 
 
 def grouped_layer_metrics(
-  run: LoadedRun, analysis: AnalysisConfig, coords, groups, *, coord_key, probe_key, timer
+  run: LoadedRun, analysis: AnalysisConfig, coords, groups, *, coord_key, probe_key, timer, mesh
 ):
   """Per-layer metrics, one extraction pass per layer group; returns them and the last
-  group's splits (which hold the penultimate layer and the final layers)."""
+  group's splits (which hold the penultimate layer and the final layers). One group's
+  features are held at a time, on the devices of `mesh`."""
   per_layer: dict[str, dict[str, float]] = {}
+  splits = None
   for i, group in enumerate(groups):
+    del splits  # the previous group's features go before the next group's come
     splits = extraction.extract_splits(
       run.config,
       run.model,
@@ -69,7 +76,9 @@ def grouped_layer_metrics(
       max_dims=analysis.max_dims,
       timer=timer,
       coords={l: coords[l] for l in group},
+      mesh=mesh,
     )
+    _log_held(i, group, splits)
     if i < len(groups) - 1:  # the final layers are measured once, with the last group
       splits = _without_final_layers(splits)
     for name, values in layer_metrics(
@@ -84,6 +93,21 @@ def grouped_layer_metrics(
     ).items():
       per_layer.setdefault(name, {}).update(values)
   return per_layer, splits
+
+
+def _log_held(index: int, group: list[str], splits) -> None:
+  """Logs the feature bytes this process holds for one layer group (its devices' rows)."""
+  held = rows.held_bytes(splits)
+  logging.info(
+    'Analysis layer group %d %s: process %d holds %d bytes (%.3f GiB) of features on its '
+    '%d device(s)',
+    index,
+    group,
+    jax.process_index(),
+    held,
+    held / 2**30,
+    jax.local_device_count(),
+  )
 
 
 def final_metrics(run: LoadedRun, splits, hidden, *, full_dims, neco_dim, timer) -> dict[str, Any]:

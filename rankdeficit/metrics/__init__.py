@@ -11,6 +11,10 @@ re-exported here:
 * ``attention``: rank, effective rank, entropy and logits norm of attention maps.
 * ``placement``: sharded / multi-process inputs (``replicated``, ``global_batch``,
   ``gather_from_processes``).
+* ``tsqr``: singular values, numerical and effective rank of a row-sharded matrix by
+  TSQR (no row gathered; ``streamed_spectrum``, ...).
+* ``streamed``: class statistics, NECO fit, logits norms of row-sharded features as sums
+  over the devices (``streamed_class_stats``, ``streamed_neco_fit``, ...).
 
 The package needs only jax and numpy (``pip install rankdeficit``). Every metric
 accepts arrays sharded over Explicit or Auto meshes, eagerly and under ``jit``; invalid
@@ -24,6 +28,8 @@ from rankdeficit.metrics import collapse
 from rankdeficit.metrics import ood
 from rankdeficit.metrics import placement
 from rankdeficit.metrics import spectral
+from rankdeficit.metrics import streamed
+from rankdeficit.metrics import tsqr
 from rankdeficit.metrics.alignment import conv_patches
 from rankdeficit.metrics.alignment import gradient_rank
 from rankdeficit.metrics.alignment import kernel_as_matrix
@@ -82,3 +88,15 @@ from rankdeficit.metrics.spectral import singular_values
 from rankdeficit.metrics.spectral import softmax_rank
 from rankdeficit.metrics.spectral import stable_rank
 from rankdeficit.metrics.spectral import top_k_singular_values
+from rankdeficit.metrics.streamed import streamed_class_means
+from rankdeficit.metrics.streamed import streamed_class_stats
+from rankdeficit.metrics.streamed import streamed_logits_norm
+from rankdeficit.metrics.streamed import streamed_mean
+from rankdeficit.metrics.streamed import streamed_mean_per_sample_norm
+from rankdeficit.metrics.streamed import streamed_ncc
+from rankdeficit.metrics.streamed import streamed_neco_fit
+from rankdeficit.metrics.streamed import streamed_neco_score
+from rankdeficit.metrics.tsqr import streamed_effective_rank
+from rankdeficit.metrics.tsqr import streamed_numerical_rank
+from rankdeficit.metrics.tsqr import streamed_singular_values
+from rankdeficit.metrics.tsqr import streamed_spectrum

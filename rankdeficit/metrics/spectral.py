@@ -271,6 +271,12 @@ def effective_rank(x: jax.Array) -> jax.Array:
   complex input uses the singular values of the complex matrix.
   """
   s, _ = _unit_singular_values(x)
+  return _effective_rank_of(s)
+
+
+def _effective_rank_of(s: jax.Array) -> jax.Array:
+  """``effective_rank`` from singular values ``s [..., k]`` (any common scale; NaN in, NaN
+  out; all zero: 0). Shared by ``effective_rank`` and ``tsqr.streamed_spectrum``."""
   total = jnp.sum(s, axis=-1, keepdims=True)
   p = s / jnp.where(total > 0, total, 1.0)
   plogp = jnp.where(p > 0, p * jnp.log(jnp.where(p > 0, p, 1.0)), 0.0)

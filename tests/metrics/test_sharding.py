@@ -142,6 +142,34 @@ CASES = {
   ),
   'ood_metrics': (metrics.ood_metrics, (ID_SCORES, OOD_SCORES)),
   'replicated': (metrics.replicated, (FEATS,)),
+  'streamed_spectrum': (metrics.streamed_spectrum, (FEATS, MASK)),
+  'streamed_singular_values': (metrics.streamed_singular_values, (FEATS,)),
+  'streamed_numerical_rank': (metrics.streamed_numerical_rank, (FEATS, MASK)),
+  'streamed_effective_rank': (metrics.streamed_effective_rank, (FEATS, MASK)),
+  'streamed_class_stats': (
+    lambda x, y, m: metrics.streamed_class_stats(x, y, C, m),
+    (FEATS, LABELS, MASK),
+  ),
+  'streamed_class_means': (
+    lambda x, y, m: metrics.streamed_class_means(x, y, C, m),
+    (FEATS, LABELS, MASK),
+  ),
+  'streamed_ncc': (
+    lambda x, z, m: metrics.streamed_ncc(x, z, _stats(FEATS, LABELS).means, m),
+    (FEATS, LOGITS, MASK),
+  ),
+  'streamed_mean': (metrics.streamed_mean, (FEATS, MASK)),
+  # The PCA directions' signs are arbitrary: compare the (sign-free) scores they give.
+  'streamed_neco_fit': (
+    lambda x, m: metrics.neco_score(metrics.streamed_neco_fit(x, 3, m), FEATS),
+    (FEATS, MASK),
+  ),
+  'streamed_neco_score': (
+    lambda x: metrics.streamed_neco_score(x, metrics.neco_fit(FEATS, 3)),
+    (FEATS,),
+  ),
+  'streamed_logits_norm': (metrics.streamed_logits_norm, (LOGITS, MASK)),
+  'streamed_mean_per_sample_norm': (metrics.streamed_mean_per_sample_norm, (LOGITS, MASK)),
   'attention_probabilities': (metrics.attention_probabilities, (ATTENTION,)),
   'attention_entropy': (metrics.attention_entropy, (ATTENTION,)),
   'attention_rank': (metrics.attention_rank, (ATTENTION,)),
