@@ -107,28 +107,16 @@ def grain_path(config, mesh):
 def device_path(config, mesh, per_dispatch: int, num_steps: int):
   """`run(num_steps) -> seconds`: `per_dispatch` steps per call on the device dataset."""
   from rankdeficit.data import device_data  # pylint: disable=import-outside-toplevel
+  from rankdeficit.training import device_loop  # pylint: disable=import-outside-toplevel
   from rankdeficit.training import losses  # pylint: disable=import-outside-toplevel
   from rankdeficit.training import sharding  # pylint: disable=import-outside-toplevel
-  from rankdeficit.training import steps  # pylint: disable=import-outside-toplevel
 
   model, tx, state = _model(config)
   repl = sharding.replicated_sharding(mesh)
   dataset = device_data.load_device_dataset(config, mesh)
   key = jax.device_put(device_data.data_key(config.seed), repl)
-  train = jax.jit(
-    functools.partial(
-      steps.train_steps,
-      batch_size=config.batch_size,
-      augment=config.augment,
-      model=model,
-      tx=tx,
-      loss_fn=losses.cross_entropy,
-      temperature_fn=lambda _: 1.0,
-      sharding=sharding.data_sharded(mesh),
-    ),
-    static_argnames='num_steps',
-    out_shardings=(repl, repl),
-    donate_argnums=0,
+  train = device_loop.jitted_train_steps(
+    config, model, tx, losses.cross_entropy, lambda _: 1.0, mesh
   )
   box = {'state': jax.device_put(state, repl)}
   sizes = [per_dispatch] * (num_steps // per_dispatch) + [num_steps % per_dispatch] * bool(

@@ -149,7 +149,7 @@ def _probe_bytes(lay: Layout, cfg: probes.ProbeConfig, shape: PodShape) -> tuple
   n = max(v for k, v in lay.rows.items() if k.endswith('train'))
   r = max(v for k, v in lay.device_rows.items() if k.endswith('train'))
   widths = [*lay.kept.values(), lay.classes, lay.classes]
-  groups = probes._plan_groups(widths, n, cfg.max_group_bytes)  # pylint: disable=protected-access
+  groups = probes.plan_groups(widths, n, cfg.max_group_bytes)
   size, dmax = max((len(g) * max(widths[i] for i in g), max(widths[i] for i in g)) for g in groups)
   layers = size // dmax
   bs = min(cfg.batch_size, n)

@@ -136,7 +136,8 @@ class Probe(NamedTuple):
   scale: Any  # [D]
 
 
-def _make_optimizer(cfg: ProbeConfig) -> optax.GradientTransformation:
+def probe_optimizer(cfg: ProbeConfig) -> optax.GradientTransformation:
+  """The probes' Adam: coupled L2 as PyTorch's ``weight_decay`` (default) or AdamW."""
   if cfg.decoupled_weight_decay:
     return optax.adamw(cfg.learning_rate, weight_decay=cfg.weight_decay)
   # torch.optim.Adam(weight_decay=wd): g <- g + wd * p, then Adam.
@@ -163,7 +164,7 @@ def _train_single(
   steps = math.ceil(n / bs)
   pad = steps * bs - n
   mean, scale = _standardizer(x, cfg.standardize)
-  tx = _make_optimizer(cfg)
+  tx = probe_optimizer(cfg)
   params = {
     'w': jnp.zeros((d, num_classes), jnp.float32),
     'b': jnp.zeros((num_classes,), jnp.float32),
@@ -206,7 +207,7 @@ def _train_group_jit(xs, y, key, *, num_classes, cfg):
   return jax.vmap(fn, in_axes=(0, None, None))(xs, y, key)
 
 
-def _jit_cfg(cfg: ProbeConfig) -> ProbeConfig:
+def compiled_config(cfg: ProbeConfig) -> ProbeConfig:
   """The config with host-only fields reset, so they do not trigger recompilation."""
   return dataclasses.replace(cfg, max_group_bytes=0, eval_batch_size=0)
 
@@ -231,13 +232,15 @@ def train_probe(
   y = _check_labels(y, num_classes)
   return jax.device_get(
     _train_single_jit(
-      jnp.asarray(x), jnp.asarray(y), key, num_classes=num_classes, cfg=_jit_cfg(config)
+      jnp.asarray(x), jnp.asarray(y), key, num_classes=num_classes, cfg=compiled_config(config)
     )
   )
 
 
-def _plan_groups(widths: Sequence[int], n: int, max_bytes: int) -> list[list[int]]:
-  """Sorts layers by width and packs them greedily into groups within the byte budget."""
+def plan_groups(widths: Sequence[int], n: int, max_bytes: int) -> list[list[int]]:
+  """Layer indices in groups trained together (one vmapped program each): sorted by width
+  and packed greedily while ``len(group) * n * max width * 4`` bytes stay within
+  ``max_bytes`` (a layer wider than the budget gets a group of its own)."""
   order = sorted(range(len(widths)), key=lambda i: (widths[i], i))
   groups, cur = [], []
   for i in order:
@@ -271,14 +274,14 @@ def train_probes(
   widths = [x.shape[1] for x in xs]
   out: list[Probe | None] = [None] * len(xs)
   y_dev = jnp.asarray(y)
-  for group in _plan_groups(widths, n, config.max_group_bytes):
+  for group in plan_groups(widths, n, config.max_group_bytes):
     dmax = max(widths[i] for i in group)
     stacked = np.zeros((len(group), n, dmax), np.float32)
     for k, i in enumerate(group):
       stacked[k, :, : widths[i]] = xs[i]
     res = jax.device_get(
       _train_group_jit(
-        jnp.asarray(stacked), y_dev, key, num_classes=num_classes, cfg=_jit_cfg(config)
+        jnp.asarray(stacked), y_dev, key, num_classes=num_classes, cfg=compiled_config(config)
       )
     )
     del stacked

@@ -105,11 +105,11 @@ def _standardizer(x, w, n: int, standardize: bool, axis):
   return mean, scale
 
 
-def _train_local(x, y, w, tables, counts, *, n, num_classes, cfg, axis) -> probes.Probe:
-  """One layer's probe from this device's rows `x [R, D]`; `tables [epochs, steps, M]`
-  its rows of each mini-batch, `counts [steps]` the mini-batch sizes (global)."""
-  mean, scale = _standardizer(x, w, n, cfg.standardize, axis)
-  tx = probes._make_optimizer(cfg)  # pylint: disable=protected-access
+def _train_local(x, mean, scale, y, tables, counts, *, num_classes, cfg, axis) -> probes.Probe:
+  """One layer's probe from this device's rows `x [R, D]` standardised by `mean`, `scale`;
+  `tables [epochs, steps, M]` its rows of each mini-batch, `counts [steps]` the mini-batch
+  sizes (global)."""
+  tx = probes.probe_optimizer(cfg)
   params = {
     'w': jnp.zeros((x.shape[-1], num_classes), jnp.float32),
     'b': jnp.zeros((num_classes,), jnp.float32),
@@ -140,12 +140,16 @@ def _train_local(x, y, w, tables, counts, *, n, num_classes, cfg, axis) -> probe
 @functools.partial(jax.jit, static_argnames=('n', 'num_classes', 'cfg', 'mesh'))
 def _train_group(xs, y, ids, tables, counts, *, n, num_classes, cfg, mesh) -> probes.Probe:
   """Probes of the stacked layers `xs [L, N, D]` (rows sharded), vmapped over layers."""
-  train = functools.partial(_train_local, n=n, num_classes=num_classes, cfg=cfg, axis=AXIS)
+  train = functools.partial(_train_local, num_classes=num_classes, cfg=cfg, axis=AXIS)
 
   def body(xs, y, ids, tables, counts):
     w = (ids >= 0).astype(jnp.float32)
-    per_layer = jax.vmap(train, in_axes=(0, None, None, None, None))
-    return per_layer(xs, y, w, tables[0], counts)
+    # One layer at a time, not vmapped: on XLA:CPU the vmapped reductions materialise
+    # about 6 copies of the layers' features (12 GB for one 50,000 x 10,000 layer).
+    stats = [_standardizer(xs[i], w, n, cfg.standardize, AXIS) for i in range(xs.shape[0])]
+    mean, scale = (jnp.stack(s) for s in zip(*stats))
+    per_layer = jax.vmap(train, in_axes=(0, 0, 0, None, None, None))
+    return per_layer(xs, mean, scale, y, tables[0], counts)
 
   specs = (P(None, AXIS), P(AXIS), P(AXIS), P(AXIS), P())
   return jax.shard_map(body, mesh=mesh, in_specs=specs, out_specs=P())(xs, y, ids, tables, counts)
@@ -188,8 +192,8 @@ def train_probes(
   counts = rows.replicate(counts, mesh)
   widths = [x.shape[1] for x in xs]
   out: list[probes.Probe | None] = [None] * len(xs)
-  cfg = probes._jit_cfg(config)  # pylint: disable=protected-access
-  for group in probes._plan_groups(widths, n, config.max_group_bytes):  # pylint: disable=protected-access
+  cfg = probes.compiled_config(config)
+  for group in probes.plan_groups(widths, n, config.max_group_bytes):
     stacked = _stack([xs[i] for i in group], width=max(widths[i] for i in group), mesh=mesh)
     res = jax.device_get(
       _train_group(

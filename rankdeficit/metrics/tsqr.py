@@ -32,8 +32,8 @@ import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
 from rankdeficit.metrics import numerics
+from rankdeficit.metrics import rank_rule
 from rankdeficit.metrics import row_blocks
-from rankdeficit.metrics import spectral
 from rankdeficit.metrics.row_blocks import DATA_AXIS
 
 __all__ = [
@@ -106,12 +106,9 @@ def _spectrum_body(x, row_mask, *, axis, low_precision: bool):
   r = _combine(_block_r(unit), axis)
   k = min(r.shape)
 
-  def svdvals(r):
-    return spectral._svdvals(r, finite)  # pylint: disable=protected-access
-
   s = jax.lax.cond(
     row_blocks.block_index(axis) == 0,
-    svdvals,
+    lambda r: rank_rule.svdvals(r, finite),
     lambda r: row_blocks.varying(jnp.zeros((k,), jnp.real(r).dtype), axis),
     r,
   )
@@ -121,7 +118,7 @@ def _spectrum_body(x, row_mask, *, axis, low_precision: bool):
 @functools.partial(jax.jit, static_argnames=('mesh', 'axis'))
 def _spectrum(x, row_mask, *, mesh, axis):
   input_dtype = x.dtype
-  low = spectral._is_low_precision(input_dtype)  # pylint: disable=protected-access
+  low = rank_rule.is_low_precision(input_dtype)
   if row_mask is None:
     row_mask = jnp.ones(x.shape[:1], bool)
   body = functools.partial(_spectrum_body, low_precision=low)
@@ -134,12 +131,12 @@ def _spectrum(x, row_mask, *, mesh, axis):
     axis=axis,
   )
   d = x.size // x.shape[0]
-  tol = spectral._default_tolerance(s, (rows, d), input_dtype, norms, log2_unit=e)  # pylint: disable=protected-access
+  tol = rank_rule.default_tolerance(s, (rows, d), input_dtype, norms, log2_unit=e)
   rank = jnp.sum(s > tol, dtype=jnp.int32)
   return {
     'singular_values': numerics.ldexp(s, e),
-    'numerical_rank': jnp.where(finite, rank, spectral.INVALID_RANK),
-    'effective_rank': spectral._effective_rank_of(s),  # pylint: disable=protected-access
+    'numerical_rank': jnp.where(finite, rank, rank_rule.INVALID_RANK),
+    'effective_rank': rank_rule.effective_rank_of_singular_values(s),
   }
 
 

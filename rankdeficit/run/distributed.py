@@ -21,7 +21,7 @@ slice of every batch (`sharding.shard_batch`), and process 0 alone writes shared
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any
 
 from absl import flags
 from absl import logging
@@ -128,28 +128,3 @@ def broadcast_from_main(value: Any) -> Any:
   if jax.process_count() == 1:
     return value
   return jax.tree.map(np.asarray, multihost_utils.broadcast_one_to_all(value))
-
-
-def allgather_rows(tree: Mapping[str, Any] | Any) -> Any:
-  """Concatenates every process's rows (leading axis) in process order, on every process.
-
-  Each process may hold a different number of rows (the evaluation splits are cut into
-  contiguous, nearly equal blocks per process); leaves are padded to the longest block,
-  gathered with `process_allgather`, and the padding is dropped. With one process the tree
-  is returned as is.
-  """
-  if jax.process_count() == 1:
-    return tree
-  leaves = jax.tree.leaves(tree)
-  count = len(leaves[0]) if leaves else 0
-  counts = np.asarray(multihost_utils.process_allgather(np.int64(count))).reshape(-1)
-  longest = int(counts.max())
-
-  def pad(x):
-    x = np.asarray(x)
-    return np.concatenate([x, np.zeros((longest - len(x),) + x.shape[1:], x.dtype)])
-
-  gathered = multihost_utils.process_allgather(jax.tree.map(pad, tree))
-  return jax.tree.map(
-    lambda g: np.concatenate([np.asarray(g)[p, : int(n)] for p, n in enumerate(counts)]), gathered
-  )

@@ -66,18 +66,11 @@ def dispatch_size(
   return 1 << (room.bit_length() - 1)
 
 
-def dispatcher(
-  plan: run_plan.RunPlan, model, tx, loss_fn, temperature_fn, mesh, *, monitored: bool
-) -> Callable:
-  """`dispatch(state, step) -> (state, stacked metrics, number of steps run)`.
-
-  `monitored`: the collapse monitor runs (its period is then a dispatch boundary).
-  """
-  config = plan.config
-  dataset = device_data.load_device_dataset(config, mesh)
+def jitted_train_steps(config, model, tx, loss_fn, temperature_fn, mesh) -> Callable:
+  """`run(state, dataset, key, num_steps=K) -> (state, stacked metrics)`: `steps.train_steps`
+  jitted for this mesh (state replicated and donated, one compile per K)."""
   repl = sharding.replicated_sharding(mesh)
-  key = jax.device_put(device_data.data_key(config.seed), repl)
-  run = jax.jit(
+  return jax.jit(
     functools.partial(
       steps.train_steps,
       batch_size=config.batch_size,
@@ -92,6 +85,20 @@ def dispatcher(
     out_shardings=(repl, repl),
     donate_argnums=0,
   )
+
+
+def dispatcher(
+  plan: run_plan.RunPlan, model, tx, loss_fn, temperature_fn, mesh, *, monitored: bool
+) -> Callable:
+  """`dispatch(state, step) -> (state, stacked metrics, number of steps run)`.
+
+  `monitored`: the collapse monitor runs (its period is then a dispatch boundary).
+  """
+  config = plan.config
+  dataset = device_data.load_device_dataset(config, mesh)
+  repl = sharding.replicated_sharding(mesh)
+  key = jax.device_put(device_data.data_key(config.seed), repl)
+  run = jitted_train_steps(config, model, tx, loss_fn, temperature_fn, mesh)
   per_dispatch = int(config.get('steps_per_dispatch', 1))
   size = functools.partial(
     dispatch_size,

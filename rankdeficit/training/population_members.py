@@ -29,8 +29,6 @@ import ml_collections
 import numpy as np
 
 from rankdeficit import models
-from rankdeficit.data import input_pipeline
-from rankdeficit.metrics import spectral
 from rankdeficit.plan import run_plan
 from rankdeficit.plan import validation
 from rankdeficit.run import checkpointing
@@ -39,6 +37,7 @@ from rankdeficit.run import run_dir
 from rankdeficit.run import runtime
 from rankdeficit.run import storage
 from rankdeficit.run import workdir_lock
+from rankdeficit.training import evaluation
 from rankdeficit.training import loop_io
 from rankdeficit.training import losses
 from rankdeficit.training import monitor_hook
@@ -323,26 +322,14 @@ def eval_function(plan: run_plan.RunPlan, model) -> Callable:
 def evaluate(eval_fn, states, members: Sequence[Member], mesh, step: int) -> list[dict]:
   """`evaluation.evaluate` of every member in one pass over the test split: each member's
   eval/* (loss, accuracy, logits norm, solution and post-softmax rank, examples)."""
-  config = members[0].config
   temperatures = np.asarray([m.temperature(step) for m in members], np.float32)
-  totals, all_logits = {}, []
-  batches = input_pipeline.create_eval_iterator(
-    config, config.dataset, 'test', batch_size=config.eval_batch_size
-  )
-  for batch in batches:
-    sums, logits, mask = eval_fn(states, sharding.shard_batch(batch, mesh), temperatures)
-    for k, v in sums.items():
-      totals[k] = totals.get(k, 0.0) + v
-    logits, mask = jax.device_get((logits, mask))
-    all_logits.append(np.asarray(logits)[:, np.asarray(mask[0], bool)])
-  totals = jax.device_get(totals)
-  logits = np.concatenate(all_logits, axis=1)
-  out = []
-  for i, temperature in enumerate(temperatures):
-    count = float(totals['count'][i])
-    results = {f'eval/{k}': float(v[i]) / count for k, v in totals.items() if k != 'count'}
-    results['eval/solution_rank'] = int(spectral.numerical_rank(logits[i]))
-    results['eval/post_softmax_rank'] = int(spectral.softmax_rank(logits[i], float(temperature)))
-    results['eval/num_examples'] = int(count)
-    out.append(results)
-  return out
+
+  def score_batch(batch):
+    sums, logits, mask = eval_fn(states, batch, temperatures)
+    return sums, logits, mask[0]  # every member sees the same padded batch
+
+  totals, logits = evaluation.score_test_split(score_batch, members[0].config, mesh)
+  return [
+    evaluation.eval_results({k: v[i] for k, v in totals.items()}, logits[i], t)
+    for i, t in enumerate(temperatures)
+  ]

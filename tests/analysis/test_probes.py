@@ -158,6 +158,6 @@ def test_fit_layer_probes_and_plan_groups():
   )
   assert list(acc) == ['noise', 'signal']
   assert acc['signal'] > 0.95 and acc['noise'] < 0.45
-  groups = probes._plan_groups([10, 100, 50, 5], n=10, max_bytes=6000)
+  groups = probes.plan_groups([10, 100, 50, 5], n=10, max_bytes=6000)
   assert sorted(sum(groups, [])) == [0, 1, 2, 3]
   assert groups == [[3, 0, 2], [1]]

@@ -194,11 +194,6 @@ def test_explicit_flags_must_come_together():
   assert distributed.initialize() is False  # nothing asked: stays single-process
 
 
-def test_allgather_rows_is_identity_on_one_process():
-  tree = (np.arange(6).reshape(3, 2), [np.ones(3)])
-  assert distributed.allgather_rows(tree) is tree
-
-
 def test_two_processes_match_one_process_through_a_kill_and_resume(tmp_path):
   ref, multi = tmp_path / 'one_process', tmp_path / 'two_processes'
   main = ['-m', 'rankdeficit.main']
