@@ -37,10 +37,12 @@ from experiments import records
 from experiments.figures import REGISTRY
 from experiments.figures import presets
 from experiments.figures import runs as runs_lib
+from experiments.figures import verdicts
 from experiments.figures.render import Context
 from experiments.figures.render import Entry
 from experiments.figures.render import MissingRuns
 from rankdeficit import experiment
+from rankdeficit.run import workdir_lock
 
 RESULTS = os.path.join(os.path.dirname(__file__), 'results')
 
@@ -142,7 +144,8 @@ def train_missing(
   ctx: Context, entry: Entry, data_dir: str | None, settings: Sequence[str] = ()
 ) -> None:
   """Trains/analyses the entry's missing runs (only of `settings` when given); every finished
-  run's compact record is (re)written."""
+  run's compact record is (re)written. A run another process holds (its workdir lock) is
+  skipped, so several `paper` processes can share one runs folder."""
 
   def write_record(finished: experiment.Finished) -> None:
     records.write_record(finished.workdir, ctx.record_dir(finished.workdir))
@@ -159,6 +162,8 @@ def train_missing(
       experiment.run_point(point, on_finished=write_record)
     except FloatingPointError as e:  # diverged (the paper: "did not finish successfully")
       logging.warning('%s failed, left out of the figures: %s', workdir, e)
+    except workdir_lock.LockedError as e:  # another `paper` process trains it: leave it be
+      logging.warning('%s skipped, drawn once it is finished: %s', workdir, e)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, str]:
@@ -183,6 +188,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, str]:
       status[key] = f'missing: {e}'
     logging.info('%s: %s (%.0f s)', key, status[key], time.perf_counter() - t0)
     print(f'{key}: {status[key]}', flush=True)
+  if os.path.isdir(ctx.outdir):
+    verdicts.write_index(ctx.outdir)
   return status
 
 

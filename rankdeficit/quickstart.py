@@ -20,6 +20,7 @@ from absl import app
 from absl import flags
 from absl import logging
 import jax
+import jax.numpy as jnp
 
 from rankdeficit import models
 from rankdeficit.analysis import extraction
@@ -99,10 +100,10 @@ def representation_ranks(config, state, model) -> dict[str, float]:
     ),
     max_dims=config.max_feature_dims,
   )
-  ranks = {}
+  ranks, mask = {}, features.mask  # padding rows of the last batch carry no rank
   for name, matrix in {**features.reps, 'logits': features.logits}.items():
-    ranks[f'rank/{name}'] = int(spectral.numerical_rank(matrix))
-    ranks[f'erank/{name}'] = float(spectral.effective_rank(matrix))
+    ranks[f'rank/{name}'] = int(spectral.numerical_rank(matrix, row_mask=mask))
+    ranks[f'erank/{name}'] = float(spectral.effective_rank(jnp.where(mask[:, None], matrix, 0)))
   return ranks
 
 

@@ -509,11 +509,53 @@ def append_theory(outdir: str, name: str, judged_sizes: bool) -> None:
     f.write(f'\n{text}\n')
 
 
+INDEX = 'VERDICTS.md'
+
+
+def _entry_order(key: str) -> tuple:
+  kind, _, rest = key.partition('_')
+  number = int(rest) if rest.isdigit() else 0
+  return ({'figure': 0, 'table': 1}.get(kind, 2), number, key)
+
+
+def index_markdown(outdir: str) -> str:
+  """The verdicts of every rendered caption (`<key>.md` with a `Verdict:` line) in `outdir`:
+  counts per verdict, then one row per entry (title, verdict, stale mark) linking to it."""
+  rows, counts = [], dict.fromkeys(WORDS, 0)
+  for name in sorted(os.listdir(outdir), key=lambda n: _entry_order(n[:-3])):
+    if not name.endswith('.md') or name == INDEX:
+      continue
+    with open(os.path.join(outdir, name)) as f:
+      lines = f.read().split('\n')
+    found = [l[len('Verdict: ') :] for l in lines if l.startswith('Verdict: ')]
+    if not found:
+      continue
+    word = next(w for w in sorted(WORDS, key=len, reverse=True) if found[0].startswith(w))
+    counts[word] += 1
+    title = lines[0].lstrip('# ').strip()
+    stale = ' (judged on other runs)' if found[0] != word else ''
+    rows.append(f'| [{name[:-3]}]({name}) | {title} | {word}{stale} |')
+  summary = ', '.join(f'{word}: {n}' for word, n in counts.items())
+  return (
+    f'# Verdicts ({len(rows)} figures and tables)\n\n{summary}.\n\n'
+    f'Each verdict and its evidence is in the linked caption (from `{SOURCE}`).\n\n'
+    '| entry | what it shows | verdict |\n|---|---|---|\n' + '\n'.join(rows) + '\n'
+  )
+
+
+def write_index(outdir: str) -> str:
+  """Writes `index_markdown(outdir)` to `<outdir>/VERDICTS.md`; returns its path."""
+  path = os.path.join(outdir, INDEX)
+  with open(path, 'w') as f:
+    f.write(index_markdown(outdir))
+  return path
+
+
 def main(argv: Sequence[str]) -> None:
   """Prints `key digest verdict [stale]` for every `<key>.md` in the directory argv[0]."""
   outdir = argv[0] if argv else os.path.join('experiments', 'results', 'paper_cpu')
   for name in sorted(os.listdir(outdir)):
-    if not name.endswith('.md'):
+    if not name.endswith('.md') or name == INDEX:
       continue
     key = name[:-3]
     with open(os.path.join(outdir, name)) as f:

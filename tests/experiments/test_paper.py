@@ -14,6 +14,7 @@ from experiments.figures import REGISTRY
 from experiments.figures import runs as runs_lib
 from experiments.figures import verdicts
 from rankdeficit import experiment
+from rankdeficit.run import workdir_lock
 from rankdeficit.training import monitor_log
 
 FIGURES = [f'figure_{n}' for n in range(1, 26)]
@@ -378,3 +379,42 @@ def test_render_only_draws_every_entry_from_records_alone(tmp_path):
   status = _render_only(out, '--only=figure_3,figure_11,table_1')
   assert status == {'figure_3': 'ok', 'figure_11': 'ok', 'table_1': 'ok'}
   assert (out / 'figure_3.png').stat().st_size > 0
+
+
+def test_verdict_index_counts_and_links_every_caption(tmp_path):
+  (tmp_path / 'figure_10.md').write_text('# Figure 10: B\n\nVerdict: reproduces\n')
+  (tmp_path / 'figure_2.md').write_text(
+    '# Figure 2: A\n\nVerdict: does not reproduce (judged on other runs than those above)\n'
+  )
+  (tmp_path / 'table_1.md').write_text('# Table 1: C\n\nno verdict line\n')
+  path = verdicts.write_index(str(tmp_path))
+  text = open(path).read()
+  assert 'reproduces: 1, partly reproduces: 0, does not reproduce: 1' in text
+  rows = [l for l in text.splitlines() if l.startswith('| [')]
+  assert rows == [  # figures in numeric order; a stale verdict is marked; no verdict, no row
+    '| [figure_2](figure_2.md) | Figure 2: A | does not reproduce (judged on other runs) |',
+    '| [figure_10](figure_10.md) | Figure 10: B | reproduces |',
+  ]
+  assert verdicts.index_markdown(str(tmp_path)) == text  # the index is not read as a caption
+
+
+def test_committed_verdict_index_is_current():
+  with open(os.path.join(COMMITTED, verdicts.INDEX)) as f:
+    assert f.read() == verdicts.index_markdown(COMMITTED)
+
+
+def test_a_run_another_process_trains_is_skipped(tmp_path, monkeypatch):
+  """Two `paper` processes on one runs folder: a run locked by the other is left to it."""
+  calls = []
+
+  def locked_then_ok(point, on_finished):
+    calls.append(point.workdir)
+    if len(calls) == 1:
+      raise workdir_lock.LockedError(f'{point.workdir} is held by pid 1')
+
+  monkeypatch.setattr(paper.experiment, 'run_point', locked_then_ok)
+  ctx = paper.make_context(
+    paper.parse_args([f'--outdir={tmp_path}', f'--results_dir={tmp_path / "results"}'])
+  )
+  paper.train_missing(ctx, REGISTRY['figure_2'], data_dir=None)
+  assert len(calls) == len(paper.planned_runs(ctx, REGISTRY['figure_2'])) > 1
