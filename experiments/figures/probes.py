@@ -212,10 +212,10 @@ _SAME_11 = SameRuns(
   _F11,
   (
     "the paper's Figures 11 and 13 differ in the model (ResNet-18, ResNet-20), which has "
-    'one stand-in here, and Figure 13 shows a failed run (bottom right; Table 7 has no '
-    'ResNet-20 T = 1000 row). So this view overlays every temperature, T = 1000 included, '
-    "in one panel per probe set, each run's test accuracy in the legend; Figure 11 draws "
-    'one panel per temperature.'
+    'one stand-in here, and Figure 13 shows a failed run at T = 1000 (bottom right; Table 7 '
+    'has no ResNet-20 T = 1000 row), drawn here when the stand-in has one. So this view '
+    "overlays every temperature in one panel per probe set, each run's test accuracy in the "
+    'legend; Figure 11 draws one panel per temperature.'
   ),
 )
 _SAME_12 = SameRuns(
