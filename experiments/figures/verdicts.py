@@ -132,7 +132,7 @@ CPU = {
     'not testable at this budget',
     (
       f'{_TIN_MLP}. The ID probes are at 5-7% on every layer, so kappa (20% = the first of '
-      '5 probed layers at both T) measures nothing; rho 19% at T = 1 vs 16% at T = 100 '
+      '5 probed layers at both T) measures nothing; rho 20% at T = 1 vs 16% at T = 100 '
       '(paper: rises).'
     ),
     'ba5f15ec58be',
@@ -140,8 +140,8 @@ CPU = {
   'figure_2': Verdict(
     'partly reproduces',
     (
-      f'{_TIN_MLP}. The direction holds: from 17.6 at init the logits norm ends at 25.3 / '
-      '355 / 1,840 at T = 1 / 10 / 100, i.e. it grows with T to undo the temperature. But '
+      f'{_TIN_MLP}. The direction holds: from 17.6 at init the logits norm ends at 23.9 / '
+      '373 / 1,830 at T = 1 / 10 / 100, i.e. it grows with T to undo the temperature. But '
       'the network is barely trained and there is 1 seed. ' + _TRAINED_MLP + ' the same '
       'holds: final logits norm 12.2 vs 713.'
     ),
@@ -176,14 +176,14 @@ CPU = {
       'class count) from the first record to the last at every T: this Kaiming-initialised '
       'stand-in starts with full-rank logits, so the paper\'s "low pre-softmax rank, '
       'post-softmax rank rising with the norm" has nothing to show; the logits norm grows '
-      'with T (25.3 / 355 / 1,840).'
+      'with T (23.9 / 373 / 1,830).'
     ),
     'b69f46c100ad',
   ),
   'figure_7': Verdict(
     'not testable at this budget',
     (
-      f'{_TIN_MLP}. OrthoDev of the penultimate layer rises with T (0.746 / 0.888 / 0.888), '
+      f'{_TIN_MLP}. OrthoDev of the penultimate layer rises with T (0.754 / 0.890 / 0.888), '
       'against the paper, but on barely trained networks. ' + _TRAINED_MLP + ' OrthoDev also '
       'rises (0.41 -> 0.85), so a redraw from trained runs may not reproduce it either.'
     ),
@@ -194,20 +194,20 @@ CPU = {
     (
       'Measured at initialisation, so exact at any budget (2 seeds per model, CIFAR-10 JPEG '
       'test images). VGG-19-BN starts with a logits norm of 0.061 / 0.123 against 43.6 / '
-      '59.0 for ResNet-18: 2-3 orders of magnitude lower, as in the paper (the 8x512 MLP '
-      'with PyTorch init is as low: 0.075 / 0.096). Only ResNet-18 of the ResNet family '
-      'was run (not ResNet-34/50).'
+      '59.0 for ResNet-18, 1,200 / 1,700 for ResNet-34 and 2,090 / 1,270 for ResNet-50: 2-4 '
+      'orders of magnitude lower, as in the paper (the 8x512 MLP with PyTorch init is as '
+      'low: 0.105 / 0.086).'
     ),
-    '399365e9d439',
+    'cf9d26fab330',
   ),
   'figure_9': Verdict(
     'not testable at this budget',
     (
-      f'{_VGG_C10}. The low-temperature run (T = 0.1) diverged, so the figure has only its '
-      'baseline panel and cannot show the comparison it is about; at T = 1, kappa 5% (1/19) '
-      'and rho 77%.'
+      f'{_VGG_C10}. The low-temperature run (T = 0.1) ends at chance (10%; it diverged in '
+      'an earlier session), so the comparison the figure is about cannot show; kappa 5% '
+      '(1/19) at both T, rho 76% (T = 1) and 88% (T = 0.1).'
     ),
-    'a2bf7c364577',
+    'a61f2da39f94',
   ),
   'figure_10': Verdict(
     'partly reproduces',
@@ -238,8 +238,8 @@ CPU = {
   'figure_12': Verdict(
     'not testable at this budget',
     (
-      f'{_TIN_MLP}. kappa 20% at every T (ID probes 5-7% on every layer); rho 19% / 10% / '
-      '16% at T = 1 / 10 / 100 (paper: rises).'
+      f'{_TIN_MLP}. The ID probes are at 4-7% on every layer, so kappa (20% / 60% / 20% at '
+      'T = 1 / 10 / 100) measures noise; rho 20% / 10% / 16% (paper: rises).'
     ),
     '84b54456bd47',
   ),
@@ -258,16 +258,16 @@ CPU = {
   'figure_14': Verdict(
     'not testable at this budget',
     (
-      f'Same runs as Figure 12, plus T = 200. {_TIN_MLP}. kappa 20% at every T; rho 19% / '
-      '10% / 16% / 33% at T = 1 / 10 / 100 / 200, highest at T = 200 where the network is '
-      'at 2%.'
+      f'Same runs as Figure 12, plus T = 200. {_TIN_MLP}. kappa 20% / 60% / 20% / 20% (ID '
+      'probes at 4-7%: noise); rho 20% / 10% / 16% / 33% at T = 1 / 10 / 100 / 200, '
+      'highest at T = 200 where the network is at 2%.'
     ),
     '3e7a078633d4',
   ),
   'figure_15': Verdict(
     'not testable at this budget',
     (
-      f'{_VGG_C10}. kappa 5% (1/19) at both T and rho 77% vs 76%: no difference to read on '
+      f'{_VGG_C10}. kappa 5% (1/19) at both T and rho 76% vs 72%: no difference to read on '
       'networks this far from trained.'
     ),
     '075227a5c5c4',
@@ -276,7 +276,7 @@ CPU = {
     'not testable at this budget',
     (
       f'{_VGG_TIN}: at chance. The ID probes are at 1-5% on every layer; kappa 5% (1/19) '
-      'at both T, rho 68% -> 55%.'
+      'at both T, rho 70% -> 53%.'
     ),
     'e6598e41856a',
   ),
@@ -287,9 +287,9 @@ CPU = {
       'scheme (test accuracies are not in the committed files; the same MLP reaches 52-57% '
       "at the paper's budget, experiments/results/table1_paper_cpu). Top: the final "
       'penultimate rank follows the initial logits norm n0 (Normal(0.01) n0 9.6e-7 -> rank '
-      '27, PyTorch 0.096 -> 206, Normal(0.05) 1.88 -> 495, Kaiming 5.71 -> 501 of 512), as '
-      'in the paper. Bottom: with LayerNorm every scheme ends high (431-471), as in the '
-      'paper. Middle: with n0 / T equalised the spread narrows (327-480 vs 27-501) but does '
+      '27, PyTorch 0.096 -> 206, Normal(0.05) 1.88 -> 493, Kaiming 5.71 -> 501 of 512), as '
+      'in the paper. Bottom: with LayerNorm every scheme ends high (396-467), as in the '
+      'paper. Middle: with n0 / T equalised the spread narrows (327-479 vs 27-501) but does '
       'not close (PyTorch 327), and the calibrated Normal(0.01) run diverged.'
     ),
     '32e534f83083',
@@ -307,16 +307,16 @@ CPU = {
     'not testable at this budget',
     (
       f'Same runs as Figure 5. {_TIN_MLP}. Both ranks are 200 (= classes) throughout at '
-      'every T while the logits norm ends at 25.3 / 355 / 1,840.'
+      'every T while the logits norm ends at 23.9 / 373 / 1,830.'
     ),
     'b69f46c100ad',
   ),
   'figure_20': Verdict(
     'not testable at this budget',
     (
-      f'{_VGG_TIN}: at chance. The logits norm barely moves at T = 100 (0.416 -> 1.1; 3.27 '
-      'at T = 1), and the ranks of the monitor batch (pre-softmax 1 at init -> 20 / 200, '
-      'post-softmax 1 -> 15 / 3 at T = 1 / 100) are those of networks that did not learn.'
+      f'{_VGG_TIN}: at chance. The logits norm barely moves (0.416 -> 1.1 at T = 100, 1.5 '
+      'at T = 1), and the ranks of the monitor batch (pre-softmax 1 at init -> 22 / 200, '
+      'post-softmax 1 -> 13 / 2 at T = 1 / 100) are those of networks that did not learn.'
     ),
     'e6598e41856a',
   ),
@@ -324,7 +324,7 @@ CPU = {
     'not testable at this budget',
     (
       f'{_TIN_MLP}. OrthoDev per layer is higher at T = 100 (0.89-0.94) than at T = 1 '
-      '(0.75-0.91), against the paper, on barely trained networks.'
+      '(0.75-0.90), against the paper, on barely trained networks.'
     ),
     'b69f46c100ad',
   ),
@@ -344,8 +344,8 @@ CPU = {
     'partly reproduces',
     (
       f'{_TIN_MLP} (T = 100 only; Figure 25 is the T = 1 run). The head aligns more at T = '
-      '100 (final max alignment 0.86 vs 0.63 at T = 1), as in the paper and in Figure 10; '
-      'the hidden layers do not (0.55, 0.55, 0.76, 0.77 vs 0.44, 0.90, 0.79, 0.85). 1 seed, '
+      '100 (final max alignment 0.86 vs 0.50 at T = 1), as in the paper and in Figure 10; '
+      'the hidden layers do not (0.56, 0.55, 0.75, 0.78 vs 0.43, 0.90, 0.78, 0.84). 1 seed, '
       'barely trained networks.'
     ),
     'f37fa28b8fba',
@@ -354,8 +354,8 @@ CPU = {
     'partly reproduces',
     (
       f"{_TIN_MLP} (T = 1 only; Figure 24 is the T = 100 run). The baseline's head aligns "
-      'less than at T = 100 (0.63 vs 0.86), as in the paper, but its hidden layers do not '
-      '(0.44, 0.90, 0.79, 0.85 vs 0.55, 0.55, 0.76, 0.77). 1 seed, barely trained '
+      'less than at T = 100 (0.50 vs 0.86), as in the paper, but its hidden layers do not '
+      '(0.43, 0.90, 0.78, 0.84 vs 0.56, 0.55, 0.75, 0.78). 1 seed, barely trained '
       'networks.'
     ),
     '972654b42f02',
@@ -390,8 +390,8 @@ CPU = {
   'table_3': Verdict(
     'not testable at this budget',
     (
-      f'{_VGG_C10}. {_VGG_TIN}. kappa 5% (1/19) in all four runs; SR 10 / 10 (CIFAR-10, = '
-      "classes) and 10 -> 200 of 200 (Tiny-ImageNet, against the paper's 73 -> 45) on "
+      f'{_VGG_C10}. {_VGG_TIN}. kappa 5% (1/19) in all four runs; SR 7 / 10 (CIFAR-10, 10 '
+      "classes) and 11 -> 200 of 200 (Tiny-ImageNet, against the paper's 73 -> 45) on "
       'networks that did not learn.'
     ),
     '6126197e044a',
@@ -420,9 +420,10 @@ CPU = {
   'table_8': Verdict(
     'not testable at this budget',
     (
-      f'{_TIN_MLP}. {_VGG_TIN}. kappa 20% / 5% at every T. SR falls 200 / 200 / 183 / 73 at '
+      f'{_TIN_MLP}. {_VGG_TIN}. kappa 5% (VGG) at both T and 20% / 60% / 20% / 20% (MLP; '
+      'ID probes at 4-7%: noise). SR falls 200 / 200 / 183 / 73 at '
       "T = 1 / 10 / 100 / 200 (paper ResNet-18: 99 / 99 / 94 / 57 of 100), the paper's "
-      'direction, but on a network at 2-6% accuracy; rho 19% / 10% / 16% / 33%.'
+      'direction, but on a network at 2-6% accuracy; rho 20% / 10% / 16% / 33%.'
     ),
     '5ab9a14d9047',
   ),
@@ -430,8 +431,8 @@ CPU = {
     'not testable at this budget',
     (
       f"{_TIN_MLP} (1% at T = 1000); the paper's ImageNet-1k ResNet-34/50 reach ~73% / "
-      '~76% top-1 (torchvision reference weights). kappa 20% at every T; SR 200 / 200 / 183 '
-      '/ 200 at T = 1 / 10 / 100 / 1000.'
+      '~76% top-1 (torchvision reference weights). kappa 20% / 60% / 20% / 20% (ID probes '
+      'at 4-7%: noise); SR 200 / 200 / 183 / 200 at T = 1 / 10 / 100 / 1000.'
     ),
     'b7153170cea4',
   ),
@@ -462,8 +463,8 @@ CPU = {
   'sweep_cifar100_resnet34': Verdict(
     'not testable at this budget',
     (
-      f'{_TIN_MLP}. kappa 20% at every T; SR 200 / 200 / 183 / 73 and rho 19.1% / 9.6% / '
-      '16% / 32.5% at T = 1 / 10 / 100 / 200.'
+      f'{_TIN_MLP}. kappa 20% / 60% / 20% / 20% (ID probes at 4-7%: noise); SR 200 / 200 / '
+      '183 / 73 and rho 20.4% / 9.6% / 15.5% / 32.8% at T = 1 / 10 / 100 / 200.'
     ),
     '3e7a078633d4',
   ),
