@@ -14,8 +14,10 @@ the entry from the run directories alone into `--outdir` (default
 `table_<N>.md` + `table_<N>.csv`. `--render_only` never trains: it reads each run from its
 directory or, where that is
 absent (a fresh clone), from its compact record in `--records_dir` (default
-`<outdir>/records/`, committed; `experiments.records`: configs, analyses, monitor
-histories and scalars, no checkpoints), which is written for every finished run; entries
+`<outdir>/records/`, committed; drawn into another `--outdir` without records, the
+committed `experiments/results/paper_<preset>/records/`; `experiments.records`: configs,
+analyses, monitor histories and scalars, no checkpoints), which is written for every
+finished run; entries
 whose runs are missing are reported and skipped; `--settings` trains only the runs of those settings
 (renderers draw whatever runs exist, e.g. a Table 1 with one row). Runs go to `<outdir>/runs/`
 (git-ignored) and are shared
@@ -64,7 +66,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
   p.add_argument(
     '--records_dir',
     default=None,
-    help='compact run records (default <outdir>/records): written for every '
+    help='compact run records (default <outdir>/records; with --render_only and no such '
+    'folder, the committed experiments/results/paper_<preset>/records): written for every '
     'finished run, read where a run directory is absent',
   )
   p.add_argument(
@@ -87,12 +90,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def make_context(args: argparse.Namespace) -> Context:
   outdir = args.outdir or os.path.join(RESULTS, f'paper_{args.preset}')
+  records = args.records_dir or os.path.join(outdir, 'records')
+  if args.render_only and not args.records_dir and not os.path.isdir(records):
+    # Drawn into another folder (a fresh clone, --outdir=/tmp/x): the committed records.
+    records = os.path.join(RESULTS, f'paper_{args.preset}', 'records')
   return Context(
     preset=args.preset,
     outdir=outdir,
     root=args.runs_dir or os.path.join(outdir, 'runs'),
     seeds=args.seeds or presets.DEFAULT_SEEDS[args.preset],
-    records=args.records_dir or os.path.join(outdir, 'records'),
+    records=records,
     results=args.results_dir,
   )
 

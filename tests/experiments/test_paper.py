@@ -418,3 +418,13 @@ def test_a_run_another_process_trains_is_skipped(tmp_path, monkeypatch):
   )
   paper.train_missing(ctx, REGISTRY['figure_2'], data_dir=None)
   assert len(calls) == len(paper.planned_runs(ctx, REGISTRY['figure_2'])) > 1
+
+
+def test_render_only_into_another_folder_reads_the_committed_records(tmp_path):
+  """`--render_only --outdir=/tmp/x` on a fresh clone draws from the committed records."""
+  args = ['--render_only', f'--outdir={tmp_path}']
+  assert paper.make_context(paper.parse_args(args)).records == os.path.join(COMMITTED, 'records')
+  (tmp_path / 'records').mkdir()  # that folder's own records win once it has them
+  assert paper.make_context(paper.parse_args(args)).records == str(tmp_path / 'records')
+  training = paper.make_context(paper.parse_args([f'--outdir={tmp_path / "new"}']))
+  assert training.records == str(tmp_path / 'new' / 'records')  # training never writes there
