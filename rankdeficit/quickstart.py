@@ -20,12 +20,11 @@ from absl import app
 from absl import flags
 from absl import logging
 import jax
-import jax.numpy as jnp
 
 from rankdeficit import models
 from rankdeficit.analysis import extraction
 from rankdeficit.data import input_pipeline
-from rankdeficit.metrics import spectral
+from rankdeficit.metrics import tsqr
 from rankdeficit.training import steps
 from rankdeficit.training import train
 
@@ -100,10 +99,12 @@ def representation_ranks(config, state, model) -> dict[str, float]:
     ),
     max_dims=config.max_feature_dims,
   )
-  ranks, mask = {}, features.mask  # padding rows of the last batch carry no rank
+  ranks = {}
   for name, matrix in {**features.reps, 'logits': features.logits}.items():
-    ranks[f'rank/{name}'] = int(spectral.numerical_rank(matrix, row_mask=mask))
-    ranks[f'erank/{name}'] = float(spectral.effective_rank(jnp.where(mask[:, None], matrix, 0)))
+    # One TSQR gives both; the padding rows of the last batch are masked out.
+    spectrum = tsqr.streamed_spectrum(matrix, features.mask)
+    ranks[f'rank/{name}'] = int(spectrum['numerical_rank'])
+    ranks[f'erank/{name}'] = float(spectrum['effective_rank'])
   return ranks
 
 
