@@ -4,7 +4,7 @@ A renderer is `render(ctx) -> None`; it reads runs with `ctx.runs(request)` (nev
 draws with matplotlib and writes `figure_<N>.png` + `figure_<N>.md` (`ctx.save_figure`) or
 `table_<N>.md` + `table_<N>.csv` (`ctx.save_table`), each caption naming the runs used and
 the stand-in when the preset's setting is not the paper's, and the verdict of
-`verdicts.py` on it where one was judged.
+`judgements.py` on it where one was judged.
 """
 
 from __future__ import annotations
