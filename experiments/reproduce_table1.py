@@ -13,23 +13,13 @@ next to the paper's numbers (SPEC section 5). Every run's analysis is also appen
 `<outdir>/runs.jsonl`, and `<outdir>/probe_profiles.png` draws every setting's per-layer
 probe accuracies and effective ranks over seeds (`experiments.table1_plot`).
 
-Presets:
-* `smoke`: tiny models / steps, 1 seed; for tests (about a minute on 2 CPU cores).
-* `cpu`: the reduced reproduction on real offline data (import it first:
-  `python -m tools.import_data all --data_dir=data/tfds`):
-  - MLP 8 x 512 on CIFAR-10 (JPEG copy, 10,000 training images), OOD probes on MNIST,
-    T = 1 vs 100 (Table 1 row "CIFAR-10 / MLP");
-  - the many-class SR experiment: MLP 4 x 512 (width > 200 classes, so SR is not capped
-    by the classifier) on Tiny-ImageNet-200 at 32x32, OOD probes on CIFAR-10, T = 1 vs 100:
-    SR, post-softmax rank and logits norm (stand-in for the CIFAR-100 / ImageNet rows).
-* `paper`: the full-scale configs of Table 1 (for clusters/TPUs; tfds data needed).
+Presets (`experiments.table1_presets`): smoke, cpu, paper_cpu, factors_cpu, resnet20_cpu,
+paper.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
-from typing import Any
 
 from absl import app
 from absl import flags
@@ -41,232 +31,14 @@ from experiments.table1 import aggregate
 from experiments.table1 import to_markdown
 from experiments.table1 import write_runs
 from experiments.table1 import write_tables
+from experiments.table1_presets import PRESETS
+from experiments.table1_presets import Experiment
 from rankdeficit import experiment
 from rankdeficit.analysis.config import AnalysisConfig
 from rankdeficit.run import distributed
 from rankdeficit.run import run_dir
 from rankdeficit.run import storage
 from rankdeficit.training import monitor_log
-
-
-@dataclasses.dataclass(frozen=True)
-class Experiment:
-  name: str  # run-name prefix and table row
-  config: str  # module in configs/
-  overrides: tuple[tuple[str, Any], ...] = ()  # dotted config keys
-  temperatures: tuple[float, ...] = (1.0, 100.0)
-  paper: str | None = None  # key of table1.PAPER_TABLE1 to compare with
-  analysis: AnalysisConfig = AnalysisConfig()  # the analyze_run options
-  label: str = ''
-
-
-_SMOKE_TRAIN = (
-  ('model.width', 32),
-  ('model.depth', 3),
-  ('train_subset', 0),
-  ('num_train_steps', 10),
-  ('batch_size', 100),
-  ('eval_every_steps', 10),
-  ('checkpoint_every_steps', 10),
-  ('metrics_every_steps', 0),
-)
-_SMOKE_ANALYSIS = AnalysisConfig.from_overrides(
-  {'max_examples': 200, 'probe_epochs': 2, 'probe_batch_size': 256}
-)
-# Probes on 10,000 training images.
-_TRAIN_10K = AnalysisConfig.from_overrides({'max_train_examples': 10_000})
-
-PRESETS: dict[str, dict[str, Any]] = {
-  'smoke': dict(
-    seeds=1,
-    experiments=(
-      Experiment(
-        'mlp_c10',
-        'mlp_c10_cpu',
-        _SMOKE_TRAIN,
-        paper='CIFAR-10 / MLP',
-        analysis=_SMOKE_ANALYSIS,
-        label='CIFAR-10 (JPEG) / MLP (smoke)',
-      ),
-    ),
-  ),
-  # Kaiming init: under the PyTorch default init an 8-layer ReLU MLP already starts in the
-  # low-logit-norm regime at T=1 (SPEC 1, paper App. E), and at T=100 it does not leave
-  # chance level within a CPU budget; Kaiming makes T=1 a real baseline (initial logits norm
-  # ~6) while T=100 still divides it by 100. Evaluation only at the end (saves CPU time).
-  'cpu': dict(
-    seeds=3,
-    experiments=(
-      Experiment(
-        'mlp_c10',
-        'mlp_c10_cpu',
-        (
-          ('model.width', 512),
-          ('model.depth', 8),
-          ('model.init', 'kaiming'),
-          ('train_subset', 10_000),
-          ('num_epochs', 20),
-          ('eval_every_steps', 10**9),
-          ('metrics_every_steps', 0),
-          ('log_every_steps', 200),
-        ),
-        paper='CIFAR-10 / MLP',
-        analysis=_TRAIN_10K,
-        label='CIFAR-10 (JPEG, 10k train) / MLP 8x512',
-      ),
-      Experiment(
-        'mlp_tin',
-        'mlp_tin_cpu',
-        (
-          ('model.width', 512),
-          ('model.depth', 4),
-          ('model.init', 'kaiming'),
-          ('num_epochs', 10),
-          ('eval_every_steps', 10**9),
-          ('metrics_every_steps', 0),
-          ('log_every_steps', 200),
-        ),
-        paper='CIFAR-100 / ResNet18',
-        analysis=_TRAIN_10K,
-        label='Tiny-ImageNet-200 32x32 / MLP 4x512',
-      ),
-    ),
-  ),
-  # The paper's own protocol and budget on CPU (issue 8): the MLP at the paper's depth
-  # (7 hidden ReLU layers + classifier, configs/mlp_c10.py) and width 512, on all 50,000
-  # CIFAR-10 training images (JPEG copy, held in memory) with the paper's CIFAR
-  # augmentation, 100 epochs, Table-4 MLP hyperparameters (lr 0.05, no momentum, no weight
-  # decay, batch 128), OOD MNIST; both the framework-default (PyTorch) init the paper uses
-  # and Kaiming. The Tiny-ImageNet SR rows (MLP 4 x 512, width > 200 classes) train 10
-  # epochs on its 20,000 images (100 per class) with the same recipe plus momentum 0.9:
-  # a 100-epoch T=1 run peaked at 5.0% test accuracy after 10 epochs and overfit to 3.4%
-  # by epoch 100 (experiments/README.md; its record is kept in runs_tin_100_epochs.jsonl);
-  # their T=1 test accuracy is reported next to SR.
-  'paper_cpu': dict(
-    seeds=3,
-    experiments=tuple(
-      Experiment(
-        f'mlp_c10_{init}',
-        'mlp_c10_cpu',
-        (
-          ('model.init', init),
-          ('train_subset', 0),
-          ('num_epochs', 100),
-          ('augment', 'cifar'),
-          ('eval_every_steps', 3910),
-          ('metrics_every_steps', 3910),
-          ('checkpoint_every_steps', 1955),
-          ('log_every_steps', 391),
-        ),
-        paper='CIFAR-10 / MLP',
-        label=f'CIFAR-10 (JPEG, 50k train) / MLP 7+1 x 512, {init} init',
-      )
-      for init in ('pytorch', 'kaiming')
-    )
-    + (
-      Experiment(
-        'mlp_tin',
-        'mlp_tin_cpu',
-        (
-          ('model.width', 512),
-          ('model.depth', 4),
-          ('model.init', 'kaiming'),
-          ('num_epochs', 10),
-          ('augment', 'cifar'),
-          ('eval_every_steps', 312),
-          ('metrics_every_steps', 0),
-          ('checkpoint_every_steps', 780),
-          ('log_every_steps', 156),
-        ),
-        paper='CIFAR-100 / ResNet18',
-        label='Tiny-ImageNet-200 32x32 / MLP 4x512, kaiming init, 10 epochs',
-      ),
-    ),
-  ),
-  # Which protocol choice decides the Table 1 MLP directions (issue 21): the paper_cpu
-  # Kaiming recipe on the 2 x 2 grid augmentation {none, cifar} x depth {7, 8 hidden
-  # layers}. The (cifar, 7) cell is paper_cpu's `mlp_c10_kaiming` (same config, same
-  # name): its records are imported from table1_paper_cpu/runs.jsonl.
-  'factors_cpu': dict(
-    seeds=1,
-    experiments=tuple(
-      Experiment(
-        'mlp_c10_kaiming'
-        if (augment, depth) == ('cifar', 7)
-        else f'mlp_c10_kaiming_aug-{augment}_d{depth}',
-        'mlp_c10_cpu',
-        (
-          ('model.init', 'kaiming'),
-          ('model.depth', depth),
-          ('train_subset', 0),
-          ('num_epochs', 100),
-          ('augment', augment),
-          ('eval_every_steps', 3910),
-          ('metrics_every_steps', 3910),
-          ('checkpoint_every_steps', 1955),
-          ('log_every_steps', 391),
-        ),
-        paper='CIFAR-10 / MLP',
-        label=f'CIFAR-10 (JPEG, 50k) / MLP {depth}+1 x 512, kaiming, augment {augment}',
-      )
-      for augment in ('cifar', 'none')
-      for depth in (7, 8)
-    ),
-  ),
-  # A convnet row at a budget where it trains (issue 21): ResNet-20 with the paper's
-  # CIFAR recipe (SGD 0.1, momentum 0.9, wd 1e-4, batch 128, pad-4 crop + flip) on all
-  # 50,000 CIFAR-10 JPEG images, the 164-epoch schedule scaled to 30 epochs (decay at
-  # 15 and 23, the paper's 50% / 75%), Kaiming init, OOD MNIST. Measured: 1.4-1.5
-  # steps/s on one core while the other trains too (2.2 h for the 11,700 steps).
-  'resnet20_cpu': dict(
-    seeds=3,
-    experiments=(
-      Experiment(
-        'resnet20_c10',
-        'resnet20_c10_cpu',
-        (
-          ('train_subset', 0),
-          ('num_epochs', 30),
-          ('lr_milestones', (15, 23)),
-          ('eval_every_steps', 1950),
-          ('metrics_every_steps', 1950),
-          ('checkpoint_every_steps', 390),
-          ('log_every_steps', 390),
-        ),
-        paper='CIFAR-10 / ResNet20',
-        label='CIFAR-10 (JPEG, 50k train) / ResNet-20, 30 epochs',
-      ),
-    ),
-  ),
-  # Full scale. ImageNet probes train on a fixed random 100,000-image subset of the train
-  # split (the paper computes the ImageNet-1k SR on 100,000 samples; its probe subset is
-  # not stated); SR uses the whole validation split (50,000 images).
-  'paper': dict(
-    seeds=3,
-    experiments=tuple(
-      Experiment(
-        name,
-        name,
-        paper=row,
-        label=row,
-        analysis=AnalysisConfig.from_overrides(
-          {'max_train_examples': 100_000} if '_in' in name else {}
-        ),
-      )
-      for name, row in (
-        ('mlp_c10', 'CIFAR-10 / MLP'),
-        ('resnet18_c10', 'CIFAR-10 / ResNet18'),
-        ('resnet20_c10', 'CIFAR-10 / ResNet20'),
-        ('resnet18_c100', 'CIFAR-100 / ResNet18'),
-        ('resnet34_c100', 'CIFAR-100 / ResNet34'),
-        ('resnet34_in100', 'ImageNet-100 / ResNet34'),
-        ('resnet50_in100', 'ImageNet-100 / ResNet50'),
-        ('resnet34_in1k', 'ImageNet-1k / ResNet34'),
-        ('resnet50_in1k', 'ImageNet-1k / ResNet50'),
-      )
-    ),
-  ),
-}
 
 
 def point(

@@ -218,6 +218,7 @@ def test_analyze_cli_without_ood(tiny_run):
 
 def test_reproduce_table1_aggregation(tmp_path):
   from experiments import reproduce_table1 as rt  # pylint: disable=import-outside-toplevel
+  from experiments import table1_presets  # pylint: disable=import-outside-toplevel
 
   recs = []
   for temp, kappas in ((1.0, (0.75, 0.875)), (100.0, (0.375, 0.5))):
@@ -254,7 +255,7 @@ def test_reproduce_table1_aggregation(tmp_path):
   csv_text = (tmp_path / 'table1.csv').read_text().splitlines()
   assert len(csv_text) == 3 and 'paper_kappa' in csv_text[0]
   # every preset names existing configs and valid override keys
-  for preset in rt.PRESETS.values():
+  for preset in table1_presets.PRESETS.values():
     for exp in preset['experiments']:
       for temp in exp.temperatures:
         config = rt.make_config(exp, temp, 0, None)

@@ -68,7 +68,7 @@ MIN_TRAIN_S = 30.0  # no population starts with less budget left (its set-up alo
 class Group:
   """One population of the pack: an experiment of reproduce_table1 at temperatures x seeds."""
 
-  experiment: Any  # reproduce_table1.Experiment
+  experiment: Any  # table1_presets.Experiment
   temperatures: tuple[float, ...]
   seeds: tuple[int, ...]
 
@@ -103,7 +103,7 @@ def _tiny_overrides() -> tuple[tuple[str, Any], ...]:
 
 def groups(args) -> list[Group]:
   """The pack's populations, in the order they run."""
-  from experiments import reproduce_table1  # pylint: disable=import-outside-toplevel
+  from experiments import table1_presets  # pylint: disable=import-outside-toplevel
 
   analysis = _analysis(args)
   common = _loop_overrides(args.tiny) + (_tiny_overrides() if args.tiny else ())
@@ -111,7 +111,7 @@ def groups(args) -> list[Group]:
   out = []
   width, depth = (32, 2) if args.tiny else (2048, 7)
   for init in args.inits:
-    exp = reproduce_table1.Experiment(
+    exp = table1_presets.Experiment(
       f'mlp_c10_{init}',
       'mlp_c10',
       common + (('model.init', init), ('train_subset', 256 if args.tiny else 0)),
@@ -124,7 +124,7 @@ def groups(args) -> list[Group]:
     resnet = common + (('ood_detection_dataset', ''), ('model.dtype', args.resnet_dtype))
     if args.tiny:
       resnet += (('model.name', 'resnet20'), ('batch_size', 32), ('num_train_steps', 2))
-    exp = reproduce_table1.Experiment(
+    exp = table1_presets.Experiment(
       'resnet18_c10',
       'resnet18_c10',
       resnet,

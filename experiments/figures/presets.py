@@ -24,7 +24,7 @@ images, 11 monitor calls), about twice the estimate.
 
 from __future__ import annotations
 
-from experiments import reproduce_table1
+from experiments import table1_presets
 from experiments.figures.runs import Setting
 from experiments.figures.runs import TrainedBy
 from rankdeficit.analysis.config import AnalysisConfig
@@ -121,9 +121,7 @@ _APP_E = Setting(
 def _trained(trained: TrainedBy) -> Setting:
   """The setting of a `reproduce_table1` experiment, read from that driver's results."""
   (exp,) = (
-    e
-    for e in reproduce_table1.PRESETS[trained.preset]['experiments']
-    if e.name == trained.experiment
+    e for e in table1_presets.PRESETS[trained.preset]['experiments'] if e.name == trained.experiment
   )
   return Setting(exp.name, exp.config, exp.overrides, exp.label, exp.analysis, trained_by=trained)
 
