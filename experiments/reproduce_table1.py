@@ -128,7 +128,7 @@ def run_record(exp: Experiment, temperature: float, seed: int, finished) -> dict
     run=workdir,
     init=config['model']['init'],
     augment=config['augment'],
-    depth=config['model']['depth'],
+    depth=config['model']['depth'] if config['model']['name'] == 'mlp' else None,  # hidden layers
     num_epochs=config['num_epochs'],
     num_train=train_results.get('num_train'),
     init_logits_norm=_init_logits_norm(workdir, train_results),
