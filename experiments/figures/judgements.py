@@ -53,11 +53,10 @@ _RESNET20 = (
   "augmentation, the paper's recipe scaled to 30 epochs, 3 seeds per T "
   '(experiments/results/resnet20_c10_cpu): test accuracy 85.1% +- 0.2 at T = 1 (seeds 0 '
   'and 2 end 1 and 3 test images under 85%: 84.99%, 84.97%) and 80.6% +- 0.1 at T = 100 '
-  '(chance 10%); trained 164 epochs, ResNet-20 '
-  'reaches ~91-92% and ResNet-18 ~95% on CIFAR-10 (well-known: He et al. 2016 and common '
-  'CIFAR recipes; the paper gives no accuracy). Analysed at the paper protocol (whole '
-  'splits, 10,000 coordinates, paper probe settings); OOD probes and detection on MNIST, '
-  'not SVHN'
+  '(chance 10%); trained 164 epochs, ResNet-20 reaches ~91-92% and ResNet-18 ~95% on '
+  'CIFAR-10 (well-known: He et al. 2016 and common CIFAR recipes; the paper gives no '
+  'accuracy). Analysed at the paper protocol (whole splits, 10,000 coordinates, paper probe '
+  'settings); OOD probes and detection on MNIST, not SVHN'
 )
 _TIN_MLP = (
   "MLP 4x512 on Tiny-ImageNet-200 32x32 (stand-in for the paper's ResNets on "
@@ -362,8 +361,8 @@ CPU = {
       'CIFAR-100: 77.75% -> 87.53%), in 2 of 3 seeds (74% -> 91%, 68% -> 93%); seed 2 '
       'reverses (88.0% -> 82.5%) while its FPR95 still falls (85% -> 67%), so T = 1 '
       f'detection varies widely with the seed. {_MLP_C10}: NECO AUROC falls, 87.6% +- '
-      '4.1 -> 72.7% +- 7.5 (FPR95 59% -> '
-      f'91%), lower in every seed: does not reproduce. {_TIN_MLP}: AUROC 52% / 49% '
+      '4.1 -> 72.7% +- 7.5 (FPR95 59% -> 91%), lower in every seed: does not reproduce. '
+      f'{_TIN_MLP}: AUROC 52% / 49% '
       "(chance): not testable. The detection set is MNIST, not the paper's CIFAR-100. "
       'Partly: the trained convnet reproduces in the mean (2 of 3 seeds), the trained MLP '
       'does not.'
@@ -396,7 +395,7 @@ CPU = {
       'directions (ResNet-20: 100% -> 83%, 10% -> 34%; ResNet-18: 100% -> 81%, 8% -> 49%), '
       'SR 10 at both (paper 9). The VGG rows are not testable: kappa 5% (1/19) at both T, '
       'rho 76% -> 72%, SR 7 -> 10, at 16-17% accuracy. Partly: 3 seeds of a trained '
-      "ResNet-20 at two of the paper's temperatures, for two models."
+      "ResNet-20 at two of the paper's temperatures, standing in for both ResNet rows."
     ),
     '1e83521b4383',
   ),
