@@ -14,7 +14,7 @@ next to the paper's numbers (SPEC section 5). Every run's analysis is also appen
 probe accuracies and effective ranks over seeds (`experiments.table1_plot`).
 
 Presets (`experiments.table1_presets`): smoke, cpu, paper_cpu, factors_cpu, resnet20_cpu,
-paper.
+resnet20_e40_cpu, paper.
 """
 
 from __future__ import annotations

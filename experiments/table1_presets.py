@@ -15,7 +15,8 @@ tuple of experiments and a default number of seeds:
 * `paper_cpu`: the MLP row at the paper's protocol and budget on CPU (50k images, 100
   epochs), PyTorch and Kaiming init, plus the Tiny-ImageNet SR rows.
 * `factors_cpu`: the MLP factor study, augmentation {none, cifar} x depth {7, 8}.
-* `resnet20_cpu`: ResNet-20 on all of CIFAR-10, the paper's recipe scaled to 30 epochs.
+* `resnet20_cpu`: ResNet-20 on all of CIFAR-10, the paper's recipe scaled to 30 epochs;
+  `resnet20_e40_cpu` the same at 40 epochs.
 * `paper`: the full-scale configs of Table 1 (for clusters/TPUs; tfds data needed).
 """
 
@@ -66,6 +67,25 @@ def _mlp_c10_100_epochs(augment: str) -> tuple[tuple[str, Any], ...]:
     ('metrics_every_steps', 3910),
     ('checkpoint_every_steps', 1955),
     ('log_every_steps', 391),
+  )
+
+
+def _resnet20_c10(epochs: int, milestones: tuple[int, int]) -> Experiment:
+  """ResNet-20 on all of CIFAR-10 with the paper's recipe scaled to `epochs`."""
+  return Experiment(
+    'resnet20_c10',
+    'resnet20_c10_cpu',
+    (
+      ('train_subset', 0),
+      ('num_epochs', epochs),
+      ('lr_milestones', milestones),
+      ('eval_every_steps', 1950),
+      ('metrics_every_steps', 1950),
+      ('checkpoint_every_steps', 390),
+      ('log_every_steps', 390),
+    ),
+    paper='CIFAR-10 / ResNet20',
+    label=f'CIFAR-10 (JPEG, 50k train) / ResNet-20, {epochs} epochs',
   )
 
 
@@ -192,26 +212,10 @@ PRESETS: dict[str, dict[str, Any]] = {
   # 50,000 CIFAR-10 JPEG images, the 164-epoch schedule scaled to 30 epochs (decay at
   # 15 and 23, the paper's 50% / 75%), Kaiming init, OOD MNIST. Measured: 1.4-1.5
   # steps/s on one core while the other trains too (2.2 h for the 11,700 steps).
-  'resnet20_cpu': dict(
-    seeds=3,
-    experiments=(
-      Experiment(
-        'resnet20_c10',
-        'resnet20_c10_cpu',
-        (
-          ('train_subset', 0),
-          ('num_epochs', 30),
-          ('lr_milestones', (15, 23)),
-          ('eval_every_steps', 1950),
-          ('metrics_every_steps', 1950),
-          ('checkpoint_every_steps', 390),
-          ('log_every_steps', 390),
-        ),
-        paper='CIFAR-10 / ResNet20',
-        label='CIFAR-10 (JPEG, 50k train) / ResNet-20, 30 epochs',
-      ),
-    ),
-  ),
+  'resnet20_cpu': dict(seeds=3, experiments=(_resnet20_c10(30, (15, 23)),)),
+  # The same at 40 epochs (decay at 20, 30): at 30 epochs two of the three T = 1 seeds
+  # ended 1 and 3 test images under issue 21's 85% floor (84.99%, 84.97%).
+  'resnet20_e40_cpu': dict(seeds=3, experiments=(_resnet20_c10(40, (20, 30)),)),
   # Full scale. ImageNet probes train on a fixed random 100,000-image subset of the train
   # split (the paper computes the ImageNet-1k SR on 100,000 samples; its probe subset is
   # not stated); SR uses the whole validation split (50,000 images).
