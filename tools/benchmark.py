@@ -93,7 +93,7 @@ oneDNN/MKL,
     1x1 projection convs (~3-4x). config.model.conv_impl='auto' (the default) applies that
     table on CPU (rankdeficit/models/cpu_conv.py `pick`, with a custom_vjp choosing per
     pass) and XLA's conv on GPU/TPU.
-  * Step metrics (optax.global_norm etc.) and flax BatchNorm are fused elementwise/reduction
+  * Step metrics (optax.tree.norm etc.) and flax BatchNorm are fused elementwise/reduction
     work, far below what this machine's noise can resolve; left as they are.
 """
 

@@ -193,6 +193,18 @@ class Context:
     """`<key>.md` around an already formatted body (e.g. a table)."""
     self._caption(body, runs_lines, notes)
 
+  def _where(self) -> str:
+    """Where the caption's runs are read from: run directories, else their compact records.
+
+    Both, since a fresh clone has only the committed records.
+    """
+    where = f'run directories in `{os.path.relpath(self.root)}`'
+    if self.records:
+      where += (
+        f', or where absent (a fresh clone) their records in `{os.path.relpath(self.records)}`'
+      )
+    return where + '; a line naming a results folder reads its `runs` and `records`'
+
   def _caption(self, body: str, runs_lines: Sequence[str], notes: str) -> None:
     from experiments.figures import verdicts  # pylint: disable=import-outside-toplevel
 
@@ -202,7 +214,7 @@ class Context:
       '',
       body,
       '',
-      f'Runs (preset `{self.preset}`, from `{os.path.relpath(self.root)}`):',
+      f'Runs (preset `{self.preset}`; {self._where()}):',
       *runs_lines,
     ]
     for note in (

@@ -91,7 +91,7 @@ def train_step(
     'loss': loss,
     'accuracy': jnp.mean(jnp.argmax(logits, -1) == batch['label']),
     'logits_norm': jnp.mean(jnp.linalg.norm(logits, axis=-1)),
-    'grad_norm': optax.global_norm(grads),
+    'grad_norm': optax.tree.norm(grads),
     'learning_rate': opt_state.hyperparams['learning_rate'],
     'temperature': jnp.asarray(temperature, jnp.float32),
   }

@@ -379,6 +379,8 @@ def test_render_only_draws_every_entry_from_records_alone(tmp_path):
   status = _render_only(out, '--only=figure_3,figure_11,table_1')
   assert status == {'figure_3': 'ok', 'figure_11': 'ok', 'table_1': 'ok'}
   assert (out / 'figure_3.png').stat().st_size > 0
+  header = [l for l in (out / 'figure_3.md').read_text().splitlines() if l.startswith('Runs (')]
+  assert len(header) == 1 and os.path.relpath(out / 'records') in header[0]  # what it read
 
 
 def test_verdict_index_counts_and_links_every_caption(tmp_path):
