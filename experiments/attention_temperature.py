@@ -51,6 +51,7 @@ from experiments.figures.runs import read_run
 from experiments.figures.runs import run_dir
 from rankdeficit import experiment
 from rankdeficit.analysis.config import AnalysisConfig
+from rankdeficit.run import runtime
 
 OUTDIR = os.path.join('experiments', 'results', 'beyond_cpu')
 TAUS = (0.25, 1.0, 4.0)
@@ -174,8 +175,6 @@ def plan(args: argparse.Namespace) -> list[tuple[str, Request, float, int]]:
 
 def train_missing(args: argparse.Namespace) -> None:
   """Trains and analyses every planned run that is not finished (diverged ones are skipped)."""
-  from rankdeficit.run import runtime  # pylint: disable=import-outside-toplevel
-
   runtime.enable_compilation_cache(args.compilation_cache)
   setting = QUICK if args.quick else FULL
   for workdir, req, t, s in plan(args):
@@ -226,6 +225,7 @@ def command_line(args: argparse.Namespace) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
   """Runs the command; returns the exit status (1 when nothing could be rendered)."""
+  runtime.set_xla_cpu_flags()  # before anything starts JAX's backends
   args = parse_args(argv)
   print(describe_plan(args), flush=True)
   if args.list:

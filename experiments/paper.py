@@ -44,6 +44,7 @@ from experiments.figures.render import Context
 from experiments.figures.render import Entry
 from experiments.figures.render import MissingRuns
 from rankdeficit import experiment
+from rankdeficit.run import runtime
 from rankdeficit.run import workdir_lock
 
 RESULTS = os.path.join(os.path.dirname(__file__), 'results')
@@ -175,6 +176,7 @@ def train_missing(
 
 def main(argv: Sequence[str] | None = None) -> dict[str, str]:
   """Runs the command; returns {key: 'ok' | 'missing: ...'}."""
+  runtime.set_xla_cpu_flags()  # before anything starts JAX's backends
   args = parse_args(argv)
   ctx = make_context(args)
   ctx.quick = bool(os.environ.get('RANKDEFICIT_QUICK_SYNTHETIC'))

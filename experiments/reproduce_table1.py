@@ -37,6 +37,7 @@ from rankdeficit import experiment
 from rankdeficit.analysis.config import AnalysisConfig
 from rankdeficit.run import distributed
 from rankdeficit.run import run_dir
+from rankdeficit.run import runtime
 from rankdeficit.run import storage
 from rankdeficit.training import monitor_log
 
@@ -263,6 +264,7 @@ def _define_flags():
 
 def main(argv):
   del argv
+  runtime.set_xla_cpu_flags()  # before anything starts JAX's backends
   fl = flags.FLAGS
   distributed.initialize_from_flags()
   overrides = {}

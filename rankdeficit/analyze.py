@@ -88,6 +88,7 @@ from rankdeficit.analysis.report import to_markdown
 from rankdeficit.analysis.report import write_plots
 from rankdeficit.run import distributed
 from rankdeficit.run import run_dir
+from rankdeficit.run import runtime
 
 ANALYSIS_DIR = run_dir.ANALYSIS_DIR
 
@@ -227,6 +228,7 @@ def _print_plan(FLAGS) -> None:  # pylint: disable=invalid-name
 
 def main(argv):
   del argv
+  runtime.set_xla_cpu_flags()  # before anything starts JAX's backends
   FLAGS = flags.FLAGS  # pylint: disable=invalid-name
   if FLAGS.plan_only:
     _print_plan(FLAGS)

@@ -183,6 +183,7 @@ def _disk_full_message(error: BaseException, workdir: str) -> str:
 
 
 def main(argv):
+  runtime.set_xla_cpu_flags()  # before anything starts JAX's backends
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   try:

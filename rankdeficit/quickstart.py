@@ -25,6 +25,7 @@ from rankdeficit import models
 from rankdeficit.analysis import extraction
 from rankdeficit.data import input_pipeline
 from rankdeficit.metrics import tsqr
+from rankdeficit.run import runtime
 from rankdeficit.training import steps
 from rankdeficit.training import train
 
@@ -110,6 +111,7 @@ def representation_ranks(config, state, model) -> dict[str, float]:
 
 def main(argv):
   del argv
+  runtime.set_xla_cpu_flags()  # before anything starts JAX's backends
   dataset = pick_dataset(FLAGS.dataset, FLAGS.data_dir)
   temperatures = [float(t) for t in FLAGS.temperatures]
   rows = {}

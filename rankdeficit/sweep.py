@@ -62,6 +62,7 @@ from rankdeficit import experiment
 from rankdeficit import sweep_state
 from rankdeficit.analysis.config import AnalysisConfig
 from rankdeficit.run import run_dir
+from rankdeficit.run import runtime
 from rankdeficit.run import storage
 from rankdeficit.sweep_state import point_status
 
@@ -323,6 +324,7 @@ def _define_flags():
 
 def main(argv):
   del argv
+  runtime.set_xla_cpu_flags()  # before JAX starts; local jobs inherit it
   fl = flags.FLAGS
   try:
     sweep = load_sweep(fl.sweep, fl.root)

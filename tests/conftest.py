@@ -24,6 +24,11 @@ import shutil
 
 import pytest
 
+from rankdeficit.run import runtime
+
+# The suite runs under the XLA CPU flags of the project's programs (set before JAX starts).
+runtime.set_xla_cpu_flags()
+
 LOCAL_DATA_LIMITS = {
   'cifar10_jpeg': (2000, 500),
   'mnist': (1000, 500),

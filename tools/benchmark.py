@@ -19,10 +19,11 @@ TFLOP/s reached and the MFU against P (e.g. `--dtype=bfloat16 --peak_tflops=989`
 PyTorch is a benchmark-only dependency, not a project one: install it into the venv from
 PyPI (`pip install torch`, the CPU wheel on a machine without CUDA) to run the comparison.
 
-No XLA CPU flag is set by the project: none measurably and safely helped (below). To compare
-XLA flag sets, give `--flags` a ';'-separated
-list of NAME=FLAGS entries; each runs in its own process (XLA reads XLA_FLAGS once) and the
-table gains a column per set, plus each set's loss after the first three steps (to check
+The project's programs (and this benchmark's own step) run with `runtime.XLA_CPU_FLAGS`
+(rankdeficit/run/runtime.py: convolutions on XLA's Eigen kernels instead of YNNPACK). To
+compare XLA flag sets, give `--flags` a ';'-separated list of NAME=FLAGS entries; each runs
+in its own process with XLA_FLAGS exactly as given (`default=` is jaxlib's own default) and
+the table gains a column per set, plus each set's loss after the first three steps (to check
 that a set leaves the numerics unchanged):
 
   python -m tools.benchmark --models=resnet20 --steps=3 --repeats=3 --flags=\
@@ -51,6 +52,23 @@ threads). Two runs back to back, ms/step:
   at 5 steps is large (resnet20 eager 1352 vs 365 ms: the first PyTorch process after
   installation pays oneDNN's primitive cache warm-up), hence both runs.
 
+The project's XLA CPU flags (2026-12-05; jaxlib 0.10.2, 2-core AMD EPYC with AVX2 and no
+AVX-512, idle, batch 128, fp32, medians of 3 blocks x 3 steps, each set in its own process;
+`--flags='noconv=--xla_cpu_experimental_ynn_fusion_type=individual_dot,dot,reduce;ynn_off=
+--xla_cpu_experimental_ynn_fusion_type=;default='`), ms/step:
+
+  | model    | default (jaxlib) | YNNPACK off | convs off YNNPACK (project) |
+  | mlp      | 271              | 464         | 251                         |
+  | resnet20 | 1057             | 649         | 663                         |
+  | vgg19    | 4800             | 2695        | 2427                        |
+  | resnet18 | 10941 (run 1)    | 4439 (run 1)| -                           |
+
+  YNNPACK's convolutions are what is slow on this CPU (1.6-2.4x); its dots are faster than
+  Eigen's (the MLP loses 1.7x with YNNPACK off). Losses after 3 steps agree to 1e-7. On the
+  AVX-512 machine below the same choice was ~10% faster for resnet20 (597 -> 538 ms). Hence
+  the default, for jaxlib 0.10 (`runtime.XLA_CPU_FLAGS_JAXLIB`); a user's own value of the
+  flag in XLA_FLAGS is kept.
+
 Earlier: What was tried (jax/jaxlib 0.10.2, 2-core AVX-512 AMD EPYC; PyTorch 2.13 CPU eager,
 oneDNN/MKL,
 2 OpenMP threads). Measured on the IDLE machine, back to back, medians of 3 (batch 128, fp32):
@@ -75,7 +93,7 @@ oneDNN/MKL,
   * --xla_cpu_experimental_ynn_fusion_type: '' (YNNPACK off) and 'individual_dot,dot,reduce'
     (convs on Eigen) vs default, idle, each in its own process, median ms for resnet20:
     default 597, YNNPACK off 543, convs on Eigen 538 (same losses to 1e-7): ~10%, far from
-    the 2x gap, and not made a default without measurements on other CPUs.
+    the 2x gap here; made the default once an AVX2 CPU measured 1.6x (above).
   * bfloat16 compute (--dtype): slower on this CPU (mlp 1785 vs ~900 ms) and changes
     numerics; --xla_cpu_enable_fast_math changes numerics: neither is a default.
   * The worst gap was VGG-19's last stage: XLA CPU runs a 3x3 conv on a 2x2 map at ~0.3
@@ -113,6 +131,7 @@ import numpy as np
 
 from configs import base
 from rankdeficit import models
+from rankdeficit.run import runtime
 from rankdeficit.training import losses
 from rankdeficit.training import optim
 from rankdeficit.training import steps
@@ -382,7 +401,8 @@ def main():
   torch_ok = bool(args.torch_ref) and os.path.exists(args.torch_ref)
   report_load()
   if args.flags:
-    return _compare_flags(args, torch_ok)
+    return _compare_flags(args, torch_ok)  # each set exactly as given (jaxlib's defaults: '')
+  runtime.set_xla_cpu_flags()  # this process times the step as the project's programs run it
   modes = args.torch_modes.split(',') if torch_ok else []
   print(
     f'device: {jax.devices()[0].device_kind} ({jax.default_backend()}), '

@@ -237,6 +237,7 @@ def main(experiment: Experiment, description: str, argv: Sequence[str] | None = 
   """Trains what is missing (unless --render_only), then renders from the run dirs."""
   from rankdeficit.run import runtime  # pylint: disable=import-outside-toplevel
 
+  runtime.set_xla_cpu_flags()  # before anything starts JAX's backends
   args = parse_args(experiment.name, description, argv)
   cells = experiment.cells(args.smoke)
   unknown = sorted(set(args.settings) - {c.setting.name for c in cells})

@@ -1,9 +1,12 @@
-"""Run metadata, the persistent compilation cache and the profiler hook."""
+"""Run metadata, the XLA CPU flags, the persistent compilation cache and the profiler hook."""
 
+import os
+import subprocess
 import sys
 
 from clu import periodic_actions
 import jax
+import numpy as np
 import pytest
 
 from configs import base
@@ -23,7 +26,55 @@ def test_each_start_appends_its_environment(tmp_path, monkeypatch):
   assert info['device_kind'] == jax.devices()[0].device_kind
   assert info['device_count'] == jax.device_count()
   assert info['process_count'] == 1
+  assert info['xla_flags'] == os.environ.get('XLA_FLAGS', '')
   assert info['git_commit'] is None or len(info['git_commit'].split('-')[0]) == 40
+
+
+def test_xla_cpu_flags_are_added_once_and_never_over_the_users():
+  flag = next(iter(runtime.XLA_CPU_FLAGS))
+  env = {'XLA_FLAGS': '--xla_force_host_platform_device_count=8'}
+  if not jax.lib.__version__.startswith(runtime.XLA_CPU_FLAGS_JAXLIB):
+    assert runtime.set_xla_cpu_flags(env) == '--xla_force_host_platform_device_count=8'
+    return
+  added = runtime.set_xla_cpu_flags(env)
+  assert added.split() == [
+    '--xla_force_host_platform_device_count=8',
+    f'--{flag}={runtime.XLA_CPU_FLAGS[flag]}',
+  ]
+  assert env['XLA_FLAGS'] == added
+  assert runtime.set_xla_cpu_flags(env) == added  # idempotent
+  users = {'XLA_FLAGS': f'--{flag}='}  # the user's own value (here: no YNNPACK) stays
+  assert runtime.set_xla_cpu_flags(users) == f'--{flag}='
+  empty = {}
+  assert runtime.set_xla_cpu_flags(empty) == f'--{flag}={runtime.XLA_CPU_FLAGS[flag]}'
+
+
+_CONV_AND_DOT = """
+import jax, jax.numpy as jnp, numpy as np
+x = jax.random.normal(jax.random.key(0), (8, 16, 16, 8))
+w = jax.random.normal(jax.random.key(1), (3, 3, 8, 16))
+def f(x, w):
+  y = jax.lax.conv_general_dilated(x, w, (1, 1), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  return jnp.sum(jnp.tanh(y.reshape(8, -1) @ y.reshape(8, -1).T))
+v, g = jax.jit(jax.value_and_grad(f, argnums=(0, 1)))(x, w)
+np.save('{out}', np.concatenate([np.ravel(v), np.ravel(g[0]), np.ravel(g[1])]))
+"""
+
+
+def test_xla_cpu_flags_are_accepted_and_keep_the_numerics(tmp_path):
+  """Under the project's flags, XLA starts (an unknown flag would abort it) and a conv +
+  dot program and its gradients match XLA's defaults up to summation order."""
+  results = {}
+  for name, flags in (('default', ''), ('project', None)):
+    env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
+    env['XLA_FLAGS'] = runtime.set_xla_cpu_flags({}) if flags is None else flags
+    env['JAX_PLATFORMS'] = 'cpu'
+    out = tmp_path / f'{name}.npy'
+    subprocess.run(
+      [sys.executable, '-c', _CONV_AND_DOT.format(out=out)], env=env, check=True, timeout=120
+    )
+    results[name] = np.load(out)
+  np.testing.assert_allclose(results['project'], results['default'], rtol=2e-5, atol=1e-4)
 
 
 def test_compilation_cache_dir_is_handed_to_jax(tmp_path):
