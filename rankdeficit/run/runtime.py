@@ -51,11 +51,9 @@ PACKAGES = (
 
 
 # jaxlib 0.10's XLA CPU hands convolutions, dots and reductions to YNNPACK. Its convolutions
-# are slower than XLA's own (Eigen) on both CPUs measured; its dots are not. So convolutions
-# go to Eigen and the rest stays with YNNPACK (same results up to summation order: losses
-# after 3 steps equal to 1e-7). tools/benchmark.py, train-step ms at batch 128, idle, fp32,
-# medians of 3 (default -> these flags): 2-core AVX2 AMD EPYC: ResNet-20 1057 -> 663,
-# VGG-19 4800 -> 2427, MLP 271 -> 251; 2-core AVX-512 EPYC: ResNet-20 597 -> 538.
+# are slower than XLA's own (Eigen) on both CPUs measured, its dots are not: convolutions go
+# to Eigen, the rest stays with YNNPACK (same losses to 1e-7). The measurements are in
+# tools/benchmark.py's docstring (ResNet-20 step 1.6x faster on an AVX2 EPYC).
 XLA_CPU_FLAGS = {'xla_cpu_experimental_ynn_fusion_type': 'individual_dot,dot,reduce'}
 # The jaxlib releases whose XLA knows these flags (an unknown flag in XLA_FLAGS aborts).
 XLA_CPU_FLAGS_JAXLIB = ('0.10.',)
